@@ -1,0 +1,1 @@
+"""Configuration: the YAML file (partners, channels, advertisers, campaigns) and the environment."""

@@ -1,0 +1,215 @@
+"""The configuration as plain frozen data, built once at start (and on reload) by ``config.load``.
+
+Every duration is in whole seconds (``*_s``); every instant is epoch seconds (``*_at``).
+Nothing here does I/O; nothing reads the environment after ``load``.
+
+YAML shape (see ``examples/leadgate.yaml`` for one that uses every feature)::
+
+    server:        {max_body_bytes: 65536, batch_max_leads: 1000, idempotency_ttl_s: 86400}
+    channels:      [{id: email, name: Emailing}, …]
+    advertisers:   [{id: acme, name: ACME Energie}, …]
+    contact_pressure: {limit: 3, per: advertiser, window: 30d}     # optional, network-wide
+    campaigns:
+      - id: acme-always-on
+        advertiser: acme
+        kind: always_on | peak            # peak needs start and end (ISO 8601 with offset)
+        start: 2026-11-20T00:00:00+01:00
+        end:   2026-11-30T23:59:59+01:00
+        timezone: Europe/Paris            # calendar caps count in this zone
+        identity: [email, phone]          # identity fields, a match on any is a duplicate
+        required: [email, first_name]     # fields a lead must carry (422 otherwise)
+        phone_region: FR                  # default region for numbers without +CC
+        contact_pressure: true            # whether the network-wide pressure cap applies
+        cpl: 12.50                        # cost per lead, in the advertiser's currency
+        dedup:
+          - {scope: advertiser, window: 30d, channels: {cashback: 7d}}
+          - {scope: campaign, window: 90d}
+        caps:
+          - {subject: campaign, window: day, limit: 200}
+          - {subject: partner, window: 1h, limit: 50}     # a duration = rolling window
+    partners:
+      - id: p-coreg
+        name: CoregNet
+        api_keys: [sha256:<64 hex>]       # hashes only; `leadgate hash-key` makes them
+        channels: [coreg]                 # the first is the default for leads that name none
+        campaigns: [acme-always-on]
+        rate_limit: {per_s: 100, burst: 200}
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
+
+IDENTITY_FIELDS = ("email", "phone")
+
+
+class CampaignKind(enum.StrEnum):
+    ALWAYS_ON = "always_on"
+    PEAK = "peak"
+
+
+class DedupScope(enum.StrEnum):
+    """Where a fingerprint counts as already seen."""
+
+    CAMPAIGN = "campaign"  # this campaign only
+    ADVERTISER = "advertiser"  # any campaign of the same advertiser (always-on vs peak)
+    CHANNEL = "channel"  # the same advertiser, through the same channel
+    NETWORK = "network"  # any advertiser of the network (lives in the person's slot)
+
+
+class CapSubject(enum.StrEnum):
+    """What a cap counts accepted leads of."""
+
+    CAMPAIGN = "campaign"
+    PARTNER = "partner"  # partner × campaign
+    CHANNEL = "channel"  # channel × campaign
+    ADVERTISER = "advertiser"  # all campaigns of the advertiser
+
+
+class CalendarPeriod(enum.StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"  # ISO weeks, Monday 00:00 in the campaign's time zone
+    MONTH = "month"
+
+
+class PressureUnit(enum.StrEnum):
+    ADVERTISER = "advertiser"
+    CAMPAIGN = "campaign"
+
+
+@dataclass(frozen=True, slots=True)
+class CapWindow:
+    """Either a calendar period in the campaign's time zone or a rolling duration; never both."""
+
+    period: CalendarPeriod | None = None
+    rolling_s: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The window's name in reason codes: ``hour``/``day``/``week``/``month``/``rolling``."""
+        return self.period.value if self.period is not None else "rolling"
+
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    subject: CapSubject
+    window: CapWindow
+    limit: int
+
+    @property
+    def reason(self) -> str:
+        """Stable reason code, e.g. ``cap.campaign.day`` or ``cap.partner.rolling``."""
+        return f"cap.{self.subject.value}.{self.window.label}"
+
+
+@dataclass(frozen=True, slots=True)
+class DedupRule:
+    scope: DedupScope
+    window_s: int
+    #: The window for leads arriving through these channels, instead of ``window_s``.
+    channel_windows_s: Mapping[ChannelId, int] = field(default_factory=dict)
+
+    def window_for(self, channel: ChannelId) -> int:
+        """How far back a lead arriving through ``channel`` is compared, in seconds."""
+        return self.channel_windows_s.get(channel, self.window_s)
+
+    @property
+    def retention_s(self) -> int:
+        """How long a remembered fingerprint must be kept: the longest window of the rule."""
+        return max([self.window_s, *self.channel_windows_s.values()])
+
+    @property
+    def reason(self) -> str:
+        return f"duplicate.{self.scope.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPressure:
+    """At most ``limit`` advertisers (or campaigns) may receive one person per rolling window."""
+
+    limit: int
+    window_s: int
+    per: PressureUnit = PressureUnit.ADVERTISER
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: ChannelId
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Advertiser:
+    id: AdvertiserId
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    id: CampaignId
+    advertiser: AdvertiserId
+    name: str
+    kind: CampaignKind
+    timezone: ZoneInfo
+    identity_fields: tuple[str, ...] = IDENTITY_FIELDS
+    required_fields: tuple[str, ...] = ("email",)
+    phone_region: str = "FR"
+    dedup: tuple[DedupRule, ...] = ()
+    caps: tuple[CapRule, ...] = ()
+    contact_pressure: bool = True
+    start_at: float | None = None  # peak campaigns only
+    end_at: float | None = None
+    cpl: float | None = None
+
+    def is_active(self, now_s: float) -> bool:
+        if self.start_at is not None and now_s < self.start_at:
+            return False
+        return not (self.end_at is not None and now_s >= self.end_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_s: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    id: PartnerId
+    name: str
+    #: Lower-case hex SHA-256 digests of the partner's API keys (never the keys themselves).
+    api_key_hashes: tuple[str, ...]
+    channels: tuple[ChannelId, ...]
+    campaigns: tuple[CampaignId, ...]
+    rate_limit: RateLimit | None = None
+
+    @property
+    def default_channel(self) -> ChannelId:
+        return self.channels[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    max_body_bytes: int = 64 * 1024
+    batch_max_leads: int = 1000
+    #: Larger bound for the batch endpoint's body.
+    batch_max_body_bytes: int = 4 * 1024 * 1024
+    idempotency_ttl_s: int = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerSettings
+    channels: Mapping[ChannelId, Channel]
+    advertisers: Mapping[AdvertiserId, Advertiser]
+    campaigns: Mapping[CampaignId, Campaign]
+    partners: Mapping[PartnerId, Partner]
+    contact_pressure: ContactPressure | None = None
+    #: SHA-256 of the file's bytes, so a reload can tell whether anything changed.
+    checksum: str = ""

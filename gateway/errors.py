@@ -1,0 +1,134 @@
+"""Every error leadgate raises on purpose, in one tree.
+
+::
+
+    LeadgateError
+    ├── ConfigError                 the config file or the environment is wrong (start-up, reload)
+    ├── StoreError                  the decision store failed
+    │   └── StoreUnavailable        it cannot be reached now; retry later (HTTP 503)
+    └── RequestError                the request is wrong; carries the HTTP status (problem+json)
+        ├── Unauthorized            401: no or unknown API key
+        ├── Forbidden               403: the partner may not post to that campaign
+        ├── PayloadTooLarge         413
+        ├── UnsupportedMediaType    415
+        ├── InvalidLead             422: lists every bad field
+        ├── IdempotencyConflict     422: the same Idempotency-Key with another body
+        └── RateLimited             429: carries ``retry_after_s``
+
+Infrastructure errors (redis-py's, OS errors) are translated into ``StoreError`` at the storage
+boundary and nowhere else; the web layer maps this tree to problem+json in one middleware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LeadgateError(Exception):
+    """Base of every leadgate error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in the configuration: where (``campaigns[2].caps[0].window``) and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(LeadgateError):
+    """The configuration is invalid; ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class StoreError(LeadgateError):
+    """The decision store failed in a way a retry will not fix by itself."""
+
+
+class StoreUnavailable(StoreError):
+    """The decision store cannot be reached right now; the request may be retried later."""
+
+    retry_after_s = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One invalid field of a lead: a JSON-pointer-like path (``email``, ``leads/3/phone``) and why."""
+
+    field: str
+    message: str
+
+
+class RequestError(LeadgateError):
+    """A request leadgate refuses; rendered as RFC 9457 problem+json with ``status``."""
+
+    status = 400
+    title = "Bad request"
+    type_slug = "bad-request"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class Unauthorized(RequestError):
+    status = 401
+    title = "Unauthorized"
+    type_slug = "unauthorized"
+
+
+class Forbidden(RequestError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
+class NotFound(RequestError):
+    status = 404
+    title = "Not found"
+    type_slug = "not-found"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    title = "Payload too large"
+    type_slug = "payload-too-large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"
+
+
+class InvalidLead(RequestError):
+    status = 422
+    title = "Invalid lead"
+    type_slug = "invalid-lead"
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        fields = ", ".join(p.field for p in problems)
+        super().__init__(f"{len(problems)} invalid field(s): {fields}")
+
+
+class IdempotencyConflict(RequestError):
+    status = 422
+    title = "Idempotency-Key reused with another body"
+    type_slug = "idempotency-conflict"
+
+
+class RateLimited(RequestError):
+    status = 429
+    title = "Too many requests"
+    type_slug = "rate-limited"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)

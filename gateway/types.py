@@ -1,0 +1,33 @@
+"""Identifiers that must never be mixed up, and the small value types shared by every domain."""
+
+from __future__ import annotations
+
+from typing import NewType
+
+PartnerId = NewType("PartnerId", str)
+CampaignId = NewType("CampaignId", str)
+AdvertiserId = NewType("AdvertiserId", str)
+ChannelId = NewType("ChannelId", str)
+LeadId = NewType("LeadId", str)
+#: Lower-case hex of a keyed hash of one normalized identity value, prefixed by the key id
+#: (``k1.3f9a…``). The only form in which an identity is ever remembered.
+Fingerprint = NewType("Fingerprint", str)
+
+
+class FingerprintKey:
+    """A secret key for fingerprints, with the short id that versions it (``k1``, ``2026a``).
+
+    The secret never appears in ``repr`` or ``str``; rotating keys means a new id, so
+    fingerprints made with different keys can never be confused.
+    """
+
+    __slots__ = ("id", "secret")
+
+    def __init__(self, id: str, secret: bytes) -> None:
+        self.id = id
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return f"FingerprintKey(id={self.id!r}, secret=<{len(self.secret)} bytes>)"
+
+    __str__ = __repr__
