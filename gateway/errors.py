@@ -59,7 +59,7 @@ class StoreUnavailable(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
-    """One invalid field of a lead: a JSON-pointer-like path (``email``, ``leads/3/phone``) and why."""
+    """One invalid field of a lead: its path (``email``, ``leads/3/phone``) and why."""
 
     field: str
     message: str

@@ -66,8 +66,8 @@ class CapSubject(enum.StrEnum):
     """What a cap counts accepted leads of."""
 
     CAMPAIGN = "campaign"
-    PARTNER = "partner"  # partner × campaign
-    CHANNEL = "channel"  # channel × campaign
+    PARTNER = "partner"  # partner x campaign
+    CHANNEL = "channel"  # channel x campaign
     ADVERTISER = "advertiser"  # all campaigns of the advertiser
 
 

@@ -1,0 +1,127 @@
+"""``leadgate``: serve, demo, check-config, hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config.check import check_config, hash_api_key, new_api_key
+from gateway.errors import ConfigError
+from gateway.observe import configure_logging
+from gateway.runtime import build_intake, load_settings
+from gateway.web.app import create_app
+from gateway.web.state import DRAINING
+
+LOG = logging.getLogger("leadgate")
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "leadgate.yaml"
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config_path: str | None, host: str | None, port: int | None, drain_s: float) -> int:
+    settings = load_settings(os.environ, config_path)
+    env = settings.environment
+    configure_logging(env.log_level)
+    intake = await build_intake(settings)
+    app = create_app(intake)
+    # access_log=None: aiohttp's access log writes client IPs and full request lines (query
+    # strings can hold emails); the decision log replaces it.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain_s)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, host or env.host, port if port is not None else env.port, backlog=4096
+    )
+    await site.start()
+    LOG.info(
+        "serving",
+        extra={
+            "fields": {
+                "version": __version__,
+                "listen": f"{host or env.host}:{port if port is not None else env.port}",
+                "store": intake.engine.store.name,
+                "config_checksum": intake.config.checksum,
+            }
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Draining: /readyz turns 503 so the load balancer stops sending, the listener closes,
+    # in-flight requests get up to drain_s to finish, then the process exits 0.
+    app[DRAINING].set()
+    LOG.info("draining", extra={"fields": {"grace_s": drain_s}})
+    await runner.cleanup()
+    LOG.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"leadgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument("--config", help="config file (default: $LEADGATE_CONFIG)")
+    p_serve.add_argument("--host", help="listen address (default: $LEADGATE_HOST or 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, help="listen port (default: $LEADGATE_PORT or 8080)")
+    p_serve.add_argument(
+        "--drain-s", type=float, default=10.0,
+        help="on SIGTERM, how long in-flight requests may take to finish (default 10)",
+    )  # fmt: skip
+
+    p_demo = sub.add_parser("demo", help="run the gateway on its embedded store and post leads")
+    p_demo.add_argument("--config", default=str(EXAMPLE_CONFIG))
+    p_demo.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p_demo.add_argument(
+        "--keep-running", action="store_true", help="keep serving after the demo (Ctrl-C stops)"
+    )
+
+    p_check = sub.add_parser("check-config", help="validate a config file, report every error")
+    p_check.add_argument("file")
+
+    p_hash = sub.add_parser("hash-key", help="hash an API key for the config (or make a new one)")
+    p_hash.add_argument("key", nargs="?", help="the key; omitted: generate a new one")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file, sys.stdout)
+    if args.command == "hash-key":
+        key = args.key or new_api_key()
+        if not args.key:
+            print(f"key:  {key}")
+        print(f"hash: {hash_api_key(key)}")
+        return 0
+    _install_uvloop()
+    try:
+        if args.command == "serve":
+            return asyncio.run(serve(args.config, args.host, args.port, args.drain_s))
+        from gateway.demo import run_demo
+
+        return asyncio.run(run_demo(args.config, args.port, args.keep_running))
+    except ConfigError as error:
+        print("leadgate: configuration error:", file=sys.stderr)
+        for issue in error.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The decision protocol over any ``Store``, for one lead or a batch.
+
+Round trips, each one pipelined for the whole batch and skipped when nothing needs it:
+
+1. **claim** (requests with an Idempotency-Key): the partner's claim on the key and the stored
+   answer, if any. A replay is answered here; a key reused with another body is a conflict.
+2. **reserve** (campaigns with network dedup or contact pressure): per identity, in the
+   person's own slot: check and take a pressure slot / network mark for this lead.
+3. **decide**: the atomic check-and-commit in the advertiser's slot. A lead refused in step 2
+   still passes here (as a forced outcome) so its idempotent answer is recorded atomically.
+4. **release**: give back the reservations of leads that were not accepted.
+
+A crash after 2 leaves a reservation that holds a slot until its window ends; a crash after 3
+leaves an accepted lead committed (and its answer stored for an idempotent retry). Neither can
+lose an accepted lead nor accept one twice: acceptance happens only inside step 3's script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.decision.model import (
+    ClaimStatus,
+    Decision,
+    DecisionOutcome,
+    DecisionRequest,
+    PersonReservation,
+)
+from gateway.failpoints import Failpoints
+from gateway.storage.base import ForcedOutcome, ReserveResult, Store
+
+_FORCED_DECISION = {"duplicate.network": Decision.DUPLICATE, "cap.person": Decision.CAPPED}
+
+
+class DecisionEngine:
+    def __init__(self, store: Store, failpoints: Failpoints | None = None) -> None:
+        self.store = store
+        self._failpoints = failpoints or Failpoints()
+
+    async def run(self, requests: Sequence[DecisionRequest]) -> list[DecisionOutcome | None]:
+        """One outcome per request, in order; ``None`` for an Idempotency-Key reused with
+        another body. Raises ``StoreUnavailable`` when the store cannot be reached."""
+        outcomes: list[DecisionOutcome | None] = [None] * len(requests)
+        todo = list(range(len(requests)))
+
+        idempotent = [i for i in todo if requests[i].idempotency is not None]
+        if idempotent:
+            claims = await self.store.claim(
+                [requests[i].idempotency for i in idempotent],  # type: ignore[misc]
+                requests[idempotent[0]].now_ms,
+            )
+            settled: set[int] = set()
+            for i, claim in zip(idempotent, claims, strict=True):
+                if claim.status is ClaimStatus.NEW:
+                    continue
+                settled.add(i)
+                outcomes[i] = claim.answer  # None for a conflict
+            todo = [i for i in todo if i not in settled]
+
+        reservations: list[tuple[int, PersonReservation]] = [
+            (i, r) for i in todo for r in requests[i].person
+        ]
+        reserved: list[ReserveResult] = []
+        forced: dict[int, ForcedOutcome] = {}
+        if reservations:
+            reserved = await self.store.reserve([r for _, r in reservations])
+            for (i, _), result in zip(reservations, reserved, strict=True):
+                if result.reason and i not in forced:
+                    decision = _FORCED_DECISION[result.reason]
+                    forced[i] = ForcedOutcome(decision.value, (result.reason,))
+            self._failpoints.hit("after-person-reserve")
+
+        if todo:
+            decided = await self.store.decide([(requests[i], forced.get(i)) for i in todo])
+            for i, outcome in zip(todo, decided, strict=True):
+                outcomes[i] = outcome
+            self._failpoints.hit("after-decide")
+
+        releases = [
+            (reservation, result)
+            for (i, reservation), result in zip(reservations, reserved, strict=True)
+            if not result.reason
+            and not reservation.dry_run
+            and not _accepted_now(outcomes[i], requests[i])
+        ]
+        if releases:
+            await self.store.release(releases)
+        return outcomes
+
+
+def _accepted_now(outcome: DecisionOutcome | None, request: DecisionRequest) -> bool:
+    """Whether this very request was accepted (a replayed answer belongs to an earlier one)."""
+    return (
+        outcome is not None
+        and outcome.decision is Decision.ACCEPTED
+        and not outcome.replayed
+        and outcome.lead_id == request.lead_id
+    )

@@ -1,0 +1,127 @@
+"""What a store is asked to decide and what it answers: plain data, no I/O.
+
+A :class:`DecisionRequest` is complete: every key, window and limit is computed beforehand by
+``decision.plan`` so both stores (Redis scripts, the embedded store) only check and commit.
+All times are epoch milliseconds (``*_ms``), all durations milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.types import LeadId
+
+
+class Decision(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CAPPED = "capped"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class DedupCheck:
+    """One identity in one dedup scope: a duplicate when seen less than ``window_ms`` ago."""
+
+    reason: str  # duplicate.campaign / .advertiser / .channel
+    key: str
+    window_ms: int
+    retention_ms: int
+    #: False for fingerprints under a previous key during a rotation: checked, never written.
+    remember: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CapCheck:
+    """One cap: a fixed counter for a calendar period, or a sliding log for a rolling window."""
+
+    reason: str  # cap.campaign.day …
+    key: str
+    limit: int
+    rolling: bool
+    #: Calendar: time until the period ends (the counter's TTL). Rolling: the window length.
+    span_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersonReservation:
+    """The cross-advertiser part of one identity, in the person's own slot.
+
+    Network dedup: a duplicate when the person was accepted anywhere less than
+    ``network_window_ms`` ago (0 = not checked). Contact pressure: at most ``pressure_limit``
+    distinct ``unit`` values (advertisers or campaigns) per ``pressure_window_ms`` (0 = none).
+    """
+
+    seen_key: str
+    pressure_key: str
+    lead_id: LeadId
+    unit: str
+    now_ms: int
+    dry_run: bool
+    network_window_ms: int
+    network_retention_ms: int
+    pressure_limit: int
+    pressure_window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRef:
+    claim_key: str  # partner slot: the key's body digest, across advertisers
+    answer_key: str  # advertiser slot: the answer, written with the decision
+    body_digest: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    lead_id: LeadId
+    now_ms: int
+    #: Test mode: decide, remember nothing.
+    dry_run: bool
+    dedup: tuple[DedupCheck, ...]
+    caps: tuple[CapCheck, ...]
+    person: tuple[PersonReservation, ...]
+    stream_key: str
+    #: The delivery record appended to the advertiser's stream when accepted (JSON bytes).
+    payload: bytes
+    idempotency: IdempotencyRef | None = None
+    #: Bookkeeping key in the advertiser slot any script may use as a placeholder KEYS entry.
+    slot_anchor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    decision: Decision
+    reasons: tuple[str, ...]
+    #: The lead id of the answer; on an idempotent replay, the first request's id.
+    lead_id: LeadId
+    #: True when the answer is the stored answer to an earlier request with the same key.
+    replayed: bool = False
+
+    def encode(self, body_digest: str) -> str:
+        """The stored form of an idempotent answer (no personal data: ids and codes only)."""
+        return "|".join((body_digest, self.lead_id, self.decision.value, ",".join(self.reasons)))
+
+    @classmethod
+    def decode(cls, stored: str) -> tuple[str, DecisionOutcome]:
+        digest, lead_id, decision, reasons = stored.split("|", 3)
+        outcome = cls(
+            Decision(decision),
+            tuple(r for r in reasons.split(",") if r),
+            LeadId(lead_id),
+            replayed=True,
+        )
+        return digest, outcome
+
+
+class ClaimStatus(enum.Enum):
+    NEW = "new"  # first use of the key (or a retry whose first attempt decided nothing)
+    REPLAY = "replay"  # same key, same body, answer stored: return it
+    CONFLICT = "conflict"  # same key, another body
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: ClaimStatus
+    answer: DecisionOutcome | None = None

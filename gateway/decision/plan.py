@@ -1,0 +1,149 @@
+"""From a validated lead and its campaign to a complete ``DecisionRequest`` (pure).
+
+Everything a store needs is computed here: the fingerprint of every identity under every key
+still in use, every dedup key with its window for the lead's channel, every cap's key for the
+current calendar period or rolling window, the person's reservations and the delivery record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.config.model import (
+    Campaign,
+    ContactPressure,
+    DedupRule,
+    DedupScope,
+    Partner,
+    PressureUnit,
+)
+from gateway.decision.model import (
+    CapCheck,
+    DecisionRequest,
+    DedupCheck,
+    IdempotencyRef,
+    PersonReservation,
+)
+from gateway.decision.windows import calendar_bucket
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.leads.model import Lead
+from gateway.storage import keys
+from gateway.types import ChannelId, LeadId
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A request's Idempotency-Key, already hashed (the raw key is never stored)."""
+
+    key_digest: str
+    body_digest: str
+    ttl_s: int
+
+
+def digest(data: bytes) -> str:
+    """Short non-reversible digest for idempotency keys and bodies (they may hold personal data)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def build_request(
+    *,
+    lead: Lead,
+    lead_id: LeadId,
+    campaign: Campaign,
+    partner: Partner,
+    channel: ChannelId,
+    pressure: ContactPressure | None,
+    fingerprinter: Fingerprinter,
+    now_s: float,
+    idempotency: Idempotency | None = None,
+) -> DecisionRequest:
+    now_ms = int(now_s * 1000)
+    advertiser = campaign.advertiser
+    identities = [
+        (kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()
+    ]
+
+    dedup: list[DedupCheck] = []
+    network: DedupRule | None = None
+    for rule in campaign.dedup:
+        if rule.scope is DedupScope.NETWORK:
+            network = rule
+            continue
+        window_ms = rule.window_for(channel) * 1000
+        for _, fingerprints in identities:
+            for n, fp in enumerate(fingerprints):
+                dedup.append(
+                    DedupCheck(
+                        rule.reason,
+                        keys.seen(advertiser, rule.scope, campaign.id, channel, fp),
+                        window_ms,
+                        rule.retention_s * 1000,
+                        remember=n == 0,
+                    )
+                )
+
+    caps: list[CapCheck] = []
+    for cap in campaign.caps:
+        if cap.window.period is not None:
+            bucket, end_s = calendar_bucket(cap.window.period, campaign.timezone, now_s)
+            span_ms, rolling = max(1, int((end_s - now_s) * 1000)), False
+        else:
+            assert cap.window.rolling_s is not None
+            bucket, span_ms, rolling = str(cap.window.rolling_s), cap.window.rolling_s * 1000, True
+        key = keys.cap(advertiser, cap, campaign.id, partner.id, channel, bucket)
+        caps.append(CapCheck(cap.reason, key, cap.limit, rolling, span_ms))
+
+    person: list[PersonReservation] = []
+    pressing = pressure if pressure is not None and campaign.contact_pressure else None
+    if network is not None or pressing is not None:
+        unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
+        for _, fingerprints in identities:
+            current = fingerprints[0]
+            person.append(
+                PersonReservation(
+                    seen_key=keys.person_network_seen(current),
+                    pressure_key=keys.person_pressure(current),
+                    lead_id=lead_id,
+                    unit=unit,
+                    now_ms=now_ms,
+                    dry_run=lead.test,
+                    network_window_ms=network.window_for(channel) * 1000 if network else 0,
+                    network_retention_ms=network.retention_s * 1000 if network else 0,
+                    pressure_limit=pressing.limit if pressing else 0,
+                    pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
+                )
+            )
+
+    record = {
+        "lead_id": lead_id,
+        "campaign": campaign.id,
+        "advertiser": advertiser,
+        "partner": partner.id,
+        "channel": channel,
+        "ref": lead.ref,
+        "accepted_at_ms": now_ms,
+        "lead": lead.to_payload(),
+    }
+    idem = None
+    if idempotency is not None:
+        idem = IdempotencyRef(
+            claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
+            answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
+            body_digest=idempotency.body_digest,
+            ttl_ms=idempotency.ttl_s * 1000,
+        )
+    return DecisionRequest(
+        lead_id=lead_id,
+        now_ms=now_ms,
+        dry_run=lead.test,
+        dedup=tuple(dedup),
+        caps=tuple(caps),
+        person=tuple(person),
+        stream_key=keys.deliveries(advertiser),
+        payload=orjson.dumps(record),
+        idempotency=idem,
+        slot_anchor=keys.advertiser_tag(advertiser) + ":anchor",
+    )

@@ -1,0 +1,66 @@
+"""Cap window arithmetic: which calendar period an instant falls in, in the campaign's zone.
+
+Lead buyers think "200 a day" in their own time zone, so a day cap resets at local midnight,
+including on the days daylight saving time makes 23 or 25 hours long.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from gateway.config.model import CalendarPeriod
+
+
+def _period_start(period: CalendarPeriod, local: datetime) -> datetime:
+    if period is CalendarPeriod.HOUR:
+        return local.replace(minute=0, second=0, microsecond=0)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period is CalendarPeriod.DAY:
+        return day
+    if period is CalendarPeriod.WEEK:
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _next_start(period: CalendarPeriod, start: datetime) -> datetime:
+    if period is CalendarPeriod.HOUR:
+        return start + timedelta(hours=1)
+    if period is CalendarPeriod.DAY:
+        return start + timedelta(days=1)
+    if period is CalendarPeriod.WEEK:
+        return start + timedelta(days=7)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def calendar_bucket(period: CalendarPeriod, zone: ZoneInfo, now_s: float) -> tuple[str, float]:
+    """The period containing ``now_s``: its label (``2026-11-22``, ``2026-11-22T15``,
+    ``2026-W47``, ``2026-11``) and the epoch second at which it ends.
+
+    Hours are counted in UTC offset-aware steps so the repeated hour at a DST fall-back is two
+    distinct buckets, never one bucket that counts twice as long.
+    """
+    if period is CalendarPeriod.HOUR:
+        # Local wall-clock hours can repeat (fall back); absolute hours cannot. Label with the
+        # local hour and its UTC offset so both copies of 02:00 get their own counter.
+        utc_hour = int(now_s // 3600) * 3600
+        local = datetime.fromtimestamp(utc_hour, zone)
+        offset = local.utcoffset() or timedelta(0)
+        label = local.strftime("%Y-%m-%dT%H") + f"{int(offset.total_seconds() // 60):+d}"
+        return label, float(utc_hour + 3600)
+    local = datetime.fromtimestamp(now_s, zone)
+    start = _period_start(period, local)
+    end = _next_start(period, start)
+    # Wall-clock arithmetic then back to an instant: datetime with a ZoneInfo tzinfo resolves
+    # the offset at `end` itself, so a 23- or 25-hour day ends at the right instant.
+    end_s = end.replace(tzinfo=None).replace(tzinfo=zone).timestamp()
+    if period is CalendarPeriod.DAY:
+        label = start.strftime("%Y-%m-%d")
+    elif period is CalendarPeriod.WEEK:
+        iso = start.isocalendar()
+        label = f"{iso.year}-W{iso.week:02d}"
+    else:
+        label = start.strftime("%Y-%m")
+    return label, end_s

@@ -1,0 +1,1 @@
+"""Everything that remembers: Redis (scripts, keys, pipelining) and the embedded store."""

@@ -1,0 +1,224 @@
+"""The embedded store: the decision contract in-process, for a demo, a laptop and unit tests.
+
+Same semantics as the Lua scripts (the same tests run against both), atomic because nothing in
+a method awaits. One process only: its memory dies with the process, so the README says it is
+not for production. Expiry is measured against the requests' own clock (``now_ms``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gateway.decision.model import (
+    ClaimResult,
+    ClaimStatus,
+    Decision,
+    DecisionOutcome,
+    DecisionRequest,
+    IdempotencyRef,
+    PersonReservation,
+)
+from gateway.storage.base import ForcedOutcome, ReserveResult
+
+#: Expired entries are swept every this many writes, so memory stays bounded by the windows.
+_SWEEP_EVERY = 10_000
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: str | dict[str, int]
+    expires_at_ms: int
+
+
+@dataclass(slots=True)
+class StreamEntry:
+    lead_id: str
+    accepted_at_ms: int
+    record: bytes
+
+
+@dataclass
+class MemoryStore:
+    name: str = "embedded"
+    _data: dict[str, _Entry] = field(default_factory=dict)
+    streams: dict[str, list[StreamEntry]] = field(default_factory=dict)
+    _writes: int = 0
+    _last_now_ms: int = 0
+
+    # -- primitive operations, mirroring the Redis commands the scripts use ------------------
+
+    def _get(self, key: str, now_ms: int) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.expires_at_ms <= now_ms:
+            del self._data[key]
+            return None
+        return entry
+
+    def _get_str(self, key: str, now_ms: int) -> str | None:
+        entry = self._get(key, now_ms)
+        return entry.value if entry is not None and isinstance(entry.value, str) else None
+
+    def _zset(self, key: str, now_ms: int) -> dict[str, int]:
+        entry = self._get(key, now_ms)
+        if entry is not None and isinstance(entry.value, dict):
+            return entry.value
+        return {}
+
+    def _set(self, key: str, value: str | dict[str, int], now_ms: int, ttl_ms: int) -> None:
+        self._data[key] = _Entry(value, now_ms + ttl_ms)
+        self._writes += 1
+        self._last_now_ms = max(self._last_now_ms, now_ms)
+        if self._writes % _SWEEP_EVERY == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        now = self._last_now_ms
+        for key in [k for k, e in self._data.items() if e.expires_at_ms <= now]:
+            del self._data[key]
+
+    def keys(self) -> list[str]:
+        """Every live key name (tests look for personal data in them)."""
+        return list(self._data) + list(self.streams)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
+        return [self._claim(ref, now_ms) for ref in refs]
+
+    def _claim(self, ref: IdempotencyRef, now: int) -> ClaimResult:
+        held = self._get_str(ref.claim_key, now)
+        if held is None:
+            self._set(ref.claim_key, ref.body_digest, now, ref.ttl_ms)
+        elif held != ref.body_digest:
+            return ClaimResult(ClaimStatus.CONFLICT)
+        stored = self._get_str(ref.answer_key, now)
+        if stored is not None:
+            digest, answer = DecisionOutcome.decode(stored)
+            if digest == ref.body_digest:
+                return ClaimResult(ClaimStatus.REPLAY, answer)
+            return ClaimResult(ClaimStatus.CONFLICT)
+        return ClaimResult(ClaimStatus.NEW)
+
+    async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
+        return [self._reserve(r) for r in items]
+
+    def _reserve(self, r: PersonReservation) -> ReserveResult:
+        now = r.now_ms
+        previous = ""
+        if r.network_window_ms > 0:
+            previous = self._get_str(r.seen_key, now) or ""
+            if previous and now - int(previous.split("|", 1)[0]) < r.network_window_ms:
+                return ReserveResult("duplicate.network", "")
+        if r.pressure_limit > 0:
+            members = self._zset(r.pressure_key, now)
+            live = {
+                m.split("|", 1)[0] for m, at in members.items() if at > now - r.pressure_window_ms
+            }
+            if r.unit not in live and len(live) >= r.pressure_limit:
+                return ReserveResult("cap.person", "")
+        if r.dry_run:
+            return ReserveResult("", "")
+        if r.network_window_ms > 0:
+            self._set(r.seen_key, f"{now}|{r.lead_id}", now, r.network_retention_ms)
+        if r.pressure_limit > 0:
+            kept = {
+                m: at
+                for m, at in self._zset(r.pressure_key, now).items()
+                if at > now - r.pressure_window_ms
+            }
+            kept[f"{r.unit}|{r.lead_id}"] = now
+            self._set(r.pressure_key, kept, now, r.pressure_window_ms)
+        return ReserveResult("", previous)
+
+    async def decide(
+        self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
+    ) -> list[DecisionOutcome | None]:
+        return [self._decide(request, forced) for request, forced in items]
+
+    def _decide(self, rq: DecisionRequest, forced: ForcedOutcome | None) -> DecisionOutcome | None:
+        now = rq.now_ms
+        self._last_now_ms = max(self._last_now_ms, now)
+        idem = rq.idempotency
+        if idem is not None:
+            stored = self._get_str(idem.answer_key, now)
+            if stored is not None:
+                digest, replay = DecisionOutcome.decode(stored)
+                return replay if digest == idem.body_digest else None
+
+        def answer(decision: Decision, reasons: tuple[str, ...]) -> DecisionOutcome:
+            outcome = DecisionOutcome(decision, reasons, rq.lead_id)
+            if idem is not None and not rq.dry_run:
+                self._set(idem.answer_key, outcome.encode(idem.body_digest), now, idem.ttl_ms)
+            return outcome
+
+        if forced is not None:
+            return answer(Decision(forced.decision), forced.reasons)
+
+        duplicates: list[str] = []
+        for check in rq.dedup:
+            at = self._get_str(check.key, now)
+            if (
+                at is not None
+                and now - int(at) < check.window_ms
+                and check.reason not in duplicates
+            ):
+                duplicates.append(check.reason)
+        if duplicates:
+            return answer(Decision.DUPLICATE, tuple(duplicates))
+
+        capped: list[str] = []
+        for cap in rq.caps:
+            if cap.rolling:
+                log = self._zset(cap.key, now)
+                used = sum(1 for at in log.values() if at > now - cap.span_ms)
+            else:
+                used = int(self._get_str(cap.key, now) or "0")
+            if used >= cap.limit:
+                capped.append(cap.reason)
+        if capped:
+            return answer(Decision.CAPPED, tuple(capped))
+        if rq.dry_run:
+            return answer(Decision.ACCEPTED, ())
+
+        for check in rq.dedup:
+            if check.remember:
+                self._set(check.key, str(now), now, check.retention_ms)
+        for cap in rq.caps:
+            if cap.rolling:
+                log = {
+                    m: at for m, at in self._zset(cap.key, now).items() if at > now - cap.span_ms
+                }
+                log[rq.lead_id] = now
+                self._set(cap.key, log, now, cap.span_ms)
+            else:
+                entry = self._get(cap.key, now)
+                if entry is None:
+                    self._set(cap.key, "1", now, cap.span_ms)
+                else:
+                    entry.value = str(int(str(entry.value)) + 1)
+        self.streams.setdefault(rq.stream_key, []).append(StreamEntry(rq.lead_id, now, rq.payload))
+        return answer(Decision.ACCEPTED, ())
+
+    async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
+        for r, reserved in items:
+            now = r.now_ms
+            members = self._zset(r.pressure_key, now)
+            members.pop(f"{r.unit}|{r.lead_id}", None)
+            if r.network_window_ms <= 0:
+                continue
+            current = self._get_str(r.seen_key, now)
+            if current is None or not current.endswith(f"|{r.lead_id}"):
+                continue
+            if reserved.previous:
+                left = int(reserved.previous.split("|", 1)[0]) + r.network_retention_ms - now
+                if left > 0:
+                    self._set(r.seen_key, reserved.previous, now, left)
+                    continue
+            del self._data[r.seen_key]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,195 @@
+"""The Redis store: the decision contract as Lua scripts over auto-pipelined connections.
+
+Redis errors are translated here and nowhere else: transport failures become
+``StoreUnavailable``, anything else Redis refuses becomes ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
+
+from gateway.decision.model import (
+    ClaimResult,
+    ClaimStatus,
+    Decision,
+    DecisionOutcome,
+    DecisionRequest,
+    IdempotencyRef,
+    PersonReservation,
+)
+from gateway.errors import StoreError
+from gateway.storage import scripts
+from gateway.storage.base import ForcedOutcome, ReserveResult
+from gateway.storage.pipeline import AutoPipeline, Command
+from gateway.types import LeadId
+
+
+def _connection_factory(url: str, socket_timeout_s: float) -> Any:
+    # The pool is only a parser of the URL (host, port, socket path, password, TLS, db) and a
+    # factory of connection objects; the auto-pipeline owns the connections it makes.
+    pool = ConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        # Never retry inside redis-py: a decision whose reply was lost may have committed, and
+        # running it again would report the lead as a duplicate of itself.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+    def connect() -> AbstractConnection:
+        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    return connect
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, *, connections: int = 4, socket_timeout_s: float = 2.0) -> None:
+        self._pipe = AutoPipeline(
+            _connection_factory(url, socket_timeout_s), connections=connections
+        )
+
+    @property
+    def round_trips(self) -> int:
+        return self._pipe.round_trips
+
+    async def _run(self, commands: Sequence[Command]) -> list[Any]:
+        """Run commands in one (shared) round trip; reload scripts once if Redis lost them
+        (a restart, a failover), then re-send only the refused commands: NOSCRIPT means they
+        did not run."""
+        results = await self._pipe.execute(commands)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load_scripts()
+            again = await self._pipe.execute([commands[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, ResponseError):
+                raise StoreError(f"redis refused a command: {result}")
+        return results
+
+    async def load_scripts(self) -> None:
+        results = await self._pipe.execute([("SCRIPT", "LOAD", s.source) for s in scripts.ALL])
+        for script, sha in zip(scripts.ALL, results, strict=True):
+            if isinstance(sha, ResponseError) or sha != script.sha:
+                raise StoreError(f"could not load script {script.name}: {sha}")
+
+    async def server_checks(self) -> list[str]:
+        """Problems with the server's settings that put decisions at risk, as log lines."""
+        problems: list[str] = []
+        (policy,) = await self._pipe.execute([("CONFIG", "GET", "maxmemory-policy")])
+        if isinstance(policy, ResponseError):
+            problems.append(
+                f"could not read maxmemory-policy ({policy}); make sure it is noeviction"
+            )
+        elif policy and policy[1] != "noeviction":
+            problems.append(
+                f"maxmemory-policy is {policy[1]}: Redis may evict dedup memory, caps and queued "
+                "leads under memory pressure; set it to noeviction"
+            )
+        return problems
+
+    async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
+        commands: list[Command] = []
+        for ref in refs:
+            commands.append(("SET", ref.claim_key, ref.body_digest, "NX", "GET", "PX", ref.ttl_ms))
+            commands.append(("GET", ref.answer_key))
+        results = await self._run(commands)
+        claims: list[ClaimResult] = []
+        for i, ref in enumerate(refs):
+            held, stored = results[2 * i], results[2 * i + 1]
+            if held is not None and held != ref.body_digest:
+                claims.append(ClaimResult(ClaimStatus.CONFLICT))
+            elif stored is not None:
+                digest, answer = DecisionOutcome.decode(stored)
+                status = ClaimStatus.REPLAY if digest == ref.body_digest else ClaimStatus.CONFLICT
+                claims.append(ClaimResult(status, answer if status is ClaimStatus.REPLAY else None))
+            else:
+                claims.append(ClaimResult(ClaimStatus.NEW))
+        return claims
+
+    async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
+        commands: list[Command] = [
+            (
+                "EVALSHA", scripts.PERSON_RESERVE.sha, 2, r.seen_key, r.pressure_key,
+                r.now_ms, r.lead_id, int(r.dry_run), r.network_window_ms,
+                r.network_retention_ms, r.pressure_limit, r.pressure_window_ms, r.unit,
+            )
+            for r in items
+        ]  # fmt: skip
+        return [ReserveResult(reason, previous) for reason, previous in await self._run(commands)]
+
+    async def decide(
+        self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
+    ) -> list[DecisionOutcome | None]:
+        commands = [_decide_command(rq, forced) for rq, forced in items]
+        outcomes: list[DecisionOutcome | None] = []
+        for (rq, _), reply in zip(items, await self._run(commands), strict=True):
+            status = reply[0]
+            if status == "ok":
+                reasons = tuple(r for r in reply[2].split(",") if r)
+                outcomes.append(DecisionOutcome(Decision(reply[1]), reasons, rq.lead_id))
+            elif status == "replay":
+                outcomes.append(DecisionOutcome.decode(reply[1])[1])
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
+        commands: list[Command] = [
+            (
+                "EVALSHA", scripts.PERSON_RELEASE.sha, 2, r.seen_key, r.pressure_key,
+                r.now_ms, r.lead_id, r.unit, reserved.previous,
+                r.network_retention_ms if r.network_window_ms > 0 else 0,
+            )
+            for r, reserved in items
+        ]  # fmt: skip
+        await self._run(commands)
+
+    async def ping(self) -> None:
+        (pong,) = await self._pipe.execute([("PING",)])
+        if isinstance(pong, ResponseError):
+            raise StoreError(f"redis refused PING: {pong}")
+
+    async def close(self) -> None:
+        await self._pipe.close()
+
+
+def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Command:
+    idem = rq.idempotency
+    keys: list[str | int] = [
+        idem.answer_key if idem is not None else rq.slot_anchor,
+        rq.stream_key,
+    ]
+    args: list[str | bytes | int] = [
+        rq.now_ms,
+        rq.lead_id,
+        int(rq.dry_run),
+        idem.ttl_ms if idem is not None else 0,
+        idem.body_digest if idem is not None else "",
+        f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
+        len(rq.dedup),
+        len(rq.caps),
+        rq.payload,
+    ]
+    for check in rq.dedup:
+        keys.append(check.key)
+        args += (check.reason, check.window_ms, check.retention_ms, int(check.remember))
+    for cap in rq.caps:
+        keys.append(cap.key)
+        args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
+    return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
+
+
+__all__ = ["LeadId", "RedisStore"]

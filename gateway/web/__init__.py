@@ -1,0 +1,1 @@
+"""The HTTP edge: aiohttp app, handlers, body parsing, problem+json errors."""

@@ -1,0 +1,37 @@
+"""``create_app``: the one factory used by the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.intake import Intake
+from gateway.web import handlers
+from gateway.web.problems import problems_middleware
+from gateway.web.state import BUCKETS, DRAINING, INTAKE
+
+
+def create_app(intake: Intake) -> web.Application:
+    # Bodies are read (and bounded) by the handlers themselves; aiohttp's own limit only has
+    # to be above the largest of ours.
+    max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
+    app = web.Application(middlewares=[problems_middleware], client_max_size=max_size)
+    app[INTAKE] = intake
+    app[BUCKETS] = {}
+    app[DRAINING] = asyncio.Event()
+    app.router.add_post("/v1/leads", handlers.post_lead)
+    app.router.add_get("/v1/leads", handlers.get_lead, allow_head=False)
+    app.router.add_post("/v1/leads/batch", handlers.post_batch)
+    app.router.add_get("/healthz", handlers.healthz, allow_head=False)
+    app.router.add_get("/readyz", handlers.readyz, allow_head=False)
+    app.router.add_get("/metrics", handlers.metrics, allow_head=False)
+    app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
+    app.cleanup_ctx.append(_store_lifecycle)
+    return app
+
+
+async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[INTAKE].engine.store.close()

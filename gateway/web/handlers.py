@@ -1,0 +1,174 @@
+"""Route handlers: parse the transport, authenticate, rate-limit, hand over to ``Intake``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import resources
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.config.model import Partner
+from gateway.errors import (
+    FieldProblem,
+    InvalidLead,
+    RateLimited,
+    RequestError,
+    StoreError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from gateway.intake import Answer
+from gateway.web import body as bodies
+from gateway.web.problems import problem_body
+from gateway.web.ratelimit import TokenBucket, retry_after_s
+from gateway.web.state import BUCKETS, DRAINING, INTAKE
+
+_IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+class BadHeader(RequestError):
+    status = 400
+    title = "Bad header"
+    type_slug = "bad-request"
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _api_key(request: web.Request, *, allow_query: bool) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    key = request.headers.get("X-Api-Key", "").strip()
+    if key:
+        return key
+    if allow_query:
+        key = request.rel_url.query.get("api_key", "").strip()
+        if key:
+            return key
+    raise Unauthorized("send your API key as 'Authorization: Bearer <key>' or 'X-Api-Key'")
+
+
+def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) -> Partner:
+    partner = request.app[INTAKE].authenticate(_api_key(request, allow_query=allow_query))
+    if partner is None:
+        raise Unauthorized("unknown API key")
+    if partner.rate_limit is not None:
+        buckets = request.app[BUCKETS]
+        now_s = time.monotonic()
+        bucket = buckets.get(partner.id)
+        if bucket is None:
+            bucket = buckets[partner.id] = TokenBucket.full(partner.rate_limit, now_s)
+        wait_s = bucket.take(min(cost, partner.rate_limit.burst), now_s)
+        if wait_s > 0:
+            raise RateLimited(
+                f"rate limit of {partner.rate_limit.per_s:g} leads/s exceeded",
+                retry_after_s(wait_s),
+            )
+    return partner
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not set(key) <= _IDEMPOTENCY_KEY_CHARS:
+        raise BadHeader("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
+
+
+def _answer_response(answer: Answer) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return _json(answer.to_json(), headers=headers)
+
+
+async def post_lead(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    partner = _partner(request)
+    key = _idempotency_key(request)
+    raw = await bodies.read_body(request, intake.config.server.max_body_bytes)
+    data = bodies.parse_lead_body(request, raw)
+    answer = await intake.submit(partner, data, idempotency_key=key, body=raw)
+    return _answer_response(answer)
+
+
+async def get_lead(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    partner = _partner(request, allow_query=True)
+    key = _idempotency_key(request)
+    query = request.rel_url.query
+    data = bodies.query_fields(query, ((k, v) for k, v in query.items() if k != "api_key"))
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    answer = await intake.submit(partner, data, idempotency_key=key, body=canonical)
+    return _answer_response(answer)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    server = intake.config.server
+    # Authenticate before reading a body of up to several MiB.
+    _partner(request, cost=0)
+    key = _idempotency_key(request)
+    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    if bodies.media_type(request) != "application/json":
+        raise UnsupportedMediaType("the batch endpoint takes application/json")
+    data = bodies.parse_json_object(raw)
+    leads = data.get("leads")
+    if not isinstance(leads, list) or not leads:
+        raise InvalidLead([FieldProblem("leads", "expected a non-empty list of leads")])
+    if len(leads) > server.batch_max_leads:
+        raise InvalidLead(
+            [FieldProblem("leads", f"at most {server.batch_max_leads} leads per batch")]
+        )
+    extra = sorted(set(data) - {"leads"})
+    if extra:
+        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+    partner = _partner(request, cost=len(leads))
+    answers = await intake.submit_batch(partner, leads, idempotency_key=key, body=raw)
+    counts = {"accepted": 0, "duplicate": 0, "capped": 0, "rejected": 0, "invalid": 0}
+    results: list[dict[str, object]] = []
+    for index, answer in enumerate(answers):
+        if isinstance(answer, Answer):
+            counts[answer.decision.value] += 1
+            results.append({"index": index, **answer.to_json()})
+        else:
+            counts["invalid"] += 1
+            problem = problem_body(answer, request.path)
+            results.append({"index": index, "error": problem})
+    return _json({"results": results, "counts": counts})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[INTAKE].engine.store
+    if request.app[DRAINING].is_set():
+        return _json({"status": "draining", "store": store.name}, status=503)
+    try:
+        async with asyncio.timeout(1.0):
+            await store.ping()
+    except (StoreError, TimeoutError):
+        return _json({"status": "unavailable", "store": store.name}, status=503)
+    return _json({"status": "ready", "store": store.name})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[INTAKE].observer.registry
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+_OPENAPI = resources.files("gateway.web").joinpath("openapi.json")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
