@@ -164,8 +164,12 @@ async def run_demo(config_path: str, port: int, keep_running: bool) -> int:
             cols = [str(n), step.partner[2:], channel, campaign, step.who[:40], decision]
             print(_row([*cols, f"{why}  [{step.note}]"], widths))
 
-        batch = {"leads": [{**p, "campaign": "acme-always-on", "ref": f"cm-b{i}"}
-                           for i, p in enumerate(_people(20, "batch.client", "7", 60))]}  # fmt: skip
+        people = _people(20, "batch.client", "7", 60)
+        batch = {
+            "leads": [
+                {**p, "campaign": "acme-always-on", "ref": f"cm-b{i}"} for i, p in enumerate(people)
+            ]
+        }
         batch["leads"][5] = {**batch["leads"][2], "ref": "cm-b5-dup"}  # a repeat inside the batch
         headers = {"Authorization": f"Bearer {KEYS['p-cashmoon']}"}
         async with http.post(f"{base}/v1/leads/batch", json=batch, headers=headers) as resp:

@@ -1,0 +1,193 @@
+"""The process environment (``LEADGATE_*`` variables), read once at start into ``Environment``.
+
+Secrets (the Redis URL, which may hold a password, and the fingerprint keys) come only from
+here, never from the YAML file, which is reviewed and committed. Each secret can be given
+directly or as a ``*_FILE`` path (Docker and Kubernetes secrets are mounted as files).
+No message built here ever contains a secret value: they end up in start-up logs.
+
+An empty variable counts as unset (``LEADGATE_REDIS_URL=`` in a compose file means "none").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError, ConfigIssue
+from gateway.types import FingerprintKey
+
+CONFIG = "LEADGATE_CONFIG"
+REDIS_URL = "LEADGATE_REDIS_URL"
+FINGERPRINT_KEY = "LEADGATE_FINGERPRINT_KEY"
+PREVIOUS_KEYS = "LEADGATE_FINGERPRINT_PREVIOUS_KEYS"
+HOST = "LEADGATE_HOST"
+PORT = "LEADGATE_PORT"
+LOG_LEVEL = "LEADGATE_LOG_LEVEL"
+_SECRETS = (REDIS_URL, FINGERPRINT_KEY, PREVIOUS_KEYS)  # each also readable from `<name>_FILE`
+#: Read elsewhere at start (``runtime``, ``failpoints``); known so they are not flagged as typos.
+_READ_ELSEWHERE = ("LEADGATE_REDIS_ALLOW_EVICTION", "LEADGATE_FAILPOINTS")
+_SECRET_FILES = tuple(f"{name}_FILE" for name in _SECRETS)
+KNOWN_VARIABLES: Final = frozenset(
+    (CONFIG, HOST, PORT, LOG_LEVEL, *_SECRETS, *_SECRET_FILES, *_READ_ELSEWHERE)
+)
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+MIN_SECRET_CHARS: Final = 32
+
+_KEY_ID = re.compile(r"[a-z0-9]{1,8}")
+_NOT_SHOWN = "(the value is not shown: it is a secret)"
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """What the environment says: where the config is, the store, the keys, where to listen."""
+
+    config_path: str | None = None
+    #: ``redis://``, ``rediss://`` or ``unix://``; ``None`` means the embedded store.
+    #: Not in ``repr``: the URL may hold a password.
+    redis_url: str | None = field(default=None, repr=False)
+    #: ``[0]`` fingerprints new leads; the others are older keys still checked while a
+    #: rotation's longest dedup window runs out. Empty when none is configured.
+    fingerprint_keys: tuple[FingerprintKey, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Environment:
+        """Read ``environ`` (``os.environ`` at start, a dict in tests).
+
+        Raises ``ConfigError`` listing every problem; the issue paths are variable names.
+        """
+        issues: list[ConfigIssue] = []
+        redis_url = _secret(environ, REDIS_URL, issues)
+        if redis_url is not None and not _is_redis_url(redis_url[1]):
+            issues.append(
+                ConfigIssue(
+                    redis_url[0], f"expected a redis://, rediss:// or unix:// URL {_NOT_SHOWN}"
+                )
+            )
+        keys = _fingerprint_keys(
+            _secret(environ, FINGERPRINT_KEY, issues),
+            _secret(environ, PREVIOUS_KEYS, issues),
+            issues,
+        )
+        host = _get(environ, HOST) or "127.0.0.1"
+        port = _port(_get(environ, PORT), issues)
+        given_level = _get(environ, LOG_LEVEL) or "info"
+        log_level = given_level.lower()
+        if log_level not in LOG_LEVELS:
+            issues.append(
+                ConfigIssue(LOG_LEVEL, f"{given_level!r} is not one of {', '.join(LOG_LEVELS)}")
+            )
+        if issues:
+            raise ConfigError(issues)
+        return cls(
+            config_path=_get(environ, CONFIG),
+            redis_url=None if redis_url is None else redis_url[1],
+            fingerprint_keys=keys,
+            host=host,
+            port=port,
+            log_level=log_level,
+        )
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``LEADGATE_*`` names leadgate does not know: likely typos, worth a warning at start
+    (a misspelt ``LEADGATE_REDIS_URL`` would silently select the embedded store)."""
+    return sorted(n for n in environ if n.startswith("LEADGATE_") and n not in KNOWN_VARIABLES)
+
+
+def _get(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _secret(
+    environ: Mapping[str, str], name: str, issues: list[ConfigIssue]
+) -> tuple[str, str] | None:
+    """``(variable it came from, value)`` of a secret given as ``name`` or ``name_FILE``."""
+    direct, file_name = _get(environ, name), f"{name}_FILE"
+    path = _get(environ, file_name)
+    if direct is not None and path is not None:
+        issues.append(ConfigIssue(name, f"set {name} or {file_name}, not both"))
+        return None
+    if path is None:
+        return None if direct is None else (name, direct)
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        issues.append(ConfigIssue(file_name, f"cannot read {path!r}: {why}"))
+        return None
+    if not value:
+        issues.append(ConfigIssue(file_name, f"{path!r} is empty"))
+        return None
+    return file_name, value
+
+
+def _is_redis_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("redis", "rediss", "unix") and bool(parts.netloc or parts.path)
+
+
+def _fingerprint_keys(
+    current: tuple[str, str] | None,
+    previous: tuple[str, str] | None,
+    issues: list[ConfigIssue],
+) -> tuple[FingerprintKey, ...]:
+    if current is None:
+        if previous is not None:
+            issues.append(
+                ConfigIssue(previous[0], f"previous keys need a current key: set {FINGERPRINT_KEY}")
+            )
+        return ()
+    keys: list[FingerprintKey] = []
+    used_by: dict[str, str] = {}
+    items = [(current[0], current[1])]
+    if previous is not None:
+        texts = [t.strip() for t in re.split(r"[,\n]", previous[1]) if t.strip()]
+        items += [(f"{previous[0]}[{i}]", text) for i, text in enumerate(texts)]
+    for where, text in items:
+        key = _parse_key(where, text, issues)
+        if key is None:
+            continue
+        if key.id in used_by:
+            issues.append(
+                ConfigIssue(where, f"key id {key.id!r} is already used by {used_by[key.id]}")
+            )
+            continue
+        used_by[key.id] = where
+        keys.append(key)
+    return tuple(keys)
+
+
+def _parse_key(where: str, text: str, issues: list[ConfigIssue]) -> FingerprintKey | None:
+    """``<id>:<secret>``; the id is shown in messages only once the whole key is valid,
+    since a value written the wrong way round would put part of the secret there."""
+    key_id, colon, secret = text.partition(":")
+    if not colon:
+        problem = "expected <id>:<secret>, e.g. k1:<32 or more characters>"
+    elif not _KEY_ID.fullmatch(key_id):
+        problem = "the key id (before ':') must be 1-8 of a-z 0-9"
+    elif len(secret) < MIN_SECRET_CHARS:
+        problem = f"the secret (after ':') must have at least {MIN_SECRET_CHARS} characters"
+    else:
+        return FingerprintKey(key_id, secret.encode("utf-8"))
+    issues.append(ConfigIssue(where, f"{problem} {_NOT_SHOWN}"))
+    return None
+
+
+def _port(text: str | None, issues: list[ConfigIssue]) -> int:
+    if text is None:
+        return 8080
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    issues.append(ConfigIssue(PORT, f"{text!r} is not a TCP port (1-65535)"))
+    return 8080
