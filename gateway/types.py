@@ -9,8 +9,8 @@ CampaignId = NewType("CampaignId", str)
 AdvertiserId = NewType("AdvertiserId", str)
 ChannelId = NewType("ChannelId", str)
 LeadId = NewType("LeadId", str)
-#: Lower-case hex of a keyed hash of one normalized identity value, prefixed by the key id
-#: (``k1.3f9a…``). The only form in which an identity is ever remembered.
+#: Keyed BLAKE2b of one normalized identity value, as `<key id>.<url-safe base64>`
+#: (``k1.bq4Cq5W0a3Jz2Xw8Lw1aNg``). The only form in which an identity is ever remembered.
 Fingerprint = NewType("Fingerprint", str)
 
 
