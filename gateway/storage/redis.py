@@ -88,14 +88,16 @@ class RedisStore:
     async def server_checks(self) -> list[str]:
         """Problems with the server's settings that put decisions at risk, as log lines."""
         problems: list[str] = []
-        (policy,) = await self._pipe.execute([("CONFIG", "GET", "maxmemory-policy")])
-        if isinstance(policy, ResponseError):
+        (reply,) = await self._pipe.execute([("CONFIG", "GET", "maxmemory-policy")])
+        if isinstance(reply, ResponseError):
+            # Some managed services refuse CONFIG: say so, do not guess.
+            problems.append(f"could not read maxmemory-policy ({reply}); make it noeviction")
+            return problems
+        # RESP3 answers a map, RESP2 a flat [name, value] list.
+        policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else reply[1]
+        if policy != "noeviction":
             problems.append(
-                f"could not read maxmemory-policy ({policy}); make sure it is noeviction"
-            )
-        elif policy and policy[1] != "noeviction":
-            problems.append(
-                f"maxmemory-policy is {policy[1]}: Redis may evict dedup memory, caps and queued "
+                f"maxmemory-policy is {policy}: Redis may evict dedup memory, caps and queued "
                 "leads under memory pressure; set it to noeviction"
             )
         return problems
