@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +50,9 @@ def _wait_http(url: str, timeout_s: float = 20.0) -> None:
 
 
 @contextmanager
-def _process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    argv: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield proc
@@ -97,8 +99,10 @@ def main() -> int:
     config.write_text((HERE / "config.yaml").read_text().replace("HASH", key_hash))
     sock = tmp / "redis.sock"
     results: dict[str, dict[str, float]] = {}
-    redis_argv = [*_pin(1), "redis-server", "--port", "0", "--unixsocket", str(sock),
-                  "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]  # fmt: skip
+    redis_argv = [
+        *_pin(1), "redis-server", "--port", "0", "--unixsocket", str(sock),
+        "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+    ]  # fmt: skip
     with _process(redis_argv):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -131,8 +135,11 @@ def main() -> int:
     doc = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_sha": sha.stdout.strip(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "seconds": args.seconds,
         "connections": args.connections,
         "batch": args.batch,
