@@ -65,6 +65,8 @@ def scenario() -> list[Step]:
              "peak campaign, same advertiser: cannibalisation"),
         Step("p-compario", "Marie", {**MARIE, "campaign": "novabank-credit", "ref": "cp-1"},
              "another advertiser, network window 1d"),
+        Step("p-mailfox", "Marie", {**MARIE, "campaign": "solaris-install", "ref": "mf-4"},
+             "3rd advertiser in 30 days: contact pressure"),
         Step("p-mailfox", "Jean", {"email": "jean.morel@orange.fr", "first_name": "Jean",
              "last_name": "Morel", "phone": "0698765432", "campaign": "novabank-credit",
              "ref": "mf-2"}, "new person"),

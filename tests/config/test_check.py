@@ -26,7 +26,7 @@ def test_a_valid_file_prints_a_summary_and_exits_0() -> None:
     code, lines = _check(EXAMPLE)
     checksum = hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
     assert code == 0
-    assert lines == [f"OK: 4 partners, 4 campaigns, 2 advertisers, 8 channels, checksum {checksum}"]
+    assert lines == [f"OK: 4 partners, 5 campaigns, 3 advertisers, 8 channels, checksum {checksum}"]
 
 
 def test_singular_counts(tmp_path: Path) -> None:

@@ -564,9 +564,11 @@ def test_the_example_defines_the_demo_ids(example: Config) -> None:
     assert {a.id: a.name for a in example.advertisers.values()} == {
         "acme-energy": "ACME Énergie",
         "novabank": "NovaBank",
+        "solaris": "Solaris Solaire",
     }
     assert list(example.campaigns) == [
-        "acme-always-on", "acme-black-friday", "acme-summer-2026", "novabank-credit"
+        "acme-always-on", "acme-black-friday", "acme-summer-2026", "novabank-credit",
+        "solaris-install",
     ]  # fmt: skip
     assert {p.id: p.name for p in example.partners.values()} == {
         "p-mailfox": "MailFox",
@@ -660,7 +662,13 @@ def test_the_example_bank_campaign(example: Config) -> None:
             "p-mailfox",
             ["demo-mailfox-key"],
             ["email"],
-            ["acme-always-on", "acme-black-friday", "acme-summer-2026", "novabank-credit"],
+            [
+                "acme-always-on",
+                "acme-black-friday",
+                "acme-summer-2026",
+                "novabank-credit",
+                "solaris-install",
+            ],
         ),
         (
             "p-coregia",
