@@ -101,21 +101,24 @@ def build_request(
     if network is not None or pressing is not None:
         unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
         for _, fingerprints in identities:
-            current = fingerprints[0]
-            person.append(
-                PersonReservation(
-                    seen_key=keys.person_network_seen(current),
-                    pressure_key=keys.person_pressure(current),
-                    lead_id=lead_id,
-                    unit=unit,
-                    now_ms=now_ms,
-                    dry_run=lead.test,
-                    network_window_ms=network.window_for(channel) * 1000 if network else 0,
-                    network_retention_ms=network.retention_s * 1000 if network else 0,
-                    pressure_limit=pressing.limit if pressing else 0,
-                    pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
+            # Under a previous key (during a rotation) the person is only checked, as in test
+            # mode: what was remembered before the rotation still counts, nothing new is
+            # written under an old key.
+            for n, fp in enumerate(fingerprints):
+                person.append(
+                    PersonReservation(
+                        seen_key=keys.person_network_seen(fp),
+                        pressure_key=keys.person_pressure(fp),
+                        lead_id=lead_id,
+                        unit=unit,
+                        now_ms=now_ms,
+                        dry_run=lead.test or n > 0,
+                        network_window_ms=network.window_for(channel) * 1000 if network else 0,
+                        network_retention_ms=network.retention_s * 1000 if network else 0,
+                        pressure_limit=pressing.limit if pressing else 0,
+                        pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
+                    )
                 )
-            )
 
     record = {
         "lead_id": lead_id,

@@ -36,20 +36,22 @@ def _next_start(period: CalendarPeriod, start: datetime) -> datetime:
 
 
 def calendar_bucket(period: CalendarPeriod, zone: ZoneInfo, now_s: float) -> tuple[str, float]:
-    """The period containing ``now_s``: its label (``2026-11-22``, ``2026-11-22T15``,
+    """The period containing ``now_s``: its label (``2026-11-22``, ``2026-11-22T15+60``,
     ``2026-W47``, ``2026-11``) and the epoch second at which it ends.
 
-    Hours are counted in UTC offset-aware steps so the repeated hour at a DST fall-back is two
+    Hour labels carry the UTC offset in minutes, so the repeated hour at a DST fall-back is two
     distinct buckets, never one bucket that counts twice as long.
     """
     if period is CalendarPeriod.HOUR:
-        # Local wall-clock hours can repeat (fall back); absolute hours cannot. Label with the
-        # local hour and its UTC offset so both copies of 02:00 get their own counter.
-        utc_hour = int(now_s // 3600) * 3600
-        local = datetime.fromtimestamp(utc_hour, zone)
+        # The local hour, in zones with half- and quarter-hour offsets too. Local wall-clock
+        # hours can repeat (fall back): `fromtimestamp` sets `fold` on the second copy, and
+        # the label carries the UTC offset, so both copies of 02:00 get their own counter.
+        local = datetime.fromtimestamp(now_s, zone)
+        start = local.replace(minute=0, second=0, microsecond=0)
+        start_s = min(start.timestamp(), now_s)
         offset = local.utcoffset() or timedelta(0)
-        label = local.strftime("%Y-%m-%dT%H") + f"{int(offset.total_seconds() // 60):+d}"
-        return label, float(utc_hour + 3600)
+        label = start.strftime("%Y-%m-%dT%H") + f"{int(offset.total_seconds() // 60):+d}"
+        return label, start_s + 3600.0
     local = datetime.fromtimestamp(now_s, zone)
     start = _period_start(period, local)
     end = _next_start(period, start)

@@ -1,0 +1,91 @@
+"""Fixtures shared by every test: our own redis-server processes and both decision stores.
+
+The tests never talk to a Redis they did not start (one may already run on 127.0.0.1:6379):
+the session server listens on a unix socket in a temporary directory, TCP disabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from support import RedisServer, StoreView, free_port, redis_server_binary
+
+from gateway.decision.engine import DecisionEngine
+from gateway.storage.base import Store
+from gateway.storage.memory import MemoryStore
+from gateway.storage.redis import RedisStore
+
+#: sun_path is 108 bytes on Linux (104 on macOS), the terminating NUL included.
+MAX_UNIX_SOCKET_PATH = 100
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One in-memory redis-server for the whole run, on a unix socket in a temporary dir."""
+    redis_server_binary()  # fail (not skip) with the install hint when it is missing
+    workdir = tmp_path_factory.mktemp("redis")
+    with contextlib.ExitStack() as cleanup:
+        socket_dir = workdir
+        if len(str(workdir / "redis.sock")) > MAX_UNIX_SOCKET_PATH:  # a long --basetemp
+            socket_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lg-")))
+        server = RedisServer(workdir, unix_socket=socket_dir / "redis.sock")
+        server.start()
+        cleanup.callback(server.stop)
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, emptied (and back to ``noeviction``) before each test."""
+    with redis_server.client() as client:
+        client.flushall()
+        client.script_flush()
+        client.config_set("maxmemory-policy", "noeviction")
+    return redis_server.url
+
+
+@pytest.fixture
+def spare_redis(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Make extra redis-servers on free TCP ports (not started yet) for outage tests: each can
+    be started, killed and started again on its port. All are stopped after the test."""
+    made: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer(tmp_path / f"spare{len(made)}", port=free_port())
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest_asyncio.fixture(params=["embedded", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """Each contract test runs on the embedded store and on a real, emptied Redis."""
+    made: Store
+    if request.param == "embedded":
+        made = MemoryStore()
+    else:
+        made = RedisStore(request.getfixturevalue("redis_url"))
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.fixture
+def engine(store: Store) -> DecisionEngine:
+    return DecisionEngine(store)
+
+
+@pytest.fixture
+def view(store: Store, request: pytest.FixtureRequest) -> StoreView:
+    """Read back what ``store`` holds (its delivery streams, its key names)."""
+    url = request.getfixturevalue("redis_url") if isinstance(store, RedisStore) else None
+    return StoreView(store, url)

@@ -1,0 +1,397 @@
+"""``build_request``: from a parsed lead and its campaign to the complete DecisionRequest a store
+checks and commits (pure: no store, no clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.config.model import (
+    CalendarPeriod,
+    Campaign,
+    CampaignKind,
+    CapRule,
+    CapSubject,
+    CapWindow,
+    ContactPressure,
+    DedupRule,
+    DedupScope,
+    Partner,
+    PressureUnit,
+)
+from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import Decision, DecisionRequest
+from gateway.decision.plan import Idempotency, build_request
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.leads.model import Lead, parse_lead
+from gateway.storage import keys
+from gateway.storage.memory import MemoryStore
+from gateway.types import (
+    AdvertiserId,
+    CampaignId,
+    ChannelId,
+    FingerprintKey,
+    LeadId,
+    PartnerId,
+)
+
+DAY_S = 86_400
+ACME = AdvertiserId("acme")
+COREG, CASHBACK = ChannelId("coreg"), ChannelId("cashback")
+#: 2026-11-22T15:30:00+01:00, a Sunday afternoon in Paris.
+NOW_S = datetime.fromisoformat("2026-11-22T15:30:00+01:00").timestamp()
+K1 = FingerprintKey("k1", b"x" * 32)
+K2 = FingerprintKey("k2", b"y" * 32)
+
+CAMPAIGN = Campaign(
+    id=CampaignId("acme-peak"),
+    advertiser=ACME,
+    name="ACME peak",
+    kind=CampaignKind.ALWAYS_ON,
+    timezone=ZoneInfo("Europe/Paris"),
+    dedup=(
+        DedupRule(DedupScope.CAMPAIGN, 90 * DAY_S),
+        DedupRule(DedupScope.ADVERTISER, 30 * DAY_S, {CASHBACK: 7 * DAY_S}),
+        DedupRule(DedupScope.CHANNEL, 14 * DAY_S),
+        DedupRule(DedupScope.NETWORK, 30 * DAY_S, {CASHBACK: 7 * DAY_S}),
+    ),
+    caps=(
+        CapRule(CapSubject.CAMPAIGN, CapWindow(period=CalendarPeriod.DAY), 200),
+        CapRule(CapSubject.PARTNER, CapWindow(rolling_s=3600), 50),
+    ),
+)
+PARTNER = Partner(
+    id=PartnerId("p-coreg"),
+    name="CoregNet",
+    api_key_hashes=(),
+    channels=(COREG, CASHBACK),
+    campaigns=(CAMPAIGN.id,),
+)
+PRESSURE = ContactPressure(limit=3, window_s=30 * DAY_S)
+POSTED: Mapping[str, object] = {
+    "campaign": "acme-peak",
+    "email": "Jean.Dupont+promo@GoogleMail.com",
+    "phone": "06 12 34 56 78",
+    "first_name": "Jean",
+    "ref": "order-1",
+}
+#: What the person typed, in every spelling that could leak into a key name.
+RAW_IDENTITIES = (
+    "jean.dupont",
+    "jeandupont",
+    "googlemail",
+    "gmail",
+    "+33612345678",
+    "33612345678",
+    "0612345678",
+    "612345678",
+)
+
+
+def _lead(campaign: Campaign = CAMPAIGN, **fields: object) -> Lead:
+    posted = {**POSTED, "campaign": campaign.id, **fields}
+    return parse_lead(posted, {campaign.id: campaign}, now_s=NOW_S)
+
+
+def _build(
+    lead: Lead | None = None,
+    *,
+    campaign: Campaign = CAMPAIGN,
+    channel: ChannelId = COREG,
+    pressure: ContactPressure | None = PRESSURE,
+    fingerprinter: Fingerprinter | None = None,
+    idempotency: Idempotency | None = None,
+    now_s: float = NOW_S,
+    advertiser: AdvertiserId | None = None,
+) -> DecisionRequest:
+    if advertiser is not None:
+        campaign = Campaign(
+            id=CampaignId(f"{advertiser}-offer"),
+            advertiser=advertiser,
+            name=advertiser,
+            kind=campaign.kind,
+            timezone=campaign.timezone,
+            dedup=campaign.dedup,
+            caps=campaign.caps,
+            contact_pressure=campaign.contact_pressure,
+        )
+    return build_request(
+        lead=lead if lead is not None else _lead(campaign),
+        lead_id=LeadId("lead-1"),
+        campaign=campaign,
+        partner=PARTNER,
+        channel=channel,
+        pressure=pressure,
+        fingerprinter=fingerprinter or Fingerprinter([K1]),
+        now_s=now_s,
+        idempotency=idempotency,
+    )
+
+
+def _all_keys(rq: DecisionRequest) -> list[str]:
+    found = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup), *(c.key for c in rq.caps)]
+    for r in rq.person:
+        found += [r.seen_key, r.pressure_key]
+    if rq.idempotency is not None:
+        found += [rq.idempotency.claim_key, rq.idempotency.answer_key]
+    return found
+
+
+def test_every_identity_is_checked_in_every_advertiser_scope() -> None:
+    lead = _lead()
+    fp = Fingerprinter([K1])
+
+    rq = _build(lead)
+
+    expected = {
+        (
+            f"duplicate.{scope.value}",
+            keys.seen(ACME, scope, CAMPAIGN.id, COREG, fp.fingerprint(kind, value)),
+        )
+        for scope in (DedupScope.CAMPAIGN, DedupScope.ADVERTISER, DedupScope.CHANNEL)
+        for kind, value in lead.identities.items()
+    }
+    assert {(c.reason, c.key) for c in rq.dedup} == expected
+    assert len(rq.dedup) == 6
+    assert all(c.remember for c in rq.dedup)
+    # Spellings of one mailbox are one identity: the Gmail dots and +tag change nothing.
+    same_mailbox = _build(_lead(email="jeandupont@gmail.com"))
+    assert {c.key for c in same_mailbox.dedup} == {c.key for c in rq.dedup}
+
+
+def test_a_lead_with_one_identity_is_checked_on_that_identity_only() -> None:
+    rq = _build(_lead(phone=None))
+
+    assert len(rq.dedup) == 3
+    assert len(rq.person) == 1
+
+
+def test_during_a_key_rotation_previous_fingerprints_are_checked_but_never_written() -> None:
+    lead = _lead()
+    rotating = Fingerprinter([K2, K1])
+
+    rq = _build(lead, fingerprinter=rotating)
+
+    previous = {
+        keys.seen(ACME, scope, CAMPAIGN.id, COREG, Fingerprinter([K1]).fingerprint(kind, value))
+        for scope in (DedupScope.CAMPAIGN, DedupScope.ADVERTISER, DedupScope.CHANNEL)
+        for kind, value in lead.identities.items()
+    }
+    assert len(rq.dedup) == 12
+    assert {c.key for c in rq.dedup if not c.remember} == previous
+    assert all(c.key.split(":")[-1].startswith("k2.") for c in rq.dedup if c.remember)
+
+
+@pytest.mark.parametrize(
+    ("channel", "advertiser_window_s", "network_window_s"),
+    [
+        (COREG, 30 * DAY_S, 30 * DAY_S),
+        (CASHBACK, 7 * DAY_S, 7 * DAY_S),  # the cashback override
+    ],
+)
+def test_channel_window_overrides_apply_to_the_leads_channel(
+    channel: ChannelId, advertiser_window_s: int, network_window_s: int
+) -> None:
+    rq = _build(channel=channel)
+
+    windows = {c.reason: (c.window_ms, c.retention_ms) for c in rq.dedup}
+    assert windows == {
+        "duplicate.campaign": (90 * DAY_S * 1000, 90 * DAY_S * 1000),
+        # remembered for the longest window whatever the channel, so an email lead still
+        # finds a person a cashback lead brought
+        "duplicate.advertiser": (advertiser_window_s * 1000, 30 * DAY_S * 1000),
+        "duplicate.channel": (14 * DAY_S * 1000, 14 * DAY_S * 1000),
+    }
+    assert {(r.network_window_ms, r.network_retention_ms) for r in rq.person} == {
+        (network_window_s * 1000, 30 * DAY_S * 1000)
+    }
+    assert all(f":{channel}:" in c.key for c in rq.dedup if c.reason == "duplicate.channel")
+
+
+@pytest.mark.parametrize("per", [PressureUnit.ADVERTISER, PressureUnit.CAMPAIGN])
+def test_network_scope_and_pressure_become_person_reservations(per: PressureUnit) -> None:
+    lead = _lead()
+    fp = Fingerprinter([K1])
+
+    rq = _build(lead, pressure=ContactPressure(limit=3, window_s=30 * DAY_S, per=per))
+
+    people = {fp.fingerprint(kind, value) for kind, value in lead.identities.items()}
+    assert {(r.seen_key, r.pressure_key) for r in rq.person} == {
+        (keys.person_network_seen(f), keys.person_pressure(f)) for f in people
+    }
+    unit = ACME if per is PressureUnit.ADVERTISER else CAMPAIGN.id
+    for r in rq.person:
+        assert (r.lead_id, r.now_ms, r.unit, r.dry_run) == (
+            "lead-1",
+            int(NOW_S * 1000),
+            unit,
+            False,
+        )
+        assert (r.pressure_limit, r.pressure_window_ms) == (3, 30 * DAY_S * 1000)
+        assert r.network_window_ms == 30 * DAY_S * 1000
+    assert "duplicate.network" not in {c.reason for c in rq.dedup}
+
+
+@pytest.mark.parametrize(
+    ("campaign_pressure", "network_pressure", "reservations", "limit"),
+    [
+        (True, PRESSURE, 2, 3),
+        (False, PRESSURE, 2, 0),  # the campaign opted out: network dedup only
+        (True, None, 2, 0),  # no network-wide pressure configured
+    ],
+)
+def test_a_campaign_without_contact_pressure_gets_none(
+    campaign_pressure: bool,
+    network_pressure: ContactPressure | None,
+    reservations: int,
+    limit: int,
+) -> None:
+    campaign = Campaign(
+        id=CAMPAIGN.id,
+        advertiser=ACME,
+        name=CAMPAIGN.name,
+        kind=CAMPAIGN.kind,
+        timezone=CAMPAIGN.timezone,
+        dedup=CAMPAIGN.dedup,
+        contact_pressure=campaign_pressure,
+    )
+
+    rq = _build(campaign=campaign, pressure=network_pressure)
+
+    assert len(rq.person) == reservations
+    assert {r.pressure_limit for r in rq.person} == {limit}
+
+
+def test_a_campaign_without_network_dedup_or_pressure_needs_no_person_slot() -> None:
+    campaign = Campaign(
+        id=CAMPAIGN.id,
+        advertiser=ACME,
+        name=CAMPAIGN.name,
+        kind=CAMPAIGN.kind,
+        timezone=CAMPAIGN.timezone,
+        dedup=CAMPAIGN.dedup[:3],
+        contact_pressure=False,
+    )
+
+    assert _build(campaign=campaign).person == ()
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_test_mode_becomes_a_dry_run(test_mode: bool) -> None:
+    rq = _build(_lead(test=test_mode))
+
+    assert rq.dry_run is test_mode
+    assert {r.dry_run for r in rq.person} == {test_mode}
+
+
+def test_caps_count_in_the_campaigns_time_zone() -> None:
+    rq = _build()
+
+    day, rolling = rq.caps
+    assert (day.reason, day.limit, day.rolling) == ("cap.campaign.day", 200, False)
+    assert day.key.endswith(":2026-11-22")
+    midnight = datetime.fromisoformat("2026-11-23T00:00:00+01:00").timestamp()
+    assert day.span_ms == int((midnight - NOW_S) * 1000)
+    assert (rolling.reason, rolling.limit, rolling.rolling) == ("cap.partner.rolling", 50, True)
+    assert rolling.span_ms == 3600 * 1000
+    assert ":p-coreg" in rolling.key
+
+
+def test_keys_hold_no_personal_data_and_the_payload_no_fingerprint() -> None:
+    lead = _lead()
+    ref = Idempotency(key_digest="d" * 32, body_digest="b" * 32, ttl_s=DAY_S)
+    rq = _build(lead, fingerprinter=Fingerprinter([K2, K1]), idempotency=ref)
+
+    names = _all_keys(rq)
+    assert [n for n in names if any(raw in n.lower() for raw in RAW_IDENTITIES)] == []
+    fingerprints = {n.rsplit(":", 1)[-1] for n in names if ":seen:" in n}
+    fingerprints |= {keys.hash_slot_tag(r.seen_key)[2:] for r in rq.person}
+    assert len(fingerprints) == 4  # email and phone, under k2 and k1
+    assert [f for f in fingerprints if f in rq.payload.decode()] == []
+    # The delivery record is what the CRM gets: the lead as typed, its ids, no identities.
+    assert b'"email":"jean.dupont+promo@googlemail.com"' in rq.payload
+    assert b'"ref":"order-1"' in rq.payload
+    assert b"identities" not in rq.payload
+
+
+def test_all_keys_of_one_decision_share_the_advertisers_hash_slot() -> None:
+    ref = Idempotency(key_digest="d" * 32, body_digest="b" * 32, ttl_s=DAY_S)
+    rq = _build(idempotency=ref)
+
+    in_decision = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup)]
+    in_decision += [
+        *(c.key for c in rq.caps),
+        *([rq.idempotency.answer_key] if rq.idempotency else []),
+    ]
+    assert {keys.hash_slot_tag(k) for k in in_decision} == {"a:acme"}
+    for r in rq.person:
+        assert keys.hash_slot_tag(r.seen_key) == keys.hash_slot_tag(r.pressure_key)
+        assert keys.hash_slot_tag(r.seen_key).startswith("p:k1.")
+    assert rq.idempotency is not None
+    assert keys.hash_slot_tag(rq.idempotency.claim_key) == "i:p-coreg"
+
+
+# -- end to end through a store: what a key rotation must not forget ---------------------------
+
+
+async def test_a_key_rotation_keeps_the_advertisers_memory_of_people_seen_before_it() -> None:
+    engine = DecisionEngine(MemoryStore())
+    (accepted,) = await engine.run([_build(fingerprinter=Fingerprinter([K1]))])
+
+    rotated = _build(fingerprinter=Fingerprinter([K2, K1]), now_s=NOW_S + DAY_S)
+    (again,) = await engine.run([rotated])
+
+    assert accepted is not None
+    assert accepted.decision is Decision.ACCEPTED
+    assert again is not None
+    # The person's network memory survives the rotation too, so the lead is refused in the
+    # person's slot before the advertiser's checks run; either way it is a duplicate.
+    assert again.decision is Decision.DUPLICATE
+    assert set(again.reasons) <= {
+        "duplicate.network",
+        "duplicate.campaign",
+        "duplicate.advertiser",
+        "duplicate.channel",
+    }
+
+
+@pytest.mark.parametrize(
+    ("network_dedup", "pressure", "decision", "reason"),
+    [
+        (True, None, Decision.DUPLICATE, "duplicate.network"),
+        (False, ContactPressure(limit=1, window_s=30 * DAY_S), Decision.CAPPED, "cap.person"),
+    ],
+)
+async def test_a_key_rotation_keeps_the_network_memory_of_people_seen_before_it(
+    network_dedup: bool, pressure: ContactPressure | None, decision: Decision, reason: str
+) -> None:
+    campaign = Campaign(
+        id=CAMPAIGN.id,
+        advertiser=ACME,
+        name=CAMPAIGN.name,
+        kind=CAMPAIGN.kind,
+        timezone=CAMPAIGN.timezone,
+        dedup=CAMPAIGN.dedup if network_dedup else CAMPAIGN.dedup[:3],
+    )
+    engine = DecisionEngine(MemoryStore())
+    before = _build(campaign=campaign, pressure=pressure, fingerprinter=Fingerprinter([K1]))
+    (accepted,) = await engine.run([before])
+
+    after = _build(
+        campaign=campaign,
+        pressure=pressure,
+        fingerprinter=Fingerprinter([K2, K1]),  # rotated the next day: k2 new, k1 still checked
+        now_s=NOW_S + DAY_S,
+        advertiser=AdvertiserId("globex"),
+    )
+    (elsewhere,) = await engine.run([after])
+
+    assert accepted is not None
+    assert accepted.decision is Decision.ACCEPTED
+    # Advertiser-scope memories are found under k1 during a rotation; the person's network
+    # memory and contact pressure must be too, or rotating the key resets them for everyone.
+    assert elsewhere is not None
+    assert (elsewhere.decision, elsewhere.reasons) == (decision, (reason,))

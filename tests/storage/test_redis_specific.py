@@ -1,0 +1,241 @@
+"""What only the Redis store has: scripts the server can lose, shared round trips, outages,
+and the server settings it checks at start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+import redis.asyncio
+from support import (
+    DAY_MS,
+    T0,
+    RedisServer,
+    StoreView,
+    calendar_cap,
+    decide_one,
+    dedup,
+    idempotency,
+    request,
+    reservation,
+)
+
+from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import Decision, DecisionRequest
+from gateway.errors import StoreUnavailable
+from gateway.storage.redis import RedisStore
+from gateway.types import AdvertiserId
+
+ACCEPTED, DUPLICATE, CAPPED = Decision.ACCEPTED, Decision.DUPLICATE, Decision.CAPPED
+OTHER = AdvertiserId("globex")
+#: A refused connection must surface at once, far sooner than the store's 2 s socket timeout.
+FAST_FAILURE_S = 1.0
+
+
+@pytest_asyncio.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _script_flush(url: str) -> None:
+    """Make the server forget every script, as a restart or a failover does."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+
+
+async def _set_eviction_policy(url: str, policy: str) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await client.config_set("maxmemory-policy", policy)
+    finally:
+        await client.aclose()
+
+
+# -- scripts -----------------------------------------------------------------------------------
+
+
+async def test_decisions_go_on_after_the_server_loses_its_scripts(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    engine = DecisionEngine(redis_store)
+    press = {"pressure_limit": 1, "pressure_window_ms": DAY_MS}
+
+    def ann(now_ms: int, advertiser: AdvertiserId, cap: int = 10) -> DecisionRequest:
+        return request(
+            now_ms,
+            dedup=[dedup("ann", advertiser=advertiser)],
+            caps=[calendar_cap(cap, advertiser=advertiser)],
+            person=[reservation("ann", advertiser, **press)],
+            advertiser=advertiser,
+        )
+
+    first = await decide_one(engine, ann(T0, OTHER, cap=0))  # reserve, decide, release
+    await _script_flush(redis_url)
+    leads = [ann(T0 + 1, OTHER), ann(T0 + 2, OTHER), ann(T0 + 3, OTHER)]
+    batch = await engine.run(leads)
+    await _script_flush(redis_url)
+    elsewhere = await decide_one(engine, ann(T0 + 4, AdvertiserId("acme")))
+
+    assert first.decision is CAPPED
+    # Each refused script ran exactly once after the reload: one acceptance, then duplicates.
+    assert [o.decision if o else None for o in batch] == [ACCEPTED, DUPLICATE, DUPLICATE]
+    # The person-slot scripts were reloaded too: globex's slot is held, acme is refused.
+    assert (elsewhere.decision, elsewhere.reasons) == (CAPPED, ("cap.person",))
+    deliveries = await StoreView(redis_store, redis_url).deliveries(OTHER)
+    assert [d.lead_id for d in deliveries] == [leads[0].lead_id]
+
+
+# -- auto-pipelining ---------------------------------------------------------------------------
+
+
+async def test_concurrent_decisions_share_round_trips(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    engine = DecisionEngine(redis_store)
+    await decide_one(engine, request(T0, dedup=[dedup("warm-up")]))  # loads the scripts
+    before = redis_store.round_trips
+
+    outcomes = await asyncio.gather(
+        *(engine.run([request(T0 + i, dedup=[dedup(f"p{i}")])]) for i in range(200))
+    )
+
+    used = redis_store.round_trips - before
+    assert [o.decision for (o,) in outcomes if o is not None] == [ACCEPTED] * 200
+    # 4 connections: at most a couple of batches each, never one round trip per caller.
+    assert used <= 8, f"200 concurrent decisions took {used} round trips"
+    assert len(await StoreView(redis_store, redis_url).deliveries()) == 201
+
+
+@pytest.mark.parametrize(
+    ("lead", "round_trips"),
+    [
+        ("plain", 1),  # decide
+        ("idempotent", 2),  # claim, decide
+        ("person accepted", 2),  # reserve, decide
+        ("person refused by the advertiser", 3),  # reserve, decide, release
+        ("idempotent replay", 1),  # claim answers it
+    ],
+)
+async def test_a_lone_decision_costs_one_round_trip_per_protocol_step(
+    redis_store: RedisStore, lead: str, round_trips: int
+) -> None:
+    engine = DecisionEngine(redis_store)
+    press = reservation("ann", "acme", pressure_limit=2, pressure_window_ms=DAY_MS)
+    await decide_one(engine, request(T0, dedup=[dedup("warm-up")]))  # loads the scripts
+    if lead == "idempotent replay":
+        await decide_one(
+            engine, request(T0, dedup=[dedup("ann")], idempotency=idempotency("K", "B"))
+        )
+    rq = {
+        "plain": request(T0 + 1, dedup=[dedup("ann")]),
+        "idempotent": request(T0 + 1, dedup=[dedup("ann")], idempotency=idempotency("K", "B")),
+        "person accepted": request(T0 + 1, dedup=[dedup("ann")], person=[press]),
+        "person refused by the advertiser": request(T0 + 1, caps=[calendar_cap(0)], person=[press]),
+        "idempotent replay": request(
+            T0 + 1, dedup=[dedup("ann")], idempotency=idempotency("K", "B")
+        ),
+    }[lead]
+    before = redis_store.round_trips
+
+    await decide_one(engine, rq)
+
+    assert redis_store.round_trips - before == round_trips
+
+
+# -- outages -----------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_redis_is_reported_at_once_and_forgotten_once_it_is_back(
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()  # a free port, nothing listening yet
+    store = RedisStore(server.url)
+    engine = DecisionEngine(store)
+    try:
+        async with asyncio.timeout(FAST_FAILURE_S):
+            with pytest.raises(StoreUnavailable):
+                await engine.run([request(T0, dedup=[dedup("ann")])])
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+
+        server.start()
+        first = await decide_one(engine, request(T0 + 1, dedup=[dedup("ann")]))
+        again = await decide_one(engine, request(T0 + 2, dedup=[dedup("ann")]))
+    finally:
+        await store.close()
+
+    assert first.decision is ACCEPTED  # the refused attempt decided nothing
+    assert again.decision is DUPLICATE
+
+
+async def test_the_store_recovers_when_redis_is_killed_and_restarted(
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()
+    server.start()
+    store = RedisStore(server.url, connections=4)
+    engine = DecisionEngine(store)
+    try:
+        # Put every connection to use, so each holds a socket to the process about to die.
+        await asyncio.gather(
+            *(engine.run([request(T0, dedup=[dedup(f"p{i}")])]) for i in range(50))
+        )
+        server.kill()
+        async with asyncio.timeout(FAST_FAILURE_S):
+            with pytest.raises(StoreUnavailable):
+                await engine.run([request(T0 + 1, dedup=[dedup("ann")])])
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+
+        server.start()  # same port, empty memory, no scripts
+        # A connection still holding a dead socket may fail once (no retry: a lost reply may
+        # hide a committed decision); at most one failure per connection, then it is back.
+        failures = 0
+        for attempt in range(6):
+            try:
+                outcome = await decide_one(engine, request(T0 + 2 + attempt, dedup=[dedup("bob")]))
+                break
+            except StoreUnavailable:
+                failures += 1
+        else:
+            pytest.fail("the store did not recover after redis came back")
+    finally:
+        await store.close()
+
+    assert failures <= 4
+    assert outcome.decision is ACCEPTED
+
+
+# -- server settings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ("noeviction", None),
+        ("allkeys-lru", "maxmemory-policy is allkeys-lru"),
+        ("volatile-ttl", "maxmemory-policy is volatile-ttl"),
+    ],
+)
+async def test_server_checks_report_an_eviction_policy_that_can_drop_decisions(
+    redis_store: RedisStore, redis_url: str, policy: str, problem: str | None
+) -> None:
+    await _set_eviction_policy(redis_url, policy)
+
+    problems = await redis_store.server_checks()
+
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(problem)
+        assert "noeviction" in problems[0]  # it says what to set instead

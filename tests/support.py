@@ -1,0 +1,391 @@
+"""Test helpers: our own redis-server processes, hand-built decision requests, store read-back.
+
+``RedisServer`` owns one process: on a unix socket (the session server) or on a TCP port
+(outage tests, which kill it and start it again on the same port). Tests never touch a Redis
+they did not start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import orjson
+import pytest
+import redis
+import redis.asyncio
+
+from gateway.config.model import CalendarPeriod, CapRule, CapSubject, CapWindow, DedupScope
+from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import (
+    CapCheck,
+    DecisionOutcome,
+    DecisionRequest,
+    DedupCheck,
+    IdempotencyRef,
+    PersonReservation,
+)
+from gateway.storage import keys
+from gateway.storage.base import Store
+from gateway.storage.memory import MemoryStore
+from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, LeadId, PartnerId
+
+INSTALL_HINT = "redis-server is not on PATH: run ./.ci/install-redis (tests start their own)"
+#: How long a fresh redis-server may take to answer PING.
+START_TIMEOUT_S = 10.0
+
+
+def redis_server_binary() -> str:
+    """The Debian ``redis-server`` binary; fails the test run (never skips) when missing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    return binary
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def answers_ping(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def wait_for_ping(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Block until the server at ``url`` answers PING; fail if ``process`` dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"redis-server for {url} exited with {process.returncode}", pytrace=False)
+        if answers_ping(url):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"redis-server at {url} did not answer PING within {timeout_s}s", pytrace=False)
+
+
+class RedisServer:
+    """One redis-server process started by the tests: in-memory only, ``noeviction``.
+
+    Give ``unix_socket`` for a unix-socket server (TCP disabled with ``--port 0``), or
+    ``port`` for a TCP server on 127.0.0.1 that outage tests can ``kill`` and ``start`` again
+    on the same port.
+    """
+
+    def __init__(
+        self, workdir: Path, *, unix_socket: Path | None = None, port: int | None = None
+    ) -> None:
+        if (unix_socket is None) == (port is None):
+            raise ValueError("give exactly one of unix_socket and port")
+        self.workdir = workdir
+        self.unix_socket = unix_socket
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix://{self.unix_socket}"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _argv(self) -> list[str]:
+        argv = [
+            redis_server_binary(),
+            "--save", "",
+            "--appendonly", "no",
+            "--maxmemory-policy", "noeviction",
+            "--dir", str(self.workdir),
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.workdir / "redis.log"),
+        ]  # fmt: skip
+        if self.unix_socket is not None:
+            argv += [
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.unix_socket),
+                "--unixsocketperm",
+                "700",
+            ]
+        else:
+            argv += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        return argv
+
+    def start(self) -> None:
+        """Start the server (again, after ``kill``, on the same socket or port) and wait for it."""
+        if self.running:
+            raise RuntimeError(f"redis-server at {self.url} already runs")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_ping(self.url, self._process, START_TIMEOUT_S)
+        except BaseException:
+            log = self.workdir / "redis.log"
+            print(log.read_text(errors="replace") if log.exists() else "(no redis.log)")
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes as in a crash, with everything it held in memory."""
+        self._stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._stop(signal.SIGTERM)
+
+    def _stop(self, sig: signal.Signals) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        """Kill the server and start a fresh one on the same port (or socket)."""
+        self.kill()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        """A plain synchronous client to this server (the caller closes it)."""
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+# -- hand-built decision requests ---------------------------------------------------------------
+#
+# The contract tests build ``DecisionRequest``s directly (not through ``decision.plan``) so each
+# test controls every window, limit and ``now_ms``; keys still come from ``storage.keys``.
+
+ADVERTISER = AdvertiserId("acme")
+CAMPAIGN = CampaignId("acme-always-on")
+PARTNER = PartnerId("p-coreg")
+CHANNEL = ChannelId("coreg")
+#: An arbitrary instant (2026-09-22T10:13:20Z), epoch ms.
+T0 = 1_790_072_000_000
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+_lead_numbers = itertools.count(1)
+
+
+def new_lead_id() -> LeadId:
+    return LeadId(f"lead-{next(_lead_numbers):08d}")
+
+
+def fingerprint(person: str, key_id: str = "k1") -> Fingerprint:
+    """A stand-in for a keyed fingerprint of ``person`` (never a raw identity)."""
+    return Fingerprint(f"{key_id}.{person}")
+
+
+def dedup(
+    person: str,
+    scope: DedupScope = DedupScope.CAMPAIGN,
+    *,
+    window_ms: int = 30 * DAY_MS,
+    retention_ms: int | None = None,
+    remember: bool = True,
+    key_id: str = "k1",
+    advertiser: AdvertiserId = ADVERTISER,
+    campaign: CampaignId = CAMPAIGN,
+    channel: ChannelId = CHANNEL,
+) -> DedupCheck:
+    key = keys.seen(advertiser, scope, campaign, channel, fingerprint(person, key_id))
+    return DedupCheck(
+        f"duplicate.{scope.value}",
+        key,
+        window_ms,
+        window_ms if retention_ms is None else retention_ms,
+        remember,
+    )
+
+
+def calendar_cap(
+    limit: int,
+    *,
+    bucket: str = "2026-09-22",
+    span_ms: int = 14 * HOUR_MS,
+    subject: CapSubject = CapSubject.CAMPAIGN,
+    period: CalendarPeriod = CalendarPeriod.DAY,
+    advertiser: AdvertiserId = ADVERTISER,
+    campaign: CampaignId = CAMPAIGN,
+    partner: PartnerId = PARTNER,
+) -> CapCheck:
+    rule = CapRule(subject, CapWindow(period=period), limit)
+    key = keys.cap(advertiser, rule, campaign, partner, CHANNEL, bucket)
+    return CapCheck(rule.reason, key, limit, rolling=False, span_ms=span_ms)
+
+
+def rolling_cap(
+    limit: int,
+    window_ms: int,
+    *,
+    subject: CapSubject = CapSubject.PARTNER,
+    advertiser: AdvertiserId = ADVERTISER,
+    campaign: CampaignId = CAMPAIGN,
+    partner: PartnerId = PARTNER,
+) -> CapCheck:
+    rule = CapRule(subject, CapWindow(rolling_s=window_ms // 1000), limit)
+    key = keys.cap(advertiser, rule, campaign, partner, CHANNEL, str(window_ms // 1000))
+    return CapCheck(rule.reason, key, limit, rolling=True, span_ms=window_ms)
+
+
+def reservation(
+    person: str,
+    unit: str,
+    *,
+    network_window_ms: int = 0,
+    network_retention_ms: int | None = None,
+    pressure_limit: int = 0,
+    pressure_window_ms: int = 0,
+) -> PersonReservation:
+    """One identity's reservation; ``request`` fills in its lead id, instant and test mode."""
+    fp = fingerprint(person)
+    return PersonReservation(
+        seen_key=keys.person_network_seen(fp),
+        pressure_key=keys.person_pressure(fp),
+        lead_id=LeadId(""),
+        unit=unit,
+        now_ms=0,
+        dry_run=False,
+        network_window_ms=network_window_ms,
+        network_retention_ms=(
+            network_window_ms if network_retention_ms is None else network_retention_ms
+        ),
+        pressure_limit=pressure_limit,
+        pressure_window_ms=pressure_window_ms,
+    )
+
+
+def idempotency(
+    key: str,
+    body: str,
+    *,
+    ttl_ms: int = DAY_MS,
+    advertiser: AdvertiserId = ADVERTISER,
+    partner: PartnerId = PARTNER,
+) -> IdempotencyRef:
+    return IdempotencyRef(
+        claim_key=keys.idempotency_claim(partner, key),
+        answer_key=keys.idempotency_answer(advertiser, partner, key),
+        body_digest=body,
+        ttl_ms=ttl_ms,
+    )
+
+
+def request(
+    now_ms: int,
+    *,
+    dedup: Sequence[DedupCheck] = (),
+    caps: Sequence[CapCheck] = (),
+    person: Sequence[PersonReservation] = (),
+    dry_run: bool = False,
+    advertiser: AdvertiserId = ADVERTISER,
+    idempotency: IdempotencyRef | None = None,
+    lead_id: LeadId | None = None,
+) -> DecisionRequest:
+    lead = new_lead_id() if lead_id is None else lead_id
+    return DecisionRequest(
+        lead_id=lead,
+        now_ms=now_ms,
+        dry_run=dry_run,
+        dedup=tuple(dedup),
+        caps=tuple(caps),
+        person=tuple(
+            dataclasses.replace(r, lead_id=lead, now_ms=now_ms, dry_run=dry_run) for r in person
+        ),
+        stream_key=keys.deliveries(advertiser),
+        payload=orjson.dumps({"lead_id": lead, "advertiser": advertiser}),
+        idempotency=idempotency,
+        slot_anchor=keys.advertiser_tag(advertiser) + ":anchor",
+    )
+
+
+def decision_keys(rq: DecisionRequest) -> list[str]:
+    """Every key the advertiser-slot decision of ``rq`` may touch."""
+    found = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup), *(c.key for c in rq.caps)]
+    if rq.idempotency is not None:
+        found.append(rq.idempotency.answer_key)
+    return found
+
+
+async def decide_one(engine: DecisionEngine, rq: DecisionRequest) -> DecisionOutcome:
+    """Run one request that carries no conflicting Idempotency-Key: its outcome."""
+    (outcome,) = await engine.run([rq])
+    assert outcome is not None, "an Idempotency-Key conflict where none was expected"
+    return outcome
+
+
+# -- reading a store back -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    lead_id: str
+    accepted_at_ms: int
+    record: bytes
+
+
+class StoreView:
+    """What a test reads back from either store without going through the decision contract:
+    the delivery streams (embedded: ``store.streams``; Redis: XRANGE with a plain client)."""
+
+    def __init__(self, store: Store, redis_url: str | None) -> None:
+        self.store = store
+        self.redis_url = redis_url
+
+    async def deliveries(self, advertiser: AdvertiserId = ADVERTISER) -> list[Delivery]:
+        stream = keys.deliveries(advertiser)
+        if isinstance(self.store, MemoryStore):
+            return [
+                Delivery(e.lead_id, e.accepted_at_ms, e.record)
+                for e in self.store.streams.get(stream, [])
+            ]
+        assert self.redis_url is not None
+        client = redis.asyncio.Redis.from_url(self.redis_url)
+        try:
+            entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(stream))
+        finally:
+            await client.aclose()
+        return [
+            Delivery(fields[b"lead_id"].decode(), int(fields[b"accepted_at_ms"]), fields[b"record"])
+            for _, fields in entries
+        ]
+
+    async def key_names(self) -> list[str]:
+        """Every key the store holds (embedded: including expired ones not yet swept)."""
+        if isinstance(self.store, MemoryStore):
+            return self.store.keys()
+        assert self.redis_url is not None
+        client = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            return [key async for key in client.scan_iter(count=1000)]
+        finally:
+            await client.aclose()
