@@ -18,7 +18,7 @@ from gateway.errors import ConfigError
 from gateway.observe import configure_logging
 from gateway.runtime import build_intake, load_settings
 from gateway.web.app import create_app
-from gateway.web.state import DRAINING
+from gateway.web.state import DRAINING, INFLIGHT
 
 LOG = logging.getLogger("leadgate")
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "leadgate.yaml"
@@ -40,7 +40,9 @@ async def serve(config_path: str | None, host: str | None, port: int | None, dra
     app = create_app(intake)
     # access_log=None: aiohttp's access log writes client IPs and full request lines (query
     # strings can hold emails); the decision log replaces it.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=drain_s)
+    # The drain below waits for in-flight requests itself; aiohttp's own shutdown then only
+    # closes what is left, briefly.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(
         runner, host or env.host, port if port is not None else env.port, backlog=4096
@@ -62,10 +64,17 @@ async def serve(config_path: str | None, host: str | None, port: int | None, dra
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    # Draining: /readyz turns 503 so the load balancer stops sending, the listener closes,
-    # in-flight requests get up to drain_s to finish, then the process exits 0.
+    # Draining: /readyz turns 503, the listener closes (open connections stay up, so requests
+    # still uploading are read to the end and answered), in-flight requests get up to drain_s
+    # to finish, then the remaining connections are closed and the process exits 0.
     app[DRAINING].set()
-    LOG.info("draining", extra={"fields": {"grace_s": drain_s}})
+    LOG.info("draining", extra={"fields": {"grace_s": drain_s, "in_flight": app[INFLIGHT].count}})
+    await site.stop()
+    try:
+        async with asyncio.timeout(drain_s):
+            await app[INFLIGHT].idle.wait()
+    except TimeoutError:
+        LOG.warning("drain grace over", extra={"fields": {"in_flight": app[INFLIGHT].count}})
     await runner.cleanup()
     LOG.info("stopped")
     return 0

@@ -52,9 +52,18 @@ class StoreError(LeadgateError):
 
 
 class StoreUnavailable(StoreError):
-    """The decision store cannot be reached right now; the request may be retried later."""
+    """The decision store cannot be reached right now; the request may be retried later.
+
+    ``outcome_unknown``: the commands were sent but no reply came back (a timeout, a reset), so
+    the store may have run them: a lead may have been accepted. Only a retry with the same
+    Idempotency-Key can tell.
+    """
 
     retry_after_s = 1
+
+    def __init__(self, detail: str, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        super().__init__(detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,9 @@ class Intake:
     def _idempotency(self, key: str | None, body: bytes, index: int | None) -> Idempotency | None:
         if key is None:
             return None
-        scoped = key if index is None else f"{key}#{index}"
+        # A space cannot occur in a key (printable ASCII without it), so a batch item's key
+        # can never collide with a key a single post could send.
+        scoped = key if index is None else f"{key} {index}"
         return Idempotency(
             digest(scoped.encode()), digest(body), self.config.server.idempotency_ttl_s
         )
@@ -166,9 +168,13 @@ class Intake:
                     FieldProblem(f"{where}channel", "not one of this partner's channels")
                 )
         try:
-            lead = parse_lead(data, self.config.campaigns, field_prefix=where)
+            lead = parse_lead(data, self.config.campaigns, field_prefix=where, now_s=now_s)
         except InvalidLead as invalid:
-            raise InvalidLead(problems + invalid.problems) from None
+            # One message per field: the lead's own check wins over ours (it knows the type).
+            named = {p.field for p in invalid.problems}
+            raise InvalidLead(
+                [p for p in problems if p.field not in named] + invalid.problems
+            ) from None
         if problems:
             raise InvalidLead(problems)
         campaign = self.config.campaigns[lead.campaign]

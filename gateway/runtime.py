@@ -64,12 +64,13 @@ async def build_intake(settings: Settings) -> Intake:
 
     A Redis that cannot be reached at start is not fatal: the gateway starts, answers 503 and
     ``/readyz`` says unavailable until Redis answers; scripts load on first use. A Redis that
-    answers with settings that put decisions at risk is refused (unless allowed explicitly).
+    answers with settings that put decisions at risk is refused (unless allowed explicitly):
+    at start the process exits; later, the store answers 503 until the settings are fixed.
     """
     url = settings.environment.redis_url
     store: Store
     if url:
-        redis_store = RedisStore(url)
+        redis_store = RedisStore(url, allow_eviction=settings.allow_eviction)
         try:
             await redis_store.load_scripts()
             problems = await redis_store.server_checks()

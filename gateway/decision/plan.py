@@ -131,7 +131,8 @@ def build_request(
         "lead": lead.to_payload(),
     }
     idem = None
-    if idempotency is not None:
+    # Test mode remembers nothing, not even an Idempotency-Key.
+    if idempotency is not None and not lead.test:
         idem = IdempotencyRef(
             claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
             answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),

@@ -9,8 +9,9 @@ pool) absorbs a thousand concurrent publishers: they wait their turn, they never
 
 Replies are read in order and each caller is answered as soon as its own replies are in.
 Redis error replies are returned in place (never raised), so one bad command does not fail its
-neighbours. A transport failure fails the batch with ``StoreUnavailable``; nothing is retried
-here, because a command whose reply was lost may have run (the caller decides what is safe).
+neighbours. A transport failure fails the batch with ``StoreUnavailable``, marked
+``outcome_unknown`` once the batch may have reached Redis; nothing is retried here, because a
+command whose reply was lost may have run.
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ class AutoPipeline:
 
     async def _round_trip(self, conn: AbstractConnection, batch: list[_Pending]) -> None:
         answered = 0
+        sending = False
         try:
             packed = conn.pack_commands([c for item in batch for c in item.commands])
             self.round_trips += 1
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            # From here on, bytes may reach Redis: a failure no longer proves nothing ran.
+            sending = True
             await conn.send_packed_command(packed, check_health=False)
             for item in batch:
                 results: list[Any] = []
@@ -108,7 +114,7 @@ class AutoPipeline:
                 raise
             error: Exception = exc
             if isinstance(exc, _TRANSPORT_ERRORS):
-                error = StoreUnavailable(f"redis: {type(exc).__name__}")
+                error = StoreUnavailable(f"redis: {type(exc).__name__}", outcome_unknown=sending)
             for future in pending:
                 future.set_exception(error)
 

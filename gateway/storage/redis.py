@@ -6,6 +6,8 @@ Redis errors are translated here and nowhere else: transport failures become
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +26,12 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import scripts
 from gateway.storage.base import ForcedOutcome, ReserveResult
 from gateway.storage.pipeline import AutoPipeline, Command
-from gateway.types import LeadId
+
+LOG = logging.getLogger("leadgate.redis")
 
 
 def _connection_factory(url: str, socket_timeout_s: float) -> Any:
@@ -54,10 +57,21 @@ def _connection_factory(url: str, socket_timeout_s: float) -> Any:
 class RedisStore:
     name = "redis"
 
-    def __init__(self, url: str, *, connections: int = 4, socket_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connections: int = 4,
+        socket_timeout_s: float = 2.0,
+        allow_eviction: bool = False,
+    ) -> None:
         self._pipe = AutoPipeline(
             _connection_factory(url, socket_timeout_s), connections=connections
         )
+        self._allow_eviction = allow_eviction
+        #: Set once the server's settings were read and found safe (or allowed anyway).
+        self._checked = False
+        self._last_warning_s = -60.0
 
     @property
     def round_trips(self) -> int:
@@ -67,6 +81,8 @@ class RedisStore:
         """Run commands in one (shared) round trip; reload scripts once if Redis lost them
         (a restart, a failover), then re-send only the refused commands: NOSCRIPT means they
         did not run."""
+        if not self._checked:
+            await self._check_server()
         results = await self._pipe.execute(commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
@@ -78,6 +94,19 @@ class RedisStore:
             if isinstance(result, ResponseError):
                 raise StoreError(f"redis refused a command: {result}")
         return results
+
+    async def _check_server(self) -> None:
+        """Refuse to decide on a Redis that may evict, however late it comes up: a gateway
+        started before its Redis must not use an evicting one silently."""
+        problems = await self.server_checks()
+        if problems and not self._allow_eviction:
+            now_s = time.monotonic()
+            if now_s - self._last_warning_s >= 60:
+                self._last_warning_s = now_s
+                for problem in problems:
+                    LOG.error(problem)
+            raise StoreUnavailable("redis settings put decisions at risk: " + problems[0])
+        self._checked = True
 
     async def load_scripts(self) -> None:
         results = await self._pipe.execute([("SCRIPT", "LOAD", s.source) for s in scripts.ALL])
@@ -160,9 +189,7 @@ class RedisStore:
         await self._run(commands)
 
     async def ping(self) -> None:
-        (pong,) = await self._pipe.execute([("PING",)])
-        if isinstance(pong, ResponseError):
-            raise StoreError(f"redis refused PING: {pong}")
+        await self._run([("PING",)])
 
     async def close(self) -> None:
         await self._pipe.close()
@@ -192,6 +219,3 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
         keys.append(cap.key)
         args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
-
-
-__all__ = ["LeadId", "RedisStore"]

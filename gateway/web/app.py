@@ -9,16 +9,29 @@ from aiohttp import web
 
 from gateway.intake import Intake
 from gateway.web import handlers
-from gateway.web.problems import problems_middleware
-from gateway.web.state import BUCKETS, DRAINING, INTAKE
+from gateway.web.problems import Handler, problems_middleware
+from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
+
+
+@web.middleware
+async def inflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    inflight = request.app[INFLIGHT]
+    inflight.enter()
+    try:
+        return await handler(request)
+    finally:
+        inflight.leave()
 
 
 def create_app(intake: Intake) -> web.Application:
     # Bodies are read (and bounded) by the handlers themselves; aiohttp's own limit only has
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
-    app = web.Application(middlewares=[problems_middleware], client_max_size=max_size)
+    app = web.Application(
+        middlewares=[inflight_middleware, problems_middleware], client_max_size=max_size
+    )
     app[INTAKE] = intake
+    app[INFLIGHT] = InFlight()
     app[BUCKETS] = {}
     app[DRAINING] = asyncio.Event()
     app.router.add_post("/v1/leads", handlers.post_lead)

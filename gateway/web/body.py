@@ -25,7 +25,7 @@ MAX_FORM_FIELDS = 200
 
 class MalformedBody(RequestError):
     status = 400
-    title = "Malformed body"
+    title = "Bad request"
     type_slug = "bad-request"
 
 
@@ -60,7 +60,7 @@ def parse_json_object(body: bytes) -> dict[str, object]:
     except orjson.JSONDecodeError as bad:
         raise MalformedBody(f"the body is not valid JSON: {bad}") from None
     if not isinstance(data, dict):
-        raise InvalidLead([FieldProblem("", "expected a JSON object")])
+        raise InvalidLead([FieldProblem("body", "expected a JSON object")])
     return data
 
 

@@ -31,7 +31,7 @@ _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 class BadHeader(RequestError):
     status = 400
-    title = "Bad header"
+    title = "Bad request"
     type_slug = "bad-request"
 
 
@@ -65,7 +65,7 @@ def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) 
         bucket = buckets.get(partner.id)
         if bucket is None:
             bucket = buckets[partner.id] = TokenBucket.full(partner.rate_limit, now_s)
-        wait_s = bucket.take(min(cost, partner.rate_limit.burst), now_s)
+        wait_s = bucket.take(cost, now_s)
         if wait_s > 0:
             raise RateLimited(
                 f"rate limit of {partner.rate_limit.per_s:g} leads/s exceeded",

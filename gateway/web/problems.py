@@ -82,11 +82,18 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         return render(error, path)
     except StoreUnavailable as error:
         request.app[INTAKE].observer.store_errors.inc()
+        if error.outcome_unknown:
+            detail = (
+                "the decision store did not answer in time: the lead may or may not have been "
+                "accepted; retry with the same Idempotency-Key to get the real answer"
+            )
+        else:
+            detail = "the decision store is unreachable: the lead was not accepted; retry later"
         return problem_response(
             503,
             "store-unavailable",
             "Decision store unavailable",
-            "the lead was not accepted; retry later (with the same Idempotency-Key, safely)",
+            detail,
             path,
             {"Retry-After": str(error.retry_after_s)},
         )

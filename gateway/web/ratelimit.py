@@ -21,14 +21,19 @@ class TokenBucket:
         return cls(limit.per_s, limit.burst, float(limit.burst), now_s)
 
     def take(self, n: int, now_s: float) -> float:
-        """Take ``n`` tokens; 0.0 if granted, else the seconds to wait until they would be."""
+        """Take ``n`` tokens; 0.0 if granted, else the seconds to wait until they would be.
+
+        A request larger than the burst (a big batch) is granted when the bucket is full and
+        leaves it in debt, so every lead is paid for and later requests wait accordingly.
+        """
         elapsed = max(0.0, now_s - self.updated_s)
         self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate_per_s)
         self.updated_s = now_s
-        if self.tokens >= n:
+        needed = min(n, self.burst)
+        if self.tokens >= needed:
             self.tokens -= n
             return 0.0
-        return (n - self.tokens) / self.rate_per_s
+        return (needed - self.tokens) / self.rate_per_s
 
 
 def retry_after_s(wait_s: float) -> int:
