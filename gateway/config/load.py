@@ -30,6 +30,7 @@ import yaml
 from gateway.config.durations import parse_duration_s
 from gateway.config.model import (
     IDENTITY_FIELDS,
+    LEAD_FIELDS,
     Advertiser,
     CalendarPeriod,
     Campaign,
@@ -49,20 +50,6 @@ from gateway.config.model import (
 )
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
-
-#: Every field a lead may carry; ``required:`` may name only these.
-LEAD_FIELDS: Final = (
-    *IDENTITY_FIELDS,
-    "first_name",
-    "last_name",
-    "postal_code",
-    "city",
-    "country",
-    "birth_date",
-    "company",
-    "ip",
-    "consent",
-)
 
 # Ids end up in Redis keys and Prometheus labels: short, lower-case, no separators of either.
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")

@@ -46,6 +46,19 @@ from zoneinfo import ZoneInfo
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
 
 IDENTITY_FIELDS = ("email", "phone")
+#: Every field of a lead about the person; a campaign's ``required`` may name only these.
+LEAD_FIELDS = (
+    *IDENTITY_FIELDS,
+    "first_name",
+    "last_name",
+    "postal_code",
+    "city",
+    "country",
+    "birth_date",
+    "company",
+    "ip",
+    "consent",
+)
 
 
 class CampaignKind(enum.StrEnum):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar, cast
 
-from gateway.config.model import Campaign
+from gateway.config.model import LEAD_FIELDS, Campaign
 from gateway.errors import FieldProblem, InvalidLead
 from gateway.leads.email import MAX_EMAIL_CHARS, normalize_email
 from gateway.leads.phone import MAX_PHONE_CHARS, MissingCountryCode, normalize_phone
@@ -69,17 +69,7 @@ KNOWN_FIELDS = frozenset(
         "channel",
         "ref",
         "test",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "postal_code",
-        "city",
-        "country",
-        "birth_date",
-        "company",
-        "ip",
-        "consent",
+        *LEAD_FIELDS,
         *_FLAT_CONSENT_DETAILS,
     }
 )
@@ -145,20 +135,7 @@ class Lead:
         return payload
 
 
-_PAYLOAD_FIELDS = (
-    "channel",
-    "ref",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "postal_code",
-    "city",
-    "country",
-    "birth_date",
-    "company",
-    "ip",
-)
+_PAYLOAD_FIELDS = ("channel", "ref", *(f for f in LEAD_FIELDS if f != "consent"))
 
 
 def parse_lead(
