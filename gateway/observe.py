@@ -108,12 +108,10 @@ class Observer:
     def decisions(
         self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
     ) -> None:
-        from gateway.intake import Answer
-
         self.decision_seconds.observe(elapsed_s)
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
-            if not isinstance(answer, Answer):
+            if isinstance(answer, RequestError):
                 self.refused.labels(partner.id, str(answer.status)).inc()
                 continue
             self.leads.labels(partner.id, answer.campaign, answer.channel, answer.decision).inc()
