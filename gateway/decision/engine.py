@@ -43,14 +43,11 @@ class DecisionEngine:
         outcomes: list[DecisionOutcome | None] = [None] * len(requests)
         todo = list(range(len(requests)))
 
-        idempotent = [i for i in todo if requests[i].idempotency is not None]
-        if idempotent:
-            claims = await self.store.claim(
-                [requests[i].idempotency for i in idempotent],  # type: ignore[misc]
-                requests[idempotent[0]].now_ms,
-            )
+        keyed = [(i, rq.idempotency) for i, rq in enumerate(requests) if rq.idempotency]
+        if keyed:
+            claims = await self.store.claim([ref for _, ref in keyed], requests[keyed[0][0]].now_ms)
             settled: set[int] = set()
-            for i, claim in zip(idempotent, claims, strict=True):
+            for (i, _), claim in zip(keyed, claims, strict=True):
                 if claim.status is ClaimStatus.NEW:
                     continue
                 settled.add(i)

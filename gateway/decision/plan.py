@@ -149,5 +149,5 @@ def build_request(
         stream_key=keys.deliveries(advertiser),
         payload=orjson.dumps(record),
         idempotency=idem,
-        slot_anchor=keys.advertiser_tag(advertiser) + ":anchor",
+        slot_anchor=keys.slot_anchor(advertiser),
     )

@@ -76,6 +76,12 @@ def cap(
     return f"{advertiser_tag(advertiser)}:cap:{letter}:{who}:{rule.window.label}:{bucket}"
 
 
+def slot_anchor(advertiser: AdvertiserId) -> str:
+    """A key of the advertiser's slot that is never written: it stands in a script's KEYS
+    where an optional key (the idempotent answer) is absent, so the slot stays the same."""
+    return f"{advertiser_tag(advertiser)}:anchor"
+
+
 def deliveries(advertiser: AdvertiserId) -> str:
     """The advertiser's delivery stream: accepted leads waiting for the CRM."""
     return f"{advertiser_tag(advertiser)}:deliveries"
