@@ -5,7 +5,7 @@ so reading is strict: unknown keys, duplicate keys, wrong types and dangling ref
 all errors. Every problem is collected (with its path, ``campaigns[2].caps[0].window``, and
 the bad value) before one ``ConfigError`` is raised, so a user fixes the file in one pass.
 
-Validators never stop at the first problem: each one reports into a ``_Reader`` and returns
+Validators never stop at the first problem: each one reports into a ``Reader`` and returns
 a harmless fallback, so the rest of the file is still checked. The objects built from
 fallbacks are thrown away: ``parse_config`` raises whenever anything was reported.
 """
@@ -13,21 +13,17 @@ fallbacks are thrown away: ``parse_config`` raises whenever anything was reporte
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
-import math
 import re
-from collections.abc import Collection, Hashable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 import yaml
 
-from gateway.config.durations import parse_duration_s
 from gateway.config.model import (
     IDENTITY_FIELDS,
     LEAD_FIELDS,
@@ -48,18 +44,13 @@ from gateway.config.model import (
     RateLimit,
     ServerSettings,
 )
+from gateway.config.reader import MISSING, Reader, duration_of, join, load_yaml, opt, show
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
 
-# Ids end up in Redis keys and Prometheus labels: short, lower-case, no separators of either.
-_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_ID_RULE = "use 1-63 of a-z 0-9 - _, starting with a letter or digit"
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PERIODS: Final = tuple(period.value for period in CalendarPeriod)
-_MISSING: Final = object()  # a required key that is absent (already reported)
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 def load_config(path: str | Path) -> Config:
@@ -74,7 +65,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([ConfigIssue(name, f"cannot read: {exc.strerror or exc}")]) from None
     try:
-        data = _load_yaml(raw.decode("utf-8"))
+        data = load_yaml(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(name, f"not UTF-8 text (byte {exc.start})")]) from None
     except yaml.MarkedYAMLError as exc:
@@ -92,7 +83,7 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
 
     Raises ``ConfigError`` listing every problem found.
     """
-    r = _Reader()
+    r = Reader()
     root = r.mapping(
         data,
         "",
@@ -100,27 +91,27 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         required=("channels", "advertisers", "campaigns", "partners"),
         optional=("server", "contact_pressure"),
     )
-    server = _server(r, _opt(root, "server", {}), "server")
+    server = _server(r, opt(root, "server", {}), "server")
     channels = {
         ChannelId(id_): Channel(ChannelId(id_), name)
-        for id_, name in _named(r, root.get("channels", _MISSING), "channels", "channel").items()
+        for id_, name in _named(r, root.get("channels", MISSING), "channels", "channel").items()
     }
     advertisers = {
         AdvertiserId(id_): Advertiser(AdvertiserId(id_), name)
         for id_, name in _named(
-            r, root.get("advertisers", _MISSING), "advertisers", "advertiser"
+            r, root.get("advertisers", MISSING), "advertisers", "advertiser"
         ).items()
     }
-    pressure_data = _opt(root, "contact_pressure", None)
+    pressure_data = opt(root, "contact_pressure", None)
     pressure = None if pressure_data is None else _pressure(r, pressure_data, "contact_pressure")
     campaigns: dict[CampaignId, Campaign] = {}
-    for path, id_, fields in _entries(r, root.get("campaigns", _MISSING), "campaigns", "campaign"):
+    for path, id_, fields in _entries(r, root.get("campaigns", MISSING), "campaigns", "campaign"):
         campaign = _campaign(r, path, id_, fields, advertisers, channels)
         if id_:
             campaigns[CampaignId(id_)] = campaign
     partners: dict[PartnerId, Partner] = {}
     key_owners: dict[str, str] = {}
-    for path, id_, fields in _entries(r, root.get("partners", _MISSING), "partners", "partner"):
+    for path, id_, fields in _entries(r, root.get("partners", MISSING), "partners", "partner"):
         partner = _partner(r, path, id_, fields, channels, campaigns, key_owners)
         if id_:
             partners[PartnerId(id_)] = partner
@@ -132,36 +123,36 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
 # --- sections ----------------------------------------------------------------------------
 
 
-def _server(r: _Reader, value: object, path: str) -> ServerSettings:
+def _server(r: Reader, value: object, path: str) -> ServerSettings:
     defaults = ServerSettings()
     names = ("max_body_bytes", "batch_max_leads", "batch_max_body_bytes", "idempotency_ttl_s")
     fields = r.mapping(value, path, "a mapping", optional=names)
     given = {
-        name: r.integer(fields[name], _join(path, name), minimum=1, fallback=1)
+        name: r.integer(fields[name], join(path, name), minimum=1, fallback=1)
         for name in names
         if fields.get(name) is not None
     }
     return ServerSettings(**{name: given.get(name, getattr(defaults, name)) for name in names})
 
 
-def _named(r: _Reader, value: object, path: str, kind: str) -> dict[str, str]:
+def _named(r: Reader, value: object, path: str, kind: str) -> dict[str, str]:
     """Channels and advertisers: ``{id, name}`` entries, as id → display name."""
     return {
         id_: _name(r, fields, p, id_) for p, id_, fields in _entries(r, value, path, kind) if id_
     }
 
 
-def _pressure(r: _Reader, value: object, path: str) -> ContactPressure:
+def _pressure(r: Reader, value: object, path: str) -> ContactPressure:
     fields = r.mapping(value, path, "a mapping", required=("limit", "window"), optional=("per",))
     return ContactPressure(
-        limit=r.integer(fields.get("limit", _MISSING), _join(path, "limit"), 1, fallback=1),
-        window_s=r.duration(fields.get("window", _MISSING), _join(path, "window")),
-        per=r.choice(_opt(fields, "per", "advertiser"), _join(path, "per"), PressureUnit),
+        limit=r.integer(fields.get("limit", MISSING), join(path, "limit"), 1, fallback=1),
+        window_s=r.duration(fields.get("window", MISSING), join(path, "window")),
+        per=r.choice(opt(fields, "per", "advertiser"), join(path, "per"), PressureUnit),
     )
 
 
 def _campaign(
-    r: _Reader,
+    r: Reader,
     path: str,
     id_: str,
     fields: dict[str, object],
@@ -170,28 +161,28 @@ def _campaign(
 ) -> Campaign:
     at = path + "."
     advertiser = r.ref(
-        fields.get("advertiser", _MISSING), at + "advertiser", "advertiser", advertisers
+        fields.get("advertiser", MISSING), at + "advertiser", "advertiser", advertisers
     )
     name = _name(r, fields, path, id_)
-    kind = r.choice(fields.get("kind", _MISSING), at + "kind", CampaignKind)
-    zone = _zone(r, _opt(fields, "timezone", "UTC"), at + "timezone")
-    start_at = _instant(r, _opt(fields, "start", None), at + "start", zone, end=False)
-    end_at = _instant(r, _opt(fields, "end", None), at + "end", zone, end=True)
+    kind = r.choice(fields.get("kind", MISSING), at + "kind", CampaignKind)
+    zone = _zone(r, opt(fields, "timezone", "UTC"), at + "timezone")
+    start_at = _instant(r, opt(fields, "start", None), at + "start", zone, end=False)
+    end_at = _instant(r, opt(fields, "end", None), at + "end", zone, end=True)
     if kind is CampaignKind.PEAK:
         for key in ("start", "end"):
             if fields.get(key) is None:
                 r.fail(at + key, "a peak campaign needs a start and an end (ISO 8601 with offset)")
     if start_at is not None and end_at is not None and end_at <= start_at:
-        r.fail(at + "end", f"{_show(fields['end'])} is not after start {_show(fields['start'])}")
+        r.fail(at + "end", f"{show(fields['end'])} is not after start {show(fields['start'])}")
     identity = _field_names(
-        r, _opt(fields, "identity", list(IDENTITY_FIELDS)), at + "identity", IDENTITY_FIELDS
+        r, opt(fields, "identity", list(IDENTITY_FIELDS)), at + "identity", IDENTITY_FIELDS
     )
     if fields.get("identity") == []:
         r.fail(at + "identity", f"needs at least one of {', '.join(IDENTITY_FIELDS)}")
-    required = _field_names(r, _opt(fields, "required", ["email"]), at + "required", LEAD_FIELDS)
-    region = _region(r, _opt(fields, "phone_region", "FR"), at + "phone_region")
-    pressure = r.boolean(_opt(fields, "contact_pressure", True), at + "contact_pressure")
-    cpl = _opt(fields, "cpl", None)
+    required = _field_names(r, opt(fields, "required", ["email"]), at + "required", LEAD_FIELDS)
+    region = _region(r, opt(fields, "phone_region", "FR"), at + "phone_region")
+    pressure = r.boolean(opt(fields, "contact_pressure", True), at + "contact_pressure")
+    cpl = opt(fields, "cpl", None)
     return Campaign(
         id=CampaignId(id_),
         advertiser=AdvertiserId(advertiser),
@@ -205,13 +196,13 @@ def _campaign(
         start_at=start_at,
         end_at=end_at,
         cpl=None if cpl is None else r.number(cpl, at + "cpl", positive=False),
-        dedup=_dedup_rules(r, _opt(fields, "dedup", []), at + "dedup", channels),
-        caps=_cap_rules(r, _opt(fields, "caps", []), at + "caps"),
+        dedup=_dedup_rules(r, opt(fields, "dedup", []), at + "dedup", channels),
+        caps=_cap_rules(r, opt(fields, "caps", []), at + "caps"),
     )
 
 
 def _dedup_rules(
-    r: _Reader, value: object, path: str, channels: Collection[str]
+    r: Reader, value: object, path: str, channels: Collection[str]
 ) -> tuple[DedupRule, ...]:
     rules: list[DedupRule] = []
     scopes_at: dict[DedupScope, str] = {}
@@ -221,17 +212,17 @@ def _dedup_rules(
             item, p, "a mapping", required=("scope", "window"), optional=("channels",)
         )
         before = len(r.issues)
-        scope = r.choice(fields.get("scope", _MISSING), p + ".scope", DedupScope)
+        scope = r.choice(fields.get("scope", MISSING), p + ".scope", DedupScope)
         if len(r.issues) == before and "scope" in fields:
             if scope in scopes_at:
                 r.fail(
                     p + ".scope", f"scope {scope.value!r} already has a rule at {scopes_at[scope]}"
                 )
             scopes_at.setdefault(scope, p)
-        window_s = r.duration(fields.get("window", _MISSING), p + ".window")
+        window_s = r.duration(fields.get("window", MISSING), p + ".window")
         per_channel: dict[ChannelId, int] = {}
         overrides = r.mapping(
-            _opt(fields, "channels", {}), p + ".channels", "a mapping of channel: window"
+            opt(fields, "channels", {}), p + ".channels", "a mapping of channel: window"
         )
         for channel, window in overrides.items():
             cp = f"{p}.channels.{channel}"
@@ -240,7 +231,7 @@ def _dedup_rules(
     return tuple(rules)
 
 
-def _cap_rules(r: _Reader, value: object, path: str) -> tuple[CapRule, ...]:
+def _cap_rules(r: Reader, value: object, path: str) -> tuple[CapRule, ...]:
     rules: list[CapRule] = []
     reasons_at: dict[str, str] = {}
     for i, item in enumerate(r.items(value, path, "a list of {subject, window, limit} caps")):
@@ -248,9 +239,9 @@ def _cap_rules(r: _Reader, value: object, path: str) -> tuple[CapRule, ...]:
         before = len(r.issues)
         fields = r.mapping(item, p, "a mapping", required=("subject", "window", "limit"))
         rule = CapRule(
-            subject=r.choice(fields.get("subject", _MISSING), p + ".subject", CapSubject),
-            window=_cap_window(r, fields.get("window", _MISSING), p + ".window"),
-            limit=r.integer(fields.get("limit", _MISSING), p + ".limit", 1, fallback=1),
+            subject=r.choice(fields.get("subject", MISSING), p + ".subject", CapSubject),
+            window=_cap_window(r, fields.get("window", MISSING), p + ".window"),
+            limit=r.integer(fields.get("limit", MISSING), p + ".limit", 1, fallback=1),
         )
         if len(r.issues) > before:
             continue  # a rule built from fallbacks would report a false duplicate
@@ -262,20 +253,20 @@ def _cap_rules(r: _Reader, value: object, path: str) -> tuple[CapRule, ...]:
     return tuple(rules)
 
 
-def _cap_window(r: _Reader, value: object, path: str) -> CapWindow:
-    if value is _MISSING:
+def _cap_window(r: Reader, value: object, path: str) -> CapWindow:
+    if value is MISSING:
         return CapWindow(rolling_s=1)
     if isinstance(value, str) and value in _PERIODS:
         return CapWindow(period=CalendarPeriod(value))
     try:
-        return CapWindow(rolling_s=_duration(value))
+        return CapWindow(rolling_s=duration_of(value))
     except ValueError as exc:
         r.fail(path, f"{exc}, nor one of {', '.join(_PERIODS)}")
         return CapWindow(rolling_s=1)
 
 
 def _partner(
-    r: _Reader,
+    r: Reader,
     path: str,
     id_: str,
     fields: dict[str, object],
@@ -285,7 +276,7 @@ def _partner(
 ) -> Partner:
     at = path + "."
     hashes: list[str] = []
-    keys = r.items(fields.get("api_keys", _MISSING), at + "api_keys", "a list of sha256:<hex>")
+    keys = r.items(fields.get("api_keys", MISSING), at + "api_keys", "a list of sha256:<hex>")
     if fields.get("api_keys") == []:
         r.fail(at + "api_keys", "needs at least one key hash (make one with `leadgate hash-key`)")
     for i, key in enumerate(keys):
@@ -301,19 +292,19 @@ def _partner(
         else:
             hashes.append(match.group(1))
             key_owners[match.group(1)] = id_
-    rate = _opt(fields, "rate_limit", None)
+    rate = opt(fields, "rate_limit", None)
     return Partner(
         id=PartnerId(id_),
         name=_name(r, fields, path, id_),
         api_key_hashes=tuple(hashes),
         channels=tuple(
             ChannelId(c)
-            for c in r.refs(fields.get("channels", _MISSING), at + "channels", "channel", channels)
+            for c in r.refs(fields.get("channels", MISSING), at + "channels", "channel", channels)
         ),
         campaigns=tuple(
             CampaignId(c)
             for c in r.refs(
-                fields.get("campaigns", _MISSING),
+                fields.get("campaigns", MISSING),
                 at + "campaigns",
                 "campaign",
                 campaigns,
@@ -324,11 +315,11 @@ def _partner(
     )
 
 
-def _rate_limit(r: _Reader, value: object, path: str) -> RateLimit:
+def _rate_limit(r: Reader, value: object, path: str) -> RateLimit:
     fields = r.mapping(value, path, "a mapping", required=("per_s", "burst"))
     return RateLimit(
-        per_s=r.number(fields.get("per_s", _MISSING), path + ".per_s", positive=True),
-        burst=r.integer(fields.get("burst", _MISSING), path + ".burst", 1, fallback=1),
+        per_s=r.number(fields.get("per_s", MISSING), path + ".per_s", positive=True),
+        burst=r.integer(fields.get("burst", MISSING), path + ".burst", 1, fallback=1),
     )
 
 
@@ -350,7 +341,7 @@ _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 
 
 def _entries(
-    r: _Reader, value: object, path: str, kind: str
+    r: Reader, value: object, path: str, kind: str
 ) -> Iterator[tuple[str, str, dict[str, object]]]:
     """Yield ``(path, id, fields)`` of each entry; ``id`` is ``""`` when invalid (reported)."""
     allowed = _ENTRY_KEYS[kind]
@@ -360,7 +351,7 @@ def _entries(
         fields = r.mapping(
             item, p, f"a {kind} (a mapping)", required=allowed[0], optional=allowed[1]
         )
-        id_ = r.id(fields.get("id", _MISSING), p + ".id", kind)
+        id_ = r.id(fields.get("id", MISSING), p + ".id", kind)
         if id_ in first_at:
             r.fail(p + ".id", f"duplicate {kind} id {id_!r} (first at {first_at[id_]})")
         elif id_:
@@ -368,25 +359,25 @@ def _entries(
         yield p, id_, fields
 
 
-def _name(r: _Reader, fields: Mapping[str, object], path: str, id_: str) -> str:
-    name = _opt(fields, "name", id_)
+def _name(r: Reader, fields: Mapping[str, object], path: str, id_: str) -> str:
+    name = opt(fields, "name", id_)
     if not isinstance(name, str) or not name.strip():
-        r.fail(path + ".name", f"expected a display name (text), got {_show(name)}")
+        r.fail(path + ".name", f"expected a display name (text), got {show(name)}")
         return id_
     return name
 
 
-def _zone(r: _Reader, value: object, path: str) -> ZoneInfo:
+def _zone(r: Reader, value: object, path: str) -> ZoneInfo:
     try:
         if isinstance(value, str):
             return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         pass  # ValueError: "../x" or "" are not even zone names; OSError: "Europe" is a folder
-    r.fail(path, f"{_show(value)} is not an IANA time zone like Europe/Paris or UTC")
+    r.fail(path, f"{show(value)} is not an IANA time zone like Europe/Paris or UTC")
     return ZoneInfo("UTC")
 
 
-def _instant(r: _Reader, value: object, path: str, zone: ZoneInfo, *, end: bool) -> float | None:
+def _instant(r: Reader, value: object, path: str, zone: ZoneInfo, *, end: bool) -> float | None:
     """Epoch seconds of a start/end. A naive time is in the campaign's zone; a bare date
     means the start of that day, or for an end the end of that day (the whole day counts)."""
     if value is None:
@@ -397,16 +388,16 @@ def _instant(r: _Reader, value: object, path: str, zone: ZoneInfo, *, end: bool)
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value + timedelta(days=1 if end else 0), time())
     if not isinstance(value, datetime):
-        r.fail(path, f"{_show(value)} is not an ISO 8601 date-time like 2026-11-20T00:00:00+01:00")
+        r.fail(path, f"{show(value)} is not an ISO 8601 date-time like 2026-11-20T00:00:00+01:00")
         return None
     return (value if value.tzinfo is not None else value.replace(tzinfo=zone)).timestamp()
 
 
-def _field_names(r: _Reader, value: object, path: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+def _field_names(r: Reader, value: object, path: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     names: list[str] = []
     for i, name in enumerate(r.items(value, path, f"a list of fields among {', '.join(allowed)}")):
         if not isinstance(name, str) or name not in allowed:
-            r.fail(f"{path}[{i}]", f"{_show(name)} is not one of {', '.join(allowed)}")
+            r.fail(f"{path}[{i}]", f"{show(name)} is not one of {', '.join(allowed)}")
         elif name in names:
             r.fail(f"{path}[{i}]", f"{name!r} is listed twice")
         else:
@@ -414,212 +405,11 @@ def _field_names(r: _Reader, value: object, path: str, allowed: tuple[str, ...])
     return tuple(names)
 
 
-def _region(r: _Reader, value: object, path: str) -> str:
+def _region(r: Reader, value: object, path: str) -> str:
     if isinstance(value, str) and value in phonenumbers.SUPPORTED_REGIONS:
         return value
     hint = ""
     if isinstance(value, str) and value.upper() in phonenumbers.SUPPORTED_REGIONS:
         hint = f" (write {value.upper()!r})"
-    r.fail(path, f"{_show(value)} is not a phone region code like FR, BE, CH{hint}")
+    r.fail(path, f"{show(value)} is not a phone region code like FR, BE, CH{hint}")
     return "FR"
-
-
-def _duration(value: object) -> int:
-    """``parse_duration_s`` for a value of any type YAML may produce."""
-    if isinstance(value, str | int):
-        return parse_duration_s(value)
-    raise ValueError(f"{_show(value)} is not a duration like 30m, 1h, 1d")
-
-
-def _opt(fields: Mapping[str, object], key: str, default: object) -> object:
-    """An optional key's value; an empty value (``key:`` with everything below commented
-    out) counts as absent, which is what the user meant."""
-    value = fields.get(key)
-    return default if value is None else value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _show(value: object) -> str:
-    """The bad value as a message shows it: short, and never a whole structure."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value.isoformat() if isinstance(value, date) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Reader:
-    """Collects issues; every reader reports into ``issues`` and returns a fallback on failure.
-
-    A value of ``_MISSING`` (a required key that is absent, already reported by ``mapping``)
-    returns the fallback silently so one problem is reported once.
-    """
-
-    def __init__(self) -> None:
-        self.issues: list[ConfigIssue] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.issues.append(ConfigIssue(path, message))
-
-    def mapping(
-        self,
-        value: object,
-        path: str,
-        what: str,
-        *,
-        required: tuple[str, ...] = (),
-        optional: tuple[str, ...] = (),
-    ) -> dict[str, object]:
-        if value is _MISSING:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, f"expected {what}, got {_show(value)}")
-            return {}
-        allowed = required + optional
-        fields: dict[str, object] = {}
-        for key, item in value.items():
-            # Without declared keys (dedup `channels:`) every key is data, checked by the caller.
-            if not allowed or (isinstance(key, str) and key in allowed):
-                fields[str(key)] = item
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.fail(_join(path, str(key)), f"unknown key{hint}")
-        for key in required:
-            if key not in value:
-                self.fail(_join(path, key), "required key is missing")
-        return fields
-
-    def items(self, value: object, path: str, what: str) -> list[object]:
-        if value is _MISSING:
-            return []
-        if not isinstance(value, list):
-            self.fail(path, f"expected {what}, got {_show(value)}")
-            return []
-        return value
-
-    def id(self, value: object, path: str, kind: str) -> str:
-        if value is _MISSING:
-            return ""
-        if not isinstance(value, str) or not _ID.fullmatch(value):
-            self.fail(path, f"{_show(value)} is not a valid {kind} id ({_ID_RULE})")
-            return ""
-        return value
-
-    def ref(self, value: object, path: str, kind: str, known: Collection[str]) -> str:
-        if value is _MISSING:
-            return ""
-        if not isinstance(value, str):
-            self.fail(path, f"expected a {kind} id, got {_show(value)}")
-            return ""
-        if value not in known:
-            names = list(known)  # file order, which is how the user thinks of them
-            listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "none"
-            self.fail(path, f"unknown {kind} {value!r} (known: {listed})")
-        return value
-
-    def refs(
-        self, value: object, path: str, kind: str, known: Collection[str], *, empty: bool = False
-    ) -> tuple[str, ...]:
-        ids: list[str] = []
-        items = self.items(value, path, f"a list of {kind} ids")
-        if value == [] and not empty:
-            self.fail(path, f"needs at least one {kind}")
-        for i, item in enumerate(items):
-            id_ = self.ref(item, f"{path}[{i}]", kind, known)
-            if id_ in ids:
-                self.fail(f"{path}[{i}]", f"{id_!r} is listed twice")
-            elif id_:
-                ids.append(id_)
-        return tuple(ids)
-
-    def choice(self, value: object, path: str, enum: type[_E]) -> _E:
-        options = [member.value for member in enum]
-        if value is _MISSING:
-            return enum(options[0])
-        if isinstance(value, str) and value in options:
-            return enum(value)
-        self.fail(path, f"{_show(value)} is not one of {', '.join(options)}")
-        return enum(options[0])
-
-    def integer(self, value: object, path: str, minimum: int, *, fallback: int) -> int:
-        if value is _MISSING:
-            return fallback
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"expected a whole number, got {_show(value)}")
-            return fallback
-        if value < minimum:
-            self.fail(path, f"{value} must be at least {minimum}")
-            return fallback
-        return value
-
-    def number(self, value: object, path: str, *, positive: bool) -> float:
-        if value is _MISSING:
-            return 1.0
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            self.fail(path, f"expected a number, got {_show(value)}")
-            return 1.0
-        if value < 0 or (positive and value == 0):
-            self.fail(path, f"{value} must be {'more than 0' if positive else '0 or more'}")
-            return 1.0
-        return float(value)
-
-    def boolean(self, value: object, path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, f"expected true or false, got {_show(value)}")
-            return False
-        return value
-
-    def duration(self, value: object, path: str) -> int:
-        if value is _MISSING:
-            return 1
-        try:
-            return _duration(value)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return 1
-
-
-# --- YAML --------------------------------------------------------------------------------
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a key repeated in one mapping is an error: PyYAML would keep
-    the last silently, so a second ``caps:`` in a campaign would drop the first caps."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: dict[Hashable, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults` then overriding a key is the point of merges
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
-                continue  # the base class reports unhashable keys itself
-            if key in seen:
-                first = seen[key].start_mark.line + 1
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first at line {first})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node
-        return super().construct_mapping(node, deep)
-
-
-def _load_yaml(text: str) -> object:
-    loader = _StrictLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
