@@ -117,7 +117,7 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
             partners[PartnerId(id_)] = partner
     if r.issues:
         raise ConfigError(r.issues)
-    return Config(server, channels, advertisers, campaigns, partners, pressure, checksum)
+    return Config(server, channels, advertisers, campaigns, partners, pressure, checksum=checksum)
 
 
 # --- sections ----------------------------------------------------------------------------

@@ -152,6 +152,39 @@ class ContactPressure:
 
 
 @dataclass(frozen=True, slots=True)
+class SuppressionList:
+    """A named list of people never to be sent (opt-outs, customers, litigators). Only keyed
+    fingerprints of its emails and phones are stored, loaded by ``leadgate suppress load``.
+    ``network: true`` applies it to every campaign; otherwise campaigns name it in a rule."""
+
+    id: str
+    name: str
+    network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRule:
+    """A rule-pack rule decided in the store: refused when any identity is on one of ``lists``."""
+
+    id: str
+    reason: str
+    message: str
+    lists: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityRule:
+    """A rule-pack rule decided in the store, with the caps: at most ``limit`` leads accepted
+    from one IP address (by its keyed fingerprint) per rolling ``window_s``, per advertiser."""
+
+    id: str
+    reason: str
+    message: str
+    limit: int
+    window_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
     id: ChannelId
     name: str
@@ -179,6 +212,10 @@ class Campaign:
     start_at: float | None = None  # peak campaigns only
     end_at: float | None = None
     cpl: float | None = None
+    #: Rule-pack rules that need the store (decided atomically with dedup and caps); the pure
+    #: rules are in ``rules``. Network-wide suppression lists are added here at load.
+    suppression: tuple[SuppressionRule, ...] = ()
+    velocity: tuple[VelocityRule, ...] = ()
 
     def is_active(self, now_s: float) -> bool:
         if self.start_at is not None and now_s < self.start_at:
@@ -224,5 +261,6 @@ class Config:
     campaigns: Mapping[CampaignId, Campaign]
     partners: Mapping[PartnerId, Partner]
     contact_pressure: ContactPressure | None = None
+    suppression_lists: Mapping[str, SuppressionList] = field(default_factory=dict)
     #: SHA-256 of the file's bytes, so a reload can tell whether anything changed.
     checksum: str = ""
