@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, suppression
 from gateway.config.check import check_config, hash_api_key, new_api_key
 from gateway.errors import ConfigError
 from gateway.observe import configure_logging
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p_hash = sub.add_parser("hash-key", help="hash an API key for the config (or make a new one)")
     p_hash.add_argument("key", nargs="?", help="the key; omitted: generate a new one")
 
+    suppression.register(sub)
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, sys.stdout)
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _install_uvloop()
     try:
+        if args.command == "suppress":
+            return asyncio.run(suppression.run(args, os.environ, sys.stdout))
         if args.command == "serve":
             return asyncio.run(serve(args.config, args.host, args.port, args.drain_s))
         from gateway.demo import run_demo

@@ -13,6 +13,7 @@ fallbacks are thrown away: ``parse_config`` raises whenever anything was reporte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -43,12 +44,17 @@ from gateway.config.model import (
     PressureUnit,
     RateLimit,
     ServerSettings,
+    SuppressionList,
+    SuppressionRule,
 )
 from gateway.config.reader import MISSING, Reader, duration_of, join, load_yaml, opt, show
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
+#: Reason codes are dotted lower-case words: they are API values and metric labels.
+_REASON = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
+_REASON_RULE = "dotted lower-case words, e.g. suppressed.optout"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PERIODS: Final = tuple(period.value for period in CalendarPeriod)
 
@@ -89,7 +95,7 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         "",
         "a mapping with channels, advertisers, campaigns and partners",
         required=("channels", "advertisers", "campaigns", "partners"),
-        optional=("server", "contact_pressure"),
+        optional=("server", "contact_pressure", "suppression_lists"),
     )
     server = _server(r, opt(root, "server", {}), "server")
     channels = {
@@ -101,6 +107,13 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         for id_, name in _named(
             r, root.get("advertisers", MISSING), "advertisers", "advertiser"
         ).items()
+    }
+    suppression_lists = {
+        id_: _suppression_list(r, p, id_, fields)
+        for p, id_, fields in _entries(
+            r, opt(root, "suppression_lists", []), "suppression_lists", "suppression list"
+        )
+        if id_
     }
     pressure_data = opt(root, "contact_pressure", None)
     pressure = None if pressure_data is None else _pressure(r, pressure_data, "contact_pressure")
@@ -117,7 +130,17 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
             partners[PartnerId(id_)] = partner
     if r.issues:
         raise ConfigError(r.issues)
-    return Config(server, channels, advertisers, campaigns, partners, pressure, checksum=checksum)
+    campaigns = _with_network_suppression(campaigns, suppression_lists)
+    return Config(
+        server,
+        channels,
+        advertisers,
+        campaigns,
+        partners,
+        pressure,
+        suppression_lists=suppression_lists,
+        checksum=checksum,
+    )
 
 
 # --- sections ----------------------------------------------------------------------------
@@ -139,6 +162,36 @@ def _named(r: Reader, value: object, path: str, kind: str) -> dict[str, str]:
     """Channels and advertisers: ``{id, name}`` entries, as id → display name."""
     return {
         id_: _name(r, fields, p, id_) for p, id_, fields in _entries(r, value, path, kind) if id_
+    }
+
+
+def _suppression_list(
+    r: Reader, path: str, id_: str, fields: Mapping[str, object]
+) -> SuppressionList:
+    reason = opt(fields, "reason", "suppressed")
+    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+        r.fail(join(path, "reason"), f"{show(reason)} is not a reason code ({_REASON_RULE})")
+        reason = "suppressed"
+    network = opt(fields, "network", False)
+    return SuppressionList(
+        id_, _name(r, fields, path, id_), r.boolean(network, join(path, "network")), reason
+    )
+
+
+def _with_network_suppression(
+    campaigns: Mapping[CampaignId, Campaign], lists: Mapping[str, SuppressionList]
+) -> dict[CampaignId, Campaign]:
+    """Every campaign checks the network-wide lists, after the lists its rule packs name."""
+    network = tuple(
+        SuppressionRule(f"list-{s.id}", s.reason, f"on the {s.name} list", (s.id,))
+        for s in lists.values()
+        if s.network
+    )
+    if not network:
+        return dict(campaigns)
+    return {
+        id_: dataclasses.replace(c, suppression=c.suppression + network)
+        for id_, c in campaigns.items()
     }
 
 
@@ -329,6 +382,7 @@ def _rate_limit(r: Reader, value: object, path: str) -> RateLimit:
 _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "channel": (("id",), ("name",)),
     "advertiser": (("id",), ("name",)),
+    "suppression list": (("id",), ("name", "network", "reason")),
     "campaign": (
         ("id", "advertiser", "kind"),
         (

@@ -160,6 +160,9 @@ class SuppressionList:
     id: str
     name: str
     network: bool = False
+    #: The code partners see. Neutral by default: telling a publisher that a person is on a
+    #: litigators' list would itself be a disclosure.
+    reason: str = "suppressed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ Round trips, each one pipelined for the whole batch and skipped when nothing nee
 
 1. **claim** (requests with an Idempotency-Key): the partner's claim on the key and the stored
    answer, if any. A replay is answered here; a key reused with another body is a conflict.
-2. **reserve** (campaigns with network dedup or contact pressure): per identity, in the
-   person's own slot: check and take a pressure slot / network mark for this lead.
+2. **reserve** (campaigns with suppression lists, network dedup or contact pressure): per
+   identity, in the person's own slot: check the lists, then check and take a pressure slot /
+   network mark for this lead.
 3. **decide**: the atomic check-and-commit in the advertiser's slot. A lead refused in step 2
    still passes here (as a forced outcome) so its idempotent answer is recorded atomically.
 4. **release**: give back the reservations of leads that were not accepted.
@@ -29,7 +30,15 @@ from gateway.decision.model import (
 from gateway.failpoints import Failpoints
 from gateway.storage.base import ForcedOutcome, ReserveResult, Store
 
-_FORCED_DECISION = {"duplicate.network": Decision.DUPLICATE, "cap.person": Decision.CAPPED}
+
+def _forced_decision(reason: str) -> Decision:
+    """The decision a refusal in the person's slot stands for: network dedup is a duplicate,
+    contact pressure a cap, a suppression list (any other code) a rejection."""
+    if reason.startswith("duplicate."):
+        return Decision.DUPLICATE
+    if reason.startswith("cap."):
+        return Decision.CAPPED
+    return Decision.REJECTED
 
 
 class DecisionEngine:
@@ -63,7 +72,7 @@ class DecisionEngine:
             reserved = await self.store.reserve([r for _, r in reservations])
             for (i, _), result in zip(reservations, reserved, strict=True):
                 if result.reason and i not in forced:
-                    decision = _FORCED_DECISION[result.reason]
+                    decision = _forced_decision(result.reason)
                     forced[i] = ForcedOutcome(decision.value, (result.reason,))
             self._failpoints.hit("after-person-reserve")
 

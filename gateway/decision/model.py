@@ -48,6 +48,7 @@ class CapCheck:
 class PersonReservation:
     """The cross-advertiser part of one identity, in the person's own slot.
 
+    Suppression (first): refused when the identity is on one of the ``suppress`` lists.
     Network dedup: a duplicate when the person was accepted anywhere less than
     ``network_window_ms`` ago (0 = not checked). Contact pressure: at most ``pressure_limit``
     distinct ``unit`` values (advertisers or campaigns) per ``pressure_window_ms`` (0 = none).
@@ -63,6 +64,10 @@ class PersonReservation:
     network_retention_ms: int
     pressure_limit: int
     pressure_window_ms: int
+    #: Suppression: the identity's set of list ids, and the ``(list id, reason)`` pairs this
+    #: lead's campaign checks (empty: none). Checked even in test mode; never written here.
+    suppressed_key: str = ""
+    suppress: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

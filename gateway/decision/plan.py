@@ -28,10 +28,11 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.decision.windows import calendar_bucket
+from gateway.leads.email import normalize_email
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.model import Lead
 from gateway.storage import keys
-from gateway.types import ChannelId, LeadId
+from gateway.types import ChannelId, Fingerprint, LeadId
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,32 @@ def build_request(
         key = keys.cap(advertiser, cap, campaign.id, partner.id, channel, bucket)
         caps.append(CapCheck(cap.reason, key, cap.limit, rolling, span_ms))
 
+    if lead.ip is not None:
+        for velocity in campaign.velocity:
+            ip_fp = fingerprinter.fingerprint("ip", lead.ip)
+            caps.append(
+                CapCheck(
+                    velocity.reason,
+                    keys.ip_velocity(advertiser, velocity.id, ip_fp),
+                    velocity.limit,
+                    rolling=True,
+                    span_ms=velocity.window_s * 1000,
+                )
+            )
+
     person: list[PersonReservation] = []
     pressing = pressure if pressure is not None and campaign.contact_pressure else None
-    if network is not None or pressing is not None:
+    suppress = tuple(
+        (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
+    )
+    if network is not None or pressing is not None or suppress:
         unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
-        for _, fingerprints in identities:
+        for kind, fingerprints in _person_identities(
+            lead, identities, bool(suppress), fingerprinter
+        ):
+            # Network dedup and pressure follow the campaign's identity fields; suppression
+            # lists hold every email and phone, whatever the campaign dedups on.
+            counted = kind in lead.identities
             # Under a previous key (during a rotation) the person is only checked, as in test
             # mode: what was remembered before the rotation still counts, nothing new is
             # written under an old key.
@@ -112,11 +134,15 @@ def build_request(
                         lead_id=lead_id,
                         unit=unit,
                         now_ms=now_ms,
-                        dry_run=lead.test or n > 0,
-                        network_window_ms=network.window_for(channel) * 1000 if network else 0,
+                        dry_run=lead.test or n > 0 or not counted,
+                        network_window_ms=(
+                            network.window_for(channel) * 1000 if network and counted else 0
+                        ),
                         network_retention_ms=network.retention_s * 1000 if network else 0,
-                        pressure_limit=pressing.limit if pressing else 0,
+                        pressure_limit=pressing.limit if pressing and counted else 0,
                         pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
+                        suppressed_key=keys.person_suppressed(fp) if suppress else "",
+                        suppress=suppress,
                     )
                 )
 
@@ -151,3 +177,23 @@ def build_request(
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
     )
+
+
+def _person_identities(
+    lead: Lead,
+    identities: list[tuple[str, tuple[Fingerprint, ...]]],
+    suppressed: bool,
+    fingerprinter: Fingerprinter,
+) -> list[tuple[str, tuple[Fingerprint, ...]]]:
+    """The identities checked in the person's slot: the campaign's identity fields and, when
+    suppression lists apply, the lead's email and phone even if the campaign does not dedup
+    on them."""
+    if not suppressed:
+        return identities
+    present = dict(identities)
+    if "email" not in present and lead.email is not None:
+        # Lead.email is the address as delivered; the lists hold the identity form.
+        present["email"] = fingerprinter.lookups("email", normalize_email(lead.email).identity)
+    if "phone" not in present and lead.phone is not None:
+        present["phone"] = fingerprinter.lookups("phone", lead.phone)
+    return list(present.items())

@@ -37,6 +37,19 @@ class ForcedOutcome:
     reasons: tuple[str, ...]
 
 
+class SuppressionStore(Protocol):
+    """Suppression lists: identity keys (``keys.person_suppressed``) carry the ids of the lists
+    they are on. Only keyed fingerprints ever reach the store, never an email or a phone."""
+
+    async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
+        """Put (``add``) or take the identities off the list; how many were not already so."""
+        ...
+
+    async def suppression_size(self, list_id: str) -> int:
+        """How many identities the list holds."""
+        ...
+
+
 class Store(Protocol):
     name: str
 

@@ -112,3 +112,61 @@ def hash_slot_tag(key: str) -> str:
     """The part of ``key`` Redis Cluster hashes: the text between the first ``{`` and ``}``."""
     start = key.index("{")
     return key[start + 1 : key.index("}", start)]
+
+
+# --- suppression lists and IP velocity ---------------------------------------------------
+
+
+def person_suppressed(fingerprint: Fingerprint) -> str:
+    """Set of the suppression list ids one identity is on (no TTL: until removed)."""
+    return f"{PREFIX}:{{p:{fingerprint}}}:sup"
+
+
+def suppression_size(list_id: str) -> str:
+    """How many identities a suppression list holds (kept by the load/add/remove commands)."""
+    return f"{PREFIX}:{{l:{list_id}}}:size"
+
+
+def ip_velocity(advertiser: AdvertiserId, rule_id: str, fingerprint: Fingerprint) -> str:
+    """Sliding log of the leads accepted from one IP address (by its keyed fingerprint) for
+    one velocity rule, across the advertiser's campaigns."""
+    return f"{advertiser_tag(advertiser)}:vel:{rule_id}:{fingerprint}"
+
+
+# --- delivery ---------------------------------------------------------------------------------
+#
+# Besides ``deliveries`` (written by ``decide.lua``), one advertiser's delivery queue lives in
+# these keys, all in the advertiser's slot. They hold no TTL: each entry leaves when the lead is
+# delivered, refused or dead-lettered (dead letters are trimmed by age), so they stay bounded by
+# the backlog itself.
+
+
+def delivery_retries(advertiser: AdvertiserId) -> str:
+    """Stream of retries that are due (and replayed dead letters), read beside ``deliveries``."""
+    return f"{advertiser_tag(advertiser)}:dlv:retry"
+
+
+def delivery_delayed(advertiser: AdvertiserId) -> str:
+    """Sorted set of lead ids waiting for a retry, scored by due time (epoch ms)."""
+    return f"{advertiser_tag(advertiser)}:dlv:delayed"
+
+
+def delivery_waiting(advertiser: AdvertiserId) -> str:
+    """Hash lead id -> the packed entry of each lead in ``delivery_delayed``."""
+    return f"{advertiser_tag(advertiser)}:dlv:waiting"
+
+
+def delivery_retrying(advertiser: AdvertiserId) -> str:
+    """Sorted set of the lead ids between attempts (delayed or due), scored by acceptance
+    time (epoch ms): the oldest undelivered lead's age without scanning."""
+    return f"{advertiser_tag(advertiser)}:dlv:age"
+
+
+def delivery_dead(advertiser: AdvertiserId) -> str:
+    """Dead-letter stream: leads given up on, with their last response, for ops to replay."""
+    return f"{advertiser_tag(advertiser)}:dlv:dead"
+
+
+def delivery_disabled(advertiser: AdvertiserId) -> str:
+    """Present while the advertiser's endpoint is disabled (after a 410): every worker holds."""
+    return f"{advertiser_tag(advertiser)}:dlv:disabled"

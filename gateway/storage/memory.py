@@ -43,6 +43,9 @@ class MemoryStore:
     name: str = "embedded"
     _data: dict[str, _Entry] = field(default_factory=dict)
     streams: dict[str, list[StreamEntry]] = field(default_factory=dict)
+    #: Suppression: identity key -> list ids (no expiry, like the Redis sets).
+    suppressed: dict[str, set[str]] = field(default_factory=dict)
+    _list_sizes: dict[str, int] = field(default_factory=dict)
     _writes: int = 0
     _last_now_ms: int = 0
 
@@ -79,7 +82,7 @@ class MemoryStore:
 
     def keys(self) -> list[str]:
         """Every live key name (tests look for personal data in them)."""
-        return list(self._data) + list(self.streams)
+        return list(self._data) + list(self.streams) + list(self.suppressed)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -105,6 +108,10 @@ class MemoryStore:
 
     def _reserve(self, r: PersonReservation) -> ReserveResult:
         now = r.now_ms
+        on = self.suppressed.get(r.suppressed_key, set()) if r.suppress else set()
+        for list_id, reason in r.suppress:
+            if list_id in on:
+                return ReserveResult(reason, "")
         previous = ""
         if r.network_window_ms > 0:
             previous = self._get_str(r.seen_key, now) or ""
@@ -216,6 +223,26 @@ class MemoryStore:
                     self._set(r.seen_key, reserved.previous, now, left)
                     continue
             del self._data[r.seen_key]
+
+    async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
+        changed = 0
+        for key in keys:
+            lists = self.suppressed.setdefault(key, set())
+            if (list_id in lists) != add:
+                changed += 1
+                if add:
+                    lists.add(list_id)
+                else:
+                    lists.discard(list_id)
+            if not lists:
+                del self.suppressed[key]
+        self._list_sizes[list_id] = self._list_sizes.get(list_id, 0) + (
+            changed if add else -changed
+        )
+        return changed
+
+    async def suppression_size(self, list_id: str) -> int:
+        return self._list_sizes.get(list_id, 0)
 
     async def ping(self) -> None:
         return None

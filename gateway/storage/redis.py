@@ -27,6 +27,7 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.errors import StoreError, StoreUnavailable
+from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
 from gateway.storage.base import ForcedOutcome, ReserveResult
 from gateway.storage.pipeline import AutoPipeline, Command
@@ -153,9 +154,11 @@ class RedisStore:
     async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
         commands: list[Command] = [
             (
-                "EVALSHA", scripts.PERSON_RESERVE.sha, 2, r.seen_key, r.pressure_key,
-                r.now_ms, r.lead_id, int(r.dry_run), r.network_window_ms,
-                r.network_retention_ms, r.pressure_limit, r.pressure_window_ms, r.unit,
+                "EVALSHA", scripts.PERSON_RESERVE.sha, 3, r.seen_key, r.pressure_key,
+                r.suppressed_key or r.seen_key, r.now_ms, r.lead_id, int(r.dry_run),
+                r.network_window_ms, r.network_retention_ms, r.pressure_limit,
+                r.pressure_window_ms, r.unit, len(r.suppress),
+                *(part for pair in r.suppress for part in pair),
             )
             for r in items
         ]  # fmt: skip
@@ -187,6 +190,21 @@ class RedisStore:
             for r, reserved in items
         ]  # fmt: skip
         await self._run(commands)
+
+    async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
+        verb = "SADD" if add else "SREM"
+        results = await self._run([(verb, key, list_id) for key in keys])
+        changed = sum(int(r) for r in results)
+        if changed:
+            # The size lives in the list's own slot, so it is kept beside, not with, the
+            # members: a crash between the two round trips leaves it off by one batch.
+            by = changed if add else -changed
+            await self._run([("INCRBY", storage_keys.suppression_size(list_id), by)])
+        return changed
+
+    async def suppression_size(self, list_id: str) -> int:
+        (size,) = await self._run([("GET", storage_keys.suppression_size(list_id))])
+        return max(0, int(size or 0))
 
     async def ping(self) -> None:
         await self._run([("PING",)])

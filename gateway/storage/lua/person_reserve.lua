@@ -1,6 +1,7 @@
 --[[ person_reserve.lua: step 1 of the two-slot protocol, in the person's own slot.
 
-Checks network dedup and contact pressure for one identity of the person and, if both pass,
+Checks suppression lists, network dedup and contact pressure for one identity of the person
+and, if all pass,
 reserves: marks the person as seen by this lead and takes a pressure slot for the lead's unit
 (advertiser or campaign). The decision script then runs in the advertiser's slot; a lead it
 does not accept is released by person_release.lua. A crash between the steps can only leave a
@@ -8,6 +9,7 @@ reservation behind, which holds a slot until its window ends: never an extra acc
 
 KEYS[1]  network memory: string "epoch_ms|lead_id" of the person's last acceptance
 KEYS[2]  pressure: sorted set of "unit|lead_id" scored by epoch ms
+KEYS[3]  suppression: set of the list ids the identity is on (read only)
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
 ARGV[3]  "1": test mode, check only and write nothing
@@ -16,9 +18,11 @@ ARGV[5]  network retention, ms (TTL of KEYS[1]; the longest network window of an
 ARGV[6]  pressure limit: distinct units per window ("0": no pressure cap)
 ARGV[7]  pressure window, ms
 ARGV[8]  unit: the advertiser or campaign id the lead would be sent to
+ARGV[9]  n: how many suppression lists the campaign checks ("0": none)
+then 2 per list: list id, reason code
 
-Returns {reason or "", previous value of KEYS[1] or ""}; reason is "duplicate.network" or
-"cap.person" when refused.
+Returns {reason or "", previous value of KEYS[1] or ""}; reason is the first matching list's
+reason code, "duplicate.network" or "cap.person" when refused.
 ]]
 
 local now = tonumber(ARGV[1])
@@ -28,6 +32,20 @@ local net_window = tonumber(ARGV[4])
 local limit = tonumber(ARGV[6])
 local window = tonumber(ARGV[7])
 local unit = ARGV[8]
+
+local n_lists = tonumber(ARGV[9])
+if n_lists > 0 then
+  local ids = {}
+  for i = 1, n_lists do
+    ids[i] = ARGV[8 + 2 * i]
+  end
+  local on = redis.call("SMISMEMBER", KEYS[3], unpack(ids))
+  for i = 1, n_lists do
+    if on[i] == 1 then
+      return {ARGV[9 + 2 * i], ""}
+    end
+  end
+end
 
 local previous = ""
 if net_window > 0 then
