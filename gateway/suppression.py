@@ -225,9 +225,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO)
             print(f"leadgate: {bad}", file=out)
             return 2
         changed = await store.suppression_change(args.list_id, found, add=not remove)
-        print(
-            f"{changed} identities {'taken off' if remove else 'put on'} {args.list_id!r}", file=out
-        )
+        verb = "taken off" if remove else "put on"
+        print(f"{args.list_id!r}: {changed} identities {verb} (others were already)", file=out)
         return 0
     finally:
         await store.close()
