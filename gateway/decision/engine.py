@@ -18,6 +18,7 @@ lose an accepted lead nor accept one twice: acceptance happens only inside step 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from gateway.decision.model import (
@@ -29,6 +30,7 @@ from gateway.decision.model import (
 )
 from gateway.failpoints import Failpoints
 from gateway.storage.base import ForcedOutcome, ReserveResult, Store
+from gateway.types import LeadId
 
 
 def _forced_decision(reason: str) -> Decision:
@@ -46,9 +48,10 @@ class DecisionEngine:
         self.store = store
         self._failpoints = failpoints or Failpoints()
 
-    async def run(self, requests: Sequence[DecisionRequest]) -> list[DecisionOutcome | None]:
+    async def run(self, given: Sequence[DecisionRequest]) -> list[DecisionOutcome | None]:
         """One outcome per request, in order; ``None`` for an Idempotency-Key reused with
         another body. Raises ``StoreUnavailable`` when the store cannot be reached."""
+        requests = list(given)
         outcomes: list[DecisionOutcome | None] = [None] * len(requests)
         todo = list(range(len(requests)))
 
@@ -58,6 +61,8 @@ class DecisionEngine:
             settled: set[int] = set()
             for (i, _), claim in zip(keyed, claims, strict=True):
                 if claim.status is ClaimStatus.NEW:
+                    if claim.lead_id is not None and claim.lead_id != requests[i].lead_id:
+                        requests[i] = _rebind(requests[i], claim.lead_id)
                     continue
                 settled.add(i)
                 outcomes[i] = claim.answer  # None for a conflict
@@ -87,18 +92,34 @@ class DecisionEngine:
             for (i, reservation), result in zip(reservations, reserved, strict=True)
             if not result.reason
             and not reservation.dry_run
-            and not _accepted_now(outcomes[i], requests[i])
+            and not _accepted_as(outcomes[i], requests[i])
         ]
         if releases:
             await self.store.release(releases)
         return outcomes
 
 
-def _accepted_now(outcome: DecisionOutcome | None, request: DecisionRequest) -> bool:
-    """Whether this very request was accepted (a replayed answer belongs to an earlier one)."""
+def _accepted_as(outcome: DecisionOutcome | None, request: DecisionRequest) -> bool:
+    """Whether the lead id this request reserved for was accepted: by this request, or by an
+    earlier one with the same Idempotency-Key whose id it reused (its reservations are then
+    the accepted lead's own and must stay)."""
     return (
         outcome is not None
         and outcome.decision is Decision.ACCEPTED
-        and not outcome.replayed
         and outcome.lead_id == request.lead_id
+    )
+
+
+def _rebind(request: DecisionRequest, lead_id: LeadId) -> DecisionRequest:
+    """``request`` under the lead id an earlier request with its Idempotency-Key claimed: a
+    retry after a crash then finds the reservations it made as its own, and the partner gets
+    one lead id whatever happened in between."""
+    old = request.lead_id
+    return dataclasses.replace(
+        request,
+        lead_id=lead_id,
+        # The record is JSON with the id as a whole string value: ids are UUIDs, so the quoted
+        # old id occurs nowhere else.
+        payload=request.payload.replace(f'"{old}"'.encode(), f'"{lead_id}"'.encode()),
+        person=tuple(dataclasses.replace(r, lead_id=lead_id) for r in request.person),
     )

@@ -76,6 +76,9 @@ class IdempotencyRef:
     answer_key: str  # advertiser slot: the answer, written with the decision
     body_digest: str
     ttl_ms: int
+    #: The lead id this request would use. The claim keeps the first request's, so a retry
+    #: after a crash mid-protocol decides under the same id and finds its own reservations.
+    lead_id: LeadId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +133,6 @@ class ClaimStatus(enum.Enum):
 class ClaimResult:
     status: ClaimStatus
     answer: DecisionOutcome | None = None
+    #: NEW only: the lead id of an earlier request with this key that stored no answer yet
+    #: (it crashed, or it is still deciding); None when this request made the claim.
+    lead_id: LeadId | None = None

@@ -164,6 +164,7 @@ def build_request(
             answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
             body_digest=idempotency.body_digest,
             ttl_ms=idempotency.ttl_s * 1000,
+            lead_id=lead_id,
         )
     return DecisionRequest(
         lead_id=lead_id,

@@ -20,6 +20,7 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.storage.base import ForcedOutcome, ReserveResult
+from gateway.types import LeadId
 
 #: Expired entries are swept every this many writes, so memory stays bounded by the windows.
 _SWEEP_EVERY = 10_000
@@ -91,9 +92,10 @@ class MemoryStore:
 
     def _claim(self, ref: IdempotencyRef, now: int) -> ClaimResult:
         held = self._get_str(ref.claim_key, now)
+        held_digest, _, held_lead = (held or "").partition("|")
         if held is None:
-            self._set(ref.claim_key, ref.body_digest, now, ref.ttl_ms)
-        elif held != ref.body_digest:
+            self._set(ref.claim_key, f"{ref.body_digest}|{ref.lead_id or ''}", now, ref.ttl_ms)
+        elif held_digest != ref.body_digest:
             return ClaimResult(ClaimStatus.CONFLICT)
         stored = self._get_str(ref.answer_key, now)
         if stored is not None:
@@ -101,7 +103,7 @@ class MemoryStore:
             if digest == ref.body_digest:
                 return ClaimResult(ClaimStatus.REPLAY, answer)
             return ClaimResult(ClaimStatus.CONFLICT)
-        return ClaimResult(ClaimStatus.NEW)
+        return ClaimResult(ClaimStatus.NEW, lead_id=LeadId(held_lead) if held_lead else None)
 
     async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
         return [self._reserve(r) for r in items]
@@ -115,6 +117,8 @@ class MemoryStore:
         previous = ""
         if r.network_window_ms > 0:
             previous = self._get_str(r.seen_key, now) or ""
+            if previous.endswith(f"|{r.lead_id}"):
+                previous = ""  # this lead's own mark, left by an attempt that crashed
             if previous and now - int(previous.split("|", 1)[0]) < r.network_window_ms:
                 return ReserveResult("duplicate.network", "")
         if r.pressure_limit > 0:

@@ -17,6 +17,7 @@ command whose reply was lost may have run.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.errors import StoreUnavailable
 
 Command = Sequence[str | bytes | int | float]
+#: Told about every round trip: its duration in seconds (write to last reply) and, when it
+#: failed, the kind of failure (``timeout`` or ``connection``), else None. For metrics.
+RoundTripHook = Callable[[float, str | None], None]
 
 _TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
@@ -47,6 +51,7 @@ class AutoPipeline:
         *,
         connections: int = 4,
         max_batch_commands: int = 2048,
+        on_round_trip: RoundTripHook | None = None,
     ) -> None:
         self._idle: list[AbstractConnection] = [connect() for _ in range(connections)]
         self._all = list(self._idle)
@@ -54,6 +59,7 @@ class AutoPipeline:
         self._max_batch = max_batch_commands
         self._tasks: set[asyncio.Task[None]] = set()
         self.round_trips = 0  # observable by tests and metrics
+        self._on_round_trip = on_round_trip
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip (possibly shared); one result per command,
@@ -92,6 +98,7 @@ class AutoPipeline:
                 await conn.connect()  # type: ignore[no-untyped-call]
             # From here on, bytes may reach Redis: a failure no longer proves nothing ran.
             sending = True
+            started = time.perf_counter()
             await conn.send_packed_command(packed, check_health=False)
             for item in batch:
                 results: list[Any] = []
@@ -103,6 +110,8 @@ class AutoPipeline:
                 if not item.future.done():
                     item.future.set_result(results)
                 answered += 1
+            if self._on_round_trip is not None:
+                self._on_round_trip(time.perf_counter() - started, None)
         except BaseException as exc:
             # The connection's state is unknown: drop it (it reconnects on next use) and fail
             # every caller of the batch not yet answered.
@@ -115,6 +124,9 @@ class AutoPipeline:
             error: Exception = exc
             if isinstance(exc, _TRANSPORT_ERRORS):
                 error = StoreUnavailable(f"redis: {type(exc).__name__}", outcome_unknown=sending)
+                if self._on_round_trip is not None:
+                    timed_out = isinstance(exc, RedisTimeoutError | asyncio.TimeoutError)
+                    self._on_round_trip(0.0, "timeout" if timed_out else "connection")
             for future in pending:
                 future.set_exception(error)
 

@@ -30,7 +30,8 @@ from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
 from gateway.storage.base import ForcedOutcome, ReserveResult
-from gateway.storage.pipeline import AutoPipeline, Command
+from gateway.storage.pipeline import AutoPipeline, Command, RoundTripHook
+from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
 
@@ -65,9 +66,12 @@ class RedisStore:
         connections: int = 4,
         socket_timeout_s: float = 2.0,
         allow_eviction: bool = False,
+        on_round_trip: RoundTripHook | None = None,
     ) -> None:
         self._pipe = AutoPipeline(
-            _connection_factory(url, socket_timeout_s), connections=connections
+            _connection_factory(url, socket_timeout_s),
+            connections=connections,
+            on_round_trip=on_round_trip,
         )
         self._allow_eviction = allow_eviction
         #: Set once the server's settings were read and found safe (or allowed anyway).
@@ -135,20 +139,23 @@ class RedisStore:
     async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
         commands: list[Command] = []
         for ref in refs:
-            commands.append(("SET", ref.claim_key, ref.body_digest, "NX", "GET", "PX", ref.ttl_ms))
+            claim = f"{ref.body_digest}|{ref.lead_id or ''}"
+            commands.append(("SET", ref.claim_key, claim, "NX", "GET", "PX", ref.ttl_ms))
             commands.append(("GET", ref.answer_key))
         results = await self._run(commands)
         claims: list[ClaimResult] = []
         for i, ref in enumerate(refs):
             held, stored = results[2 * i], results[2 * i + 1]
-            if held is not None and held != ref.body_digest:
+            held_digest, _, held_lead = (held or "").partition("|")
+            if held is not None and held_digest != ref.body_digest:
                 claims.append(ClaimResult(ClaimStatus.CONFLICT))
             elif stored is not None:
                 digest, answer = DecisionOutcome.decode(stored)
                 status = ClaimStatus.REPLAY if digest == ref.body_digest else ClaimStatus.CONFLICT
                 claims.append(ClaimResult(status, answer if status is ClaimStatus.REPLAY else None))
             else:
-                claims.append(ClaimResult(ClaimStatus.NEW))
+                first = LeadId(held_lead) if held_lead else None
+                claims.append(ClaimResult(ClaimStatus.NEW, lead_id=first))
         return claims
 
     async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
@@ -208,6 +215,11 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self._run([("PING",)])
+
+    async def read_for_metrics(self, commands: Sequence[Command]) -> list[Any]:
+        """Read-only commands for the metrics scrape (cap counters), in one round trip;
+        a Redis error reply stays in place of its result."""
+        return await self._pipe.execute(commands)
 
     async def close(self) -> None:
         await self._pipe.close()

@@ -3,6 +3,7 @@ checks and commits (pure: no store, no clock)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -96,6 +97,9 @@ def _lead(campaign: Campaign = CAMPAIGN, **fields: object) -> Lead:
     return parse_lead(posted, {campaign.id: campaign}, now_s=NOW_S)
 
 
+_LEAD_NUMBERS = itertools.count(1)
+
+
 def _build(
     lead: Lead | None = None,
     *,
@@ -120,7 +124,9 @@ def _build(
         )
     return build_request(
         lead=lead if lead is not None else _lead(campaign),
-        lead_id=LeadId("lead-1"),
+        # Every lead its own id, as in the gateway: a reservation under a lead's own id is
+        # that lead's (a keyed retry), never another's.
+        lead_id=LeadId(f"lead-{next(_LEAD_NUMBERS)}"),
         campaign=campaign,
         partner=PARTNER,
         channel=channel,
@@ -225,7 +231,7 @@ def test_network_scope_and_pressure_become_person_reservations(per: PressureUnit
     unit = ACME if per is PressureUnit.ADVERTISER else CAMPAIGN.id
     for r in rq.person:
         assert (r.lead_id, r.now_ms, r.unit, r.dry_run) == (
-            "lead-1",
+            rq.lead_id,
             int(NOW_S * 1000),
             unit,
             False,

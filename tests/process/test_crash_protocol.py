@@ -52,6 +52,7 @@ CRASH_EXIT_CODE = 137
 ONE = keys.deliveries(AdvertiserId("adv-one"))
 TWO = keys.deliveries(AdvertiserId("adv-two"))
 ACME = keys.deliveries(AdvertiserId("acme-energy"))
+NOVABANK = keys.deliveries(AdvertiserId("novabank"))
 
 
 @pytest.fixture
@@ -152,7 +153,9 @@ async def test_retry_after_crash_at_reserve_is_decided_once(
     pressure_config: Path,
 ) -> None:
     """The publisher saw a connection error and retries with the same Idempotency-Key: the
-    claim the crashed request left has no stored answer, so the retry is decided afresh, once."""
+    claim the crashed request left has no stored answer, so the retry is decided afresh, once,
+    under the crashed request's lead id (the claim keeps it), so the reservation it left is
+    the retry's own and no second pressure slot is taken."""
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
     crashing = await gateways.start(config=pressure_config, redis_url=redis_url, env=env)
     lead = {**person(), "campaign": "one-always-on"}
@@ -164,12 +167,37 @@ async def test_retry_after_crash_at_reserve_is_decided_once(
     first = await post_lead(http, gateway, lead, api_key=API_KEY, idempotency_key=key)
     accepted = decided(first, "accepted")
     assert "Idempotent-Replayed" not in first.headers
-    assert accepted != crashed_lead
+    assert accepted == crashed_lead
     again = await post_lead(http, gateway, lead, api_key=API_KEY, idempotency_key=key)
     assert decided(again, "accepted") == accepted
     assert again.headers.get("Idempotent-Replayed") == "true"
 
     assert deliveries(redis_url) == {ONE: [accepted]}
+    assert pressure_slots(redis_url) == [f"adv-one|{accepted}"]
+
+
+async def test_keyed_retry_after_crash_at_reserve_with_network_dedup_is_not_its_own_duplicate(
+    gateways: GatewayLauncher, http: aiohttp.ClientSession, redis_url: str
+) -> None:
+    """With an Idempotency-Key, the network mark the crashed attempt left carries the lead id
+    the retry reuses: the retry is accepted, not refused as a duplicate of itself."""
+    env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
+    crashing = await gateways.start(redis_url=redis_url, env=env)
+    lead = {
+        "email": f"net-{uuid.uuid4().hex[:12]}@example.fr",
+        "phone": "+33 6 12 34 56 78",
+        "first_name": "Alex",
+        "last_name": "Martin",
+        "campaign": "novabank-credit",
+    }
+    key = f"net-retry-{uuid.uuid4().hex}"
+    await post_and_crash(http, crashing, lead, api_key="demo-mailfox-key", idempotency_key=key)
+    gateway = await gateways.start(redis_url=redis_url)
+    retry = await post_lead(http, gateway, lead, idempotency_key=key)
+    accepted = decided(retry, "accepted")
+    assert deliveries(redis_url) == {NOVABANK: [accepted]}
+    # Without the key, the same person is now a genuine duplicate.
+    decided(await post_lead(http, gateway, lead), "duplicate")
 
 
 async def test_crash_at_reserve_with_network_dedup_leaves_a_network_mark(

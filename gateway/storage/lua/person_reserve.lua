@@ -22,7 +22,9 @@ ARGV[9]  n: how many suppression lists the campaign checks ("0": none)
 then 2 per list: list id, reason code
 
 Returns {reason or "", previous value of KEYS[1] or ""}; reason is the first matching list's
-reason code, "duplicate.network" or "cap.person" when refused.
+reason code, "duplicate.network" or "cap.person" when refused. A mark or pressure member of
+this very lead id (a keyed retry of an attempt that crashed after this step reuses its id) is
+the lead's own: it does not refuse it.
 ]]
 
 local now = tonumber(ARGV[1])
@@ -50,6 +52,9 @@ end
 local previous = ""
 if net_window > 0 then
   previous = redis.call("GET", KEYS[1]) or ""
+  if string.sub(previous, -(#lead_id + 1)) == "|" .. lead_id then
+    previous = ""  -- this lead's own mark, left by an attempt that crashed: reserve again
+  end
   if previous ~= "" then
     local at = tonumber(string.sub(previous, 1, string.find(previous, "|", 1, true) - 1))
     if now - at < net_window then
