@@ -118,7 +118,8 @@ def hash_slot_tag(key: str) -> str:
 
 
 def person_suppressed(fingerprint: Fingerprint) -> str:
-    """Set of the suppression list ids one identity is on (no TTL: until removed)."""
+    """The ids of the suppression lists one identity is on, as ``,optout,customers,`` (no
+    TTL: until removed)."""
     return f"{PREFIX}:{{p:{fingerprint}}}:sup"
 
 

@@ -199,8 +199,8 @@ class RedisStore:
         await self._run(commands)
 
     async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
-        verb = "SADD" if add else "SREM"
-        results = await self._run([(verb, key, list_id) for key in keys])
+        sha = scripts.SUPPRESS_CHANGE.sha
+        results = await self._run([("EVALSHA", sha, 1, key, list_id, int(add)) for key in keys])
         changed = sum(int(r) for r in results)
         if changed:
             # The size lives in the list's own slot, so it is kept beside, not with, the

@@ -24,4 +24,5 @@ def _load(name: str) -> Script:
 DECIDE = _load("decide")
 PERSON_RESERVE = _load("person_reserve")
 PERSON_RELEASE = _load("person_release")
-ALL = (DECIDE, PERSON_RESERVE, PERSON_RELEASE)
+SUPPRESS_CHANGE = _load("suppress_change")
+ALL = (DECIDE, PERSON_RESERVE, PERSON_RELEASE, SUPPRESS_CHANGE)

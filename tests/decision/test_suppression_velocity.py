@@ -208,3 +208,22 @@ async def test_no_personal_data_in_key_names(store: Store, view: StoreView) -> N
     names = " ".join(await view.key_names())
     for canary in ("canary", "example.org", "99887766", "+336", "192.0.2.44", "person30"):
         assert canary not in names
+
+
+async def test_list_ids_match_whole(store: Store) -> None:
+    """An identity on ``optout-eu`` and ``xoptout`` is on neither ``optout`` nor ``opt``."""
+    await suppress(store, "optout-eu", email="person40@example.org")
+    await suppress(store, "xoptout", email="person40@example.org")
+    assert (await decide(store, lead(40))).decision is Decision.ACCEPTED
+
+
+async def test_taking_one_list_off_keeps_the_others(store: Store) -> None:
+    await suppress(store, "customers", email="person41@example.org")
+    await suppress(store, "optout", email="person41@example.org")
+    found = identity_keys(Fingerprinter((K1,)), email="person41@example.org")
+    assert await lists(store).suppression_change("optout", found, add=False) == 1
+    assert await lists(store).suppression_change("optout", found, add=False) == 0
+    outcome = await decide(store, lead(41))
+    assert outcome.reasons == ("rule.customers",)
+    assert await lists(store).suppression_change("customers", found, add=False) == 1
+    assert (await decide(store, lead(41))).decision is Decision.ACCEPTED

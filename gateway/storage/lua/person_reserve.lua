@@ -9,7 +9,7 @@ reservation behind, which holds a slot until its window ends: never an extra acc
 
 KEYS[1]  network memory: string "epoch_ms|lead_id" of the person's last acceptance
 KEYS[2]  pressure: sorted set of "unit|lead_id" scored by epoch ms
-KEYS[3]  suppression: set of the list ids the identity is on (read only)
+KEYS[3]  suppression: the ids of the lists the identity is on, ",optout,customers," (read only)
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
 ARGV[3]  "1": test mode, check only and write nothing
@@ -37,14 +37,12 @@ local unit = ARGV[8]
 
 local n_lists = tonumber(ARGV[9])
 if n_lists > 0 then
-  local ids = {}
-  for i = 1, n_lists do
-    ids[i] = ARGV[8 + 2 * i]
-  end
-  local on = redis.call("SMISMEMBER", KEYS[3], unpack(ids))
-  for i = 1, n_lists do
-    if on[i] == 1 then
-      return {ARGV[9 + 2 * i], ""}
+  local on = redis.call("GET", KEYS[3])
+  if on then
+    for i = 1, n_lists do
+      if string.find(on, "," .. ARGV[8 + 2 * i] .. ",", 1, true) then
+        return {ARGV[9 + 2 * i], ""}
+      end
     end
   end
 end
