@@ -183,7 +183,7 @@ async def test_keyed_retry_after_crash_at_reserve_with_network_dedup_is_not_its_
     the retry reuses: the retry is accepted, not refused as a duplicate of itself."""
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
     crashing = await gateways.start(redis_url=redis_url, env=env)
-    lead = {
+    lead: dict[str, object] = {
         "email": f"net-{uuid.uuid4().hex[:12]}@example.fr",
         "phone": "+33 6 12 34 56 78",
         "first_name": "Alex",
