@@ -28,6 +28,7 @@ from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
 from gateway.leads.model import Lead, parse_lead
 from gateway.observe import Observer
+from gateway.rules.model import Verdict
 from gateway.types import CampaignId, ChannelId, LeadId
 
 Clock = Callable[[], float]
@@ -45,9 +46,12 @@ class Answer:
     channel: ChannelId
     test: bool
     replayed: bool = False
+    #: The lead's quality score; ``None`` (and absent from the JSON) when the campaign's rule
+    #: packs have no scoring rule.
+    score: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        answer: dict[str, object] = {
             "lead_id": self.lead_id,
             "decision": self.decision.value,
             "reasons": list(self.reasons),
@@ -56,13 +60,17 @@ class Answer:
             "channel": self.channel,
             "test": self.test,
         }
+        if self.score is not None:
+            answer["score"] = self.score
+        return answer
 
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     lead: Lead
     channel: ChannelId
-    request: DecisionRequest | None  # None: decided without the store (inactive campaign)
+    request: DecisionRequest | None  # None: decided without the store (inactive, rules)
+    verdict: Verdict | None = None  # the campaign's rules' (None: the campaign has none)
 
 
 class Intake:
@@ -84,6 +92,17 @@ class Intake:
             for partner in config.partners.values()
             for key_hash in partner.api_key_hashes
         }
+
+    def replace_config(self, config: Config) -> None:
+        """Serve ``config`` from now on (a reload). Requests already past authentication
+        finish with the partner they were given; the swap itself is one step of the event
+        loop, so no request ever sees half of each configuration."""
+        partners_by_key = {
+            key_hash: partner
+            for partner in config.partners.values()
+            for key_hash in partner.api_key_hashes
+        }
+        self.config, self._partners_by_key = config, partners_by_key
 
     def authenticate(self, api_key: str) -> Partner | None:
         """The partner holding ``api_key``, or None. Keys are stored as SHA-256 hashes and
@@ -180,6 +199,12 @@ class Intake:
         campaign = self.config.campaigns[lead.campaign]
         if not campaign.is_active(now_s):
             return _Prepared(lead, channel, None)
+        verdict = None
+        if campaign.rules is not None:
+            # Pure and in-process: a lead the rules reject costs the store nothing.
+            verdict = campaign.rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
+            if verdict.rejected:
+                return _Prepared(lead, channel, None, verdict)
         request = build_request(
             lead=lead,
             lead_id=new_lead_id(),
@@ -191,7 +216,7 @@ class Intake:
             now_s=now_s,
             idempotency=idem,
         )
-        return _Prepared(lead, channel, request)
+        return _Prepared(lead, channel, request, verdict)
 
     async def _run(
         self, partner: Partner, prepared: Sequence[_Prepared | RequestError], started: float
@@ -205,7 +230,8 @@ class Intake:
                 continue
             outcome: DecisionOutcome | None
             if item.request is None:
-                outcome = DecisionOutcome(Decision.REJECTED, ("campaign.inactive",), new_lead_id())
+                why = item.verdict.reasons if item.verdict is not None else ("campaign.inactive",)
+                outcome = DecisionOutcome(Decision.REJECTED, why, new_lead_id())
             else:
                 outcome = next(outcomes)
             if outcome is None:
@@ -222,6 +248,7 @@ class Intake:
                 channel=item.channel,
                 test=item.lead.test,
                 replayed=outcome.replayed,
+                score=item.verdict.score if item.verdict is not None else None,
             )
             answers.append(answer)
         self.observer.decisions(partner, answers, time.perf_counter() - started)

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import yaml
 
+from gateway.config.delivery import DeliverySettings, check_timeout, parse_endpoint, parse_settings
 from gateway.config.model import (
     IDENTITY_FIELDS,
     LEAD_FIELDS,
@@ -49,6 +50,7 @@ from gateway.config.model import (
 )
 from gateway.config.reader import MISSING, Reader, duration_of, join, load_yaml, opt, show
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.rules.pack import PackLibrary
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
 
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
@@ -81,12 +83,16 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([ConfigIssue(where, f"YAML syntax error: {why}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(name, f"YAML error: {exc}")]) from None
-    return parse_config(data, checksum=hashlib.sha256(raw).hexdigest())
+    checksum = hashlib.sha256(raw).hexdigest()
+    return parse_config(data, checksum=checksum, base_dir=Path(path).parent)
 
 
-def parse_config(data: object, *, checksum: str = "") -> Config:
+def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = None) -> Config:
     """Validate ``data`` (what ``yaml.safe_load`` returned) and build the ``Config``.
 
+    ``base_dir``: the config file's directory, which a relative ``rules_dir`` is read from
+    (default: the working directory). The checksum of a config that names rule packs covers
+    the packs' bytes too, so editing a pack changes it.
     Raises ``ConfigError`` listing every problem found.
     """
     r = Reader()
@@ -95,19 +101,15 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         "",
         "a mapping with channels, advertisers, campaigns and partners",
         required=("channels", "advertisers", "campaigns", "partners"),
-        optional=("server", "contact_pressure", "suppression_lists"),
+        optional=("server", "contact_pressure", "suppression_lists", "delivery", "rules_dir"),
     )
     server = _server(r, opt(root, "server", {}), "server")
     channels = {
         ChannelId(id_): Channel(ChannelId(id_), name)
         for id_, name in _named(r, root.get("channels", MISSING), "channels", "channel").items()
     }
-    advertisers = {
-        AdvertiserId(id_): Advertiser(AdvertiserId(id_), name)
-        for id_, name in _named(
-            r, root.get("advertisers", MISSING), "advertisers", "advertiser"
-        ).items()
-    }
+    delivery = parse_settings(r, opt(root, "delivery", {}), "delivery")
+    advertisers = _advertisers(r, root.get("advertisers", MISSING), delivery)
     suppression_lists = {
         id_: _suppression_list(r, p, id_, fields)
         for p, id_, fields in _entries(
@@ -115,11 +117,16 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         )
         if id_
     }
+    rules_dir = opt(root, "rules_dir", "rules")
+    if not isinstance(rules_dir, str) or not rules_dir.strip():
+        r.fail("rules_dir", f"expected a directory path, got {show(rules_dir)}")
+        rules_dir = "rules"
+    packs = PackLibrary(r, (base_dir or Path()) / rules_dir, known_lists=suppression_lists)
     pressure_data = opt(root, "contact_pressure", None)
     pressure = None if pressure_data is None else _pressure(r, pressure_data, "contact_pressure")
     campaigns: dict[CampaignId, Campaign] = {}
     for path, id_, fields in _entries(r, root.get("campaigns", MISSING), "campaigns", "campaign"):
-        campaign = _campaign(r, path, id_, fields, advertisers, channels)
+        campaign = _campaign(r, path, id_, fields, advertisers, channels, packs)
         if id_:
             campaigns[CampaignId(id_)] = campaign
     partners: dict[PartnerId, Partner] = {}
@@ -139,7 +146,8 @@ def parse_config(data: object, *, checksum: str = "") -> Config:
         partners,
         pressure,
         suppression_lists=suppression_lists,
-        checksum=checksum,
+        delivery=delivery,
+        checksum=packs.checksum(checksum),
     )
 
 
@@ -163,6 +171,23 @@ def _named(r: Reader, value: object, path: str, kind: str) -> dict[str, str]:
     return {
         id_: _name(r, fields, p, id_) for p, id_, fields in _entries(r, value, path, kind) if id_
     }
+
+
+def _advertisers(
+    r: Reader, value: object, delivery: DeliverySettings
+) -> dict[AdvertiserId, Advertiser]:
+    """Advertisers: ``{id, name, delivery}``; ``delivery`` is the CRM endpoint (optional)."""
+    advertisers: dict[AdvertiserId, Advertiser] = {}
+    for p, id_, fields in _entries(r, value, "advertisers", "advertiser"):
+        endpoint = None
+        if fields.get("delivery") is not None:
+            endpoint = parse_endpoint(r, fields["delivery"], p + ".delivery")
+            check_timeout(r, delivery, p + ".delivery", endpoint)
+        if id_:
+            advertisers[AdvertiserId(id_)] = Advertiser(
+                AdvertiserId(id_), _name(r, fields, p, id_), endpoint
+            )
+    return advertisers
 
 
 def _suppression_list(
@@ -211,6 +236,7 @@ def _campaign(
     fields: dict[str, object],
     advertisers: Collection[str],
     channels: Collection[str],
+    packs: PackLibrary,
 ) -> Campaign:
     at = path + "."
     advertiser = r.ref(
@@ -236,6 +262,17 @@ def _campaign(
     region = _region(r, opt(fields, "phone_region", "FR"), at + "phone_region")
     pressure = r.boolean(opt(fields, "contact_pressure", True), at + "contact_pressure")
     cpl = opt(fields, "cpl", None)
+    min_score = opt(fields, "min_score", None)
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+            r.fail(at + "min_score", f"expected a number, got {show(min_score)}")
+            min_score = None
+        else:
+            min_score = float(min_score)
+    rules = packs.campaign_rules(
+        opt(fields, "rules", []), at + "rules", default_country=region, min_score=min_score,
+        min_score_path=at + "min_score",
+    )  # fmt: skip
     return Campaign(
         id=CampaignId(id_),
         advertiser=AdvertiserId(advertiser),
@@ -251,6 +288,10 @@ def _campaign(
         cpl=None if cpl is None else r.number(cpl, at + "cpl", positive=False),
         dedup=_dedup_rules(r, opt(fields, "dedup", []), at + "dedup", channels),
         caps=_cap_rules(r, opt(fields, "caps", []), at + "caps"),
+        suppression=rules.suppression,
+        velocity=rules.velocity,
+        rules=rules.rule_set,
+        min_score=min_score,
     )
 
 
@@ -381,13 +422,13 @@ def _rate_limit(r: Reader, value: object, path: str) -> RateLimit:
 
 _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "channel": (("id",), ("name",)),
-    "advertiser": (("id",), ("name",)),
+    "advertiser": (("id",), ("name", "delivery")),
     "suppression list": (("id",), ("name", "network", "reason")),
     "campaign": (
         ("id", "advertiser", "kind"),
         (
             *("name", "start", "end", "timezone", "identity", "required", "phone_region"),
-            *("contact_pressure", "cpl", "dedup", "caps"),
+            *("contact_pressure", "cpl", "dedup", "caps", "rules", "min_score"),
         ),
     ),
     "partner": (("id", "api_keys", "channels", "campaigns"), ("name", "rate_limit")),

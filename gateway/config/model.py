@@ -41,9 +41,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from gateway.config.delivery import DeliverySettings, Endpoint
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
+
+if TYPE_CHECKING:  # rules -> leads.model -> config.model: only the type is needed here
+    from gateway.rules.model import RuleSet
 
 IDENTITY_FIELDS = ("email", "phone")
 #: Every field of a lead about the person; a campaign's ``required`` may name only these.
@@ -197,6 +202,8 @@ class Channel:
 class Advertiser:
     id: AdvertiserId
     name: str
+    #: Where its accepted leads are delivered; None: they stay queued, nothing is sent.
+    endpoint: Endpoint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +226,10 @@ class Campaign:
     #: rules are in ``rules``. Network-wide suppression lists are added here at load.
     suppression: tuple[SuppressionRule, ...] = ()
     velocity: tuple[VelocityRule, ...] = ()
+    #: The pure rules of the campaign's rule packs, compiled (``None``: no rule pack).
+    rules: RuleSet | None = None
+    #: Leads scoring below this are rejected (``score.below_minimum``); needs scoring rules.
+    min_score: float | None = None
 
     def is_active(self, now_s: float) -> bool:
         if self.start_at is not None and now_s < self.start_at:
@@ -265,5 +276,6 @@ class Config:
     partners: Mapping[PartnerId, Partner]
     contact_pressure: ContactPressure | None = None
     suppression_lists: Mapping[str, SuppressionList] = field(default_factory=dict)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     #: SHA-256 of the file's bytes, so a reload can tell whether anything changed.
     checksum: str = ""

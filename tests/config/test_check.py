@@ -11,7 +11,7 @@ from typing import Final
 import pytest
 
 from gateway.config.check import check_config, hash_api_key, new_api_key
-from gateway.config.load import parse_config
+from gateway.config.load import load_config, parse_config
 
 EXAMPLE: Final = Path(__file__).parents[2] / "examples" / "leadgate.yaml"
 
@@ -24,7 +24,7 @@ def _check(path: Path | str) -> tuple[int, list[str]]:
 
 def test_a_valid_file_prints_a_summary_and_exits_0() -> None:
     code, lines = _check(EXAMPLE)
-    checksum = hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    checksum = load_config(EXAMPLE).checksum  # of the file and the rule packs it names
     assert code == 0
     assert lines == [f"OK: 4 partners, 5 campaigns, 3 advertisers, 8 channels, checksum {checksum}"]
 
@@ -44,7 +44,9 @@ def test_singular_counts(tmp_path: Path) -> None:
 
 
 def test_an_invalid_file_prints_every_issue_one_per_line_and_exits_1(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
+    (tmp_path / "rules").symlink_to(EXAMPLE.parents[1] / "rules")  # its rules_dir: ../rules
+    (tmp_path / "examples").mkdir()
+    path = tmp_path / "examples" / "bad.yaml"
     text = EXAMPLE.read_text(encoding="utf-8")
     for good, bad in [
         ("window: day, limit: 500", "window: 1x, limit: 500"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -486,10 +487,23 @@ def test_a_one_day_peak_given_as_the_same_date_is_valid() -> None:
 
 
 def test_load_config_computes_the_checksum_of_the_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "leadgate.yaml"
+    """Of the file and of the rule packs it names: a reload notices an edited pack."""
+    (tmp_path / "examples").mkdir()
+    path = tmp_path / "examples" / "leadgate.yaml"
     path.write_bytes(EXAMPLE.read_bytes())
-    assert load_config(path).checksum == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
-    assert load_config(str(path)).checksum == load_config(EXAMPLE).checksum
+    shutil.copytree(EXAMPLE.parents[1] / "rules", tmp_path / "rules")
+    first = load_config(path).checksum
+    assert first == load_config(EXAMPLE).checksum
+    assert load_config(str(path)).checksum == first
+    assert first != hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()  # the packs count
+    pack = tmp_path / "rules" / "default.yaml"
+    pack.write_text(pack.read_text() + "\n# edited\n")
+    assert load_config(path).checksum != first
+    simple = tmp_path / "simple.yaml"
+    simple.write_text(
+        "channels: [{id: email}]\nadvertisers: [{id: a}]\ncampaigns: []\npartners: []\n"
+    )
+    assert load_config(simple).checksum == hashlib.sha256(simple.read_bytes()).hexdigest()
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -1,0 +1,10 @@
+"""Quality rules: rule packs (``rules/*.yaml``) read and compiled once, evaluated purely.
+
+- ``pack``: reads a pack file, validates it (every problem names the file and the rule id) and
+  compiles its rules; ``PackLibrary`` loads the packs a configuration's campaigns name.
+- ``conditions`` and ``fields``: what a rule's condition may say, compiled into closures.
+- ``model``: ``RuleSet`` (a campaign's compiled rules), ``Verdict`` (what evaluation found).
+- ``cli``: ``leadgate rules check``, a dry run of packs against sample or recorded leads.
+
+Evaluation does no I/O, allocates little and never raises on a validated ``Lead``.
+"""
