@@ -3,23 +3,39 @@
 It starts the real HTTP server on loopback and posts through real HTTP, like publishers would:
 the same person through several channels and spellings, an always-on and a peak campaign of
 one advertiser competing for the same people, caps filling up, a closed campaign, test mode,
-an idempotent retry, a batch and an invalid lead.
+an idempotent retry, a batch and an invalid lead. The delivery worker runs in-process and
+forwards the accepted leads to a local CRM receiver (port 8099, the example config's endpoint
+URLs; another free port, with the URLs rewritten, when 8099 is taken), which checks each
+request's signature or credentials the way the advertiser's CRM would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import hmac
 import os
 import socket
+import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
 
+from gateway.config.delivery import AuthKind, Endpoint, resolve_secret, webhook_keys
+from gateway.config.model import Config
+from gateway.delivery.memqueue import MemoryQueue
+from gateway.delivery.signing import signature
+from gateway.delivery.transport import Transport
+from gateway.delivery.worker import Worker
 from gateway.observe import configure_logging
-from gateway.runtime import build_intake, load_settings
+from gateway.runtime import Settings, build_intake, load_settings
 from gateway.storage.memory import MemoryStore
+from gateway.types import AdvertiserId
 from gateway.web.app import create_app
 
 KEYS = {
@@ -126,14 +142,150 @@ def _row(cols: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()
 
 
+#: What the demo CRM answers, and the port the example config's endpoints name.
+CRM_PORT = 8099
+#: Demo values for the secrets the config names (set in-process only, when not already set).
+DEMO_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"leadgate-demo-webhook-secret-32b").decode()
+DEMO_TOKEN = "demo-crm-credential"  # noqa: S105 - a published demo value, like the API keys
+#: How long the demo waits for the worker to deliver everything it accepted.
+DELIVERY_WAIT_S = 10.0
+
+
+def demo_secrets(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """Values for the secret variables the endpoints name and the environment lacks."""
+    added: dict[str, str] = {}
+    for advertiser in config.advertisers.values():
+        endpoint = advertiser.endpoint
+        if endpoint is None:
+            continue
+        if endpoint.signing is not None and endpoint.signing.env is not None:
+            added.setdefault(endpoint.signing.env, DEMO_WEBHOOK_SECRET)
+        if endpoint.auth is not None and endpoint.auth.secret.env is not None:
+            added.setdefault(endpoint.auth.secret.env, DEMO_TOKEN)
+    return {k: v for k, v in added.items() if k not in environ}
+
+
+def _moved(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port != CRM_PORT:
+        return url
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+
+
+def with_crm_port(settings: Settings, port: int) -> Settings:
+    """The settings with the endpoints that point at the demo CRM's port moved to ``port``."""
+    if port == CRM_PORT:
+        return settings
+    config = settings.config
+    advertisers = {
+        key: dataclasses.replace(
+            a, endpoint=dataclasses.replace(a.endpoint, url=_moved(a.endpoint.url, port))
+        )
+        if a.endpoint is not None
+        else a
+        for key, a in config.advertisers.items()
+    }
+    return dataclasses.replace(
+        settings, config=dataclasses.replace(config, advertisers=advertisers)
+    )
+
+
+@dataclass
+class CrmReceiver:
+    """A local stand-in for the advertisers' CRMs: answers 200 and checks every request the
+    way the real CRM would (Standard Webhooks signature, or the configured credential)."""
+
+    endpoints: Mapping[AdvertiserId, Endpoint]
+    environ: Mapping[str, str]
+    received: Counter[tuple[AdvertiserId, str]] = field(default_factory=Counter)
+    lead_ids: dict[AdvertiserId, set[str]] = field(default_factory=dict)
+
+    def _advertiser(self, path: str) -> AdvertiserId | None:
+        for advertiser, endpoint in self.endpoints.items():
+            if urlsplit(endpoint.url).path == path:
+                return advertiser
+        return None
+
+    def _check(self, endpoint: Endpoint, request: web.Request, body: bytes) -> str:
+        if endpoint.signing is not None:
+            keys = webhook_keys(endpoint.signing, self.environ)
+            msg_id = request.headers.get("webhook-id", "")
+            try:
+                timestamp = int(request.headers.get("webhook-timestamp", ""))
+            except ValueError:
+                return "signature MISSING"
+            if abs(time.time() - timestamp) > 300:
+                return "signature TOO OLD"
+            sent = request.headers.get("webhook-signature", "").split()
+            expected = signature(keys, msg_id, timestamp, body).split()
+            ok = any(hmac.compare_digest(s, e) for s in sent for e in expected)
+            return "signature verified" if ok else "signature WRONG"
+        if endpoint.auth is not None:
+            secret = resolve_secret(endpoint.auth.secret, self.environ)
+            if endpoint.auth.kind is AuthKind.API_KEY:
+                ok = hmac.compare_digest(request.headers.get(endpoint.auth.header, ""), secret)
+                return "api key verified" if ok else "api key WRONG"
+            given = request.headers.get("Authorization", "")
+            if endpoint.auth.kind is AuthKind.BEARER:
+                ok = hmac.compare_digest(given, f"Bearer {secret}")
+            else:
+                pair = base64.b64encode(f"{endpoint.auth.username}:{secret}".encode()).decode()
+                ok = hmac.compare_digest(given, f"Basic {pair}")
+            return (
+                f"{endpoint.auth.kind.value} verified"
+                if ok
+                else f"{endpoint.auth.kind.value} WRONG"
+            )
+        return "unauthenticated"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        advertiser = self._advertiser(request.path)
+        if advertiser is None:
+            return web.json_response({"status": "error", "message": "unknown path"}, status=404)
+        check = self._check(self.endpoints[advertiser], request, body)
+        self.received[(advertiser, check)] += 1
+        self.lead_ids.setdefault(advertiser, set()).add(request.headers.get("Idempotency-Key", ""))
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", CRM_PORT).start()
+            return runner, CRM_PORT
+        except OSError:
+            port = _free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            return runner, port
+
+
 async def run_demo(config_path: str, port: int, keep_running: bool) -> int:
     environ = {k: v for k, v in os.environ.items() if k.startswith("LEADGATE_")}
     environ.pop("LEADGATE_REDIS_URL", None)  # the demo always runs on the embedded store
     environ.pop("LEADGATE_REDIS_URL_FILE", None)
     configure_logging("warning")
     settings = load_settings(environ, config_path)
+    environ.update(demo_secrets(settings.config, environ))
+    endpoints = {a.id: a.endpoint for a in settings.config.advertisers.values() if a.endpoint}
+    crm = CrmReceiver(endpoints, environ)
+    crm_runner, crm_port = await crm.start()
+    settings = with_crm_port(settings, crm_port)
+    crm.endpoints = {
+        a.id: a.endpoint for a in settings.config.advertisers.values() if a.endpoint is not None
+    }
     intake = await build_intake(settings)
     app = create_app(intake)
+    store = intake.engine.store
+    assert isinstance(store, MemoryStore)  # the demo always runs on the embedded store
+    events = intake.observer.delivery
+    transport = Transport(settings.config, environ, events)
+    worker = Worker(
+        settings.config, MemoryQueue(store), transport, events, on_close=transport.close
+    )
+    await worker.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = port or _free_port()
@@ -182,17 +334,40 @@ async def run_demo(config_path: str, port: int, keep_running: bool) -> int:
                                 if line.startswith("leadgate_leads_total"))  # fmt: skip
 
     print("\nsingle posts: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
-    store = intake.engine.store
-    if isinstance(store, MemoryStore):
-        queued = {k.split("{a:")[1].split("}")[0]: len(v) for k, v in store.streams.items()}
-        print(f"queued for delivery per advertiser: {queued}")
-        print("  (the delivery worker that forwards them to CRMs is not built yet: see README)")
+    await _wait_delivered(worker, DELIVERY_WAIT_S)
+    _print_deliveries(settings.config, crm, crm_port)
     print(f"metrics: {base}/metrics ({metrics_lines} leadgate_leads_total series)")
-    if keep_running:
-        print(f"\nstill serving on {base}; Ctrl-C to stop")
-        try:
+    try:
+        if keep_running:
+            print(f"\nstill serving on {base}; Ctrl-C to stop")
             await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-    await runner.cleanup()
+    finally:
+        await worker.stop(5.0)
+        await runner.cleanup()
+        await crm_runner.cleanup()
     return 0
+
+
+async def _wait_delivered(worker: Worker, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [await worker.queue.state(a) for a in worker.lanes]
+        if all(s.depth == 0 for s in states):
+            return
+        await asyncio.sleep(0.05)
+
+
+def _print_deliveries(config: Config, crm: CrmReceiver, port: int) -> None:
+    print(f"\ndelivered to the local CRM receiver (127.0.0.1:{port}) by the in-process worker:")
+    widths = [14, 11, 9, 0]
+    print(_row(["advertiser", "adapter", "leads", "checked by the CRM"], widths))
+    print(_row(["-" * 14, "-" * 11, "-" * 9, "-" * 20], widths))
+    for advertiser in config.advertisers.values():
+        endpoint = advertiser.endpoint
+        if endpoint is None:
+            print(_row([advertiser.id, "-", "queued", "no endpoint configured"], widths))
+            continue
+        checks = {c: n for (a, c), n in crm.received.items() if a == advertiser.id}
+        leads = len(crm.lead_ids.get(advertiser.id, set()))
+        summary = ", ".join(f"{c} ({n})" for c, n in sorted(checks.items())) or "-"
+        print(_row([advertiser.id, endpoint.adapter.value, str(leads), summary], widths))

@@ -1,0 +1,252 @@
+"""``python -m bench.delivery_bench``: deliveries per second of one ``leadgate worker`` process
+to a fast local receiver, beside a bare aiohttp client posting to the same receiver in the
+same run (the goal: at least 0.5x of the bare client).
+
+Both post the same signed JSON webhook body with the same concurrency. The receiver runs in
+its own process (pinned to CPU 1 with Redis, where ``taskset`` exists); the bare client and
+the worker are pinned to CPU 0. The worker's figure counts everything a delivery costs: the
+stream read, the adapter, the signature, the request, the response classification and the
+atomic ack + delete in Redis; it is measured from the moment the leads are in the stream to
+the moment the stream is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMzItYnl0ZXMh"  # noqa: S105 - a bench-only key
+
+CONFIG = """
+channels: [{{id: email, name: Emailing}}]
+delivery:
+  allow_networks: [127.0.0.0/8]
+  worker_concurrency: {concurrency}
+  read_count: 200
+advertisers:
+  - id: acme
+    delivery:
+      adapter: webhook
+      url: http://127.0.0.1:{port}/hook
+      secret_env: BENCH_WEBHOOK_SECRET
+      concurrency: {concurrency}
+campaigns:
+  - {{id: acme-always-on, advertiser: acme, kind: always_on}}
+partners:
+  - id: p-bench
+    api_keys: ["sha256:{zeros}"]
+    channels: [email]
+    campaigns: [acme-always-on]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pin(cpu: int) -> list[str]:
+    return (
+        ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    )
+
+
+def _wait_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback only)
+                if resp.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+# --- the receiver (its own process) -------------------------------------------------------
+
+
+def receive(port: int) -> None:
+    from aiohttp import web
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- the two clients ----------------------------------------------------------------------
+
+
+def _record(n: int) -> tuple[str, bytes]:
+    import orjson
+
+    lead_id = f"01930000-0000-7000-8000-{n:012d}"
+    return lead_id, orjson.dumps(
+        {
+            "lead_id": lead_id, "campaign": "acme-always-on", "advertiser": "acme",
+            "partner": "p-bench", "channel": "email", "ref": f"ref-{n}",
+            "accepted_at_ms": int(time.time() * 1000),
+            "lead": {"email": f"client{n}@example.fr", "first_name": "Jeanne",
+                     "last_name": "Martin", "phone": "+33612345678", "postal_code": "75011",
+                     "city": "Paris", "country": "FR", "consent": {"given": True}},
+        }
+    )  # fmt: skip
+
+
+async def bare_client(url: str, total: int, concurrency: int) -> float:
+    """Requests per second of a plain aiohttp client posting a signed webhook body."""
+    import aiohttp
+
+    from gateway.delivery.signing import webhook_headers
+
+    key = __import__("base64").b64decode(SECRET.removeprefix("whsec_"))
+    bodies = [_record(n) for n in range(total)]
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
+
+    async def run(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            lead_id, body = queue.get_nowait()
+            headers = {"Content-Type": "application/json", "Idempotency-Key": lead_id}
+            headers.update(webhook_headers([key], lead_id, int(time.time()), body))
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                assert response.status == 200
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(run(session) for _ in range(concurrency)))
+        return total / (time.perf_counter() - started)
+
+
+async def worker_rate(redis_url: str, total: int) -> float:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    stream = "lg:{a:acme}:deliveries"
+    try:
+        started = time.perf_counter()
+        for start in range(0, total, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for n in range(start, min(total, start + 1000)):
+                    lead_id, record = _record(n)
+                    pipe.xadd(
+                        stream,
+                        {"lead_id": lead_id, "accepted_at_ms": int(time.time() * 1000),
+                         "record": record},
+                    )  # fmt: skip
+                await pipe.execute()
+        while True:  # polled: the stream's emptiness is the only signal Redis gives
+            if await client.xlen(stream) == 0:
+                break
+            await asyncio.sleep(0.005)
+        return total / (time.perf_counter() - started)
+    finally:
+        await client.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--log-level", default="warning",
+        help="the worker's LEADGATE_LOG_LEVEL (info: one JSON line per delivery, to /dev/null)",
+    )  # fmt: skip
+    parser.add_argument("--receive", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.receive:
+        receive(args.receive)
+        return 0
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    port = _free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="lg-dbench-"))
+    sock = tmp / "redis.sock"
+    procs: list[subprocess.Popen[bytes]] = []
+    bares: list[float] = []
+    workers: list[float] = []
+    try:
+        procs.append(subprocess.Popen(
+            [*_pin(1), sys.executable, "-m", "bench.delivery_bench", "--receive", str(port)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        procs.append(subprocess.Popen(
+            [*_pin(1), "redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        url = f"http://127.0.0.1:{port}/hook"
+        config = tmp / "leadgate.yaml"
+        config.write_text(CONFIG.format(port=port, concurrency=args.concurrency, zeros="0" * 64))
+        metrics_port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
+        env.update(
+            LEADGATE_REDIS_URL=f"unix://{sock}", LEADGATE_LOG_LEVEL=args.log_level,
+            BENCH_WEBHOOK_SECRET=SECRET, PYTHONPATH=str(ROOT),
+        )  # fmt: skip
+        procs.append(subprocess.Popen(
+            [*_pin(0), sys.executable, "-m", "gateway.cli", "worker", "--config", str(config),
+             "--metrics-port", str(metrics_port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{metrics_port}/healthz")
+        everywhere = os.sched_getaffinity(0)
+        # Rounds alternate the two on the same receiver (the machine's noise hits both);
+        # the best of each is reported. The bare client is pinned where the worker runs.
+        for _ in range(args.rounds):
+            if _pin(0):
+                os.sched_setaffinity(0, {0})
+            bares.append(asyncio.run(bare_client(url, args.leads, args.concurrency)))
+            os.sched_setaffinity(0, everywhere)
+            workers.append(asyncio.run(worker_rate(f"unix://{sock}", args.leads)))
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {os.cpu_count()} CPUs, {cpu}, Python {platform.python_version()}, "
+          f"{platform.system()} {platform.release()}")  # fmt: skip
+    print(f"leads: {args.leads}, concurrency: {args.concurrency}, log level: {args.log_level}")
+    bare, worker = max(bares), max(workers)
+    print(f"rounds: {args.rounds}, best of each (all: bare {[round(b) for b in bares]}, "
+          f"worker {[round(w) for w in workers]})")  # fmt: skip
+    print(f"bare aiohttp client:     {bare:8.0f} requests/s")
+    print(f"leadgate worker process: {worker:8.0f} deliveries/s  ({worker / bare:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

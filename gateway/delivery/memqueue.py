@@ -1,0 +1,267 @@
+"""The delivery queue over the embedded store, for ``leadgate serve`` without Redis and the demo.
+
+Same contract and semantics as ``delivery.queue`` (the same tests run over both): new leads
+are taken from ``MemoryStore.streams`` (where the embedded ``decide`` appends them), and the
+due retries, delayed set, pending entries and dead letters live here. One process only; every
+method is atomic because none awaits between reading and writing its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.delivery.queue_base import (
+    Claimed,
+    DeadLetter,
+    Delayed,
+    LastResponse,
+    QueueState,
+    Reclaimed,
+    Source,
+    dead_fields,
+    dead_letter_from,
+    entry_key,
+    new_entry,
+    pack,
+    replayed,
+    unpack,
+)
+from gateway.storage import keys
+from gateway.storage.memory import MemoryStore
+from gateway.types import AdvertiserId
+
+#: How often a read with nothing to return looks again while it blocks.
+_POLL_S = 0.01
+
+
+@dataclass(slots=True)
+class _Pending:
+    claimed: Claimed
+    consumer: str
+    since_ms: int
+    deliveries: int = 1
+
+
+@dataclass(slots=True)
+class _Queue:
+    """One advertiser's due stream, delayed set, pending entries and dead letters."""
+
+    due: list[tuple[str, bytes]] = field(default_factory=list)
+    pending: dict[tuple[Source, str], _Pending] = field(default_factory=dict)
+    delayed: list[tuple[int, str]] = field(default_factory=list)  # heap of (due ms, lead id)
+    waiting: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    age: dict[str, int] = field(default_factory=dict)
+    dead: list[tuple[str, dict[bytes, bytes]]] = field(default_factory=list)
+    disabled: str | None = None
+
+
+class MemoryQueue:
+    name = "embedded"
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        dead_letter_retention_s: float = 30 * 86_400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._queues: dict[AdvertiserId, _Queue] = {}
+        self._ids = itertools.count(1)
+        self._retention_ms = int(dead_letter_retention_s * 1000)
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _id(self) -> str:
+        return f"{self._now_ms()}-{next(self._ids)}"
+
+    def _q(self, advertiser: AdvertiserId) -> _Queue:
+        return self._queues.setdefault(advertiser, _Queue())
+
+    async def prepare(self, advertisers: Sequence[AdvertiserId]) -> None:
+        for advertiser in advertisers:
+            self._q(advertiser)
+
+    def _take(self, advertiser: AdvertiserId, consumer: str, count: int) -> list[Claimed]:
+        q = self._q(advertiser)
+        now = self._now_ms()
+        taken: list[Claimed] = []
+        new = self._store.streams.setdefault(keys.deliveries(advertiser), [])
+        batch = new[:count]
+        del new[:count]
+        for entry in batch:
+            c = new_entry(advertiser, self._id(), entry.lead_id, entry.accepted_at_ms, entry.record)
+            taken.append(c)
+        due = q.due[:count]
+        del q.due[:count]
+        taken += [unpack(advertiser, entry_id, packed) for entry_id, packed in due]
+        for c in taken:
+            q.pending[(c.source, c.entry_id)] = _Pending(c, consumer, now)
+        return taken
+
+    async def read(
+        self, advertiser: AdvertiserId, consumer: str, count: int, block_ms: int
+    ) -> list[Claimed]:
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            taken = self._take(advertiser, consumer, count)
+            if taken or time.monotonic() >= deadline:
+                return taken
+            await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def _ack(self, claimed: Claimed) -> _Queue | None:
+        q = self._q(claimed.delivery.advertiser)
+        if q.pending.pop((claimed.source, claimed.entry_id), None) is None:
+            return None
+        return q
+
+    async def delivered(self, claimed: Claimed) -> bool:
+        q = self._ack(claimed)
+        if q is None:
+            return False
+        q.age.pop(claimed.delivery.lead_id, None)
+        return True
+
+    async def later(self, claimed: Claimed, due_ms: int, attempt: int, last: LastResponse) -> bool:
+        q = self._ack(claimed)
+        if q is None:
+            return False
+        lead = claimed.delivery.lead_id
+        q.waiting[lead] = (due_ms, pack(claimed.delivery, attempt, last, claimed.age_from_ms))
+        heapq.heappush(q.delayed, (due_ms, lead))
+        q.age[lead] = claimed.delivery.accepted_at_ms
+        return True
+
+    async def dead(self, claimed: Claimed, reason: str, last: LastResponse, now_ms: int) -> bool:
+        q = self._ack(claimed)
+        if q is None:
+            return False
+        q.age.pop(claimed.delivery.lead_id, None)
+        fields = {
+            k.encode(): v if isinstance(v, bytes) else v.encode()
+            for k, v in dead_fields(claimed, reason, last, now_ms).items()
+        }
+        q.dead.append((f"{now_ms}-{next(self._ids)}", fields))
+        keep_from = now_ms - self._retention_ms
+        while q.dead and int(q.dead[0][0].split("-")[0]) < keep_from:
+            q.dead.pop(0)
+        return True
+
+    async def promote(self, advertiser: AdvertiserId, now_ms: int, limit: int) -> int:
+        q = self._q(advertiser)
+        moved = 0
+        while q.delayed and q.delayed[0][0] <= now_ms and moved < limit:
+            due_ms, lead = heapq.heappop(q.delayed)
+            held = q.waiting.get(lead)
+            if held is None or held[0] != due_ms:
+                continue  # superseded by a later entry for the same lead
+            del q.waiting[lead]
+            q.due.append((self._id(), held[1]))
+            moved += 1
+        return moved
+
+    async def reclaim(
+        self, advertiser: AdvertiserId, consumer: str, min_idle_ms: int, max_deliveries: int
+    ) -> Reclaimed:
+        q = self._q(advertiser)
+        now = self._now_ms()
+        taken: list[Claimed] = []
+        crashing: list[Claimed] = []
+        for p in q.pending.values():
+            if now - p.since_ms < min_idle_ms:
+                continue
+            p.consumer, p.since_ms, p.deliveries = consumer, now, p.deliveries + 1
+            c = p.claimed
+            again = Claimed(
+                c.delivery, c.source, c.entry_id, c.last, p.deliveries, c.age_from_ms, c.invalid
+            )
+            (crashing if p.deliveries > max_deliveries else taken).append(again)
+        return Reclaimed(taken, crashing)
+
+    async def touch(
+        self, advertiser: AdvertiserId, consumer: str, claimed: Sequence[Claimed]
+    ) -> None:
+        q = self._q(advertiser)
+        now = self._now_ms()
+        for c in claimed:
+            p = q.pending.get((c.source, c.entry_id))
+            if p is not None:
+                p.consumer, p.since_ms = consumer, now
+
+    async def state(self, advertiser: AdvertiserId) -> QueueState:
+        q = self._q(advertiser)
+        new = self._store.streams.get(keys.deliveries(advertiser), [])
+        candidates = [new[0].accepted_at_ms] if new else []
+        candidates += [p.claimed.delivery.accepted_at_ms for p in q.pending.values()]
+        if q.age:
+            candidates.append(min(q.age.values()))
+        return QueueState(
+            depth=len(new) + len(q.due) + len(q.waiting) + len(q.pending),
+            oldest_accepted_at_ms=min(candidates) if candidates else None,
+            delayed=len(q.waiting),
+            dead_letters=len(q.dead),
+            disabled=q.disabled is not None,
+        )
+
+    async def dead_letters(
+        self,
+        advertiser: AdvertiserId,
+        since_ms: int = 0,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> list[DeadLetter]:
+        q = self._q(advertiser)
+        floor = entry_key(after) if after is not None else (-1, -1)
+        found = [
+            dead_letter_from(advertiser, entry_id, fields)
+            for entry_id, fields in q.dead
+            if entry_key(entry_id) >= (since_ms, 0) and entry_key(entry_id) > floor
+        ]
+        return found[:limit]
+
+    async def delayed_leads(self, advertiser: AdvertiserId, limit: int = 1000) -> list[Delayed]:
+        q = self._q(advertiser)
+        soonest = sorted(q.waiting.items(), key=lambda item: item[1][0])[:limit]
+        return [Delayed(due, unpack(advertiser, "", packed)) for _, (due, packed) in soonest]
+
+    async def replay(
+        self, advertiser: AdvertiserId, entries: Sequence[DeadLetter], now_ms: int
+    ) -> int:
+        q = self._q(advertiser)
+        wanted = {e.entry_id: e for e in entries}
+        kept: list[tuple[str, dict[bytes, bytes]]] = []
+        moved = 0
+        for entry_id, fields in q.dead:
+            entry = wanted.get(entry_id)
+            if entry is None:
+                kept.append((entry_id, fields))
+                continue
+            q.due.append((self._id(), replayed(entry, now_ms)))
+            q.age[entry.lead_id] = entry.accepted_at_ms
+            moved += 1
+        q.dead = kept
+        return moved
+
+    async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None:
+        self._q(advertiser).disabled = f"{now_ms}|{detail}"
+
+    async def enable(self, advertiser: AdvertiserId) -> bool:
+        q = self._q(advertiser)
+        was, q.disabled = q.disabled is not None, None
+        return was
+
+    async def disabled(self, advertiser: AdvertiserId) -> bool:
+        return self._q(advertiser).disabled is not None
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,407 @@
+"""The delivery queue on Redis: consumer groups over each advertiser's streams, a delayed set
+for retries, reclaim of dead workers' leads, dead letters (contract in ``queue_base``).
+
+Every key of one advertiser's queue carries the advertiser's hash tag (``storage.keys``), so
+each script and each multi-stream read stays in one slot (Redis Cluster). The worker uses its
+own connections (a blocking read holds one), apart from the decision store's auto-pipeline.
+Redis errors are translated here: unreachable -> ``StoreUnavailable``, refused -> ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.delivery.queue_base import (
+    GROUP,
+    Claimed,
+    DeadLetter,
+    Delayed,
+    LastResponse,
+    QueueState,
+    Reclaimed,
+    Source,
+    dead_fields,
+    dead_letter_from,
+    entry_key,
+    invalid_entry,
+    new_entry,
+    pack,
+    replayed,
+    unpack,
+)
+from gateway.errors import StoreError, StoreUnavailable
+from gateway.storage import keys
+from gateway.storage.pipeline import AutoPipeline, Command
+from gateway.types import AdvertiserId
+
+#: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
+_RECLAIM_BATCH = 100
+_RECLAIM_PASS = 1000
+#: A blocking read is given this much more than its BLOCK time before the socket times out.
+_SOCKET_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    name: str
+    source: str
+    sha: str
+
+
+def _script(name: str) -> _Script:
+    source = resources.files("gateway.delivery").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    # The server's SHA1 of the body; an identifier, not for security.
+    return _Script(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+
+
+SETTLE = _script("settle")
+ACK = _script("ack")
+PROMOTE = _script("promote")
+REPLAY = _script("replay")
+SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY)
+
+
+def _connection_factory(url: str, socket_timeout_s: float) -> Callable[[], AbstractConnection]:
+    # The pool only parses the URL (host, socket path, password, TLS, db) and makes
+    # connection objects; the auto-pipeline owns the connections.
+    pool = ConnectionPool.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+    def connect() -> AbstractConnection:
+        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    return connect
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@contextlib.asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise StoreUnavailable(f"redis unreachable: {error}") from error
+    except RedisError as error:
+        raise StoreError(f"redis refused a delivery-queue command: {error}") from error
+
+
+def _streams(advertiser: AdvertiserId) -> dict[Source, str]:
+    return {Source.NEW: keys.deliveries(advertiser), Source.DUE: keys.delivery_retries(advertiser)}
+
+
+class RedisQueue:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        dead_letter_retention_s: float = 30 * 86_400.0,
+        socket_timeout_s: float = 5.0,
+    ) -> None:
+        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s + _SOCKET_MARGIN_S,
+            socket_connect_timeout=socket_timeout_s,
+        )
+        # Settling (one script per delivery) goes through shared round trips: many
+        # deliveries finishing together cost one write and one read.
+        self._pipe = AutoPipeline(_connection_factory(url, socket_timeout_s), connections=2)
+        self._retention_ms = int(dead_letter_retention_s * 1000)
+        self._prepared: set[AdvertiserId] = set()
+        #: Deliveries finished in the same turn of the event loop are acknowledged together.
+        self._acks: dict[tuple[AdvertiserId, Source], list[tuple[Claimed, asyncio.Future[bool]]]]
+        self._acks = {}
+        self._ack_tasks: set[asyncio.Task[None]] = set()
+
+    async def _eval(self, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script through the auto-pipeline; load the scripts once if Redis lost them
+        (NOSCRIPT means it did not run)."""
+        command: Command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
+        (result,) = await self._pipe.execute([command])
+        if isinstance(result, NoScriptError):
+            loaded = await self._pipe.execute([("SCRIPT", "LOAD", s.source) for s in SCRIPTS])
+            for answer in loaded:
+                if isinstance(answer, ResponseError):
+                    raise StoreError(f"could not load a delivery script: {answer}")
+            (result,) = await self._pipe.execute([command])
+        if isinstance(result, ResponseError):
+            raise StoreError(f"redis refused a delivery-queue script ({script.name}): {result}")
+        return result
+
+    async def prepare(self, advertisers: Sequence[AdvertiserId]) -> None:
+        async with _translated():
+            for advertiser in advertisers:
+                for stream in _streams(advertiser).values():
+                    try:
+                        # From id 0: leads accepted before any worker existed are read too.
+                        await self._client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                    except ResponseError as error:
+                        if "BUSYGROUP" not in str(error):
+                            raise
+                self._prepared.add(advertiser)
+
+    async def read(
+        self, advertiser: AdvertiserId, consumer: str, count: int, block_ms: int
+    ) -> list[Claimed]:
+        streams = _streams(advertiser)
+        try:
+            async with _translated():
+                reply: Any = await self._client.xreadgroup(
+                    GROUP,
+                    consumer,
+                    {streams[Source.NEW]: ">", streams[Source.DUE]: ">"},
+                    count=count,
+                    # BLOCK 0 would wait forever: 0 here means do not wait.
+                    block=block_ms if block_ms > 0 else None,
+                )
+        except StoreError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            # The stream was deleted (by hand, or an erasure emptied it): recreate the group.
+            await self.prepare([advertiser])
+            return []
+        claimed: list[Claimed] = []
+        for name, entries in reply or []:
+            source = Source.NEW if _text(name) == streams[Source.NEW] else Source.DUE
+            claimed.extend(_claimed(advertiser, source, _text(i), f) for i, f in entries if f)
+        return claimed
+
+    async def _settle_one(self, claimed: Claimed, args: list[Any]) -> bool:
+        advertiser = claimed.delivery.advertiser
+        stream = _streams(advertiser)[claimed.source]
+        keys_ = [
+            stream,
+            keys.delivery_delayed(advertiser),
+            keys.delivery_waiting(advertiser),
+            keys.delivery_retrying(advertiser),
+            keys.delivery_dead(advertiser),
+        ]
+        head = [GROUP, claimed.entry_id, claimed.delivery.lead_id]
+        return bool(await self._eval(SETTLE, keys_, head + args))
+
+    async def delivered(self, claimed: Claimed) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self._acks:
+            task = asyncio.get_running_loop().create_task(self._flush_acks())
+            self._ack_tasks.add(task)
+            task.add_done_callback(self._ack_tasks.discard)
+        self._acks.setdefault((claimed.delivery.advertiser, claimed.source), []).append(
+            (claimed, future)
+        )
+        return await future
+
+    async def _flush_acks(self) -> None:
+        """One ``ack.lua`` per stream for every delivery acknowledged since the last flush."""
+        groups, self._acks = self._acks, {}
+        for (advertiser, source), items in groups.items():
+            args: list[Any] = [GROUP]
+            for claimed, _ in items:
+                args += (claimed.entry_id, claimed.delivery.lead_id)
+            stream = _streams(advertiser)[source]
+            try:
+                answers = await self._eval(ACK, [stream, keys.delivery_retrying(advertiser)], args)
+            except StoreError as error:
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), answer in zip(items, answers, strict=True):
+                if not future.done():
+                    future.set_result(bool(answer))
+
+    async def later(self, claimed: Claimed, due_ms: int, attempt: int, last: LastResponse) -> bool:
+        packed = pack(claimed.delivery, attempt, last, claimed.age_from_ms)
+        args = ["later", due_ms, claimed.delivery.accepted_at_ms, packed]
+        return await self._settle_one(claimed, args)
+
+    async def dead(self, claimed: Claimed, reason: str, last: LastResponse, now_ms: int) -> bool:
+        flat: list[Any] = []
+        for name, value in dead_fields(claimed, reason, last, now_ms).items():
+            flat += (name, value)
+        keep_from = f"{max(0, now_ms - self._retention_ms)}-0"
+        return await self._settle_one(claimed, ["dead", keep_from, *flat])
+
+    async def promote(self, advertiser: AdvertiserId, now_ms: int, limit: int) -> int:
+        keys_ = [
+            keys.delivery_delayed(advertiser),
+            keys.delivery_waiting(advertiser),
+            keys.delivery_retries(advertiser),
+        ]
+        return int(await self._eval(PROMOTE, keys_, [now_ms, limit]))
+
+    async def reclaim(
+        self, advertiser: AdvertiserId, consumer: str, min_idle_ms: int, max_deliveries: int
+    ) -> Reclaimed:
+        taken: list[Claimed] = []
+        crashing: list[Claimed] = []
+        for source, stream in _streams(advertiser).items():
+            entries: list[tuple[str, dict[bytes, bytes]]] = []
+            cursor = "0-0"
+            async with _translated():
+                while len(entries) < _RECLAIM_PASS:
+                    claimed_now: Any = await self._client.xautoclaim(
+                        stream, GROUP, consumer, min_idle_ms, cursor, count=_RECLAIM_BATCH
+                    )
+                    cursor = _text(claimed_now[0])
+                    entries += [(_text(i), f) for i, f in claimed_now[1] if f]
+                    if cursor == "0-0":
+                        break
+                if not entries:
+                    continue
+                pending: Any = await self._client.xpending_range(
+                    stream, GROUP, entries[0][0], entries[-1][0], len(entries) + 1000, consumer
+                )
+            counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            for entry_id, fields in entries:
+                claimed = _claimed(advertiser, source, entry_id, fields, counts.get(entry_id, 1))
+                (crashing if claimed.deliveries > max_deliveries else taken).append(claimed)
+        return Reclaimed(taken, crashing)
+
+    async def touch(
+        self, advertiser: AdvertiserId, consumer: str, claimed: Sequence[Claimed]
+    ) -> None:
+        streams = _streams(advertiser)
+        async with _translated():
+            for source, stream in streams.items():
+                ids: list[Any] = [c.entry_id for c in claimed if c.source is source]
+                if ids:
+                    # JUSTID: resets the idle time without counting a delivery.
+                    await self._client.xclaim(stream, GROUP, consumer, 0, ids, justid=True)
+
+    async def state(self, advertiser: AdvertiserId) -> QueueState:
+        new, due = keys.deliveries(advertiser), keys.delivery_retries(advertiser)
+        async with _translated(), self._client.pipeline(transaction=False) as pipe:
+            pipe.xlen(new)
+            pipe.xlen(due)
+            pipe.zcard(keys.delivery_delayed(advertiser))
+            pipe.xlen(keys.delivery_dead(advertiser))
+            pipe.xrange(new, "-", "+", count=1)
+            pipe.zrange(keys.delivery_retrying(advertiser), 0, 0, withscores=True)
+            pipe.exists(keys.delivery_disabled(advertiser))
+            n_new, n_due, n_delayed, n_dead, first, oldest, disabled = await pipe.execute()
+        candidates: list[int] = []
+        if first:
+            candidates.append(int(first[0][1].get(b"accepted_at_ms", b"0")))
+        if oldest:
+            candidates.append(int(oldest[0][1]))
+        return QueueState(
+            depth=int(n_new) + int(n_due) + int(n_delayed),
+            oldest_accepted_at_ms=min(candidates) if candidates else None,
+            delayed=int(n_delayed),
+            dead_letters=int(n_dead),
+            disabled=bool(disabled),
+        )
+
+    async def dead_letters(
+        self,
+        advertiser: AdvertiserId,
+        since_ms: int = 0,
+        limit: int = 1000,
+        after: str | None = None,
+    ) -> list[DeadLetter]:
+        start = f"{max(0, since_ms)}-0"
+        if after is not None and entry_key(after) >= entry_key(start):
+            start = f"({after}"  # exclusive
+        async with _translated():
+            entries: Any = await self._client.xrange(
+                keys.delivery_dead(advertiser), start, "+", count=limit
+            )
+        return [dead_letter_from(advertiser, _text(i), f) for i, f in entries if f]
+
+    async def delayed_leads(self, advertiser: AdvertiserId, limit: int = 1000) -> list[Delayed]:
+        async with _translated():
+            due: Any = await self._client.zrange(
+                keys.delivery_delayed(advertiser), 0, limit - 1, withscores=True
+            )
+            if not due:
+                return []
+            packed: Any = await self._client.hmget(
+                keys.delivery_waiting(advertiser), [lead for lead, _ in due]
+            )
+        return [
+            Delayed(int(score), unpack(advertiser, "", value))
+            for (_, score), value in zip(due, packed, strict=True)
+            if value is not None
+        ]
+
+    async def replay(
+        self, advertiser: AdvertiserId, entries: Sequence[DeadLetter], now_ms: int
+    ) -> int:
+        if not entries:
+            return 0
+        args: list[Any] = []
+        for entry in entries:
+            args += (entry.entry_id, entry.lead_id, entry.accepted_at_ms, replayed(entry, now_ms))
+        keys_ = [
+            keys.delivery_dead(advertiser),
+            keys.delivery_retries(advertiser),
+            keys.delivery_retrying(advertiser),
+        ]
+        return int(await self._eval(REPLAY, keys_, args))
+
+    async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None:
+        async with _translated():
+            await self._client.set(keys.delivery_disabled(advertiser), f"{now_ms}|{detail}")
+
+    async def enable(self, advertiser: AdvertiserId) -> bool:
+        async with _translated():
+            return bool(await self._client.delete(keys.delivery_disabled(advertiser)))
+
+    async def disabled(self, advertiser: AdvertiserId) -> bool:
+        async with _translated():
+            return bool(await self._client.exists(keys.delivery_disabled(advertiser)))
+
+    async def ping(self) -> None:
+        async with _translated():
+            await self._client.ping()
+
+    async def close(self) -> None:
+        if self._ack_tasks:
+            await asyncio.wait(self._ack_tasks, timeout=5)
+        await self._pipe.close()
+        await self._client.aclose()
+
+
+def _claimed(
+    advertiser: AdvertiserId,
+    source: Source,
+    entry_id: str,
+    fields: dict[bytes, bytes],
+    deliveries: int = 1,
+) -> Claimed:
+    try:
+        if source is Source.DUE:
+            return unpack(advertiser, entry_id, fields[b"p"], deliveries)
+        return new_entry(
+            advertiser,
+            entry_id,
+            fields[b"lead_id"].decode(),
+            int(fields[b"accepted_at_ms"]),
+            fields[b"record"],
+            deliveries,
+        )
+    except (KeyError, ValueError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        return invalid_entry(advertiser, source, entry_id, fields.get(b"record", b""))
