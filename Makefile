@@ -22,9 +22,11 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/leadgate serve --config examples/leadgate.yaml
 
-## The whole test suite; the fixtures start their own redis-server (installed if missing).
+## The whole test suite; the fixtures start their own redis-server and Prometheus (both
+## installed from Debian's packages if missing).
 test: $(STAMP)
 	@command -v redis-server >/dev/null || ./.ci/install-redis
+	@command -v prometheus >/dev/null || ./.ci/install-prometheus
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -14,11 +14,15 @@ from aiohttp import web
 
 from gateway import __version__, suppression
 from gateway.config.check import check_config, hash_api_key, new_api_key
+from gateway.config.model import Config
+from gateway.delivery import cli as delivery_cli
 from gateway.errors import ConfigError
 from gateway.observe import configure_logging
-from gateway.runtime import build_intake, load_settings
+from gateway.rules import cli as rules_cli
+from gateway.runtime import ConfigReloader, build_intake, load_settings
+from gateway.types import PartnerId
 from gateway.web.app import create_app
-from gateway.web.state import DRAINING, INFLIGHT
+from gateway.web.state import BUCKETS, DRAINING, INFLIGHT
 
 LOG = logging.getLogger("leadgate")
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "leadgate.yaml"
@@ -32,7 +36,15 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config_path: str | None, host: str | None, port: int | None, drain_s: float) -> int:
+async def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    drain_s: float,
+    *,
+    reload_poll_s: float = 5.0,
+    reuse_port: bool = False,
+) -> int:
     settings = load_settings(os.environ, config_path)
     env = settings.environment
     configure_logging(env.log_level)
@@ -44,8 +56,10 @@ async def serve(config_path: str | None, host: str | None, port: int | None, dra
     # closes what is left, briefly.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
+    listen_host = host or env.host
+    listen_port = port if port is not None else env.port
     site = web.TCPSite(
-        runner, host or env.host, port if port is not None else env.port, backlog=4096
+        runner, listen_host, listen_port, backlog=4096, reuse_port=reuse_port or None
     )
     await site.start()
     LOG.info(
@@ -53,20 +67,48 @@ async def serve(config_path: str | None, host: str | None, port: int | None, dra
         extra={
             "fields": {
                 "version": __version__,
-                "listen": f"{host or env.host}:{port if port is not None else env.port}",
+                "listen": f"{listen_host}:{listen_port}",
                 "store": intake.engine.store.name,
                 "config_checksum": intake.config.checksum,
             }
         },
     )
+    reloader = ConfigReloader(intake, settings.config_path)
+
+    def adopt(config: Config) -> None:
+        # A partner whose rate limit changed (or who left) starts again from a full bucket.
+        buckets = app[BUCKETS]
+        for partner_id in list(buckets):
+            partner = config.partners.get(PartnerId(partner_id))
+            bucket = buckets[partner_id]
+            limit = partner.rate_limit if partner is not None else None
+            if limit is None or (limit.per_s, limit.burst) != (bucket.rate_per_s, bucket.burst):
+                del buckets[partner_id]
+
+    async def reload_on_signal() -> None:
+        config = await reloader.reload(trigger="signal")
+        if config is not None:
+            adopt(config)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload_on_signal())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    watcher = loop.create_task(reloader.watch(reload_poll_s, adopt)) if reload_poll_s > 0 else None
     await stop.wait()
     # Draining: /readyz turns 503, the listener closes (open connections stay up, so requests
     # still uploading are read to the end and answered), in-flight requests get up to drain_s
     # to finish, then the remaining connections are closed and the process exits 0.
+    if watcher is not None:
+        watcher.cancel()
     app[DRAINING].set()
     LOG.info("draining", extra={"fields": {"grace_s": drain_s, "in_flight": app[INFLIGHT].count}})
     await site.stop()
@@ -93,6 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-s", type=float, default=10.0,
         help="on SIGTERM, how long in-flight requests may take to finish (default 10)",
     )  # fmt: skip
+    p_serve.add_argument(
+        "--workers", type=int, default=1,
+        help="serving processes sharing the port (SO_REUSEPORT) under a supervisor (default 1)",
+    )  # fmt: skip
+    p_serve.add_argument(
+        "--reload-poll-s", type=float, default=5.0,
+        help="reload the config when its checksum changes, checked this often; 0: only on "
+        "SIGHUP (default 5)",
+    )  # fmt: skip
+    p_serve.add_argument(
+        "--reuse-port", action="store_true",
+        help="bind with SO_REUSEPORT (set for each process under --workers)",
+    )  # fmt: skip
 
     p_demo = sub.add_parser("demo", help="run the gateway on its embedded store and post leads")
     p_demo.add_argument("--config", default=str(EXAMPLE_CONFIG))
@@ -108,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     p_hash.add_argument("key", nargs="?", help="the key; omitted: generate a new one")
 
     suppression.register(sub)
+    rules_cli.add_parser(sub)
+    delivery_cli.register(sub)
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, sys.stdout)
+    if args.command == "rules":
+        return rules_cli.run(args, sys.stdout)
     if args.command == "hash-key":
         key = args.key or new_api_key()
         if not args.key:
@@ -122,8 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "suppress":
             return asyncio.run(suppression.run(args, os.environ, sys.stdout))
+        if (done := delivery_cli.dispatch(args)) is not None:
+            return done
+        if args.command == "serve" and args.workers != 1:
+            from gateway.supervisor import supervise
+
+            return supervise(args, os.environ)
         if args.command == "serve":
-            return asyncio.run(serve(args.config, args.host, args.port, args.drain_s))
+            return asyncio.run(
+                serve(
+                    args.config,
+                    args.host,
+                    args.port,
+                    args.drain_s,
+                    reload_poll_s=args.reload_poll_s,
+                    reuse_port=args.reuse_port,
+                )
+            )
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo(args.config, args.port, args.keep_running))

@@ -9,16 +9,28 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import __version__
-from gateway.config.model import Config, Partner
+from gateway.config.model import (
+    CalendarPeriod,
+    Campaign,
+    CampaignKind,
+    CapSubject,
+    Config,
+    DedupScope,
+    Partner,
+)
 from gateway.decision.model import Decision
+from gateway.delivery.model import Outcome
 from gateway.errors import RequestError
+from gateway.rules.model import SCORE_BELOW_MINIMUM
+from gateway.types import AdvertiserId
 
 if TYPE_CHECKING:
     from gateway.intake import Answer
@@ -28,14 +40,16 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and the record's
-    ``fields`` (a dict passed as ``extra={"fields": …}``)."""
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``pid`` (which process, under
+    ``serve --workers N``), ``msg`` and the record's ``fields`` (a dict passed as
+    ``extra={"fields": …}``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
@@ -54,12 +68,42 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+#: Reason codes counted as duplicates, by dedup scope (a fixed table: metric label values).
+DUPLICATE_SCOPES: Mapping[str, str] = {f"duplicate.{s.value}": s.value for s in DedupScope}
+#: Reason codes counted as caps hit: ``cap.<subject>.<window>`` and the contact-pressure cap.
+CAP_CODES: Mapping[str, tuple[str, str]] = {
+    **{
+        f"cap.{subject.value}.{window}": (subject.value, window)
+        for subject in CapSubject
+        for window in (*(p.value for p in CalendarPeriod), "rolling")
+    },
+    "cap.person": ("person", "rolling"),
+}
+#: HTTP statuses the lead routes answer, pre-initialised so error-rate queries have series.
+_LEAD_STATUSES = ("200", "400", "401", "403", "413", "415", "422", "429", "500", "503")
+#: Statuses of leads refused inside a batch (invalid, campaign not open, key reused).
+_REFUSED_STATUSES = ("403", "422")
+_REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+
 class Observer:
     """Metrics (in its own registry, so several apps can live in one test process) and the
-    decision log."""
+    decision log.
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+    With ``multiprocess_dir`` (``leadgate serve --workers N``), every process writes its
+    values to files there and ``exposition`` merges all of them: counters add up across
+    processes, gauges merge by their declared mode.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        *,
+        multiprocess_dir: str | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         self.leads = Counter(
             "leadgate_leads",
@@ -71,6 +115,18 @@ class Observer:
             "leadgate_lead_reasons",
             "Reason codes of leads not accepted, by partner, campaign and reason.",
             ["partner", "campaign", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "leadgate_duplicates",
+            "Leads found to be duplicates, by partner, campaign and dedup scope.",
+            ["partner", "campaign", "scope"],
+            registry=r,
+        )
+        self.caps_hit = Counter(
+            "leadgate_caps_hit",
+            "Leads refused by a cap, by campaign and cap (subject and window).",
+            ["campaign", "subject", "window"],
             registry=r,
         )
         self.refused = Counter(
@@ -85,25 +141,182 @@ class Observer:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.http_seconds = Histogram(
+            "leadgate_http_request_duration_seconds",
+            "Time from request received to response ready, by route and method.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "leadgate_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "leadgate_store_unavailable",
             "Requests answered 503 because the decision store could not be reached.",
             registry=r,
         )
-        info = Gauge("leadgate_build_info", "Build information.", ["version"], registry=r)
+        self.redis_seconds = Histogram(
+            "leadgate_redis_round_trip_duration_seconds",
+            "Time of one (pipelined) Redis round trip, from write to the last reply read.",
+            buckets=_REDIS_BUCKETS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "leadgate_redis_errors",
+            "Redis round trips that failed, by kind (timeout, connection).",
+            ["kind"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "leadgate_store_up",
+            "Whether the decision store answered a ping at the last scrape (1) or not (0).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.cap_used = Gauge(
+            "leadgate_cap_used",
+            "Accepted leads counted by a campaign's cap in its current window (partner and "
+            "channel caps: the partner or channel closest to the limit), read at scrape.",
+            ["campaign", "subject", "window"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.cap_limit = Gauge(
+            "leadgate_cap_limit",
+            "The configured limit of a campaign's cap.",
+            ["campaign", "subject", "window"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        info = Gauge(
+            "leadgate_build_info",
+            "Build information.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         info.labels(__version__).set(1)
-        self.config_info = Gauge(
+        self.config_loaded = Gauge(
             "leadgate_config_loaded_timestamp_seconds",
             "When the running configuration was loaded.",
             registry=r,
+            multiprocess_mode="livemax",
         )
-        self.config_info.set(time.time())
-        # Known label sets start at 0 so rates exist from the first scrape.
+        self.config_info = Gauge(
+            "leadgate_config_info",
+            "The running configuration's checksum (SHA-256 of its files): 1 for the current.",
+            ["checksum"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.reloads = Counter(
+            "leadgate_config_reloads",
+            "Configuration reloads, by result (success, failure).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        for kind in ("timeout", "connection"):
+            self.redis_errors.labels(kind)
+        self.delivery = DeliveryMetrics(config, r)
+        self._known: set[tuple[str, ...]] = set()
+        # Label children by label values (configured ids and fixed codes: bounded).
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._leads: dict[tuple[str, str, str, str], Any] = {}
+        self._checksum = ""
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Adopt ``config`` (at start and on reload): its checksum, and label sets at 0 for
+        partners, campaigns, caps and advertisers not seen before. Series of removed ones
+        stay (their totals are history; they just stop growing)."""
+        if self._checksum:
+            self.config_info.labels(self._checksum).set(0)
+        self._checksum = config.checksum
+        self.config_info.labels(config.checksum).set(1)
+        self.config_loaded.set(time.time())
+        self.delivery.configure(config)
         for partner in config.partners.values():
-            for campaign in partner.campaigns:
+            for status in _REFUSED_STATUSES:
+                self.refused.labels(partner.id, status)
+            for campaign_id in partner.campaigns:
+                campaign = config.campaigns.get(campaign_id)
+                if campaign is None or (partner.id, campaign_id) in self._known:
+                    continue
+                self._known.add((partner.id, campaign_id))
                 for channel in partner.channels:
                     for decision in Decision:
-                        self.leads.labels(partner.id, campaign, channel, decision.value)
+                        self.leads.labels(partner.id, campaign_id, channel, decision.value)
+                for reason in _campaign_reasons(campaign, config):
+                    self.reasons.labels(partner.id, campaign_id, reason)
+                for code in DUPLICATE_SCOPES.values():
+                    self.duplicates.labels(partner.id, campaign_id, code)
+        for campaign in config.campaigns.values():
+            for cap in campaign.caps:
+                subject, window = cap.subject.value, cap.window.label
+                self.caps_hit.labels(campaign.id, subject, window)
+                self.cap_limit.labels(campaign.id, subject, window).set(cap.limit)
+                if (campaign.id, subject, window) not in self._known:
+                    self._known.add((campaign.id, subject, window))
+                    self.cap_used.labels(campaign.id, subject, window).set(0)
+            if campaign.contact_pressure and config.contact_pressure is not None:
+                self.caps_hit.labels(campaign.id, "person", "rolling")
+
+    def route_known(self, route: str, methods: Sequence[str]) -> None:
+        """Create the request series of one route at 0 (called as routes are added)."""
+        for method in methods:
+            self.http_seconds.labels(route, method)
+            statuses = _LEAD_STATUSES if route.startswith("/v1/") else ("200", "500", "503")
+            for status in statuses:
+                self.http_requests.labels(route, method, status)
+
+    def request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        """One HTTP request answered. ``route`` is a registered route's canonical path (or
+        ``unmatched``) and ``method`` one of the methods routed: never raw request input."""
+        seconds, count = self._http.get((route, method, status)) or self._http_children(
+            route, method, status
+        )
+        seconds.observe(elapsed_s)
+        count.inc()
+
+    def _http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        # ``labels()`` validates and locks on every call; the children are cached instead
+        # (bounded: routes x methods x statuses), which halves the cost per request.
+        children = (
+            self.http_seconds.labels(route, method),
+            self.http_requests.labels(route, method, str(status)),
+        )
+        self._http[(route, method, status)] = children
+        return children
+
+    def redis_round_trip(self, elapsed_s: float, error: str | None) -> None:
+        """Called by the Redis pipeline after every round trip; ``error`` is ``timeout``,
+        ``connection`` or None."""
+        if error is None:
+            self.redis_seconds.observe(elapsed_s)
+        else:
+            self.redis_errors.labels(error).inc()
+
+    def reloaded(self, config: Config | None) -> None:
+        """A reload attempt: the new config, or None when it was refused."""
+        if config is None:
+            self.reloads.labels("failure").inc()
+            return
+        self.reloads.labels("success").inc()
+        self.configure(config)
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: this process, or all processes of the server."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
 
     def decisions(
         self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
@@ -114,9 +327,20 @@ class Observer:
             if isinstance(answer, RequestError):
                 self.refused.labels(partner.id, str(answer.status)).inc()
                 continue
-            self.leads.labels(partner.id, answer.campaign, answer.channel, answer.decision).inc()
+            key = (partner.id, answer.campaign, answer.channel, answer.decision)
+            leads = self._leads.get(key)
+            if leads is None:
+                leads = self._leads[key] = self.leads.labels(*key)
+            leads.inc()
             for reason in answer.reasons:
                 self.reasons.labels(partner.id, answer.campaign, reason).inc()
+                scope = DUPLICATE_SCOPES.get(reason)
+                if scope is not None:
+                    self.duplicates.labels(partner.id, answer.campaign, scope).inc()
+                    continue
+                cap = CAP_CODES.get(reason)
+                if cap is not None:
+                    self.caps_hit.labels(answer.campaign, *cap).inc()
             if DECISION_LOG.isEnabledFor(logging.INFO):
                 DECISION_LOG.info(
                     "decision",
@@ -134,3 +358,149 @@ class Observer:
                         }
                     },
                 )
+
+
+def _campaign_reasons(campaign: Campaign, config: Config) -> list[str]:
+    """The reason codes a campaign's configuration can produce: dedup, caps, store-decided
+    rules, its rule packs' rules, inactivity."""
+    codes = [rule.reason for rule in campaign.dedup]
+    codes += [cap.reason for cap in campaign.caps]
+    codes += [rule.reason for rule in campaign.suppression]
+    codes += [rule.reason for rule in campaign.velocity]
+    if campaign.rules is not None:
+        codes += [rule.reason for rule in campaign.rules.rules]
+        if campaign.rules.min_score is not None:
+            codes.append(SCORE_BELOW_MINIMUM)
+    if campaign.contact_pressure and config.contact_pressure is not None:
+        codes.append("cap.person")
+    if campaign.kind is CampaignKind.PEAK:
+        codes.append("campaign.inactive")
+    return list(dict.fromkeys(codes))
+
+
+#: Why a lead went to the dead-letter stream: a fixed table (metric label values). A reason the
+#: delivery side reports that is not in it is counted as ``other``, so labels stay bounded.
+DEAD_LETTER_REASONS = (
+    "rejected_by_advertiser",  # 400/422 or a configured refusal matched: terminal
+    "attempts_exhausted",  # every retry of the schedule failed
+    "expired",  # older than the queue's maximum age before it could be delivered
+    "invalid_record",  # the stream entry could not be turned into a request
+    "worker_crashes",  # handed to workers again and again without an outcome
+    "other",
+)
+#: Circuit-breaker states of an advertiser's endpoint (metric label values).
+BREAKER_STATES = ("closed", "open", "half_open", "disabled")
+_DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DeliveryMetrics:
+    """Delivery health per advertiser (implements ``gateway.delivery.model.DeliveryEvents``).
+
+    Every configured advertiser's label sets exist from the start at 0, so dashboards and
+    alerts have series before the first delivery. Gauges declare how prometheus-client's
+    multiprocess mode merges them: the most recent report of any live process wins (every
+    process reads the same Redis streams, so the newest reading is the truest).
+    """
+
+    def __init__(self, config: Config, registry: CollectorRegistry) -> None:
+        r = registry
+        self.attempts = Counter(
+            "leadgate_delivery_attempts",
+            "Delivery attempts to advertisers' endpoints, by advertiser and outcome class.",
+            ["advertiser", "outcome"],
+            registry=r,
+        )
+        self.attempt_seconds = Histogram(
+            "leadgate_delivery_duration_seconds",
+            "Duration of one delivery attempt (request sent to response read), by advertiser.",
+            ["advertiser"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "leadgate_delivery_dead_letters",
+            "Leads moved to the dead-letter stream, by advertiser and reason.",
+            ["advertiser", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "leadgate_delivery_queue_depth",
+            "Accepted leads waiting in the advertiser's delivery stream.",
+            ["advertiser"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.oldest_age = Gauge(
+            "leadgate_delivery_oldest_undelivered_age_seconds",
+            "Age of the oldest lead not yet delivered to the advertiser (0 when none waits).",
+            ["advertiser"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.dead_letter_depth = Gauge(
+            "leadgate_delivery_dead_letter_depth",
+            "Leads in the advertiser's dead-letter stream, waiting for ops (replay or drop).",
+            ["advertiser"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.breaker = Gauge(
+            "leadgate_delivery_breaker_state",
+            "Circuit-breaker state of the advertiser's endpoint: 1 for the current state.",
+            ["advertiser", "state"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self._advertisers: set[str] = set()
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Create the label sets of advertisers not seen before (at start and on reload)."""
+        for advertiser in config.advertisers:
+            if advertiser in self._advertisers:
+                continue
+            self._advertisers.add(advertiser)
+            for outcome in Outcome:
+                self.attempts.labels(advertiser, outcome.value)
+            self.attempt_seconds.labels(advertiser)
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(advertiser, reason)
+            self.queue_depth.labels(advertiser).set(0)
+            self.oldest_age.labels(advertiser).set(0)
+            self.dead_letter_depth.labels(advertiser).set(0)
+            for state in BREAKER_STATES:
+                self.breaker.labels(advertiser, state).set(0)
+
+    def _known(self, advertiser: AdvertiserId) -> bool:
+        # Only configured advertisers become label values: a stale stream entry naming an
+        # advertiser removed from the config must not create a series.
+        return advertiser in self._advertisers
+
+    def attempted(self, advertiser: AdvertiserId, outcome: Outcome, duration_s: float) -> None:
+        if not self._known(advertiser):
+            return
+        self.attempts.labels(advertiser, outcome.value).inc()
+        if outcome is not Outcome.HELD:
+            self.attempt_seconds.labels(advertiser).observe(duration_s)
+
+    def dead_lettered(self, advertiser: AdvertiserId, reason: str) -> None:
+        if not self._known(advertiser):
+            return
+        code = reason if reason in DEAD_LETTER_REASONS else "other"
+        self.dead_letters.labels(advertiser, code).inc()
+
+    def queue_state(
+        self, advertiser: AdvertiserId, depth: int, oldest_age_s: float, dead_letters: int
+    ) -> None:
+        if not self._known(advertiser):
+            return
+        self.queue_depth.labels(advertiser).set(depth)
+        self.oldest_age.labels(advertiser).set(max(0.0, oldest_age_s))
+        self.dead_letter_depth.labels(advertiser).set(dead_letters)
+
+    def breaker_state(self, advertiser: AdvertiserId, state: str) -> None:
+        """``closed`` / ``open`` / ``half_open`` / ``disabled``; anything else is ignored."""
+        if not self._known(advertiser) or state not in BREAKER_STATES:
+            return
+        for known in BREAKER_STATES:
+            self.breaker.labels(advertiser, known).set(1 if known == state else 0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.config.environment import Environment
@@ -30,6 +31,11 @@ class Settings:
     config: Config
     allow_eviction: bool
     failpoints: Failpoints
+    #: The file the config was read from (what a reload reads again).
+    config_path: str = ""
+    #: prometheus-client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``), set by
+    #: ``leadgate serve --workers N`` for its children: /metrics then merges every process.
+    metrics_dir: str | None = None
 
 
 def load_settings(environ: Mapping[str, str], config_path: str | None) -> Settings:
@@ -38,7 +44,14 @@ def load_settings(environ: Mapping[str, str], config_path: str | None) -> Settin
     if not path:
         raise ConfigError([ConfigIssue("LEADGATE_CONFIG", "no config file: pass --config FILE")])
     allow = environ.get("LEADGATE_REDIS_ALLOW_EVICTION", "").lower() in ("1", "true", "yes")
-    return Settings(env, load_config(path), allow, Failpoints.from_environ(environ))
+    return Settings(
+        env,
+        load_config(path),
+        allow,
+        Failpoints.from_environ(environ),
+        config_path=str(path),
+        metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+    )
 
 
 def fingerprint_keys(settings: Settings) -> tuple[FingerprintKey, ...]:
@@ -59,18 +72,25 @@ def fingerprint_keys(settings: Settings) -> tuple[FingerprintKey, ...]:
     return (FingerprintKey("eph", secrets.token_bytes(32)),)
 
 
-async def build_intake(settings: Settings) -> Intake:
+async def build_intake(settings: Settings, observer: Observer | None = None) -> Intake:
     """The store (Redis when LEADGATE_REDIS_URL is set, else embedded), checked, and the intake.
 
     A Redis that cannot be reached at start is not fatal: the gateway starts, answers 503 and
     ``/readyz`` says unavailable until Redis answers; scripts load on first use. A Redis that
     answers with settings that put decisions at risk is refused (unless allowed explicitly):
     at start the process exits; later, the store answers 503 until the settings are fixed.
+
+    ``observer``: the metrics to record into (default: a new one, merged across processes
+    when ``settings.metrics_dir`` is set); the benchmark passes one that records nothing.
     """
     url = settings.environment.redis_url
+    if observer is None:
+        observer = Observer(settings.config, multiprocess_dir=settings.metrics_dir)
     store: Store
     if url:
-        redis_store = RedisStore(url, allow_eviction=settings.allow_eviction)
+        redis_store = RedisStore(
+            url, allow_eviction=settings.allow_eviction, on_round_trip=observer.redis_round_trip
+        )
         try:
             await redis_store.load_scripts()
             problems = await redis_store.server_checks()
@@ -93,5 +113,67 @@ async def build_intake(settings: Settings) -> Intake:
         config,
         DecisionEngine(store, settings.failpoints),
         Fingerprinter(fingerprint_keys(settings)),
-        Observer(config),
+        observer,
     )
+
+
+class ConfigReloader:
+    """Reloads the config file into a running intake: on SIGHUP, and when the file's content
+    changes (``watch``). A file that does not load is refused with its issues in the log and
+    the running config keeps serving.
+
+    What a reload can change: partners and their keys, channels, advertisers, campaigns,
+    dedup, caps, rules, server limits. What it cannot: everything read from the environment
+    (store URL, fingerprint keys, listen address), which needs a restart.
+    """
+
+    def __init__(self, intake: Intake, path: str) -> None:
+        self.intake = intake
+        self.path = path
+        #: Issues of the last refused load, so a broken file is reported once, not per poll.
+        self._last_refusal: tuple[str, ...] = ()
+
+    async def reload(self, *, trigger: str) -> Config | None:
+        """Load the file and serve it if it is valid and different. The new config, or None
+        when nothing changed or the file was refused."""
+        try:
+            config = await asyncio.to_thread(load_config, self.path)
+        except ConfigError as error:
+            issues = tuple(str(issue) for issue in error.issues)
+            if trigger == "signal" or issues != self._last_refusal:
+                self._last_refusal = issues
+                self.intake.observer.reloaded(None)
+                LOG.error(
+                    "config reload refused; the running config keeps serving",
+                    extra={"fields": {"trigger": trigger, "path": self.path, "issues": issues}},
+                )
+            return None
+        self._last_refusal = ()
+        current = self.intake.config
+        if config.checksum == current.checksum:
+            if trigger == "signal":
+                LOG.info("config unchanged", extra={"fields": {"checksum": config.checksum}})
+            return None
+        self.intake.replace_config(config)
+        self.intake.observer.reloaded(config)
+        LOG.info(
+            "config reloaded",
+            extra={
+                "fields": {
+                    "trigger": trigger,
+                    "checksum": config.checksum,
+                    "previous_checksum": current.checksum,
+                    "partners": len(config.partners),
+                    "campaigns": len(config.campaigns),
+                }
+            },
+        )
+        return config
+
+    async def watch(self, interval_s: float, on_reload: Callable[[Config], None]) -> None:
+        """Poll every ``interval_s`` (until cancelled); a changed checksum is reloaded."""
+        while True:
+            await asyncio.sleep(interval_s)
+            config = await self.reload(trigger="poll")
+            if config is not None:
+                on_reload(config)

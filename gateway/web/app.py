@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,6 +12,29 @@ from gateway.intake import Intake
 from gateway.web import handlers
 from gateway.web.problems import Handler, problems_middleware
 from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
+
+_ROUTED_METHODS = frozenset({"GET", "POST"})
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request latency and count by route and method. The route is the matched route's
+    canonical path (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path, which is
+    request input."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as http:
+        status = http.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        method = request.method if request.method in _ROUTED_METHODS else "other"
+        request.app[INTAKE].observer.request(route, method, status, time.perf_counter() - started)
 
 
 @web.middleware
@@ -28,7 +52,8 @@ def create_app(intake: Intake) -> web.Application:
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
     app = web.Application(
-        middlewares=[inflight_middleware, problems_middleware], client_max_size=max_size
+        middlewares=[metrics_middleware, inflight_middleware, problems_middleware],
+        client_max_size=max_size,
     )
     app[INTAKE] = intake
     app[INFLIGHT] = InFlight()
@@ -41,6 +66,9 @@ def create_app(intake: Intake) -> web.Application:
     app.router.add_get("/readyz", handlers.readyz, allow_head=False)
     app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
+    for route in app.router.routes():
+        if route.resource is not None:
+            intake.observer.route_known(route.resource.canonical, [route.method])
     app.cleanup_ctx.append(_store_lifecycle)
     return app
 

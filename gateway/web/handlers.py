@@ -8,8 +8,9 @@ from importlib import resources
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import capusage
 from gateway.config.model import Partner
 from gateway.errors import (
     FieldProblem,
@@ -21,6 +22,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.intake import Answer
+from gateway.storage.redis import RedisStore
 from gateway.web import body as bodies
 from gateway.web.problems import problem_body
 from gateway.web.ratelimit import TokenBucket, retry_after_s
@@ -161,8 +163,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[INTAKE].observer.registry
-    response = web.Response(body=generate_latest(registry))
+    intake = request.app[INTAKE]
+    store = intake.engine.store
+    read = store.read_for_metrics if isinstance(store, RedisStore) else None
+    await capusage.refresh(intake.observer, intake.config, read, intake.clock())
+    response = web.Response(body=intake.observer.exposition())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

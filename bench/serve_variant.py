@@ -1,0 +1,69 @@
+"""``python -m bench.serve_variant PORT with|without``: the gateway as ``leadgate serve`` runs
+it (same config, store, app), with its metrics, or with every metric recording removed (no
+request middleware, an observer whose recording methods do nothing). Only for
+``python -m bench.metrics_cost``: both variants go through this same runner, so the only
+difference measured is the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.cli import _install_uvloop
+from gateway.config.model import Partner
+from gateway.errors import RequestError
+from gateway.intake import Answer
+from gateway.observe import Observer, configure_logging
+from gateway.runtime import build_intake, load_settings
+from gateway.web.app import create_app, metrics_middleware
+
+
+class SilentObserver(Observer):
+    """Records nothing: the cost of the metrics taken out of the hot path."""
+
+    def decisions(
+        self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
+    ) -> None:
+        return None
+
+    def request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        return None
+
+    def redis_round_trip(self, elapsed_s: float, error: str | None) -> None:
+        return None
+
+
+async def run(port: int, with_metrics: bool) -> None:
+    settings = load_settings(os.environ, None)
+    configure_logging(settings.environment.log_level)
+    observer = Observer(settings.config) if with_metrics else SilentObserver(settings.config)
+    intake = await build_intake(settings, observer)
+    app = create_app(intake)
+    if not with_metrics:
+        app.middlewares.remove(metrics_middleware)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    await asyncio.Event().wait()
+
+
+def main() -> int:
+    port, variant = int(sys.argv[1]), sys.argv[2]
+    if variant not in ("with", "without"):
+        print("usage: python -m bench.serve_variant PORT with|without", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    try:
+        asyncio.run(run(port, variant == "with"))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

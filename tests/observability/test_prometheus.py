@@ -1,0 +1,362 @@
+"""A real Prometheus scraping a real, loaded gateway (two workers on Redis): the series a user
+looks at hold the values the load produced, every panel of the shipped Grafana dashboard
+returns data, the shipped alert rules load, and ``promtool check metrics`` passes.
+
+The module starts Redis, the gateway and Prometheus once, drives a short bounded load whose
+every answer is tallied, and waits until Prometheus has scraped the final counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from support import RedisServer, free_port
+
+from .conftest import (
+    DEPLOY,
+    CrmReceiver,
+    Launcher,
+    Prometheus,
+    Server,
+    network,
+    promtool,
+    request,
+    start_prometheus,
+    write_config,
+)
+
+DASHBOARD = DEPLOY / "grafana" / "leadgate.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+#: What Grafana would put in place of its variables, for "All" selections.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__range": "5m",
+    "$partner": ".*",
+    "$campaign": ".*",
+    "$advertiser": ".*",
+}
+
+
+@dataclass
+class Loaded:
+    server: Server
+    worker: Server
+    prometheus: Prometheus
+    #: (partner, campaign, decision) -> leads, as the gateway answered them.
+    decisions: collections.Counter[tuple[str, str, str]]
+    singles: int
+
+
+def drive_load(server: Server) -> tuple[collections.Counter[tuple[str, str, str]], int]:
+    """A short, bounded mix: accepted, duplicates, caps, an inactive campaign, an invalid
+    lead in a batch and an unknown key. The tally of decisions and the single posts sent."""
+    tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    singles = 0
+
+    def post(partner: str, campaign: str, email: str) -> None:
+        nonlocal singles
+        reply = server.post(partner, {"campaign": campaign, "email": email})
+        singles += 1
+        assert reply.status == 200, reply
+        tally[(partner, campaign, reply.body["decision"])] += 1
+
+    for n in range(12):
+        post("p-alpha", "acme-main", f"alpha{n}@example.com")
+    for n in range(6):  # the first three were already sent by p-alpha
+        post("p-beta", "acme-main", f"alpha{n}@example.com" if n < 3 else f"beta{n}@example.com")
+    for n in range(4):
+        post("p-alpha", "nova-main", f"nova-a{n}@example.com")
+    for n in range(3):
+        post("p-beta", "nova-main", f"nova-b{n}@example.com")
+    for n in range(2):
+        post("p-alpha", "nova-summer", f"summer{n}@example.com")
+    batch = server.batch(
+        "p-alpha",
+        [{"campaign": "acme-main", "email": f"batch{n}@example.com"} for n in range(3)]
+        + [{"campaign": "acme-main", "email": "not an email"}],
+    )
+    assert batch.status == 200, batch
+    for item in batch.body["results"]:
+        if "decision" in item:
+            tally[("p-alpha", "acme-main", item["decision"])] += 1
+    unknown = request(
+        "POST",
+        f"{server.url}/v1/leads",
+        body={"campaign": "acme-main", "email": "x@example.com"},
+        headers={"Authorization": "Bearer no-such-key"},
+    )
+    assert unknown.status == 401
+    return tally, singles
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    workdir = tmp_path_factory.mktemp("prometheus-e2e")
+    redis = RedisServer(workdir / "redis", port=free_port())
+    redis.start()
+    launcher = Launcher(workdir)
+    prometheus: Prometheus | None = None
+    crm = CrmReceiver().__enter__()
+    try:
+        config = write_config(workdir / "leadgate.yaml", network(crm.url))
+        # Prometheus first: it takes a few seconds to start scraping a new target.
+        port, worker_port = free_port(), free_port()
+        prometheus = start_prometheus(
+            workdir / "prometheus",
+            [f"127.0.0.1:{port}", f"127.0.0.1:{worker_port}"],
+            rule_files=[ALERTS],
+        )
+        server = launcher.start(config, redis_url=redis.url, workers=2, port=port)
+        worker = launcher.start_worker(config, redis_url=redis.url, port=worker_port)
+        # Scrapes of the all-zero series first, so rates have a "before".
+        prometheus.wait_for("up{job='leadgate'} == 1", lambda r: len(r) == 2)
+        prometheus.wait_for(
+            "count_over_time(leadgate_build_info[1m])",
+            lambda r: bool(r) and int(r[0]["value"][1]) >= 2,
+        )
+        decisions, singles = drive_load(server)
+        total = sum(decisions.values())
+        prometheus.wait_for(
+            "sum(leadgate_leads_total)", lambda r: bool(r) and float(r[0]["value"][1]) == total
+        )
+        # Every accepted lead delivered once (acme) or refused by its CRM (nova).
+        accepted = sum(n for (_, _, d), n in decisions.items() if d == "accepted")
+        prometheus.wait_for(
+            "sum(leadgate_delivery_attempts_total)",
+            lambda r: bool(r) and float(r[0]["value"][1]) == accepted,
+        )
+        yield Loaded(server, worker, prometheus, decisions, singles)
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        launcher.close()
+        crm.__exit__()
+        redis.stop()
+
+
+def value(result: list[dict[str, Any]]) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(r["metric"].get(label, "") for label in labels): float(r["value"][1]) for r in result
+    }
+
+
+def test_the_series_a_user_looks_at_hold_what_the_load_did(loaded: Loaded) -> None:
+    prom, tally = loaded.prometheus, loaded.decisions
+    by_decision = collections.Counter[str]()
+    by_partner_decision = collections.Counter[tuple[str, str]]()
+    for (partner, _, decision), n in tally.items():
+        by_decision[decision] += n
+        by_partner_decision[(partner, decision)] += n
+    # The load exercised every decision.
+    assert set(by_decision) == {"accepted", "duplicate", "capped", "rejected"}
+
+    got = by(prom.query("sum by (decision) (leadgate_leads_total)"), "decision")
+    assert got == {
+        (d,): float(by_decision[d]) for d in ("accepted", "duplicate", "capped", "rejected")
+    }
+    got = by(
+        prom.query("sum by (partner, decision) (leadgate_leads_total) > 0"), "partner", "decision"
+    )
+    assert got == {k: float(n) for k, n in by_partner_decision.items()}
+
+    assert (
+        value(prom.query('sum(leadgate_duplicates_total{scope="advertiser"})'))
+        == by_decision["duplicate"]
+    )
+    assert (
+        value(prom.query('sum(leadgate_caps_hit_total{campaign="nova-main",subject="channel"})'))
+        == by_decision["capped"]
+    )
+    assert (
+        value(prom.query('sum(leadgate_lead_reasons_total{reason="campaign.inactive"})'))
+        == by_decision["rejected"]
+    )
+    assert value(prom.query('sum(leadgate_requests_refused_total{status="422"})')) == 1
+
+    # Caps used, read from Redis at scrape: the channel cap of nova-main is full.
+    assert (
+        value(
+            prom.query(
+                'max(leadgate_cap_used{campaign="nova-main",subject="channel",window="day"})'
+            )
+        )
+        == 2
+    )
+    accepted_acme = sum(n for (_, c, d), n in tally.items() if c == "acme-main" and d == "accepted")
+    assert (
+        value(
+            prom.query(
+                'max(leadgate_cap_used{campaign="acme-main",subject="campaign",window="day"})'
+            )
+        )
+        == accepted_acme
+    )
+
+    # Requests by route (the two workers' counts merged) and their latency.
+    assert (
+        value(
+            prom.query(
+                'sum(leadgate_http_requests_total{route="/v1/leads",method="POST",status="200"})'
+            )
+        )
+        == loaded.singles
+    )
+    assert (
+        value(prom.query('sum(leadgate_http_requests_total{route="/v1/leads",status="401"})')) == 1
+    )
+    assert (
+        value(
+            prom.query(
+                'sum(leadgate_http_request_duration_seconds_count{route="/v1/leads",method="POST"})'
+            )
+        )
+        == loaded.singles + 1
+    )
+    p99 = value(
+        prom.query(
+            "histogram_quantile(0.99, sum by (le) "
+            '(rate(leadgate_http_request_duration_seconds_bucket{route="/v1/leads"}[1m])))'
+        )
+    )
+    assert math.isfinite(p99)
+    assert p99 > 0
+    assert value(prom.query("sum(leadgate_redis_round_trip_duration_seconds_count)")) > 0
+    assert value(prom.query("min(leadgate_store_up)")) == 1
+    assert value(prom.query("count(leadgate_build_info == 1)")) == 1
+    assert value(prom.query("sum(leadgate_config_reloads_total)")) == 0
+
+    # Delivery, as the worker reported it.
+    accepted = collections.Counter[str]()
+    for (_, campaign, decision), n in tally.items():
+        if decision == "accepted":
+            accepted[campaign.split("-")[0]] += n
+    got = by(
+        prom.query("sum by (advertiser, outcome) (leadgate_delivery_attempts_total) > 0"),
+        "advertiser",
+        "outcome",
+    )
+    assert got == {
+        ("acme", "delivered"): accepted["acme"],
+        ("nova", "rejected_by_advertiser"): accepted["nova"],
+    }
+    got = by(
+        prom.query("sum by (advertiser, reason) (leadgate_delivery_dead_letters_total) > 0"),
+        "advertiser",
+        "reason",
+    )
+    assert got == {("nova", "rejected_by_advertiser"): accepted["nova"]}
+    assert (
+        value(prom.query('sum(leadgate_delivery_duration_seconds_count{advertiser="acme"})'))
+        == accepted["acme"]
+    )
+
+
+def grafana_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL with the variables replaced) for every target of every panel."""
+    queries: list[tuple[str, str]] = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
+                expr = expr.replace(name, GRAFANA_VARIABLES[name])
+            assert "$" not in expr, (panel["title"], expr)
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def test_the_dashboard_is_provisionable_from_a_file() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert "__inputs" not in dashboard
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == [
+        "Traffic and decisions per partner",
+        "Quality per partner",
+        "Caps",
+        "Latency and health",
+        "Delivery per advertiser",
+    ]
+    for panel in dashboard["panels"]:
+        if panel.get("targets"):
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_dashboard_query_returns_data(loaded: Loaded) -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = grafana_queries(dashboard)
+    assert len(queries) >= 20
+    empty = [(title, expr) for title, expr in queries if not loaded.prometheus.query(expr)]
+    assert empty == []
+    # The variables' own queries list the configured ids.
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]["query"])
+        assert match, variable["query"]
+        metric, label = match.groups()
+        values = loaded.prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+        expected = {
+            "partner": {"p-alpha", "p-beta"},
+            "campaign": {"acme-main", "nova-main", "nova-summer"},
+            "advertiser": {"acme", "nova"},
+        }[label]
+        assert set(values) == expected
+
+
+def test_the_alert_rules_load_in_prometheus(loaded: Loaded) -> None:
+    groups = loaded.prometheus.get("/api/v1/rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert all(rule["health"] in ("ok", "unknown") for rule in rules), rules
+    alerts = {rule["name"] for rule in rules if rule["type"] == "alerting"}
+    assert alerts == {
+        "LeadgateHighErrorRate",
+        "LeadgateLatencyP99High",
+        "LeadgateRedisDown",
+        "LeadgateDeliveryBacklogGrowing",
+        "LeadgateOldestUndeliveredTooOld",
+        "LeadgateDeadLetters",
+        "LeadgateCapReached",
+        "LeadgatePartnerDuplicateRateJump",
+        "LeadgatePartnerRejectionRateJump",
+    }
+    # nova-main's channel cap is full: the cap alert is active for it (and only for it).
+    firing = loaded.prometheus.wait_for(
+        'ALERTS{alertname="LeadgateCapReached"}', lambda r: len(r) >= 1, timeout_s=10
+    )
+    assert {(r["metric"]["campaign"], r["metric"]["subject"]) for r in firing} == {
+        ("nova-main", "channel")
+    }
+
+
+@pytest.mark.parametrize("process", ["gateway", "worker"])
+def test_promtool_accepts_the_metrics_page(loaded: Loaded, process: str) -> None:
+    text = (loaded.server if process == "gateway" else loaded.worker).metrics()
+    assert "leadgate_delivery_attempts_total" in text
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert checked.stdout.decode().strip() == ""
