@@ -16,11 +16,15 @@ from gateway import __version__, suppression
 from gateway.config.check import check_config, hash_api_key, new_api_key
 from gateway.config.model import Config
 from gateway.delivery import cli as delivery_cli
+from gateway.delivery.service import build_worker, open_queue
+from gateway.delivery.worker import Worker
 from gateway.errors import ConfigError
+from gateway.intake import Intake
 from gateway.observe import configure_logging
 from gateway.rules import cli as rules_cli
-from gateway.runtime import ConfigReloader, build_intake, load_settings
+from gateway.runtime import ConfigReloader, Settings, build_intake, load_settings
 from gateway.types import PartnerId
+from gateway.web.admin import add_admin_routes
 from gateway.web.app import create_app
 from gateway.web.state import BUCKETS, DRAINING, INFLIGHT
 
@@ -44,12 +48,19 @@ async def serve(
     *,
     reload_poll_s: float = 5.0,
     reuse_port: bool = False,
+    with_worker: bool = False,
 ) -> int:
     settings = load_settings(os.environ, config_path)
     env = settings.environment
     configure_logging(env.log_level)
     intake = await build_intake(settings)
     app = create_app(intake)
+    worker = _in_process_worker(settings, intake, with_worker)
+    if env.admin_token:
+        queue = worker.queue if worker is not None else open_queue(settings, intake.engine.store)
+        add_admin_routes(app, queue, env.admin_token, list(settings.config.advertisers))
+        if worker is None:
+            app.on_cleanup.append(lambda _: queue.close())
     # access_log=None: aiohttp's access log writes client IPs and full request lines (query
     # strings can hold emails); the decision log replaces it.
     # The drain below waits for in-flight requests itself; aiohttp's own shutdown then only
@@ -62,6 +73,8 @@ async def serve(
         runner, listen_host, listen_port, backlog=4096, reuse_port=reuse_port or None
     )
     await site.start()
+    if worker is not None:
+        await worker.start()
     LOG.info(
         "serving",
         extra={
@@ -111,15 +124,42 @@ async def serve(
         watcher.cancel()
     app[DRAINING].set()
     LOG.info("draining", extra={"fields": {"grace_s": drain_s, "in_flight": app[INFLIGHT].count}})
+    # The in-process worker stops claiming now and gets the same grace for its in-flight
+    # deliveries; one cut short stays pending and is sent again later, same webhook-id.
+    stopping = loop.create_task(worker.stop(drain_s)) if worker is not None else None
     await site.stop()
     try:
         async with asyncio.timeout(drain_s):
             await app[INFLIGHT].idle.wait()
     except TimeoutError:
         LOG.warning("drain grace over", extra={"fields": {"in_flight": app[INFLIGHT].count}})
+    if stopping is not None:
+        await stopping
     await runner.cleanup()
     LOG.info("stopped")
     return 0
+
+
+def _in_process_worker(settings: Settings, intake: Intake, wanted: bool) -> Worker | None:
+    """The delivery worker inside this process: asked for with ``--with-worker``, and always
+    on the embedded store when an advertiser has an endpoint (its queue lives in this
+    process's memory: no separate worker can reach it)."""
+    endpoints = any(a.endpoint is not None for a in settings.config.advertisers.values())
+    embedded = not settings.environment.redis_url
+    if not (wanted or (embedded and endpoints)):
+        return None
+    try:
+        return build_worker(settings, intake.engine.store, intake.observer.delivery, os.environ)
+    except ConfigError as error:
+        if wanted:
+            raise
+        # Not asked for (a laptop run of the example config): serve anyway, say why nothing
+        # is delivered. Accepted leads wait in memory.
+        LOG.error(
+            "delivery worker not started: %s",
+            "; ".join(str(issue) for issue in error.issues),
+        )
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         "--reload-poll-s", type=float, default=5.0,
         help="reload the config when its checksum changes, checked this often; 0: only on "
         "SIGHUP (default 5)",
+    )  # fmt: skip
+    p_serve.add_argument(
+        "--with-worker", action="store_true",
+        help="also run the delivery worker in this process (always on with the embedded "
+        "store when an advertiser has an endpoint)",
     )  # fmt: skip
     p_serve.add_argument(
         "--reuse-port", action="store_true",
@@ -196,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.drain_s,
                     reload_poll_s=args.reload_poll_s,
                     reuse_port=args.reuse_port,
+                    with_worker=args.with_worker,
                 )
             )
         from gateway.demo import run_demo

@@ -51,6 +51,8 @@ def _child_argv(args: argparse.Namespace, host: str, port: int) -> list[str]:
     ]  # fmt: skip
     if args.config:
         argv += ["--config", args.config]
+    if args.with_worker:
+        argv.append("--with-worker")
     return argv
 
 

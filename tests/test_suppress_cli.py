@@ -125,8 +125,7 @@ async def test_load_a_csv_then_the_gateway_refuses_those_people(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         dump = " ".join(
-            f"{key}={client.get(key)!s}"
-            for key in client.scan_iter(match="lg:{p:*}:sup")
+            f"{key}={client.get(key)!s}" for key in client.scan_iter(match="lg:{p:*}:sup")
         )
     finally:
         client.close()

@@ -27,7 +27,13 @@ PREVIOUS_KEYS = "LEADGATE_FINGERPRINT_PREVIOUS_KEYS"
 HOST = "LEADGATE_HOST"
 PORT = "LEADGATE_PORT"
 LOG_LEVEL = "LEADGATE_LOG_LEVEL"
-_SECRETS = (REDIS_URL, FINGERPRINT_KEY, PREVIOUS_KEYS)  # each also readable from `<name>_FILE`
+ADMIN_TOKEN = "LEADGATE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+_SECRETS = (
+    REDIS_URL,
+    FINGERPRINT_KEY,
+    PREVIOUS_KEYS,
+    ADMIN_TOKEN,
+)  # each also readable from `<name>_FILE`
 #: Read elsewhere at start (``runtime``, ``failpoints``); known so they are not flagged as typos.
 _READ_ELSEWHERE = ("LEADGATE_REDIS_ALLOW_EVICTION", "LEADGATE_FAILPOINTS")
 _SECRET_FILES = tuple(f"{name}_FILE" for name in _SECRETS)
@@ -55,6 +61,8 @@ class Environment:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
+    #: Bearer token of the admin API (deliveries, dead letters); None: the routes do not exist.
+    admin_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Environment:
@@ -83,6 +91,11 @@ class Environment:
             issues.append(
                 ConfigIssue(LOG_LEVEL, f"{given_level!r} is not one of {', '.join(LOG_LEVELS)}")
             )
+        admin = _secret(environ, ADMIN_TOKEN, issues)
+        if admin is not None and len(admin[1]) < MIN_SECRET_CHARS:
+            issues.append(
+                ConfigIssue(admin[0], f"at least {MIN_SECRET_CHARS} characters {_NOT_SHOWN}")
+            )
         if issues:
             raise ConfigError(issues)
         return cls(
@@ -92,6 +105,7 @@ class Environment:
             host=host,
             port=port,
             log_level=log_level,
+            admin_token=None if admin is None else admin[1],
         )
 
 

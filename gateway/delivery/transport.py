@@ -213,7 +213,7 @@ class EndpointClient:
             self._reported = state
             log.info(
                 "delivery endpoint state",
-                extra={"advertiser": self.advertiser, "state": state.value},
+                extra={"fields": {"advertiser": self.advertiser, "state": state.value}},
             )
             if self._events is not None:
                 self._events.breaker_state(self.advertiser, state.value)
