@@ -29,6 +29,7 @@ from gateway.config.model import (
 from gateway.decision.model import Decision
 from gateway.delivery.model import Outcome
 from gateway.errors import RequestError
+from gateway.quality import FeedbackMetrics
 from gateway.rules.model import SCORE_BELOW_MINIMUM
 from gateway.types import AdvertiserId
 
@@ -224,6 +225,7 @@ class Observer:
         for kind in ("timeout", "connection"):
             self.redis_errors.labels(kind)
         self.delivery = DeliveryMetrics(config, r)
+        self.feedback = FeedbackMetrics(config, r)
         self._known: set[tuple[str, ...]] = set()
         # Label children by label values (configured ids and fixed codes: bounded).
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -241,6 +243,7 @@ class Observer:
         self.config_info.labels(config.checksum).set(1)
         self.config_loaded.set(time.time())
         self.delivery.configure(config)
+        self.feedback.configure(config)
         for partner in config.partners.values():
             for status in _REFUSED_STATUSES:
                 self.refused.labels(partner.id, status)

@@ -109,7 +109,9 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
         for id_, name in _named(r, root.get("channels", MISSING), "channels", "channel").items()
     }
     delivery = parse_settings(r, opt(root, "delivery", {}), "delivery")
-    advertisers = _advertisers(r, root.get("advertisers", MISSING), delivery)
+    # API key hash -> its owner: a key opens the partner API or the feedback API, never both.
+    key_owners: dict[str, str] = {}
+    advertisers = _advertisers(r, root.get("advertisers", MISSING), delivery, key_owners)
     suppression_lists = {
         id_: _suppression_list(r, p, id_, fields)
         for p, id_, fields in _entries(
@@ -130,7 +132,6 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
         if id_:
             campaigns[CampaignId(id_)] = campaign
     partners: dict[PartnerId, Partner] = {}
-    key_owners: dict[str, str] = {}
     for path, id_, fields in _entries(r, root.get("partners", MISSING), "partners", "partner"):
         partner = _partner(r, path, id_, fields, channels, campaigns, key_owners)
         if id_:
@@ -174,20 +175,41 @@ def _named(r: Reader, value: object, path: str, kind: str) -> dict[str, str]:
 
 
 def _advertisers(
-    r: Reader, value: object, delivery: DeliverySettings
+    r: Reader, value: object, delivery: DeliverySettings, key_owners: dict[str, str]
 ) -> dict[AdvertiserId, Advertiser]:
-    """Advertisers: ``{id, name, delivery}``; ``delivery`` is the CRM endpoint (optional)."""
+    """Advertisers: ``{id, name, delivery, api_keys}``; ``delivery`` is the CRM endpoint and
+    ``api_keys`` the feedback API's key hashes (both optional)."""
     advertisers: dict[AdvertiserId, Advertiser] = {}
     for p, id_, fields in _entries(r, value, "advertisers", "advertiser"):
         endpoint = None
         if fields.get("delivery") is not None:
             endpoint = parse_endpoint(r, fields["delivery"], p + ".delivery")
             check_timeout(r, delivery, p + ".delivery", endpoint)
+        hashes = _advertiser_keys(r, opt(fields, "api_keys", []), p + ".api_keys", key_owners)
         if id_:
             advertisers[AdvertiserId(id_)] = Advertiser(
-                AdvertiserId(id_), _name(r, fields, p, id_), endpoint
+                AdvertiserId(id_), _name(r, fields, p, id_), endpoint, hashes
             )
+            key_owners.update({h: f"advertiser {id_}" for h in hashes})
     return advertisers
+
+
+def _advertiser_keys(
+    r: Reader, value: object, path: str, key_owners: Mapping[str, str]
+) -> tuple[str, ...]:
+    """An advertiser's feedback API keys (``sha256:<hex>``), unique across the whole file."""
+    hashes: list[str] = []
+    for i, key in enumerate(r.items(value, path, "a list of sha256:<hex>")):
+        match = _KEY_HASH.fullmatch(key) if isinstance(key, str) else None
+        if match is None:
+            # Never echo the value: people paste the plain key here by mistake.
+            r.fail(f"{path}[{i}]", "expected 'sha256:' and 64 lower-case hex digits")
+        elif match.group(1) in hashes or match.group(1) in key_owners:
+            owner = key_owners.get(match.group(1), "this advertiser")
+            r.fail(f"{path}[{i}]", f"this key hash is already used by {owner}")
+        else:
+            hashes.append(match.group(1))
+    return tuple(hashes)
 
 
 def _suppression_list(
@@ -269,6 +291,12 @@ def _campaign(
             min_score = None
         else:
             min_score = float(min_score)
+    return_window_s = r.duration(opt(fields, "return_window", "30d"), at + "return_window")
+    feedback_window_s = max(90 * 86_400, return_window_s)
+    if fields.get("feedback_window") is not None:
+        feedback_window_s = r.duration(fields["feedback_window"], at + "feedback_window")
+    if feedback_window_s < return_window_s:
+        r.fail(at + "feedback_window", "must be at least the return_window (default 30d)")
     rules = packs.campaign_rules(
         opt(fields, "rules", []), at + "rules", default_country=region, min_score=min_score,
         min_score_path=at + "min_score",
@@ -292,6 +320,8 @@ def _campaign(
         velocity=rules.velocity,
         rules=rules.rule_set,
         min_score=min_score,
+        return_window_s=return_window_s,
+        feedback_window_s=feedback_window_s,
     )
 
 
@@ -422,13 +452,14 @@ def _rate_limit(r: Reader, value: object, path: str) -> RateLimit:
 
 _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "channel": (("id",), ("name",)),
-    "advertiser": (("id",), ("name", "delivery")),
+    "advertiser": (("id",), ("name", "delivery", "api_keys")),
     "suppression list": (("id",), ("name", "network", "reason")),
     "campaign": (
         ("id", "advertiser", "kind"),
         (
             *("name", "start", "end", "timezone", "identity", "required", "phone_region"),
             *("contact_pressure", "cpl", "dedup", "caps", "rules", "min_score"),
+            *("return_window", "feedback_window"),
         ),
     ),
     "partner": (("id", "api_keys", "channels", "campaigns"), ("name", "rate_limit")),

@@ -204,6 +204,9 @@ class Advertiser:
     name: str
     #: Where its accepted leads are delivered; None: they stay queued, nothing is sent.
     endpoint: Endpoint | None = None
+    #: SHA-256 hex digests of the advertiser's feedback API keys (``POST /v1/feedback``);
+    #: never a partner's. Empty: the advertiser sends no feedback.
+    api_key_hashes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,11 @@ class Campaign:
     rules: RuleSet | None = None
     #: Leads scoring below this are rejected (``score.below_minimum``); needs scoring rules.
     min_score: float | None = None
+    #: How long after acceptance the advertiser may return a lead (feedback ``returned``).
+    return_window_s: int = 30 * 86_400
+    #: How long after acceptance any feedback is taken (conversions come late); at least the
+    #: return window. The lead-id index that feedback needs expires with it.
+    feedback_window_s: int = 90 * 86_400
 
     def is_active(self, now_s: float) -> bool:
         if self.start_at is not None and now_s < self.start_at:

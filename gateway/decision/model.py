@@ -96,6 +96,11 @@ class DecisionRequest:
     idempotency: IdempotencyRef | None = None
     #: Bookkeeping key in the advertiser slot any script may use as a placeholder KEYS entry.
     slot_anchor: str = ""
+    #: The lead-id index written when accepted (``keys.lead_index``), for advertiser feedback:
+    #: key, value (ids and times only) and TTL in ms; no key, no index.
+    index_key: str = ""
+    index_value: str = ""
+    index_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,7 @@ def build_request(
         "accepted_at_ms": now_ms,
         "lead": lead.to_payload(),
     }
+    return_until_ms = now_ms + campaign.return_window_s * 1000
     idem = None
     # Test mode remembers nothing, not even an Idempotency-Key.
     if idempotency is not None and not lead.test:
@@ -177,6 +178,12 @@ def build_request(
         payload=orjson.dumps(record),
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
+        index_key=keys.lead_index(advertiser, lead_id),
+        index_value=(
+            f"{partner.id}|{campaign.id}|{channel}|{now_ms}|{return_until_ms}|"
+            f"{now_ms + campaign.feedback_window_s * 1000}"
+        ),
+        index_ttl_ms=campaign.feedback_window_s * 1000,
     )
 
 

@@ -171,3 +171,20 @@ def delivery_dead(advertiser: AdvertiserId) -> str:
 def delivery_disabled(advertiser: AdvertiserId) -> str:
     """Present while the advertiser's endpoint is disabled (after a 410): every worker holds."""
     return f"{advertiser_tag(advertiser)}:dlv:disabled"
+
+
+# --- advertiser feedback ------------------------------------------------------------------
+#
+# Written by ``decide.lua`` at acceptance (same atomic step) and read by ``feedback.lua``: ids
+# and times only, never personal data; both expire with the campaign's feedback window.
+
+
+def lead_index(advertiser: AdvertiserId, lead_id: str) -> str:
+    """``partner|campaign|channel|accepted_at_ms|return_until_ms|feedback_until_ms`` of one
+    accepted lead (epoch ms)."""
+    return f"{advertiser_tag(advertiser)}:lead:{lead_id}"
+
+
+def lead_feedback(advertiser: AdvertiserId, lead_id: str) -> str:
+    """Set of the feedback statuses already recorded for one lead (idempotency)."""
+    return f"{advertiser_tag(advertiser)}:fb:{lead_id}"

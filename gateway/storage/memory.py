@@ -208,6 +208,8 @@ class MemoryStore:
                     self._set(cap.key, "1", now, cap.span_ms)
                 else:
                     entry.value = str(int(str(entry.value)) + 1)
+        if rq.index_key:
+            self._set(rq.index_key, rq.index_value, now, rq.index_ttl_ms)
         self.streams.setdefault(rq.stream_key, []).append(StreamEntry(rq.lead_id, now, rq.payload))
         return answer(Decision.ACCEPTED, ())
 
@@ -247,6 +249,29 @@ class MemoryStore:
 
     async def suppression_size(self, list_id: str) -> int:
         return self._list_sizes.get(list_id, 0)
+
+    async def record_feedback(
+        self, items: Sequence[tuple[str, str, str]], now_ms: int
+    ) -> list[tuple[str, str]]:
+        """Mirrors ``feedback.lua``: ``(result, index value)`` per item."""
+        return [self._feedback(index, seen, status, now_ms) for index, seen, status in items]
+
+    def _feedback(self, index_key: str, seen_key: str, status: str, now: int) -> tuple[str, str]:
+        index = self._get(index_key, now)
+        if index is None or not isinstance(index.value, str):
+            return ("unknown", "")
+        return_until, feedback_until = index.value.rsplit("|", 2)[1:]
+        if now > int(feedback_until):
+            return ("unknown", "")
+        if status == "returned" and now > int(return_until):
+            return ("window", index.value)
+        entry = self._get(seen_key, now)
+        statuses = entry.value if entry is not None and isinstance(entry.value, dict) else {}
+        if status in statuses:
+            return ("repeat", index.value)
+        statuses[status] = now
+        self._set(seen_key, statuses, now, index.expires_at_ms - now)
+        return ("ok", index.value)
 
     async def ping(self) -> None:
         return None

@@ -213,6 +213,17 @@ class RedisStore:
         (size,) = await self._run([("GET", storage_keys.suppression_size(list_id))])
         return max(0, int(size or 0))
 
+    async def record_feedback(
+        self, items: Sequence[tuple[str, str, str]], now_ms: int
+    ) -> list[tuple[str, str]]:
+        """``feedback.lua`` for each ``(index key, feedback key, status)``, in one round trip:
+        ``(result, index value)`` each."""
+        sha = scripts.FEEDBACK.sha
+        commands: list[Command] = [
+            ("EVALSHA", sha, 2, index, seen, now_ms, status) for index, seen, status in items
+        ]
+        return [(str(result), str(index)) for result, index in await self._run(commands)]
+
     async def ping(self) -> None:
         await self._run([("PING",)])
 
@@ -248,4 +259,7 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
     for cap in rq.caps:
         keys.append(cap.key)
         args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
+    if rq.index_key:
+        keys.append(rq.index_key)
+        args += (rq.index_value, rq.index_ttl_ms)
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)

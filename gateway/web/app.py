@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.intake import Intake
 from gateway.web import handlers
+from gateway.web.feedback import add_feedback_routes
 from gateway.web.problems import Handler, problems_middleware
 from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
 
@@ -66,6 +67,7 @@ def create_app(intake: Intake) -> web.Application:
     app.router.add_get("/readyz", handlers.readyz, allow_head=False)
     app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
+    add_feedback_routes(app)
     for route in app.router.routes():
         if route.resource is not None:
             intake.observer.route_known(route.resource.canonical, [route.method])

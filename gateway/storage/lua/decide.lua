@@ -6,8 +6,12 @@ KEYS[1]                      idempotency answer (string "digest|lead_id|decision
                              read and written only when ARGV[4] ~= "0"
 KEYS[2]                      the advertiser's delivery stream
 KEYS[3 .. 2+n_dedup]         dedup memory: string, epoch ms of the lead that was accepted
-KEYS[3+n_dedup .. ]          caps: string counter (calendar window) or sorted set of lead ids
+KEYS[3+n_dedup .. 2+n_dedup+n_caps]
+                             caps: string counter (calendar window) or sorted set of lead ids
                              scored by epoch ms (rolling window)
+KEYS[3+n_dedup+n_caps]       optional: the lead-id index feedback reads (string
+                             "partner|campaign|channel|accepted_ms|return_until_ms|feedback_until_ms"), written
+                             when accepted; absent, nothing is indexed
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
 ARGV[3]  "1": test mode, check only and write nothing
@@ -19,6 +23,7 @@ ARGV[8]  n_caps
 ARGV[9]  delivery record (JSON) appended to the stream when accepted
 then 4 per dedup key: reason, window ms, retention ms (the key's TTL), remember ("1"/"0")
 then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
+then, with the index key: its value, its TTL in ms (the campaign's feedback window)
 
 Returns {"ok", decision, "reason,reason"} | {"replay", stored answer} | {"conflict"}
 ]]
@@ -115,6 +120,11 @@ for j = 1, n_caps do
   elseif redis.call("INCR", key) == 1 then
     redis.call("PEXPIRE", key, span)
   end
+end
+local index_at = 2 + n_dedup + n_caps + 1
+if #KEYS >= index_at then
+  local a = cap_base + n_caps * 4
+  redis.call("SET", KEYS[index_at], ARGV[a + 1], "PX", ARGV[a + 2])
 end
 redis.call("XADD", KEYS[2], "*", "lead_id", lead_id, "accepted_at_ms", now, "record", payload)
 return answer("accepted", "")

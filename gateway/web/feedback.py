@@ -1,0 +1,105 @@
+"""The advertisers' feedback routes: ``POST /v1/feedback`` and the ``GET`` postback.
+
+::
+
+    POST /v1/feedback   {"lead_id": "...", "status": "returned", "reason": "invalid_contact"}
+                        or {"feedback": [{...}, {...}]}  (at most ``server.batch_max_leads``)
+    GET  /v1/feedback?lead_id=...&status=converted&value=49.9[&api_key=...]
+
+Authenticated with an advertiser's key (``Authorization: Bearer``, ``X-Api-Key``, or
+``api_key`` in the postback's query). A single item answers 200 with its result or a
+problem+json (404 unknown lead, 409 return window over, 422 invalid); a list answers 200 with
+one result or problem per item, in order, and counts.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.config.model import Advertiser
+from gateway.errors import (
+    FieldProblem,
+    InvalidLead,
+    RequestError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from gateway.feedback import FeedbackDesk, FeedbackItem, Recorded, parse_item
+from gateway.web import body as bodies
+from gateway.web.handlers import _api_key
+from gateway.web.problems import problem_body
+from gateway.web.state import INTAKE
+
+FEEDBACK_DESK: web.AppKey[FeedbackDesk] = web.AppKey("feedback_desk", FeedbackDesk)
+
+
+def _advertiser(request: web.Request, *, allow_query: bool = False) -> Advertiser:
+    advertiser = request.app[FEEDBACK_DESK].authenticate(_api_key(request, allow_query=allow_query))
+    if advertiser is None:
+        raise Unauthorized("unknown API key (feedback takes an advertiser's key)")
+    return advertiser
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def _one(request: web.Request, advertiser: Advertiser, item: FeedbackItem) -> web.Response:
+    (answer,) = await request.app[FEEDBACK_DESK].record(advertiser.id, [item])
+    if isinstance(answer, RequestError):
+        raise answer
+    return _json(answer.to_json())
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    advertiser = _advertiser(request)
+    server = request.app[INTAKE].config.server
+    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    if bodies.media_type(request) != "application/json":
+        raise UnsupportedMediaType("feedback takes application/json")
+    data = bodies.parse_json_object(raw)
+    if "feedback" not in data:
+        return await _one(request, advertiser, parse_item(data))
+    listed = data["feedback"]
+    if not isinstance(listed, list) or not listed:
+        raise InvalidLead([FieldProblem("feedback", "expected a non-empty list")])
+    if len(listed) > server.batch_max_leads:
+        raise InvalidLead(
+            [FieldProblem("feedback", f"at most {server.batch_max_leads} items per request")]
+        )
+    extra = sorted(set(data) - {"feedback"})
+    if extra:
+        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+    parsed: list[FeedbackItem | RequestError] = []
+    for index, entry in enumerate(listed):
+        try:
+            parsed.append(parse_item(entry, f"feedback/{index}/"))
+        except RequestError as refused:
+            parsed.append(refused)
+    valid = [p for p in parsed if isinstance(p, FeedbackItem)]
+    recorded = iter(await request.app[FEEDBACK_DESK].record(advertiser.id, valid))
+    results: list[dict[str, object]] = []
+    counts = {"recorded": 0, "already_recorded": 0, "refused": 0}
+    for index, item in enumerate(parsed):
+        answer = next(recorded) if isinstance(item, FeedbackItem) else item
+        if isinstance(answer, Recorded):
+            counts[answer.result] += 1
+            results.append({"index": index, **answer.to_json()})
+        else:
+            counts["refused"] += 1
+            results.append({"index": index, "error": problem_body(answer, request.path)})
+    return _json({"results": results, "counts": counts})
+
+
+async def get_feedback(request: web.Request) -> web.Response:
+    advertiser = _advertiser(request, allow_query=True)
+    query = request.rel_url.query
+    data = bodies.query_fields(query, ((k, v) for k, v in query.items() if k != "api_key"))
+    return await _one(request, advertiser, parse_item(data))
+
+
+def add_feedback_routes(app: web.Application) -> None:
+    app[FEEDBACK_DESK] = FeedbackDesk(app[INTAKE])
+    app.router.add_post("/v1/feedback", post_feedback)
+    app.router.add_get("/v1/feedback", get_feedback, allow_head=False)
