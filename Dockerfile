@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# leadgate: one image for `leadgate serve` (the API) and `leadgate worker` (delivery).
+#
+#   docker build -t leadgate .
+#   docker run --read-only --tmpfs /tmp -p 8080:8080 leadgate                 # the example config
+#   docker run --read-only --tmpfs /tmp leadgate worker --config /etc/leadgate/leadgate.yaml
+#
+# Stage 1 builds wheels of the project and of every dependency; stage 2 installs them from that
+# directory alone (no index, no compiler, no pip cache) and runs as an unprivileged numeric
+# user. At run time the process writes only under /tmp (the multiprocess metrics directory of
+# `serve --workers N` is made there), so the root file system can be mounted read-only.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN pip wheel --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE}
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LEADGATE_CONFIG=/app/examples/leadgate.yaml \
+    LEADGATE_HOST=0.0.0.0 \
+    LEADGATE_PORT=8080
+RUN groupadd --system --gid 10001 leadgate \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /nonexistent \
+       --shell /usr/sbin/nologin leadgate
+# The wheels are mounted from the build stage, not copied: they never become a layer here.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels /wheels/leadgate-*.whl
+WORKDIR /app
+# Rule packs and the example config at a known path: /app/examples/leadgate.yaml says
+# `rules_dir: ../rules`, i.e. /app/rules. The Helm chart mounts its own at /etc/leadgate.
+COPY rules ./rules
+COPY examples ./examples
+USER 10001:10001
+# 8080: the API (`serve`); 9102: the worker's /metrics, /healthz, /readyz.
+EXPOSE 8080 9102
+# Exec form: leadgate is PID 1 and receives SIGTERM itself, so `serve` drains (readyz 503,
+# in-flight requests finish within --drain-s) and `worker` finishes its deliveries.
+ENTRYPOINT ["leadgate"]
+CMD ["serve", "--drain-s", "10"]
