@@ -41,8 +41,9 @@ fmt: $(STAMP)
 check-config: $(STAMP)
 	$(BIN)/leadgate check-config examples/leadgate.yaml
 
+## Realistic load beside its baselines (BENCHMARKS.md); e.g. make bench SCENARIOS="single c1000".
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,17 +1,25 @@
-"""``python -m bench``: single-lead and batch throughput beside a bare aiohttp hello-world.
+"""``python -m bench [SCENARIO ...]``: realistic lead traffic against a real gateway process,
+beside the stack's own limits measured in the same run.
 
-A first measurement, not yet the full harness (scenario files, open loop, plots: see the
-README). Servers run pinned to CPU 0, wrk and Redis to CPU 1 where ``taskset`` exists, and
-every figure is reported as a ratio to the hello-world measured in the same run.
+One run: a private redis-server (unix socket), the baselines (a bare aiohttp+uvloop
+hello-world posted the same bodies with the same client; ``redis-benchmark`` of the decision
+script), then each scenario (``bench/scenarios/<name>.yaml``) against a fresh
+``leadgate serve``. Servers are pinned to CPU 0, the client and Redis to the last CPU, where
+``sched_setaffinity`` exists. Every figure is reported as a ratio to the baselines because
+absolute numbers on shared machines drift.
+
+Output: ``bench/results/bench-<time>.json`` (schema: ``bench.report.SCHEMA``), a text table on
+stdout, and ``bench/results/bench-<time>.png``. ``--smoke``: a ~15-second run for CI that
+checks the harness and that the gateway answers without errors (exit 1 otherwise); it never
+judges speed.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import asyncio
+import contextlib
 import os
-import platform
 import re
 import shutil
 import socket
@@ -20,11 +28,57 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from bench import client as http_client
+from bench.generate import LeadGenerator, Request, expected_mix, write_bodies
+from bench.probe import (
+    MetricsSnapshot,
+    cpu_seconds,
+    fetch_metrics,
+    git_sha,
+    machine,
+    pinning_available,
+    process_tree,
+)
+from bench.report import SCHEMA_ID, latency_ms, table, timeline_from_metrics, timeline_from_samples
+from bench.scenario import (
+    DEDUP_SCOPES,
+    GATEWAY_CONFIG,
+    Client,
+    Scenario,
+    Store,
+    load_scenario,
+)
+from gateway.config.model import DedupScope
+from gateway.storage import keys
+from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+DECIDE_LUA = REPO / "gateway" / "storage" / "lua" / "decide.lua"
+DEFAULT_SCENARIOS = ("single", "batch")
+SERVER_CPU = 0
+ADVERTISER = AdvertiserId("bench-adv")
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _client_cpu() -> int:
+    return (os.cpu_count() or 1) - 1
+
+
+def _pin(cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus] if pinning_available() and shutil.which("taskset") else []
 
 
 def _free_port() -> int:
@@ -33,13 +87,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pin(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
-
-
-def _wait_http(url: str, timeout_s: float = 20.0) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback only)
                 if resp.status < 500:
@@ -49,106 +101,621 @@ def _wait_http(url: str, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-@contextmanager
+def _wait_children(proc: subprocess.Popen[bytes], workers: int, timeout_s: float = 20.0) -> None:
+    """``serve --workers N``: until the supervisor's N workers exist (their CPU is counted)."""
+    deadline = time.monotonic() + timeout_s
+    while len(process_tree(proc.pid)) <= workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
 def _process(
-    argv: list[str], env: dict[str, str] | None = None
+    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
 
 
-def _wrk(url: str, seconds: int, connections: int, batch: int) -> dict[str, float]:
-    env = {**os.environ, "BATCH": str(batch)}
-    argv = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-s", str(HERE / "leads.lua"), url]  # fmt: skip
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+def _ensure_wrk() -> str | None:
+    """wrk's path; installs Debian's package when running as root with apt, else explains."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing Debian's package (apt-get install -y wrk)")
+        install = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(install, check=False).returncode != 0:  # a stale package list
+            subprocess.run(["apt-get", "update", "-q"], check=False)
+            subprocess.run(install, check=False)
+        return shutil.which("wrk")
+    print(
+        "wrk is missing and this is not root with apt: install it (Debian/Ubuntu: "
+        "`sudo apt-get install wrk`; other systems: https://github.com/wg/wrk), or run "
+        "scenarios with `client: aiohttp`.",
+        file=sys.stderr,
+    )
+    return None
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+async def _sample_metrics(
+    base_url: str, stop: asyncio.Event, out: list[tuple[float, MetricsSnapshot]]
+) -> None:
+    """Scrape /metrics once a second until ``stop`` (the wrk runs' timeline)."""
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            out.append((time.perf_counter(), await asyncio.to_thread(fetch_metrics, base_url)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+async def _run_wrk(
+    base_url: str, scenario: Scenario, bodies: Path, *, sample: bool
+) -> tuple[dict[str, Any], list[tuple[float, MetricsSnapshot]]]:
+    connections = scenario.concurrency or 1
+    threads = 2 if connections >= 500 and (os.cpu_count() or 1) > 1 else 1
+    path = "/v1/leads" if scenario.batch == 1 else "/v1/leads/batch"
+    env = {
+        **os.environ,
+        "BENCH_BODIES": str(bodies),
+        "BENCH_PATH": path,
+        "BENCH_THREADS": str(threads),
+    }
+    argv = [
+        *_pin(str(_client_cpu())),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{scenario.duration_s:g}s",
+        "--timeout",
+        f"{http_client.REQUEST_TIMEOUT_S:g}s",
+        "-s",
+        str(HERE / "bodies.lua"),
+        base_url,
+    ]
+    samples: list[tuple[float, MetricsSnapshot]] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_metrics(base_url, stop, samples)) if sample else None
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=scenario.duration_s + 120)
+    stop.set()
+    if sampler:
+        await sampler
+    match = re.search(rb"^BENCH-JSON (.*)$", out, re.M)
+    if proc.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode()[-2000:]}")
+    result: dict[str, Any] = orjson.loads(match.group(1))
+    return result, samples
+
+
+def _wrk_record(result: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
+    seconds = result["duration_us"] / 1e6
+    statuses = {int(k): int(v) for k, v in result["statuses"].items()}
+    errors: Counter[str] = Counter()
+    for kind in ("connect", "read", "write", "timeout"):
+        if result["errors"][kind]:
+            errors[f"socket {kind}"] += int(result["errors"][kind])
+    answers: Counter[str] = Counter()
+    for status, n in statuses.items():
+        if status == 422 and scenario.batch == 1:
+            answers["invalid"] += n
+        elif status != 200:
+            errors[f"http {status}"] += n
+    requests = sum(statuses.values())
     return {
-        "requests_per_s": rps,
-        "items_per_s": rps * batch,
-        "non_2xx": float(bad.group(1)) if bad else 0.0,
-        "socket_errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
-        "p50": pct.get("50", "?"),  # type: ignore[dict-item]
-        "p99": pct.get("99", "?"),  # type: ignore[dict-item]
-    }
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=100, help="leads per batch request")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="leadgate-bench-"))
-    key_hash = hashlib.sha256(b"bench-key").hexdigest()
-    config = tmp / "bench.yaml"
-    config.write_text((HERE / "config.yaml").read_text().replace("HASH", key_hash))
-    sock = tmp / "redis.sock"
-    results: dict[str, dict[str, float]] = {}
-    redis_argv = [
-        *_pin(1), "redis-server", "--port", "0", "--unixsocket", str(sock),
-        "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-    ]  # fmt: skip
-    with _process(redis_argv):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        with _process([*_pin(0), sys.executable, "-m", "bench.hello", str(port)]):
-            _wait_http(url + "/")
-            results["hello-world"] = _wrk(url + "/", args.seconds, args.connections, 1)
-        for store in ("redis", "embedded"):
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {**os.environ, "LEADGATE_LOG_LEVEL": "warning",
-                   "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40}  # fmt: skip
-            if store == "redis":
-                env["LEADGATE_REDIS_URL"] = f"unix://{sock}"
-            argv = [*_pin(0), sys.executable, "-m", "gateway.cli", "serve",
-                    "--config", str(config), "--port", str(port)]  # fmt: skip
-            with _process(argv, env):
-                _wait_http(url + "/healthz")
-                results[f"{store} single"] = _wrk(url, args.seconds, args.connections, 1)
-                results[f"{store} batch"] = _wrk(url, args.seconds, 8, args.batch)
-    base = results["hello-world"]["requests_per_s"]
-    print(f"{'run':<18} {'req/s':>9} {'leads/s':>9} {'x hello':>8} {'p50':>8} {'p99':>8} errors")
-    for name, r in results.items():
-        ratio = r["items_per_s"] / base
-        errs = int(r["non_2xx"] + r["socket_errors"])
-        print(f"{name:<18} {r['requests_per_s']:>9.0f} {r['items_per_s']:>9.0f} {ratio:>8.2f} "
-              f"{r['p50']:>8} {r['p99']:>8} {errs}")  # fmt: skip
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    doc = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_sha": sha.stdout.strip(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+        "client": "wrk",
+        "duration_s": round(seconds, 3),
+        "requests": requests,
+        "leads": requests * scenario.batch,
+        "latency_ms": {
+            "p50": result["p50_us"] / 1000,
+            "p95": result["p95_us"] / 1000,
+            "p99": result["p99_us"] / 1000,
+            "max": result["max_us"] / 1000,
         },
-        "seconds": args.seconds,
-        "connections": args.connections,
-        "batch": args.batch,
-        "results": results,
+        "latency_source": "wrk",
+        "errors": dict(errors),
+        "bodies_cycled": result["requests"] > result["bodies"],
     }
-    path = out / f"bench-{int(time.time())}.json"
-    path.write_text(json.dumps(doc, indent=2))
+
+
+async def _run_aiohttp(
+    base_url: str, scenario: Scenario, requests: Sequence[Request]
+) -> dict[str, Any]:
+    if scenario.rate is not None:
+        run = await http_client.open_loop(
+            base_url,
+            requests,
+            rate=scenario.rate,
+            duration_s=scenario.duration_s,
+            max_in_flight=scenario.max_in_flight,
+        )
+    else:
+        run = await http_client.closed_loop(
+            base_url,
+            requests,
+            concurrency=scenario.concurrency or 1,
+            duration_s=scenario.duration_s,
+            once=scenario.identities is not None,
+        )
+    duration = max(run.elapsed_s, 1e-9)
+    return {
+        "client": "aiohttp",
+        "duration_s": round(run.elapsed_s, 3),
+        "requests": run.requests,
+        "leads": run.leads,
+        "latency_ms": latency_ms([latency for _, latency in run.samples]),
+        "latency_source": "client",
+        "errors": dict(run.errors),
+        "answers": dict(run.decisions),
+        "expected": dict(zip(("accepted", "duplicate", "invalid"), run.expected, strict=True)),
+        "timeline": timeline_from_samples(run.samples, duration),
+        "bodies_cycled": run.requests + sum(run.errors.values()) > len(requests),
+    }
+
+
+# --- baselines ---------------------------------------------------------------------------
+
+
+def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
+    """``redis-benchmark`` of decide.lua: one dedup key and one cap key per call, random
+    fingerprints; everything passes and commits, as for a new person."""
+    if not shutil.which("redis-benchmark"):
+        print(
+            "redis-benchmark is missing (Debian: redis-tools): no Redis baseline", file=sys.stderr
+        )
+        return None
+    r = redis.Redis(unix_socket_path=str(sock))
+    sha = str(r.script_load(DECIDE_LUA.read_text()))
+    seen = keys.seen(
+        ADVERTISER,
+        DedupScope.ADVERTISER,
+        CampaignId("bench"),
+        ChannelId("email"),
+        Fingerprint("b1.__rand_int__xxxxxxxxxx"),
+    )
+    cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
+    call = [
+        "EVALSHA",
+        sha,
+        "4",
+        keys.advertiser_tag(ADVERTISER) + ":idem:-",
+        keys.deliveries(ADVERTISER),
+        seen,
+        cap,
+        str(int(time.time() * 1000)),
+        "0192f0c4-7b1e-7cc0-8c3a-bench000lead",
+        "0",
+        "0",
+        "",
+        "",
+        "1",
+        "1",
+        '{"lead_id":"0192f0c4","campaign":"bench","partner":"p-alpha"}',
+        "duplicate_advertiser",
+        "2592000000",
+        "2592000000",
+        "1",
+        "cap_campaign_day",
+        "1000000000",
+        "0",
+        "86400000",
+    ]
+    check: Any = r.evalsha(sha, 4, *[c.replace("__rand_int__", "000000000000") for c in call[3:]])
+    if not check or check[0] != b"ok":
+        raise RuntimeError(f"decide.lua answered {check!r}: the baseline's arguments are stale")
+    argv = [
+        *_pin(str(SERVER_CPU)),
+        "redis-benchmark",
+        "-s",
+        str(sock),
+        "-n",
+        str(calls),
+        "-c",
+        "50",
+        "-r",
+        "1000000000",
+        "--csv",
+        *call,
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    rows = [line for line in out.stdout.splitlines() if line.startswith('"EVALSHA')]
+    errors = len(re.findall(r"ERR|Error", out.stderr + out.stdout))
+    r.flushall()
+    if out.returncode != 0 or not rows:
+        print(f"redis-benchmark failed: {out.stderr[-500:]}", file=sys.stderr)
+        return None
+    head = [c.strip('"') for c in out.stdout.splitlines()[0].split(",")]
+    # The test name (the command, a JSON record in it) may hold commas: split from the right.
+    cols = [c.strip('"') for c in rows[0].rsplit(",", len(head) - 1)]
+    values = dict(zip(head, cols, strict=False))
+    return {
+        "command": "redis-benchmark -c 50 -r 1e9 EVALSHA decide.lua (1 dedup key, 1 cap key)",
+        "calls_per_s": float(values["rps"]),
+        "requests": calls,
+        "latency_ms": {
+            "p50": float(values["p50_latency_ms"]),
+            "p95": float(values["p95_latency_ms"]),
+            "p99": float(values["p99_latency_ms"]),
+            "max": float(values["max_latency_ms"]),
+        },
+        "errors": errors,
+    }
+
+
+# --- one gateway run ---------------------------------------------------------------------
+
+
+def _used_memory(r: redis.Redis) -> int:
+    info: dict[str, Any] = r.info("memory")
+    return int(info["used_memory"])
+
+
+def _memory_figures(r: redis.Redis, before: int, after: int, accepted: int) -> dict[str, Any]:
+    """Redis bytes per remembered identity per dedup scope: the growth of ``used_memory`` less
+    the delivery stream (exact, ``MEMORY USAGE ... SAMPLES 0``) and every key that is not dedup
+    memory (cap counters, a per-lead index: their count times a sample's mean ``MEMORY
+    USAGE``, which leaves out the key's hash-table entry, so the result errs high)."""
+    stream_key = keys.deliveries(ADVERTISER)
+    stream = int(r.memory_usage(stream_key, samples=0) or 0)
+    seen = 0
+    others: list[bytes] = []
+    other_count = 0
+    for key in r.scan_iter(count=10_000):
+        if b":seen:" in key:
+            seen += 1
+        elif key != stream_key.encode():
+            other_count += 1
+            if len(others) < 1000:
+                others.append(key)
+    other_mean = sum(int(r.memory_usage(k) or 0) for k in others) / max(1, len(others))
+    other_bytes = other_count * other_mean
+    identities = accepted * 2  # every lead of the memory scenario has an email and a phone
+    remembered = after - before - stream - other_bytes
+    return {
+        "identities": identities,
+        "scopes": DEDUP_SCOPES,
+        "dedup_keys": seen,
+        "other_keys": other_count,
+        "used_memory_delta_bytes": after - before,
+        "stream_bytes": stream,
+        "other_keys_bytes": round(other_bytes),
+        "bytes_per_identity_per_scope": round(remembered / max(1, identities * DEDUP_SCOPES), 1),
+        "bytes_per_dedup_key": round(remembered / max(1, seen), 1),
+    }
+
+
+async def _gateway_run(
+    scenario: Scenario, tmp: Path, sock: Path, r: redis.Redis, config: Path
+) -> dict[str, Any]:
+    generator = LeadGenerator(scenario)
+    count = scenario.body_count()
+    started = time.perf_counter()
+    requests = generator.requests(count)
+    print(
+        f"[{scenario.name}] {count:,} requests generated in {time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
+    bodies = tmp / f"{scenario.name}.bodies"
+    if scenario.client is Client.WRK:
+        write_bodies(requests, bodies)
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "LEADGATE_LOG_LEVEL": "warning",
+        "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
+    }
+    env.pop("LEADGATE_REDIS_URL", None)
+    if scenario.store is Store.REDIS:
+        env["LEADGATE_REDIS_URL"] = f"unix://{sock}"
+    cpus = f"{SERVER_CPU}-{SERVER_CPU + scenario.workers - 1}"
+    if scenario.workers > 1:
+        cpus = f"0-{min(scenario.workers, os.cpu_count() or 1) - 1}"
+    argv = [
+        *_pin(cpus),
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(scenario.workers),
+    ]
+    r.flushall()
+    memory_before = _used_memory(r)
+    log = tmp / f"{scenario.name}.log"
+    with _process(argv, env, log) as proc:
+        try:
+            _wait_http(base_url + "/healthz", proc)
+            if scenario.workers > 1:
+                _wait_children(proc, scenario.workers)
+            pids = process_tree(proc.pid)
+            metrics_before = await asyncio.to_thread(fetch_metrics, base_url)
+            cpu_before = cpu_seconds(pids)
+            print(
+                f"[{scenario.name}] {scenario.client.value} against {scenario.workers} "
+                f"process(es), "
+                + ("every body once" if scenario.identities else f"{scenario.duration_s:g}s")
+                + " ...",
+                flush=True,
+            )
+            samples: list[tuple[float, MetricsSnapshot]] = []
+            if scenario.client is Client.WRK:
+                result, samples = await _run_wrk(base_url, scenario, bodies, sample=True)
+                record = _wrk_record(result, scenario)
+                record["timeline"] = timeline_from_metrics(samples)
+                record["timeline_source"] = "server /metrics"
+            else:
+                record = await _run_aiohttp(base_url, scenario, requests)
+                record["timeline_source"] = "client"
+            cpu_after = cpu_seconds(pids)
+            metrics_after = await asyncio.to_thread(fetch_metrics, base_url)
+        except BaseException:
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            print("gateway log tail:\n" + "\n".join(tail), file=sys.stderr)
+            raise
+    memory_after = _used_memory(r)
+    delta = metrics_after.minus(metrics_before)
+    metric_mix = {k: v for k, v in delta.decisions.items()}
+    # Invalid leads: refused inside batches; a single lead's 422 is an HTTP status only.
+    invalid = delta.refused.get("422", 0.0) + (
+        delta.statuses.get("422", 0.0) if scenario.batch == 1 else 0.0
+    )
+    if invalid:
+        metric_mix["invalid"] = invalid
+    for status, n in delta.refused.items():
+        if status != "422" and scenario.client is Client.WRK:
+            record["errors"][f"refused {status}"] = int(n)
+    answers = record.pop("answers", None)
+    if answers is not None and scenario.batch == 1:
+        answers = {k: v for k, v in answers.items()}
+    leads = record["leads"]
+    cpu = cpu_after - cpu_before
+    record.update(
+        name=scenario.name,
+        kind="memory" if scenario.identities is not None else "gateway",
+        batch=scenario.batch,
+        workers=scenario.workers,
+        store=scenario.store.value,
+        concurrency=scenario.concurrency,
+        rate=scenario.rate,
+        requests_per_s=round(record["requests"] / max(record["duration_s"], 1e-9), 1),
+        leads_per_s=round(leads / max(record["duration_s"], 1e-9), 1),
+        error_count=int(sum(record["errors"].values())),
+        decisions={
+            "answers": answers,
+            "metrics": metric_mix or None,
+            "expected": record.pop("expected", None)
+            or expected_mix(requests[: record["requests"]]),
+        },
+        server_cpu_s=round(cpu, 3),
+        cpu_us_per_lead=round(cpu / leads * 1e6, 2) if leads else None,
+        redis_memory=None
+        if scenario.store is not Store.REDIS
+        else {
+            "before_bytes": memory_before,
+            "after_bytes": memory_after,
+            "delta_bytes": memory_after - memory_before,
+        },
+    )
+    if scenario.identities is not None:
+        accepted = int((answers or {}).get("accepted", 0))
+        record["memory"] = _memory_figures(r, memory_before, memory_after, accepted)
+    return record
+
+
+def _hello_run(scenario: Scenario, tmp: Path, requests: list[Request]) -> dict[str, Any]:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    argv = [*_pin(str(SERVER_CPU)), sys.executable, "-m", "bench.hello", str(port)]
+    with _process(argv) as proc:
+        _wait_http(base_url + "/", proc)
+        if scenario.client is Client.WRK:
+            bodies = tmp / "hello.bodies"
+            write_bodies(requests, bodies)
+            result, _ = asyncio.run(_run_wrk(base_url, scenario, bodies, sample=False))
+            record = _wrk_record(result, scenario)
+            record["timeline"] = []
+            record["timeline_source"] = "none"
+        else:
+            record = asyncio.run(_run_aiohttp(base_url, scenario, requests))
+            record["timeline_source"] = "client"
+            record.pop("answers", None)
+    duration = max(record["duration_s"], 1e-9)
+    record.update(
+        name="hello-world",
+        kind="baseline",
+        batch=1,
+        workers=1,
+        store=None,
+        concurrency=scenario.concurrency,
+        rate=None,
+        requests_per_s=round(record["requests"] / duration, 1),
+        leads_per_s=round(record["requests"] / duration, 1),
+        error_count=int(sum(record["errors"].values())),
+        decisions={"answers": None, "metrics": None, "expected": None},
+        server_cpu_s=None,
+        cpu_us_per_lead=None,
+        redis_memory=None,
+        ratios={},
+    )
+    record["bodies_cycled"] = False
+    return record
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        help=f"names in bench/scenarios/ or paths (default: {' '.join(DEFAULT_SCENARIOS)})",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the CI check: scenario 'smoke', short baselines; exit 1 on errors",
+    )
+    parser.add_argument("--seconds", type=float, help="override every scenario's duration_s")
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=10.0,
+        help="how long the hello-world runs (default 10)",
+    )
+    parser.add_argument(
+        "--redis-calls",
+        type=int,
+        default=200_000,
+        help="redis-benchmark calls of decide.lua (default 200000)",
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="gateway runs only")
+    parser.add_argument("--no-plot", action="store_true", help="no PNG")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    names = list(args.scenarios) or (["smoke"] if args.smoke else list(DEFAULT_SCENARIOS))
+    scenarios = [load_scenario(name) for name in names]
+    if args.seconds:
+        scenarios = [replace(s, duration_s=args.seconds) for s in scenarios]
+    if args.smoke:
+        args.baseline_seconds, args.redis_calls = 2.0, 5_000
+    if any(s.client is Client.WRK for s in scenarios) and not _ensure_wrk():
+        return 2
+    if not shutil.which("redis-server"):
+        print(
+            "redis-server is missing (Debian: redis-server; ./.ci/install-redis)", file=sys.stderr
+        )
+        return 2
+    if pinning_available():
+        os.sched_setaffinity(0, {_client_cpu()})  # this process is the aiohttp client
+    tmp = Path(tempfile.mkdtemp(prefix="leadgate-bench-"))
+    sock = tmp / "redis.sock"
+    config = tmp / "gateway.yaml"
+    config.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules")))
+    redis_argv = [
+        *_pin(str(_client_cpu())),
+        "redis-server",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
+    runs: list[dict[str, Any]] = []
+    hello: dict[str, Any] | None = None
+    redis_decide: dict[str, Any] | None = None
+    try:
+        with _process(redis_argv):
+            r = redis.Redis(unix_socket_path=str(sock))
+            deadline = time.monotonic() + 10
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            redis_version = str(r.info("server")["redis_version"])
+            if not args.no_baselines:
+                first = scenarios[0]
+                base = replace(
+                    first,
+                    name="hello",
+                    batch=1,
+                    rate=None,
+                    concurrency=first.concurrency or 64,
+                    duration_s=args.baseline_seconds,
+                    identities=None,
+                    bodies=5000,  # the hello-world does not dedup: cycling costs nothing
+                )
+                print(
+                    f"[hello-world] {base.client.value}, {base.concurrency} connections, "
+                    f"{base.duration_s:g}s ...",
+                    flush=True,
+                )
+                hello = _hello_run(base, tmp, LeadGenerator(base).requests(base.body_count()))
+                print(f"[redis-benchmark] {args.redis_calls:,} EVALSHA decide.lua ...", flush=True)
+                redis_decide = _redis_decide(sock, args.redis_calls)
+            for scenario in scenarios:
+                runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for run in runs:
+        run["ratios"] = {
+            "hello_world": round(run["leads_per_s"] / hello["requests_per_s"], 3)
+            if hello and hello["requests_per_s"]
+            else None,
+            "redis_decide": round(run["leads_per_s"] / redis_decide["calls_per_s"], 3)
+            if redis_decide and redis_decide["calls_per_s"]
+            else None,
+        }
+    if hello is not None:
+        hello["ratios"] = {"hello_world": 1.0, "redis_decide": None}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_ID,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_sha": git_sha(REPO),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "scenarios": [s.to_json() for s in scenarios],
+        "machine": machine(redis_version),
+        "baselines": {"hello_world": hello, "redis_decide": redis_decide},
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-{stamp}.json"
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print()
+    print(table(doc))
     print(f"\n{path}")
+    if not args.no_plot:
+        from bench.plot import draw  # matplotlib: a dev dependency, imported only when drawing
+
+        png = path.with_suffix(".png")
+        draw(doc, png)
+        print(png)
+    if args.smoke:
+        return _smoke_verdict(runs)
     return 0
+
+
+def _smoke_verdict(runs: list[dict[str, Any]]) -> int:
+    """The CI check: the gateway answered, with the decisions expected, without errors."""
+    problems: list[str] = []
+    for run in runs:
+        if run["error_count"]:
+            problems.append(f"{run['name']}: errors {run['errors']}")
+        mix = run["decisions"]["answers"] or run["decisions"]["metrics"] or {}
+        for decision in ("accepted", "duplicate", "invalid"):
+            if run["decisions"]["expected"].get(decision) and not mix.get(decision):
+                problems.append(f"{run['name']}: no {decision} answer among {mix}")
+    for problem in problems:
+        print(f"SMOKE FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,264 @@
+"""The run document (JSON), its schema, percentiles, 1-second timelines and the text table."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from bench.probe import MetricsSnapshot, histogram_quantile
+
+SCHEMA_ID = "leadgate-bench/1"
+
+_LATENCY = {
+    "type": "object",
+    "required": ["p50", "p95", "p99", "max"],
+    "properties": {k: {"type": ["number", "null"]} for k in ("p50", "p95", "p99", "max")},
+}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "number"}}
+_MIX = {"type": ["object", "null"], "additionalProperties": {"type": "number"}}
+_RUN = {
+    "type": "object",
+    "required": [
+        "name",
+        "kind",
+        "client",
+        "batch",
+        "workers",
+        "duration_s",
+        "requests",
+        "leads",
+        "requests_per_s",
+        "leads_per_s",
+        "latency_ms",
+        "latency_source",
+        "errors",
+        "error_count",
+        "decisions",
+        "server_cpu_s",
+        "cpu_us_per_lead",
+        "redis_memory",
+        "timeline",
+        "ratios",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "kind": {"enum": ["baseline", "gateway", "memory"]},
+        "client": {"enum": ["wrk", "aiohttp"]},
+        "batch": {"type": "integer", "minimum": 1},
+        "workers": {"type": "integer", "minimum": 1},
+        "duration_s": {"type": "number"},
+        "requests": {"type": "integer", "minimum": 0},
+        "leads": {"type": "integer", "minimum": 0},
+        "requests_per_s": {"type": "number"},
+        "leads_per_s": {"type": "number"},
+        "latency_ms": _LATENCY,
+        "latency_source": {"enum": ["client", "wrk"]},
+        "errors": _COUNTS,
+        "error_count": {"type": "integer", "minimum": 0},
+        "decisions": {
+            "type": "object",
+            "required": ["answers", "metrics", "expected"],
+            "properties": {
+                "answers": _MIX,
+                "metrics": _MIX,
+                "expected": _MIX,
+            },
+        },
+        "server_cpu_s": {"type": ["number", "null"]},
+        "cpu_us_per_lead": {"type": ["number", "null"]},
+        "redis_memory": {
+            "type": ["object", "null"],
+            "required": ["before_bytes", "after_bytes", "delta_bytes"],
+        },
+        "timeline": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["t", "requests", "p50_ms", "p95_ms", "p99_ms"],
+                "properties": {
+                    "t": {"type": "number"},
+                    "requests": {"type": "number"},
+                    "p50_ms": {"type": ["number", "null"]},
+                    "p95_ms": {"type": ["number", "null"]},
+                    "p99_ms": {"type": ["number", "null"]},
+                },
+            },
+        },
+        "timeline_source": {"enum": ["client", "server /metrics", "none"]},
+        "ratios": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": [
+        "schema",
+        "date",
+        "git_sha",
+        "command",
+        "scenarios",
+        "machine",
+        "baselines",
+        "runs",
+    ],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "date": {"type": "string"},
+        "git_sha": {"type": "string"},
+        "command": {"type": "string"},
+        "scenarios": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+        "machine": {
+            "type": "object",
+            "required": ["cpu_model", "cores", "kernel", "python", "redis", "pinned"],
+        },
+        "baselines": {
+            "type": "object",
+            "required": ["hello_world", "redis_decide"],
+            "properties": {
+                "hello_world": {"oneOf": [_RUN, {"type": "null"}]},
+                "redis_decide": {
+                    "type": ["object", "null"],
+                    "required": ["calls_per_s", "requests", "latency_ms", "errors"],
+                },
+            },
+        },
+        "runs": {"type": "array", "items": _RUN},
+    },
+}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence (``q`` in 0..1)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def latency_ms(latencies_s: Sequence[float]) -> dict[str, float | None]:
+    ordered = sorted(latencies_s)
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        "p50": ms(percentile(ordered, 0.50)),
+        "p95": ms(percentile(ordered, 0.95)),
+        "p99": ms(percentile(ordered, 0.99)),
+        "max": ms(ordered[-1] if ordered else None),
+    }
+
+
+def timeline_from_samples(
+    samples: Sequence[tuple[float, float]], duration_s: float
+) -> list[dict[str, float | None]]:
+    """1-second buckets by start time: requests answered and latency percentiles (ms)."""
+    seconds = max(1, math.ceil(duration_s))
+    buckets: list[list[float]] = [[] for _ in range(seconds)]
+    for start, latency in samples:
+        buckets[min(seconds - 1, max(0, int(start)))].append(latency)
+    out: list[dict[str, float | None]] = []
+    for second, latencies in enumerate(buckets):
+        summary = latency_ms(latencies)
+        out.append(
+            {
+                "t": float(second),
+                "requests": float(len(latencies)),
+                "p50_ms": summary["p50"],
+                "p95_ms": summary["p95"],
+                "p99_ms": summary["p99"],
+            }
+        )
+    return out
+
+
+def timeline_from_metrics(
+    snapshots: Sequence[tuple[float, MetricsSnapshot]],
+) -> list[dict[str, float | None]]:
+    """1-second buckets from successive /metrics scrapes: the server's own latency histogram
+    (request received to response ready), so percentiles are bucket estimates."""
+    out: list[dict[str, float | None]] = []
+    t0 = snapshots[0][0] if snapshots else 0.0
+    for (t_prev, prev), (t_next, nxt) in itertools.pairwise(snapshots):
+        delta = nxt.minus(prev)
+        span = max(t_next - t_prev, 1e-9)
+
+        def q(p: float, delta: MetricsSnapshot = delta) -> float | None:
+            value = histogram_quantile(delta.buckets, p)
+            return None if value is None else round(value * 1000, 3)
+
+        out.append(
+            {
+                "t": round(t_prev - t0, 3),
+                "requests": round(delta.requests / span, 1),
+                "p50_ms": q(0.5),
+                "p95_ms": q(0.95),
+                "p99_ms": q(0.99),
+            }
+        )
+    return out
+
+
+def _fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The run as a text table: one line per baseline and gateway run, then the mixes."""
+    rows: list[dict[str, Any]] = []
+    hello = doc["baselines"]["hello_world"]
+    if hello is not None:
+        rows.append(hello)
+    rows.extend(doc["runs"])
+    head = (
+        f"{'run':<24} {'client':<7} {'req/s':>9} {'leads/s':>9} {'x hello':>8} "
+        f"{'x redis':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'µs CPU/lead':>11} "
+        f"{'errors':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for run in rows:
+        lat = run["latency_ms"]
+        lines.append(
+            f"{run['name']:<24} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
+            f"{_fmt(run['leads_per_s']):>9} {_fmt(run['ratios'].get('hello_world'), 2):>8} "
+            f"{_fmt(run['ratios'].get('redis_decide'), 2):>8} {_fmt(lat['p50'], 2):>8} "
+            f"{_fmt(lat['p95'], 2):>8} {_fmt(lat['p99'], 2):>8} "
+            f"{_fmt(run['cpu_us_per_lead'], 1):>11} {run['error_count']:>6}"
+        )
+    redis = doc["baselines"]["redis_decide"]
+    if redis is not None:
+        lines.append(
+            f"{'redis-benchmark decide':<24} {'-':<7} {_fmt(redis['calls_per_s']):>9} "
+            f"{'':>9} {'':>8} {1.0:>8.2f} {_fmt(redis['latency_ms']['p50'], 2):>8} "
+            f"{_fmt(redis['latency_ms']['p95'], 2):>8} {_fmt(redis['latency_ms']['p99'], 2):>8} "
+            f"{'':>11} {redis['errors']:>6}"
+        )
+    for run in doc["runs"]:
+        d = run["decisions"]
+        mix = d["answers"] or d["metrics"] or {}
+        shown = ", ".join(f"{k} {int(v):,}" for k, v in sorted(mix.items()))
+        lines.append(f"  {run['name']}: decisions {shown or '-'}")
+        if d["expected"]:
+            want = ", ".join(f"{k} {int(v):,}" for k, v in sorted(d["expected"].items()))
+            lines.append(f"  {' ' * len(run['name'])}  generated {want}")
+        if run.get("bodies_cycled"):
+            lines.append(
+                f"  {' ' * len(run['name'])}  (bodies sent more than once: "
+                "later rounds are duplicates)"
+            )
+        if run["errors"]:
+            lines.append(f"  {' ' * len(run['name'])}  errors {run['errors']}")
+        memory = run.get("memory")
+        if memory:
+            lines.append(
+                f"  {' ' * len(run['name'])}  Redis bytes per identity per scope: "
+                f"{memory['bytes_per_identity_per_scope']:.1f} ({memory['identities']:,} "
+                f"identities x {memory['scopes']} scopes, stream excluded)"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""The run document: its schema, percentiles, 1-second timelines, /metrics deltas, the table."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+import pytest
+
+from bench.probe import histogram_quantile, parse_metrics
+from bench.report import (
+    SCHEMA,
+    SCHEMA_ID,
+    latency_ms,
+    percentile,
+    table,
+    timeline_from_metrics,
+    timeline_from_samples,
+)
+
+METRICS = """\
+# TYPE leadgate_leads counter
+leadgate_leads_total{partner="p-alpha",campaign="bench",channel="email",decision="accepted"} 70
+leadgate_leads_total{partner="p-beta",campaign="bench",channel="coreg",decision="accepted"} 10
+leadgate_leads_total{partner="p-beta",campaign="bench",channel="coreg",decision="duplicate"} 15
+# TYPE leadgate_requests_refused counter
+leadgate_requests_refused_total{partner="p-beta",status="422"} 3
+# TYPE leadgate_http_requests counter
+leadgate_http_requests_total{route="/v1/leads",method="POST",status="200"} 95
+leadgate_http_requests_total{route="/v1/leads",method="POST",status="422"} 5
+leadgate_http_requests_total{route="/metrics",method="GET",status="200"} 9
+# TYPE leadgate_http_request_duration_seconds histogram
+leadgate_http_request_duration_seconds_bucket{route="/v1/leads",method="POST",le="0.001"} 50
+leadgate_http_request_duration_seconds_bucket{route="/v1/leads",method="POST",le="0.002"} 90
+leadgate_http_request_duration_seconds_bucket{route="/v1/leads",method="POST",le="+Inf"} 100
+leadgate_http_request_duration_seconds_bucket{route="/metrics",method="GET",le="+Inf"} 9
+leadgate_http_request_duration_seconds_count{route="/v1/leads",method="POST"} 100
+leadgate_http_request_duration_seconds_sum{route="/v1/leads",method="POST"} 0.12
+"""
+
+
+def _run(name: str = "single", **overrides: Any) -> dict[str, Any]:
+    run: dict[str, Any] = {
+        "name": name, "kind": "gateway", "client": "wrk", "batch": 1, "workers": 1,
+        "duration_s": 10.0, "requests": 20_000, "leads": 20_000, "requests_per_s": 2000.0,
+        "leads_per_s": 2000.0, "latency_ms": latency_ms([0.001, 0.002, 0.004]),
+        "latency_source": "wrk", "errors": {}, "error_count": 0,
+        "decisions": {"answers": None, "metrics": {"accepted": 15000.0, "duplicate": 4600.0,
+                                                   "invalid": 400.0},
+                      "expected": {"accepted": 15010, "duplicate": 4590, "invalid": 400}},
+        "server_cpu_s": 9.5, "cpu_us_per_lead": 475.0,
+        "redis_memory": {"before_bytes": 1_000_000, "after_bytes": 9_000_000,
+                         "delta_bytes": 8_000_000},
+        "timeline": timeline_from_samples([(0.1, 0.002), (1.5, 0.003)], 2.0),
+        "timeline_source": "server /metrics", "ratios": {"hello_world": 0.1,
+                                                         "redis_decide": 0.08},
+    }  # fmt: skip
+    run.update(overrides)
+    return run
+
+
+def _doc() -> dict[str, Any]:
+    hello = _run("hello-world", kind="baseline", requests_per_s=20000.0, leads_per_s=20000.0,
+                 redis_memory=None, server_cpu_s=None, cpu_us_per_lead=None, timeline=[],
+                 decisions={"answers": None, "metrics": None, "expected": None},
+                 ratios={"hello_world": 1.0, "redis_decide": None})  # fmt: skip
+    return {
+        "schema": SCHEMA_ID, "date": "2026-11-22T17:00:00Z", "git_sha": "abc1234",
+        "command": "python -m bench single", "scenarios": [{"name": "single"}],
+        "machine": {"cpu_model": "x", "cores": 2, "kernel": "6.1", "python": "3.11.7",
+                    "redis": "7.0.15", "pinned": True},
+        "baselines": {"hello_world": hello, "redis_decide": {
+            "calls_per_s": 25000.0, "requests": 200000,
+            "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 9.0}, "errors": 0}},
+        "runs": [_run(), _run("memory", kind="memory", memory={
+            "identities": 1_000_000, "scopes": 2, "bytes_per_identity_per_scope": 91.5})],
+    }  # fmt: skip
+
+
+def test_a_document_matches_the_schema() -> None:
+    jsonschema.validate(_doc(), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("runs", 0, "latency_ms"), {"p50": 1.0}),
+        (("runs", 0, "kind"), "other"),
+        (("runs", 0, "error_count"), -1),
+        (("schema",), "leadgate-bench/0"),
+        (("baselines", "redis_decide"), {"calls_per_s": 1.0}),
+    ],
+)
+def test_the_schema_refuses_a_broken_document(where: tuple[Any, ...], value: object) -> None:
+    doc = copy.deepcopy(_doc())
+    target: Any = doc
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, SCHEMA)
+
+
+def test_the_table_shows_every_run_and_the_ratios() -> None:
+    text = table(_doc())
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["run", "client", "req/s"]
+    assert any(line.startswith("hello-world") and " 1.00 " in line for line in lines)
+    assert any(line.startswith("single") and " 0.10 " in line for line in lines)
+    assert any(line.startswith("redis-benchmark decide") for line in lines)
+    assert "decisions accepted 15,000, duplicate 4,600, invalid 400" in text
+    assert "generated accepted 15,010" in text
+    assert "Redis bytes per identity per scope: 91.5" in text
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([], 0.5) is None
+    assert latency_ms([0.001, 0.003]) == {"p50": 1.0, "p95": 3.0, "p99": 3.0, "max": 3.0}
+
+
+def test_a_timeline_has_one_bucket_per_second_of_start_time() -> None:
+    samples = [(0.2, 0.001), (0.9, 0.003), (2.5, 0.002), (7.0, 0.004)]  # last: after the end
+    timeline = timeline_from_samples(samples, 3.0)
+    assert [b["t"] for b in timeline] == [0.0, 1.0, 2.0]
+    assert [b["requests"] for b in timeline] == [2.0, 0.0, 2.0]
+    assert timeline[0]["p50_ms"] == 1.0
+    assert timeline[0]["p99_ms"] == 3.0
+    assert timeline[1]["p50_ms"] is None
+
+
+def test_metrics_are_summed_over_labels_and_read_as_deltas() -> None:
+    snap = parse_metrics(METRICS)
+    assert snap.decisions == {"accepted": 80.0, "duplicate": 15.0}
+    assert snap.refused == {"422": 3.0}
+    assert snap.requests == 100.0  # the lead routes only, not /metrics
+    assert snap.statuses == {"200": 95.0, "422": 5.0}
+    assert snap.buckets == {0.001: 50.0, 0.002: 90.0, float("inf"): 100.0}
+    later = parse_metrics(
+        METRICS.replace("} 70", "} 75").replace('le="+Inf"} 100', 'le="+Inf"} 110')
+    )
+    delta = later.minus(snap)
+    assert delta.decisions == {"accepted": 5.0}
+    assert delta.buckets[float("inf")] == 10.0
+
+
+def test_histogram_quantiles_interpolate_within_a_bucket() -> None:
+    buckets = {0.001: 50.0, 0.002: 90.0, float("inf"): 100.0}
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(0.001)
+    assert histogram_quantile(buckets, 0.7) == pytest.approx(0.0015)
+    assert histogram_quantile(buckets, 0.99) == pytest.approx(0.002)  # in +Inf: its lower bound
+    assert histogram_quantile({0.001: 0.0, float("inf"): 0.0}, 0.5) is None
+
+
+def test_a_metrics_timeline_is_one_point_per_scrape_interval() -> None:
+    first = parse_metrics(METRICS)
+    second = parse_metrics(METRICS.replace('le="0.001"} 50', 'le="0.001"} 250')
+                           .replace('le="0.002"} 90', 'le="0.002"} 290')
+                           .replace('le="+Inf"} 100', 'le="+Inf"} 300')
+                           .replace('status="200"} 95', 'status="200"} 295'))  # fmt: skip
+    timeline = timeline_from_metrics([(10.0, first), (12.0, second)])
+    assert len(timeline) == 1
+    assert timeline[0]["t"] == 0.0
+    assert timeline[0]["requests"] == 100.0  # 200 in 2 s
+    # 200 new answers, all under 1 ms: the median is interpolated half-way into (0, 1 ms].
+    assert timeline[0]["p50_ms"] == pytest.approx(0.5)
