@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio
-from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,8 +38,8 @@ from gateway.delivery.queue_base import (
     unpack,
 )
 from gateway.errors import StoreError, StoreUnavailable
-from gateway.storage import keys
-from gateway.storage.pipeline import AutoPipeline, Command
+from gateway.storage import keys, scripts
+from gateway.storage.pipeline import AutoPipeline, Command, connection_factory
 from gateway.types import AdvertiserId
 
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
@@ -56,41 +49,11 @@ _RECLAIM_PASS = 1000
 _SOCKET_MARGIN_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Script:
-    name: str
-    source: str
-    sha: str
-
-
-def _script(name: str) -> _Script:
-    source = resources.files("gateway.delivery").joinpath(f"lua/{name}.lua").read_text("utf-8")
-    # The server's SHA1 of the body; an identifier, not for security.
-    return _Script(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
-
-
-SETTLE = _script("settle")
-ACK = _script("ack")
-PROMOTE = _script("promote")
-REPLAY = _script("replay")
+SETTLE = scripts.load("settle", "gateway.delivery")
+ACK = scripts.load("ack", "gateway.delivery")
+PROMOTE = scripts.load("promote", "gateway.delivery")
+REPLAY = scripts.load("replay", "gateway.delivery")
 SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY)
-
-
-def _connection_factory(url: str, socket_timeout_s: float) -> Callable[[], AbstractConnection]:
-    # The pool only parses the URL (host, socket path, password, TLS, db) and makes
-    # connection objects; the auto-pipeline owns the connections.
-    pool = ConnectionPool.from_url(
-        url,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-    def connect() -> AbstractConnection:
-        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        return conn
-
-    return connect
 
 
 def _text(value: bytes | str) -> str:
@@ -128,7 +91,9 @@ class RedisQueue:
         )
         # Settling (one script per delivery) goes through shared round trips: many
         # deliveries finishing together cost one write and one read.
-        self._pipe = AutoPipeline(_connection_factory(url, socket_timeout_s), connections=2)
+        self._pipe = AutoPipeline(
+            connection_factory(url, socket_timeout_s, decode_responses=False), connections=2
+        )
         self._retention_ms = int(dead_letter_retention_s * 1000)
         self._prepared: set[AdvertiserId] = set()
         #: Deliveries finished in the same turn of the event loop are acknowledged together.
@@ -136,7 +101,7 @@ class RedisQueue:
         self._acks = {}
         self._ack_tasks: set[asyncio.Task[None]] = set()
 
-    async def _eval(self, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _eval(self, script: scripts.Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script through the auto-pipeline; load the scripts once if Redis lost them
         (NOSCRIPT means it did not run)."""
         command: Command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)

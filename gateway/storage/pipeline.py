@@ -23,7 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.errors import StoreUnavailable
 
 Command = Sequence[str | bytes | int | float]
+Connect = Callable[[], AbstractConnection]
 #: Told about every round trip: its duration in seconds (write to last reply) and, when it
 #: failed, the kind of failure (``timeout`` or ``connection``), else None. For metrics.
 RoundTripHook = Callable[[float, str | None], None]
@@ -47,7 +51,7 @@ class _Pending:
 class AutoPipeline:
     def __init__(
         self,
-        connect: Callable[[], AbstractConnection],
+        connect: Connect,
         *,
         connections: int = 4,
         max_batch_commands: int = 2048,
@@ -135,3 +139,24 @@ class AutoPipeline:
             task.cancel()
         for conn in self._all:
             await conn.disconnect()
+
+
+def connection_factory(url: str, socket_timeout_s: float, *, decode_responses: bool) -> Connect:
+    """Connections to the Redis at ``url`` for an ``AutoPipeline``. The redis-py pool only
+    parses the URL (host, port, socket path, password, TLS, db) and makes connection objects;
+    the auto-pipeline owns the connections it makes. redis-py never retries: a script whose
+    reply was lost may have run, and running it again is the caller's decision, not a
+    library's."""
+    pool = ConnectionPool.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+    def connect() -> AbstractConnection:
+        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    return connect

@@ -11,10 +11,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.decision.model import (
@@ -30,30 +26,10 @@ from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
 from gateway.storage.base import ForcedOutcome, ReserveResult
-from gateway.storage.pipeline import AutoPipeline, Command, RoundTripHook
+from gateway.storage.pipeline import AutoPipeline, Command, RoundTripHook, connection_factory
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
-
-
-def _connection_factory(url: str, socket_timeout_s: float) -> Any:
-    # The pool is only a parser of the URL (host, port, socket path, password, TLS, db) and a
-    # factory of connection objects; the auto-pipeline owns the connections it makes.
-    pool = ConnectionPool.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        # Never retry inside redis-py: a decision whose reply was lost may have committed, and
-        # running it again would report the lead as a duplicate of itself.
-        retry=Retry(NoBackoff(), 0),
-    )
-
-    def connect() -> AbstractConnection:
-        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        return conn
-
-    return connect
 
 
 class RedisStore:
@@ -69,7 +45,7 @@ class RedisStore:
         on_round_trip: RoundTripHook | None = None,
     ) -> None:
         self._pipe = AutoPipeline(
-            _connection_factory(url, socket_timeout_s),
+            connection_factory(url, socket_timeout_s, decode_responses=True),
             connections=connections,
             on_round_trip=on_round_trip,
         )

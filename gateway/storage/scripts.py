@@ -1,4 +1,5 @@
-"""The Lua scripts, loaded once from the package with ``importlib.resources``."""
+"""The Lua scripts, loaded once from their package with ``importlib.resources``
+(the decision's here, the delivery queue's through ``load``)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ class Script:
     sha: str
 
 
-def _load(name: str) -> Script:
-    source = resources.files("gateway.storage").joinpath(f"lua/{name}.lua").read_text("utf-8")
+def load(name: str, package: str = "gateway.storage") -> Script:
+    """``<package>/lua/<name>.lua``, with the SHA1 Redis will know it by."""
+    source = resources.files(package).joinpath(f"lua/{name}.lua").read_text("utf-8")
     # The server's SHA1 of the body; used as an identifier, not for security.
     sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
     return Script(name, source, sha)
 
 
-DECIDE = _load("decide")
-PERSON_RESERVE = _load("person_reserve")
-PERSON_RELEASE = _load("person_release")
-SUPPRESS_CHANGE = _load("suppress_change")
-FEEDBACK = _load("feedback")
+DECIDE = load("decide")
+PERSON_RESERVE = load("person_reserve")
+PERSON_RELEASE = load("person_release")
+SUPPRESS_CHANGE = load("suppress_change")
+FEEDBACK = load("feedback")
 ALL = (DECIDE, PERSON_RESERVE, PERSON_RELEASE, SUPPRESS_CHANGE, FEEDBACK)
