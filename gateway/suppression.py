@@ -79,7 +79,14 @@ def _rows(text: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
     if not any(name in _COLUMNS for name in header):
         raise ValueError("the first line must name the columns, with email and/or phone")
     reader.fieldnames = header
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as broken:  # a NUL byte, an over-long field: says what, never the value
+            raise ValueError(f"after line {reader.line_num}: not CSV ({broken})") from None
         yield (
             reader.line_num,
             {name: (row.get(name) or "").strip() for name in _COLUMNS if name in header},

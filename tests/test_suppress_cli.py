@@ -193,3 +193,14 @@ def test_a_file_without_a_header_is_refused(redis_url: str, tmp_path: Path) -> N
     assert done.returncode == 2
     assert "the first line must name the columns" in done.stdout
     assert "marie" not in done.stdout
+
+
+def test_a_broken_csv_line_is_named_by_its_number(redis_url: str, tmp_path: Path) -> None:
+    csv_path = tmp_path / "broken.csv"
+    # An over-long field (a file that is not the list it claims to be) stops the csv module.
+    csv_path.write_bytes(b"email\nmarie@example.org\njean" + b"x" * 200_000 + b"@example.org\n")
+    done = suppress(redis_url, "load", "--config", str(config(tmp_path)), "--list", "customers",
+                    str(csv_path))  # fmt: skip
+    assert done.returncode == 2
+    assert "after line 2: not CSV (field larger than field limit" in done.stdout
+    assert "jean" not in done.stdout + done.stderr

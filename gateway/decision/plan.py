@@ -97,9 +97,9 @@ def build_request(
         key = keys.cap(advertiser, cap, campaign.id, partner.id, channel, bucket)
         caps.append(CapCheck(cap.reason, key, cap.limit, rolling, span_ms))
 
-    if lead.ip is not None:
+    if lead.ip is not None and campaign.velocity:
+        ip_fp = fingerprinter.fingerprint("ip", lead.ip)
         for velocity in campaign.velocity:
-            ip_fp = fingerprinter.fingerprint("ip", lead.ip)
             caps.append(
                 CapCheck(
                     velocity.reason,
