@@ -19,6 +19,7 @@ from gateway.delivery.queue_base import (
     Claimed,
     DeadLetter,
     Delayed,
+    Erased,
     LastResponse,
     QueueState,
     Reclaimed,
@@ -28,6 +29,7 @@ from gateway.delivery.queue_base import (
     entry_key,
     new_entry,
     pack,
+    packed_record,
     replayed,
     unpack,
 )
@@ -249,6 +251,36 @@ class MemoryQueue:
         q.dead = kept
         return moved
 
+    async def erase(self, advertiser: AdvertiserId, matches: Callable[[bytes], bool]) -> Erased:
+        """One pass is enough: nothing awaits here, so no lead moves while we look."""
+        q = self._q(advertiser)
+        stream = self._store.streams.get(keys.deliveries(advertiser), [])
+        kept_new = [entry for entry in stream if not matches(entry.record)]
+        undelivered = len(stream) - len(kept_new)
+        stream[:] = kept_new
+        # Leads between attempts (due, in flight, waiting) also leave the age index.
+        gone = _erase_due(q, advertiser, matches)
+        for key, p in list(q.pending.items()):
+            if matches(p.claimed.delivery.record):
+                # Its worker's settle finds it no longer pending: it cannot come back.
+                del q.pending[key]
+                gone.append(p.claimed.delivery.lead_id)
+        for lead, (_, packed) in list(q.waiting.items()):
+            if matches(packed_record(packed)):
+                del q.waiting[lead]
+                gone.append(lead)
+        undelivered += len(gone)
+        if gone:
+            erased = set(gone)
+            q.delayed = [(due, lead) for due, lead in q.delayed if lead not in erased]
+            heapq.heapify(q.delayed)
+            for lead in erased:
+                q.age.pop(lead, None)
+        kept_dead = [(i, f) for i, f in q.dead if not matches(f.get(b"record", b""))]
+        dead = len(q.dead) - len(kept_dead)
+        q.dead = kept_dead
+        return Erased(undelivered, dead)
+
     async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None:
         self._q(advertiser).disabled = f"{now_ms}|{detail}"
 
@@ -265,3 +297,19 @@ class MemoryQueue:
 
     async def close(self) -> None:
         return None
+
+
+def _erase_due(q: _Queue, advertiser: AdvertiserId, matches: Callable[[bytes], bool]) -> list[str]:
+    """Drop the matching due entries not read yet; their lead ids."""
+    kept: list[tuple[str, bytes]] = []
+    gone: list[str] = []
+    for entry_id, packed in q.due:
+        if not matches(packed_record(packed)):
+            kept.append((entry_id, packed))
+            continue
+        try:
+            gone.append(unpack(advertiser, entry_id, packed).delivery.lead_id)
+        except (ValueError, KeyError, TypeError):  # only this queue writes them: defensive
+            gone.append("")
+    q.due = kept
+    return gone

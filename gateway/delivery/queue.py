@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import orjson
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -24,6 +25,7 @@ from gateway.delivery.queue_base import (
     Claimed,
     DeadLetter,
     Delayed,
+    Erased,
     LastResponse,
     QueueState,
     Reclaimed,
@@ -34,6 +36,7 @@ from gateway.delivery.queue_base import (
     invalid_entry,
     new_entry,
     pack,
+    packed_record,
     replayed,
     unpack,
 )
@@ -53,7 +56,14 @@ SETTLE = scripts.load("settle", "gateway.delivery")
 ACK = scripts.load("ack", "gateway.delivery")
 PROMOTE = scripts.load("promote", "gateway.delivery")
 REPLAY = scripts.load("replay", "gateway.delivery")
-SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY)
+ERASE = scripts.load("erase", "gateway.delivery")
+SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY, ERASE)
+
+#: Stream entries (XRANGE COUNT) and hash fields (HSCAN COUNT) an erasure reads at a time.
+_ERASE_CHUNK = 1000
+#: An erasure repeats its pass while the last one found something (a lead may have moved
+#: from one place to another under it), at most this many times.
+_ERASE_PASSES = 4
 
 
 def _text(value: bytes | str) -> str:
@@ -327,6 +337,107 @@ class RedisQueue:
         ]
         return int(await self._eval(REPLAY, keys_, args))
 
+    async def erase(self, advertiser: AdvertiserId, matches: Callable[[bytes], bool]) -> Erased:
+        """Scan every place in chunks and remove each chunk's finds in one ``erase.lua``.
+
+        Leads move while we scan (a worker settles new -> waiting or dead, the promoter moves
+        waiting -> due, a replay dead -> due), so the pass is repeated until one finds
+        nothing. Every move into a stream is an XADD, after the entries already there: a
+        later pass reads each stream only past the last entry the previous one read, and
+        rescans the waiting hash (HSCAN may miss a field added during the scan).
+        """
+        marks: dict[str, str] = {}
+        total = Erased()
+        for _ in range(_ERASE_PASSES):
+            found = 0
+            for place, stream in (
+                ("new", keys.deliveries(advertiser)),
+                ("due", keys.delivery_retries(advertiser)),
+                ("dead", keys.delivery_dead(advertiser)),
+            ):
+                seen, erased = await self._erase_stream(advertiser, place, stream, marks, matches)
+                found, total = found + seen, total + erased
+            seen, erased = await self._erase_waiting(advertiser, matches)
+            found, total = found + seen, total + erased
+            if not found:
+                break
+        return total
+
+    async def _erase_stream(
+        self,
+        advertiser: AdvertiserId,
+        place: str,
+        stream: str,
+        marks: dict[str, str],
+        matches: Callable[[bytes], bool],
+    ) -> tuple[int, Erased]:
+        """Scan one stream from past ``marks[stream]`` to its end (and move the mark there):
+        how many entries matched, and what removing them erased."""
+        found, erased = 0, Erased()
+        fetching = asyncio.ensure_future(self._erase_chunk(stream, marks.get(stream)))
+        try:
+            while True:
+                entries = await fetching
+                if not entries:
+                    return found, erased
+                marks[stream] = _text(entries[-1][0])
+                more = len(entries) == _ERASE_CHUNK
+                if more:
+                    # Redis reads and sends the next chunk while we look at this one.
+                    fetching = asyncio.ensure_future(self._erase_chunk(stream, marks[stream]))
+                    await asyncio.sleep(0)  # let it send its command now
+                doomed: list[Any] = []
+                for entry_id, fields in entries:
+                    if matches(_record_of(place, fields)):
+                        doomed += (place, _text(entry_id), _lead_of(place, fields))
+                if doomed:
+                    found += len(doomed) // 3
+                    erased += await self._erase(advertiser, doomed)
+                if not more:
+                    return found, erased
+        finally:
+            fetching.cancel()  # only still running when we leave on an error
+
+    async def _erase_chunk(self, stream: str, after: str | None) -> Any:
+        """Up to ``_ERASE_CHUNK`` entries of ``stream`` after entry id ``after`` (exclusive)."""
+        start = "-" if after is None else f"({after}"
+        async with _translated():
+            return await self._client.xrange(stream, start, "+", count=_ERASE_CHUNK)
+
+    async def _erase_waiting(
+        self, advertiser: AdvertiserId, matches: Callable[[bytes], bool]
+    ) -> tuple[int, Erased]:
+        """Scan the waiting hash (the delayed leads): how many matched, what removing erased."""
+        found, erased = 0, Erased()
+        cursor = 0
+        while True:
+            async with _translated():
+                reply: Any = await self._client.hscan(
+                    keys.delivery_waiting(advertiser), cursor, count=_ERASE_CHUNK
+                )
+            cursor, fields = int(reply[0]), reply[1]
+            doomed: list[Any] = []
+            for lead, packed in fields.items():
+                if matches(packed_record(packed)):
+                    doomed += ("waiting", "", _text(lead))
+            if doomed:
+                found += len(doomed) // 3
+                erased += await self._erase(advertiser, doomed)
+            if cursor == 0:
+                return found, erased
+
+    async def _erase(self, advertiser: AdvertiserId, doomed: Sequence[Any]) -> Erased:
+        keys_ = [
+            keys.deliveries(advertiser),
+            keys.delivery_retries(advertiser),
+            keys.delivery_dead(advertiser),
+            keys.delivery_delayed(advertiser),
+            keys.delivery_waiting(advertiser),
+            keys.delivery_retrying(advertiser),
+        ]
+        undelivered, dead = await self._eval(ERASE, keys_, [GROUP, *doomed])
+        return Erased(int(undelivered), int(dead))
+
     async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None:
         async with _translated():
             await self._client.set(keys.delivery_disabled(advertiser), f"{now_ms}|{detail}")
@@ -370,3 +481,21 @@ def _claimed(
         )
     except (KeyError, ValueError, TypeError):  # orjson.JSONDecodeError is a ValueError
         return invalid_entry(advertiser, source, entry_id, fields.get(b"record", b""))
+
+
+def _record_of(place: str, fields: dict[bytes, bytes]) -> bytes:
+    """What ``matches`` looks at: the record of a new lead or a dead letter, the record packed
+    in a due entry's ``p``; for an unreadable entry whatever it holds (maybe ``b""``)."""
+    if place == "due":
+        return packed_record(fields.get(b"p", b""))
+    return fields.get(b"record", b"")
+
+
+def _lead_of(place: str, fields: dict[bytes, bytes]) -> str:
+    """The entry's lead id (``""`` when unreadable): a due one leaves the age index by it."""
+    if place != "due":
+        return fields.get(b"lead_id", b"").decode("utf-8", "replace")
+    try:
+        return str(orjson.loads(fields.get(b"p", b""))["lead_id"])
+    except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        return ""

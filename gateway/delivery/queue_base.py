@@ -21,7 +21,7 @@ Every method raises ``StoreError`` (``StoreUnavailable`` when the store cannot b
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,6 +126,29 @@ class Reclaimed:
     claimed: list[Claimed]
     #: Entries handed out more than the allowed number of times: the caller dead-letters them.
     crashing: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """How many of one person's leads an erasure removed from a queue (summed over
+    advertisers by the caller: ``sum(found, Erased())``)."""
+
+    #: Leads not delivered yet: new, due, delayed, and in flight with a worker.
+    undelivered: int = 0
+    dead_letters: int = 0
+
+    def __add__(self, other: Erased) -> Erased:
+        return Erased(self.undelivered + other.undelivered, self.dead_letters + other.dead_letters)
+
+
+def packed_record(packed: bytes) -> bytes:
+    """The accepted-lead record inside a packed entry (``pack``); the packed bytes themselves
+    when they cannot be read, so an erasure still sees whatever the entry holds."""
+    try:
+        doc = orjson.loads(packed)
+        return str(doc["record"]).encode("utf-8")
+    except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+        return packed
 
 
 def pack(delivery: Delivery, attempt: int, last: LastResponse, age_from_ms: int = 0) -> bytes:
@@ -297,6 +320,16 @@ class Queue(Protocol):
         """Move these dead letters back to *due* as first attempts (same lead id, so the same
         ``webhook-id``), their maximum age counted from ``now_ms``; how many moved (a dead
         letter replayed twice at once moves once)."""
+        ...
+
+    async def erase(self, advertiser: AdvertiserId, matches: Callable[[bytes], bool]) -> Erased:
+        """Remove every lead of this advertiser's queue whose record ``matches``: new, due,
+        delayed (waiting) and pending ones (even in flight with a worker) and dead letters.
+
+        ``matches`` gets the accepted-lead record (JSON bytes, as ``Delivery.record``), or
+        for an unreadable entry whatever bytes it holds (maybe ``b""``). A worker holding an
+        erased lead cannot settle it any more: ``delivered``/``later``/``dead`` return
+        ``False`` and change nothing, so the lead never comes back."""
         ...
 
     async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None: ...
