@@ -162,7 +162,7 @@ class FeedbackDesk:
                     )
                 )
                 continue
-            partner, campaign, _channel, _accepted, return_until, _until = index.split("|")
+            partner, campaign, _channel, accepted_ms, return_until, _until = index.split("|")
             if result == "window":
                 ended = datetime.fromtimestamp(int(return_until) / 1000, UTC)
                 answers.append(
@@ -175,6 +175,7 @@ class FeedbackDesk:
                 continue
             if result == "ok":
                 metrics.recorded(partner, campaign, item.status, item.reason, item.value)
+                self.intake.ledger.feedback(partner, campaign, item.status, int(accepted_ms))
             done = "recorded" if result == "ok" else "already_recorded"
             answers.append(Recorded(item.lead_id, item.status, done))
         return answers

@@ -27,6 +27,7 @@ from gateway.errors import (
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
 from gateway.leads.model import Lead, parse_lead
+from gateway.ledger import QualityLedger
 from gateway.observe import Observer
 from gateway.rules.model import Verdict
 from gateway.types import CampaignId, ChannelId, LeadId
@@ -81,12 +82,15 @@ class Intake:
         fingerprinter: Fingerprinter,
         observer: Observer,
         clock: Clock = time.time,
+        ledger: QualityLedger | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.fingerprinter = fingerprinter
         self.observer = observer
         self.clock = clock
+        #: Durable per-day counts for the partner report; ``run``/``close`` are the server's.
+        self.ledger = ledger if ledger is not None else QualityLedger.for_store(engine.store)
         self._partners_by_key = {
             key_hash: partner
             for partner in config.partners.values()
@@ -252,4 +256,5 @@ class Intake:
             )
             answers.append(answer)
         self.observer.decisions(partner, answers, time.perf_counter() - started)
+        self.ledger.decisions(partner.id, answers, self.clock())
         return answers

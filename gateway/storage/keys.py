@@ -188,3 +188,18 @@ def lead_index(advertiser: AdvertiserId, lead_id: str) -> str:
 def lead_feedback(advertiser: AdvertiserId, lead_id: str) -> str:
     """Set of the feedback statuses already recorded for one lead (idempotency)."""
     return f"{advertiser_tag(advertiser)}:fb:{lead_id}"
+
+
+# --- partner quality ledger ---------------------------------------------------------------
+
+
+def quality_day(day: str) -> str:
+    """Hash ``partner|campaign|metric`` -> count of one UTC day (``2026-11-22``): decisions on
+    the day they were made, feedback on its lead's acceptance day. Ids and counts only; the
+    TTL (``QUALITY_TTL_MS``) is refreshed on every write."""
+    return f"{PREFIX}:{{r:{day}}}:quality"
+
+
+#: How long a day of the quality ledger is kept after its last write: the report reads at
+#: most 400 days back.
+QUALITY_TTL_MS = 400 * 86_400_000

@@ -7,8 +7,11 @@ not for production. Expiry is measured against the requests' own clock (``now_ms
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from gateway.decision.model import (
     ClaimResult,
@@ -19,7 +22,9 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
+from gateway.storage import keys as storage_keys
 from gateway.storage.base import ForcedOutcome, ReserveResult
+from gateway.storage.pipeline import Command
 from gateway.types import LeadId
 
 #: Expired entries are swept every this many writes, so memory stays bounded by the windows.
@@ -250,6 +255,38 @@ class MemoryStore:
     async def suppression_size(self, list_id: str) -> int:
         return self._list_sizes.get(list_id, 0)
 
+    async def erase_keys(self, keys: Sequence[str]) -> int:
+        """Delete these keys (erasure); how many were held, expired or not."""
+        return sum(self._data.pop(key, None) is not None for key in keys)
+
+    async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
+        return {list_id for key in keys for list_id in self.suppressed.get(key, ())}
+
+    async def read_for_metrics(self, commands: Sequence[Command]) -> list[Any]:
+        """The read-only commands the caps status sends (``GET``, ``ZCOUNT``, ``ZRANGEBYSCORE
+        … WITHSCORES LIMIT 0 1``, ``PING``), answered as Redis would."""
+        now = self._last_now_ms or int(time.time() * 1000)
+        answers: list[Any] = []
+        for command in commands:
+            name = str(command[0]).upper()
+            if name == "PING":
+                answers.append(True)
+            elif name == "GET":
+                answers.append(self._get_str(str(command[1]), now))
+            elif name in ("ZCOUNT", "ZRANGEBYSCORE"):
+                low = str(command[2])
+                floor = int(low.lstrip("(")) + (1 if low.startswith("(") else 0)
+                log = sorted(
+                    (at, m) for m, at in self._zset(str(command[1]), now).items() if at >= floor
+                )
+                if name == "ZCOUNT":
+                    answers.append(len(log))
+                else:
+                    answers.append([log[0][1], log[0][0]] if log else [])
+            else:
+                raise ValueError(f"the embedded store does not answer {name}")
+        return answers
+
     async def record_feedback(
         self, items: Sequence[tuple[str, str, str]], now_ms: int
     ) -> list[tuple[str, str]]:
@@ -278,3 +315,28 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    async def ledger_add(self, increments: Mapping[str, Mapping[str, int]]) -> None:
+        """Mirrors ``RedisStore.ledger_add``. The TTL runs from the later of the day's start
+        and the newest request time this store has seen (it has no clock of its own)."""
+        for day, fields in increments.items():
+            key = storage_keys.quality_day(day)
+            now = max(self._last_now_ms, _day_start_ms(day))
+            entry = self._get(key, now)
+            counts = entry.value if entry is not None and isinstance(entry.value, dict) else {}
+            for name, n in fields.items():
+                if n:
+                    counts[name] = counts.get(name, 0) + n
+            self._data[key] = _Entry(counts, now + storage_keys.QUALITY_TTL_MS)
+
+    async def ledger_read(self, days: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Mirrors ``RedisStore.ledger_read``."""
+        found: dict[str, dict[str, int]] = {}
+        for day in days:
+            entry = self._get(storage_keys.quality_day(day), self._last_now_ms)
+            found[day] = dict(entry.value) if entry and isinstance(entry.value, dict) else {}
+        return found
+
+
+def _day_start_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -189,6 +189,17 @@ class RedisStore:
         (size,) = await self._run([("GET", storage_keys.suppression_size(list_id))])
         return max(0, int(size or 0))
 
+    async def erase_keys(self, keys: Sequence[str]) -> int:
+        """UNLINK each key (one command a key: on Redis Cluster they live in many slots), in
+        one round trip; how many existed."""
+        if not keys:
+            return 0
+        return sum(int(n) for n in await self._run([("UNLINK", key) for key in keys]))
+
+    async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
+        held = await self._run([("GET", key) for key in keys]) if keys else []
+        return {list_id for value in held if value for list_id in value.split(",") if list_id}
+
     async def record_feedback(
         self, items: Sequence[tuple[str, str, str]], now_ms: int
     ) -> list[tuple[str, str]]:
@@ -210,6 +221,26 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._pipe.close()
+
+    async def ledger_add(self, increments: Mapping[str, Mapping[str, int]]) -> None:
+        """Add ``day -> field -> n`` to the quality ledger (``keys.quality_day``) in one round
+        trip, refreshing each day's TTL. Not idempotent: a batch whose reply was lost and is
+        sent again counts twice."""
+        commands: list[Command] = []
+        for day, fields in increments.items():
+            key = storage_keys.quality_day(day)
+            commands += [("HINCRBY", key, name, n) for name, n in fields.items() if n]
+            commands.append(("PEXPIRE", key, storage_keys.QUALITY_TTL_MS))
+        if commands:
+            await self._run(commands)
+
+    async def ledger_read(self, days: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The ledger's ``field -> count`` of each day (``{}`` for a day without data), in
+        one round trip."""
+        if not days:
+            return {}
+        replies = await self._run([("HGETALL", storage_keys.quality_day(d)) for d in days])
+        return {day: _hash_counts(reply) for day, reply in zip(days, replies, strict=True)}
 
 
 def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Command:
@@ -239,3 +270,9 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
         keys.append(rq.index_key)
         args += (rq.index_value, rq.index_ttl_ms)
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
+
+
+def _hash_counts(reply: Any) -> dict[str, int]:
+    """An HGETALL reply of counters: a map in RESP3, a flat ``[name, value, ...]`` in RESP2."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {str(name): int(n) for name, n in pairs}
