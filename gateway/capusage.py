@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config.model import Campaign, CapRule, CapSubject, Config
@@ -103,3 +104,80 @@ async def refresh(observer: Observer, config: Config, read: Reader | None, now_s
         used[label] = max(used.get(label, 0), int(value or 0))
     for (campaign, subject, window), count in used.items():
         observer.cap_used.labels(campaign, subject, window).set(count)
+
+
+# --- caps status (admin API) ----------------------------------------------------------------
+
+
+async def caps_status(
+    config: Config, read: Reader, now_s: float, campaign_id: str | None = None
+) -> list[dict[str, object]]:
+    """Every cap of every campaign (or one), per counted subject: used, limit, remaining and
+    when it resets: a calendar window's end, or when a rolling window's oldest lead leaves it.
+    One round trip; for the admin API, not the scrape."""
+    now_ms = int(now_s * 1000)
+    rows: list[dict[str, object]] = []
+    commands: list[Command] = []
+    for campaign in config.campaigns.values():
+        if campaign_id is not None and campaign.id != campaign_id:
+            continue
+        partners = [p.id for p in config.partners.values() if campaign.id in p.campaigns]
+        channels = sorted(
+            {c for p in config.partners.values() if campaign.id in p.campaigns for c in p.channels}
+        )
+        for cap in campaign.caps:
+            keys_ = _cap_keys(campaign, cap, partners, channels, now_s)
+            who: Sequence[str] = (
+                partners
+                if cap.subject is CapSubject.PARTNER
+                else channels
+                if cap.subject is CapSubject.CHANNEL
+                else [campaign.id]
+            )
+            for key, name in zip(keys_, who, strict=True):
+                row: dict[str, object] = {
+                    "campaign": campaign.id,
+                    "advertiser": campaign.advertiser,
+                    "reason": cap.reason,
+                    "subject": cap.subject.value,
+                    "of": name,
+                    "window": cap.window.label,
+                    "limit": cap.limit,
+                }
+                if cap.window.rolling_s is not None:
+                    since = f"({now_ms - cap.window.rolling_s * 1000}"
+                    commands += [
+                        ("ZCOUNT", key, since, "+inf"),
+                        ("ZRANGEBYSCORE", key, since, "+inf", "WITHSCORES", "LIMIT", 0, 1),
+                    ]
+                    row["_rolling_ms"] = cap.window.rolling_s * 1000
+                else:
+                    assert cap.window.period is not None
+                    _, end_s = calendar_bucket(cap.window.period, campaign.timezone, now_s)
+                    commands += [("GET", key), ("PING",)]
+                    row["_ends_ms"] = int(end_s * 1000)
+                rows.append(row)
+    results = await read(commands) if commands else []
+    for i, row in enumerate(rows):
+        value, oldest = results[2 * i], results[2 * i + 1]
+        if isinstance(value, Exception):
+            raise StoreError(f"caps could not be read: {value}")
+        used = int(value or 0)
+        rolling_ms = row.pop("_rolling_ms", None)
+        ends_ms = row.pop("_ends_ms", None)
+        if isinstance(rolling_ms, int):
+            frees = None
+            if used and isinstance(oldest, list) and len(oldest) >= 2:
+                frees = int(float(oldest[1])) + rolling_ms
+            row["resets_at"] = _iso(frees)
+        else:
+            row["resets_at"] = _iso(ends_ms if isinstance(ends_ms, int) else None)
+        row["used"] = used
+        row["remaining"] = max(0, int(str(row["limit"])) - used)
+    return rows
+
+
+def _iso(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__, suppression
+from gateway import __version__, erasure, report, suppression
 from gateway.config.check import check_config, hash_api_key, new_api_key
 from gateway.config.model import Config
 from gateway.delivery import cli as delivery_cli
@@ -24,8 +24,8 @@ from gateway.observe import configure_logging
 from gateway.rules import cli as rules_cli
 from gateway.runtime import ConfigReloader, Settings, build_intake, load_settings
 from gateway.types import PartnerId
-from gateway.web.admin import add_admin_routes
-from gateway.web.app import create_app
+from gateway.web.admin import Admin, add_admin_routes
+from gateway.web.app import create_admin_app, create_app
 from gateway.web.state import BUCKETS, DRAINING, INFLIGHT
 
 LOG = logging.getLogger("leadgate")
@@ -56,11 +56,19 @@ async def serve(
     intake = await build_intake(settings)
     app = create_app(intake)
     worker = _in_process_worker(settings, intake, with_worker)
+    reloader = ConfigReloader(intake, settings.config_path)
+    admin = None
     if env.admin_token:
         queue = worker.queue if worker is not None else open_queue(settings, intake.engine.store)
-        add_admin_routes(app, queue, env.admin_token, list(settings.config.advertisers))
+        admin = Admin(intake, queue, env.admin_token, reloader)
         if worker is None:
             app.on_cleanup.append(lambda _: queue.close())
+    admin_app = None
+    if admin is not None and env.admin_port is not None:
+        # Its own listener: the admin API is then unreachable through the public port.
+        admin_app = create_admin_app(intake, admin)
+    else:
+        add_admin_routes(app, admin)
     # access_log=None: aiohttp's access log writes client IPs and full request lines (query
     # strings can hold emails); the decision log replaces it.
     # The drain below waits for in-flight requests itself; aiohttp's own shutdown then only
@@ -72,9 +80,22 @@ async def serve(
     site = web.TCPSite(
         runner, listen_host, listen_port, backlog=4096, reuse_port=reuse_port or None
     )
+    admin_runner = None
+    if admin_app is not None:
+        admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        await admin_runner.setup()
+        await web.TCPSite(
+            admin_runner,
+            env.admin_host or listen_host,
+            env.admin_port,
+            reuse_port=reuse_port or None,
+        ).start()
     await site.start()
     if worker is not None:
         await worker.start()
+    # The partner report's daily counts reach the store every few seconds, off the
+    # decision path; what is left is flushed at shutdown.
+    ledger_task = asyncio.get_running_loop().create_task(intake.ledger.run())
     LOG.info(
         "serving",
         extra={
@@ -86,7 +107,6 @@ async def serve(
             }
         },
     )
-    reloader = ConfigReloader(intake, settings.config_path)
 
     def adopt(config: Config) -> None:
         # A partner whose rate limit changed (or who left) starts again from a full bucket.
@@ -103,6 +123,8 @@ async def serve(
         if config is not None:
             adopt(config)
 
+    if admin is not None:
+        admin.on_reload = adopt
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -135,7 +157,11 @@ async def serve(
         LOG.warning("drain grace over", extra={"fields": {"in_flight": app[INFLIGHT].count}})
     if stopping is not None:
         await stopping
+    ledger_task.cancel()
+    await intake.ledger.close()
     await runner.cleanup()
+    if admin_runner is not None:
+        await admin_runner.cleanup()
     LOG.info("stopped")
     return 0
 
@@ -208,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p_hash.add_argument("key", nargs="?", help="the key; omitted: generate a new one")
 
     suppression.register(sub)
+    erasure.register(sub)
+    report.register(sub)
     rules_cli.add_parser(sub)
     delivery_cli.register(sub)
 
@@ -226,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "suppress":
             return asyncio.run(suppression.run(args, os.environ, sys.stdout))
+        if args.command == "erase":
+            return asyncio.run(erasure.run(args, os.environ, sys.stdout))
+        if args.command == "report":
+            return asyncio.run(report.run(args, os.environ, sys.stdout))
         if (done := delivery_cli.dispatch(args)) is not None:
             return done
         if args.command == "serve" and args.workers != 1:

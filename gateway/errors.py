@@ -116,15 +116,22 @@ class UnsupportedMediaType(RequestError):
     type_slug = "unsupported-media-type"
 
 
-class InvalidLead(RequestError):
+class InvalidFields(RequestError):
+    """A request whose fields are not valid; the answer lists each field and why."""
+
     status = 422
-    title = "Invalid lead"
-    type_slug = "invalid-lead"
+    title = "Invalid request"
+    type_slug = "invalid-request"
 
     def __init__(self, problems: list[FieldProblem]) -> None:
         self.problems = problems
         fields = ", ".join(p.field for p in problems)
         super().__init__(f"{len(problems)} invalid field(s): {fields}")
+
+
+class InvalidLead(InvalidFields):
+    title = "Invalid lead"
+    type_slug = "invalid-lead"
 
 
 class IdempotencyConflict(RequestError):

@@ -131,7 +131,7 @@ class ConfigReloader:
         self.intake = intake
         self.path = path
         #: Issues of the last refused load, so a broken file is reported once, not per poll.
-        self._last_refusal: tuple[str, ...] = ()
+        self.refusal: tuple[str, ...] = ()
 
     async def reload(self, *, trigger: str) -> Config | None:
         """Load the file and serve it if it is valid and different. The new config, or None
@@ -140,18 +140,18 @@ class ConfigReloader:
             config = await asyncio.to_thread(load_config, self.path)
         except ConfigError as error:
             issues = tuple(str(issue) for issue in error.issues)
-            if trigger == "signal" or issues != self._last_refusal:
-                self._last_refusal = issues
+            if trigger in ("signal", "api") or issues != self.refusal:
+                self.refusal = issues
                 self.intake.observer.reloaded(None)
                 LOG.error(
                     "config reload refused; the running config keeps serving",
                     extra={"fields": {"trigger": trigger, "path": self.path, "issues": issues}},
                 )
             return None
-        self._last_refusal = ()
+        self.refusal = ()
         current = self.intake.config
         if config.checksum == current.checksum:
-            if trigger == "signal":
+            if trigger in ("signal", "api"):
                 LOG.info("config unchanged", extra={"fields": {"checksum": config.checksum}})
             return None
         self.intake.replace_config(config)

@@ -28,6 +28,8 @@ HOST = "LEADGATE_HOST"
 PORT = "LEADGATE_PORT"
 LOG_LEVEL = "LEADGATE_LOG_LEVEL"
 ADMIN_TOKEN = "LEADGATE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+ADMIN_HOST = "LEADGATE_ADMIN_HOST"
+ADMIN_PORT = "LEADGATE_ADMIN_PORT"
 _SECRETS = (
     REDIS_URL,
     FINGERPRINT_KEY,
@@ -38,7 +40,17 @@ _SECRETS = (
 _READ_ELSEWHERE = ("LEADGATE_REDIS_ALLOW_EVICTION", "LEADGATE_FAILPOINTS")
 _SECRET_FILES = tuple(f"{name}_FILE" for name in _SECRETS)
 KNOWN_VARIABLES: Final = frozenset(
-    (CONFIG, HOST, PORT, LOG_LEVEL, *_SECRETS, *_SECRET_FILES, *_READ_ELSEWHERE)
+    (
+        CONFIG,
+        HOST,
+        PORT,
+        LOG_LEVEL,
+        ADMIN_HOST,
+        ADMIN_PORT,
+        *_SECRETS,
+        *_SECRET_FILES,
+        *_READ_ELSEWHERE,
+    )
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 MIN_SECRET_CHARS: Final = 32
@@ -63,6 +75,10 @@ class Environment:
     log_level: str = "info"
     #: Bearer token of the admin API (deliveries, dead letters); None: the routes do not exist.
     admin_token: str | None = field(default=None, repr=False)
+    #: Where the admin API listens on its own (``LEADGATE_ADMIN_PORT``); ``None``: on the
+    #: public listener, behind its token. ``admin_host`` None: the public address.
+    admin_port: int | None = None
+    admin_host: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Environment:
@@ -96,6 +112,14 @@ class Environment:
             issues.append(
                 ConfigIssue(admin[0], f"at least {MIN_SECRET_CHARS} characters {_NOT_SHOWN}")
             )
+        given_admin_port = _get(environ, ADMIN_PORT)
+        admin_port = (
+            None if given_admin_port is None else _port(given_admin_port, issues, ADMIN_PORT)
+        )
+        if admin_port is not None and admin is None:
+            issues.append(ConfigIssue(ADMIN_PORT, f"the admin API needs {ADMIN_TOKEN} too"))
+        if admin_port is not None and admin_port == port:
+            issues.append(ConfigIssue(ADMIN_PORT, f"must differ from {PORT} ({port})"))
         if issues:
             raise ConfigError(issues)
         return cls(
@@ -106,6 +130,8 @@ class Environment:
             port=port,
             log_level=log_level,
             admin_token=None if admin is None else admin[1],
+            admin_port=admin_port,
+            admin_host=_get(environ, ADMIN_HOST),
         )
 
 
@@ -198,10 +224,10 @@ def _parse_key(where: str, text: str, issues: list[ConfigIssue]) -> FingerprintK
     return None
 
 
-def _port(text: str | None, issues: list[ConfigIssue]) -> int:
+def _port(text: str | None, issues: list[ConfigIssue], name: str = PORT) -> int:
     if text is None:
         return 8080
     if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
         return int(text)
-    issues.append(ConfigIssue(PORT, f"{text!r} is not a TCP port (1-65535)"))
+    issues.append(ConfigIssue(name, f"{text!r} is not a TCP port (1-65535)"))
     return 8080

@@ -28,7 +28,7 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.decision.windows import calendar_bucket
-from gateway.leads.email import normalize_email
+from gateway.leads.email import email_identity
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.model import Lead
 from gateway.storage import keys
@@ -201,7 +201,7 @@ def _person_identities(
     present = dict(identities)
     if "email" not in present and lead.email is not None:
         # Lead.email is the address as delivered; the lists hold the identity form.
-        present["email"] = fingerprinter.lookups("email", normalize_email(lead.email).identity)
+        present["email"] = fingerprinter.lookups("email", email_identity(lead.email))
     if "phone" not in present and lead.phone is not None:
         present["phone"] = fingerprinter.lookups("phone", lead.phone)
     return list(present.items())

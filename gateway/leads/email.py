@@ -130,9 +130,16 @@ def normalize_email(
     # (xn--mnchen-3ya.de and MÜNCHEN.de both become münchen.de), so both spellings agree.
     domain = valid.domain
     address = f"{local}@{domain}"
+    return NormalizedEmail(address=address, identity=email_identity(address, rules))
+
+
+def email_identity(address: str, rules: Mapping[str, ProviderRule] = DEFAULT_PROVIDER_RULES) -> str:
+    """The dedup identity of an address already normalized (``NormalizedEmail.address``): the
+    provider's rules applied. Cheap (no validation): erasure runs it over every queued lead."""
+    local, _, domain = address.rpartition("@")
     rule = rules.get(domain)
     if rule is None:
-        return NormalizedEmail(address=address, identity=address)
+        return address
     mailbox = local
     if rule.strip_plus_tag:
         mailbox = mailbox.partition("+")[0]
@@ -142,7 +149,7 @@ def normalize_email(
         mailbox = mailbox.replace(char, "")
     if not mailbox:  # "+tag@gmail.com": not a mailbox the rule knows; keep what was typed
         mailbox = local
-    return NormalizedEmail(address=address, identity=f"{mailbox}@{rule.canonical_domain or domain}")
+    return f"{mailbox}@{rule.canonical_domain or domain}"
 
 
 # Parenthesised details that come from the idna library quote the offending label.

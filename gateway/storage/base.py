@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.decision.model import (
     ClaimResult,
@@ -37,6 +37,7 @@ class ForcedOutcome:
     reasons: tuple[str, ...]
 
 
+@runtime_checkable
 class SuppressionStore(Protocol):
     """Suppression lists: identity keys (``keys.person_suppressed``) carry the ids of the lists
     they are on. Only keyed fingerprints ever reach the store, never an email or a phone."""

@@ -1,51 +1,239 @@
-"""Admin HTTP endpoints for deliveries, behind their own token (``LEADGATE_ADMIN_TOKEN``).
+"""The admin API, behind its own token (``LEADGATE_ADMIN_TOKEN``) and, optionally, on its own
+listener (``LEADGATE_ADMIN_LISTEN``)::
 
-::
+    DELETE /v1/admin/identities                     erase one person {email?, phone?, region?}
+    GET    /v1/admin/suppression-lists              every list and its size
+    POST   /v1/admin/suppression-lists/{list}/entries   put people on a list
+    DELETE /v1/admin/suppression-lists/{list}/entries   take people off a list
+    GET    /v1/admin/caps?campaign=C                used / limit / reset time of every cap
+    POST   /v1/admin/config/reload                  reload the config file now
+    GET    /v1/admin/reports/partners?since=7d      partners ranked by net quality
+    GET    /v1/admin/deliveries                     every advertiser's queue state
+    GET    /v1/admin/deliveries/dead?advertiser=A&since=2h&limit=100
+    POST   /v1/admin/deliveries/replay   {"lead_id": "..."} | {"advertiser": "A", "since": "2h"}
+    POST   /v1/admin/deliveries/enable   {"advertiser": "A"}
 
-    GET  /admin/deliveries                      every advertiser's queue state
-    GET  /admin/deliveries/dead?advertiser=A&since=2h&limit=100
-    POST /admin/deliveries/replay   {"lead_id": "..."} | {"advertiser": "A", "since": "2h"}
-    POST /admin/deliveries/enable   {"advertiser": "A"}
-
-``Authorization: Bearer <LEADGATE_ADMIN_TOKEN>``; a partner's API key never opens them (it is
-not the token). Without a token configured the routes do not exist (404). Answers hold ids,
-codes, counts and times only, like ``leadgate deliveries``; errors are problem+json.
+``Authorization: Bearer <LEADGATE_ADMIN_TOKEN>``; a partner's or an advertiser's API key never
+opens them (it is not the token). Without a token configured the routes do not exist (404).
+Personal data goes in request bodies only, never in a query string (proxies log those), and
+answers hold ids, codes, counts and times only; errors are problem+json naming the field.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from gateway import capusage, report, suppression
+from gateway.config.model import Config
 from gateway.delivery import ops
 from gateway.delivery.queue_base import Queue
+from gateway.erasure import ErasableStore, Eraser, ErasureInputError, Person
+from gateway.errors import (
+    FieldProblem,
+    InvalidFields,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    StoreError,
+)
+from gateway.intake import Intake
+from gateway.runtime import ConfigReloader
+from gateway.storage.base import SuppressionStore
 from gateway.types import AdvertiserId, LeadId
 from gateway.web.problems import Handler, problem_response
 
-PREFIX = "/admin/deliveries"
+PREFIX = "/v1/admin"
+#: An admin body holds at most a few thousand people; a bigger one is a mistake.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: People put on or taken off a list per request (a CSV goes through ``leadgate suppress``).
+MAX_ENTRIES = 10_000
 
 
-class _Admin:
-    def __init__(self, queue: Queue, token: str, advertisers: Sequence[AdvertiserId]) -> None:
-        self.queue = queue
-        self._token = token.encode()
-        self.advertisers = list(advertisers)
+@dataclass
+class Admin:
+    """What the admin routes act on; the configuration is always the intake's current one."""
+
+    intake: Intake
+    queue: Queue
+    token: str
+    reloader: ConfigReloader | None = None
+    #: Called with a config the reload endpoint put in service (rate-limit buckets, ...).
+    on_reload: Callable[[Config], None] | None = None
 
     def authorized(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() != "bearer ":
             return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+
+    @property
+    def advertisers(self) -> list[AdvertiserId]:
+        return list(self.intake.config.advertisers)
 
     def advertiser(self, value: object) -> AdvertiserId | None:
-        return AdvertiserId(value) if isinstance(value, str) and value in self.advertisers else None
+        if isinstance(value, str) and value in self.intake.config.advertisers:
+            return AdvertiserId(value)
+        return None
 
-    # --- handlers -------------------------------------------------------------------------
+    # --- erasure ---------------------------------------------------------------------------
 
-    async def state(self, _: web.Request) -> web.Response:
+    async def erase_identity(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        _only(body, ("email", "phone", "region"))
+        try:
+            person = Person.parse(
+                _text(body, "email"), _text(body, "phone"), _text(body, "region") or "FR"
+            )
+        except ErasureInputError as bad:
+            raise InvalidFields([FieldProblem(bad.field, bad.why)]) from None
+        store = self.intake.engine.store
+        if not isinstance(store, ErasableStore):
+            raise StoreError(f"the {store.name} store cannot erase")
+        eraser = Eraser(self.intake.config, self.intake.fingerprinter, store, self.queue)
+        return _json((await eraser.erase(person)).to_json())
+
+    # --- suppression lists -----------------------------------------------------------------
+
+    def _suppression(self, request: web.Request) -> tuple[str, SuppressionStore]:
+        list_id = request.match_info["list"]
+        if list_id not in self.intake.config.suppression_lists:
+            raise NotFound("no such suppression list in the configuration")
+        store = self.intake.engine.store
+        if not isinstance(store, SuppressionStore):
+            raise StoreError(f"the {store.name} store keeps no suppression lists")
+        return list_id, store
+
+    async def suppression_lists(self, _: web.Request) -> web.Response:
+        store = self.intake.engine.store
+        lists = []
+        for list_id, declared in self.intake.config.suppression_lists.items():
+            size = (
+                await store.suppression_size(list_id) if isinstance(store, SuppressionStore) else 0
+            )
+            lists.append(
+                {"id": list_id, "name": declared.name, "network": declared.network, "size": size}
+            )
+        return _json({"suppression_lists": lists})
+
+    async def suppression_add(self, request: web.Request) -> web.Response:
+        return await self._suppression_change(request, add=True)
+
+    async def suppression_remove(self, request: web.Request) -> web.Response:
+        return await self._suppression_change(request, add=False)
+
+    async def _suppression_change(self, request: web.Request, *, add: bool) -> web.Response:
+        list_id, store = self._suppression(request)
+        body = await _body(request)
+        _only(body, ("email", "phone", "region", "entries"))
+        region = _text(body, "region") or "FR"
+        if "entries" in body:
+            entries, where = body["entries"], "entries/"
+            if not isinstance(entries, list) or not entries:
+                raise InvalidFields([FieldProblem("entries", "must be a non-empty list")])
+            if len(entries) > MAX_ENTRIES:
+                raise InvalidFields([FieldProblem("entries", f"at most {MAX_ENTRIES} per request")])
+        else:
+            entries, where = [body], ""
+        found: list[str] = []
+        problems: list[FieldProblem] = []
+        for n, entry in enumerate(entries):
+            at = f"{where}{n}/" if where else ""
+            if not isinstance(entry, dict):
+                problems.append(FieldProblem(at.rstrip("/") or "body", "must be an object"))
+                continue
+            email, phone = entry.get("email"), entry.get("phone")
+            if not (isinstance(email, str) and email) and not (isinstance(phone, str) and phone):
+                problems.append(FieldProblem(f"{at}email", "give an email and/or a phone"))
+                continue
+            for name, value in (("email", email), ("phone", phone)):
+                if value is None or value == "":
+                    continue
+                if not isinstance(value, str):
+                    problems.append(FieldProblem(f"{at}{name}", "must be a string"))
+                    continue
+                try:
+                    found += suppression.identity_keys(
+                        self.intake.fingerprinter,
+                        email=value if name == "email" else None,
+                        phone=value if name == "phone" else None,
+                        region=region,
+                        every_key=not add,
+                    )
+                except ValueError as bad:
+                    problems.append(FieldProblem(f"{at}{name}", str(bad)))
+        if problems:
+            # All or nothing: a list half-changed by a request the caller sees refused would
+            # leave them guessing what to send again.
+            raise InvalidFields(problems)
+        changed = await store.suppression_change(list_id, found, add=add)
+        return _json(
+            {
+                "list": list_id,
+                "people": len(entries),
+                ("added" if add else "removed"): changed,
+                "size": await store.suppression_size(list_id),
+            }
+        )
+
+    # --- caps, reload, report --------------------------------------------------------------
+
+    async def caps(self, request: web.Request) -> web.Response:
+        config = self.intake.config
+        campaign = request.rel_url.query.get("campaign")
+        if campaign is not None and campaign not in config.campaigns:
+            raise NotFound("no such campaign in the configuration")
+        store: Any = self.intake.engine.store
+        rows = await capusage.caps_status(
+            config, store.read_for_metrics, self.intake.clock(), campaign
+        )
+        return _json({"caps": rows})
+
+    async def reload(self, _: web.Request) -> web.Response:
+        if self.reloader is None:
+            raise NotFound("this process was not started from a config file it can reload")
+        previous = self.intake.config.checksum
+        config = await self.reloader.reload(trigger="api")
+        if config is None and self.reloader.refusal:
+            raise InvalidFields(
+                [FieldProblem(self.reloader.path, issue) for issue in self.reloader.refusal]
+            )
+        if config is not None and self.on_reload is not None:
+            self.on_reload(config)
+        return _json(
+            {
+                "reloaded": config is not None,
+                "checksum": self.intake.config.checksum,
+                "previous_checksum": previous,
+            }
+        )
+
+    async def partner_report(self, request: web.Request) -> web.Response:
+        query = request.rel_url.query
+        now_ms = int(self.intake.clock() * 1000)
+        campaign = query.get("campaign")
+        if campaign is not None and campaign not in self.intake.config.campaigns:
+            raise NotFound("no such campaign in the configuration")
+        try:
+            body = await report.report_json(
+                self.intake.ledger.read,
+                self.intake.config,
+                since=query.get("since", report.DEFAULT_SINCE),
+                now_ms=now_ms,
+                campaign=campaign,
+            )
+        except ValueError as bad:
+            raise InvalidFields([FieldProblem("since", str(bad))]) from None
+        return _json(body)
+
+    # --- deliveries ------------------------------------------------------------------------
+
+    async def deliveries(self, _: web.Request) -> web.Response:
         now = ops.now_ms()
         body = {}
         for advertiser in self.advertisers:
@@ -65,15 +253,18 @@ class _Admin:
         if "advertiser" in query:
             one = self.advertiser(query["advertiser"])
             if one is None:
-                return _unknown_advertiser(request)
+                raise NotFound("no such advertiser in the configuration")
             chosen = [one]
         try:
             since = ops.parse_since(query["since"]) if "since" in query else 0
-            limit = int(query.get("limit", "100"))
-            if not 1 <= limit <= 10_000:
-                raise ValueError("limit must be between 1 and 10000")
         except ValueError as error:
-            return _bad(request, str(error))
+            raise InvalidFields([FieldProblem("since", str(error))]) from None
+        try:
+            limit = int(query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 10_000:
+            raise InvalidFields([FieldProblem("limit", "must be a number from 1 to 10000")])
         now = ops.now_ms()
         rows = []
         for advertiser in chosen:
@@ -85,49 +276,41 @@ class _Admin:
 
     async def replay(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        if body is None:
-            return _bad(request, "send a JSON object: {lead_id} or {advertiser, since}")
         lead_id = body.get("lead_id")
         if isinstance(lead_id, str):
             entry = await ops.find_dead(self.queue, self.advertisers, LeadId(lead_id))
             if entry is None:
-                return problem_response(
-                    404, "not-found", "Not found", "no dead letter for this lead", request.path
-                )
+                raise NotFound("no dead letter for this lead")
             moved = await self.queue.replay(entry.advertiser, [entry], ops.now_ms())
             return _json({"replayed": moved, "advertiser": entry.advertiser})
         advertiser = self.advertiser(body.get("advertiser"))
         if advertiser is None:
-            return _unknown_advertiser(request)
+            raise NotFound("no such advertiser in the configuration (or give a lead_id)")
         since = body.get("since")
         if not isinstance(since, str | int):
-            return _bad(request, "give since: a duration back (2h), an ISO instant or epoch ms")
+            raise InvalidFields(
+                [FieldProblem("since", "a duration back (2h), an ISO instant or epoch ms")]
+            )
         try:
             since_ms = ops.parse_since(str(since))
         except ValueError as error:
-            return _bad(request, str(error))
+            raise InvalidFields([FieldProblem("since", str(error))]) from None
         moved = await ops.replay_since(self.queue, advertiser, since_ms)
         return _json({"replayed": moved, "advertiser": advertiser})
 
     async def enable(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        advertiser = self.advertiser(None if body is None else body.get("advertiser"))
+        advertiser = self.advertiser(body.get("advertiser"))
         if advertiser is None:
-            return _unknown_advertiser(request)
+            raise NotFound("no such advertiser in the configuration")
         was_disabled = await self.queue.enable(advertiser)
         return _json({"advertiser": advertiser, "was_disabled": was_disabled})
 
 
-def add_admin_routes(
-    app: web.Application,
-    queue: Queue,
-    token: str | None,
-    advertisers: Sequence[AdvertiserId],
-) -> None:
-    """Add the delivery admin routes to ``app`` (none without a token: they answer 404)."""
-    if not token:
+def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
+    """Add the admin routes to ``app`` (none without an admin: they answer 404)."""
+    if admin is None or not admin.token:
         return
-    admin = _Admin(queue, token, advertisers)
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
@@ -144,29 +327,62 @@ def add_admin_routes(
 
         return check
 
-    app.router.add_get(PREFIX, guarded(admin.state), allow_head=False)
-    app.router.add_get(f"{PREFIX}/dead", guarded(admin.dead), allow_head=False)
-    app.router.add_post(f"{PREFIX}/replay", guarded(admin.replay))
-    app.router.add_post(f"{PREFIX}/enable", guarded(admin.enable))
+    routes: Sequence[tuple[str, str, Handler]] = (
+        ("DELETE", "/identities", admin.erase_identity),
+        ("GET", "/suppression-lists", admin.suppression_lists),
+        ("POST", "/suppression-lists/{list}/entries", admin.suppression_add),
+        ("DELETE", "/suppression-lists/{list}/entries", admin.suppression_remove),
+        ("GET", "/caps", admin.caps),
+        ("POST", "/config/reload", admin.reload),
+        ("GET", "/reports/partners", admin.partner_report),
+        ("GET", "/deliveries", admin.deliveries),
+        ("GET", "/deliveries/dead", admin.dead),
+        ("POST", "/deliveries/replay", admin.replay),
+        ("POST", "/deliveries/enable", admin.enable),
+    )
+    for method, path, handler in routes:
+        if method == "GET":
+            app.router.add_get(PREFIX + path, guarded(handler), allow_head=False)
+        else:
+            app.router.add_route(method, PREFIX + path, guarded(handler))
 
 
-async def _body(request: web.Request) -> dict[str, object] | None:
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"an admin request body is at most {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(65_536):
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"an admin request body is at most {MAX_BODY_BYTES} bytes")
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:
+        raise RequestError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    return body
+
+
+def _only(body: dict[str, Any], allowed: Sequence[str]) -> None:
+    unknown = [name for name in body if name not in allowed]
+    if unknown:
+        raise InvalidFields(
+            [
+                FieldProblem(name[:64], f"unknown field (known: {', '.join(allowed)})")
+                for name in unknown
+            ]
+        )
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
         return None
-    return body if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        raise InvalidFields([FieldProblem(name, "must be a string")])
+    return value
 
 
 def _json(data: object) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _bad(request: web.Request, detail: str) -> web.Response:
-    return problem_response(400, "bad-request", "Bad request", detail, request.path)
-
-
-def _unknown_advertiser(request: web.Request) -> web.Response:
-    return problem_response(
-        404, "not-found", "Not found", "no such advertiser in the configuration", request.path
-    )

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from gateway.intake import Intake
 from gateway.web import handlers
+from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.feedback import add_feedback_routes
 from gateway.web.problems import Handler, problems_middleware
 from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
 
-_ROUTED_METHODS = frozenset({"GET", "POST"})
+_ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
 
 @web.middleware
@@ -72,6 +73,17 @@ def create_app(intake: Intake) -> web.Application:
         if route.resource is not None:
             intake.observer.route_known(route.resource.canonical, [route.method])
     app.cleanup_ctx.append(_store_lifecycle)
+    return app
+
+
+def create_admin_app(intake: Intake, admin: Admin) -> web.Application:
+    """The admin API alone, for its own listener (``LEADGATE_ADMIN_PORT``)."""
+    app = web.Application(middlewares=[metrics_middleware, problems_middleware])
+    app[INTAKE] = intake
+    add_admin_routes(app, admin)
+    for route in app.router.routes():
+        if route.resource is not None:
+            intake.observer.route_known(route.resource.canonical, [route.method])
     return app
 
 

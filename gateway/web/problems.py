@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from gateway.errors import InvalidLead, RateLimited, RequestError, StoreUnavailable
+from gateway.errors import InvalidFields, RateLimited, RequestError, StoreUnavailable
 from gateway.web.state import INTAKE
 
 LOG = logging.getLogger("leadgate.web")
@@ -25,7 +25,7 @@ def problem_body(error: RequestError, instance: str) -> dict[str, object]:
         "detail": error.detail,
         "instance": instance,
     }
-    if isinstance(error, InvalidLead):
+    if isinstance(error, InvalidFields):
         body["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
     return body
 

@@ -1,5 +1,5 @@
-"""The delivery admin API over HTTP: its own token, dead letters listed without personal data,
-replays (one lead, an advertiser since a time), re-enabling an endpoint."""
+"""The admin API's delivery routes over HTTP: its own token, dead letters listed without
+personal data, replays (one lead, an advertiser since a time), re-enabling an endpoint."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from support import ADVERTISER, free_port
 
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
+from gateway.config.load import parse_config
+from gateway.decision.engine import DecisionEngine
 from gateway.delivery.queue_base import LastResponse
-from gateway.types import AdvertiserId, LeadId
-from gateway.web.admin import add_admin_routes
+from gateway.intake import Intake
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.observe import Observer
+from gateway.types import AdvertiserId, FingerprintKey, LeadId
+from gateway.web.admin import Admin, add_admin_routes
+from gateway.web.problems import problems_middleware
+from gateway.web.state import INTAKE
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -28,14 +35,33 @@ async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         yield queued
 
 
+def intake_over(h: Harness) -> Intake:
+    config = parse_config(
+        {
+            "channels": [{"id": "email"}],
+            "advertisers": [{"id": ADVERTISER}, {"id": OTHER}],
+            "campaigns": [],
+            "partners": [],
+        }
+    )
+    return Intake(
+        config,
+        DecisionEngine(h.store),
+        Fingerprinter([FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0")]),
+        Observer(config),
+    )
+
+
 async def serve(h: Harness, token: str | None) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    add_admin_routes(app, h.queue, token, [ADVERTISER, OTHER])
+    intake = intake_over(h)
+    app = web.Application(middlewares=[problems_middleware])
+    app[INTAKE] = intake
+    add_admin_routes(app, Admin(intake, h.queue, token) if token else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/admin/deliveries"
+    return runner, f"http://127.0.0.1:{port}/v1/admin/deliveries"
 
 
 @pytest_asyncio.fixture
@@ -104,7 +130,8 @@ async def test_dead_letters_are_listed_without_personal_data(
     async with http.get(f"{api}/dead", params={"advertiser": "nobody"}) as response:
         assert response.status == 404
     async with http.get(f"{api}/dead", params={"since": "yesterday"}) as response:
-        assert response.status == 400
+        assert response.status == 422
+        assert (await response.json(content_type=None))["errors"][0]["field"] == "since"
 
 
 async def test_replay_one_lead_then_an_advertiser_since_a_time(

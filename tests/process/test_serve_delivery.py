@@ -79,7 +79,7 @@ async def test_admin_routes_need_their_own_token(
     gateway = await gateways.start(
         config=config, env={**SECRETS, "LEADGATE_ADMIN_TOKEN": ADMIN_TOKEN}
     )
-    url = f"{gateway.url}/admin/deliveries"
+    url = f"{gateway.url}/v1/admin/deliveries"
     async with http.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
         assert response.status == 200, await response.text()
     async with http.get(url, headers={"Authorization": "Bearer demo-mailfox-key"}) as response:
@@ -89,7 +89,7 @@ async def test_admin_routes_need_their_own_token(
 
     without = await gateways.start(config=config, env=SECRETS)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with http.get(f"{without.url}/admin/deliveries", headers=admin) as response:
+    async with http.get(f"{without.url}/v1/admin/deliveries", headers=admin) as response:
         assert response.status == 404
 
 

@@ -32,12 +32,17 @@ from support import StoreView
 from gateway.config.load import load_config, parse_config
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
+from gateway.delivery.memqueue import MemoryQueue
+from gateway.delivery.queue import RedisQueue
+from gateway.delivery.queue_base import Queue
 from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe import Observer
+from gateway.runtime import ConfigReloader
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.types import FingerprintKey
+from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.app import create_app
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
@@ -62,6 +67,7 @@ T0 = datetime(2026, 11, 20, 10, 0, tzinfo=PARIS).timestamp()
 DAY_S = 86_400.0
 #: Fingerprint secret of the tests (fingerprints are keyed; any 16+ bytes do).
 FINGERPRINT_KEY = FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0")
+ADMIN_TOKEN = "admin-token-of-the-tests-0123456789"
 
 ConfigSource = Mapping[str, Any] | Path
 
@@ -212,6 +218,15 @@ class Gateway:
     clock: FakeClock
     view: StoreView
     keys: Mapping[str, str] = field(default_factory=lambda: {**NETWORK_KEYS, **EXAMPLE_KEYS})
+    #: The delivery queue behind the admin API (``make(admin=True)``).
+    queue: Queue | None = None
+
+    async def admin(self, method: str, path: str, body: object = None) -> Reply:
+        """A request to the admin API (``/v1/admin`` + ``path``) with the admin token."""
+        extra: dict[str, Any] = {} if body is None else {"data": orjson.dumps(body)}
+        return await self.request(
+            method, f"/v1/admin{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **extra
+        )
 
     @property
     def store(self) -> Store:
@@ -268,7 +283,12 @@ class Gateway:
 
 class GatewayFactory(Protocol):
     def __call__(
-        self, config: ConfigSource | None = None, *, now_s: float = T0, store: Store | None = None
+        self,
+        config: ConfigSource | None = None,
+        *,
+        now_s: float = T0,
+        store: Store | None = None,
+        admin: bool = False,
     ) -> Awaitable[Gateway]: ...
 
 
@@ -286,10 +306,16 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
     opened: list[TestClient[web.Request, web.Application]] = []
 
     async def make(
-        config: ConfigSource | None = None, *, now_s: float = T0, store: Store | None = None
+        config: ConfigSource | None = None,
+        *,
+        now_s: float = T0,
+        store: Store | None = None,
+        admin: bool = False,
     ) -> Gateway:
         """A gateway on ``config`` (default ``network()``) at ``now_s``. ``store`` replaces
-        the fixture's (outage tests; ``Gateway.view`` does not read it then)."""
+        the fixture's (outage tests; ``Gateway.view`` does not read it then). ``admin``: with
+        the admin API (token ``ADMIN_TOKEN``) over the store's delivery queue; a config given
+        as a file can be reloaded through it."""
         built = build_config(config)
         clock = FakeClock(now_s)
         own = MemoryStore()
@@ -301,19 +327,34 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
             Observer(built),
             clock=clock,
         )
-        server = TestServer(create_app(intake))  # its cleanup closes the store
+        app = create_app(intake)
+        queue: Queue | None = None
+        if admin:
+            seen = view or StoreView(own, None)
+            queue = (
+                MemoryQueue(used)
+                if isinstance(used, MemoryStore)
+                else RedisQueue(str(seen.redis_url))
+            )
+            reloader = ConfigReloader(intake, str(config)) if isinstance(config, Path) else None
+            add_admin_routes(app, Admin(intake, queue, ADMIN_TOKEN, reloader))
+            queues.append(queue)
+        server = TestServer(app)  # its cleanup closes the store
         # As the CLI runs it: no access log (request lines carry query strings).
         await server.start_server(access_log=None)
         client = TestClient(server)
         opened.append(client)
         await client.start_server()
-        return Gateway(client, intake, clock, view or StoreView(own, None))
+        return Gateway(client, intake, clock, view or StoreView(own, None), queue=queue)
 
+    queues: list[Queue] = []
     try:
         yield make
     finally:
         for client in opened:
             await client.close()
+        for queue in queues:
+            await queue.close()
 
 
 @pytest_asyncio.fixture
