@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cluster_support import RedisCluster
 from support import RedisServer, StoreView, free_port, redis_server_binary
 
 from gateway.decision.engine import DecisionEngine
@@ -47,6 +48,26 @@ def redis_url(redis_server: RedisServer) -> str:
         client.script_flush()
         client.config_set("maxmemory-policy", "noeviction")
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 primaries, 3 replicas on loopback TCP ports) for the whole run,
+    started on first use only."""
+    redis_server_binary()  # fail (not skip) with the install hint when it is missing
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The cluster's seed URL (``redis+cluster://``), every primary emptied before the test."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture

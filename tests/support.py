@@ -16,12 +16,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.config.model import CalendarPeriod, CapRule, CapSubject, CapWindow, DedupScope
 from gateway.decision.engine import DecisionEngine
@@ -35,6 +37,7 @@ from gateway.decision.model import (
 )
 from gateway.storage import keys
 from gateway.storage.base import Store
+from gateway.storage.cluster import is_cluster_url
 from gateway.storage.memory import MemoryStore
 from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, LeadId, PartnerId
 
@@ -353,6 +356,19 @@ class Delivery:
     record: bytes
 
 
+def plain_client(url: str, *, decode_responses: bool = False) -> Any:
+    """A redis-py client for reading what a test's store wrote: over one Redis, or over every
+    node of the cluster a ``redis+cluster://`` URL names (its ``scan_iter`` reads them all)."""
+    if is_cluster_url(url):
+        parts = urlsplit(url)
+        return RedisCluster(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            decode_responses=decode_responses,
+        )
+    return redis.asyncio.Redis.from_url(url, decode_responses=decode_responses)
+
+
 class StoreView:
     """What a test reads back from either store without going through the decision contract:
     the delivery streams (embedded: ``store.streams``; Redis: XRANGE with a plain client)."""
@@ -369,7 +385,7 @@ class StoreView:
                 for e in self.store.streams.get(stream, [])
             ]
         assert self.redis_url is not None
-        client = redis.asyncio.Redis.from_url(self.redis_url)
+        client = plain_client(self.redis_url)
         try:
             entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(stream))
         finally:
@@ -384,7 +400,7 @@ class StoreView:
         if isinstance(self.store, MemoryStore):
             return self.store.keys()
         assert self.redis_url is not None
-        client = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True)
+        client = plain_client(self.redis_url, decode_responses=True)
         try:
             return [key async for key in client.scan_iter(count=1000)]
         finally:

@@ -91,7 +91,8 @@ class Environment:
         if redis_url is not None and not _is_redis_url(redis_url[1]):
             issues.append(
                 ConfigIssue(
-                    redis_url[0], f"expected a redis://, rediss:// or unix:// URL {_NOT_SHOWN}"
+                    redis_url[0],
+                    f"expected a redis://, rediss://, unix:// or redis+cluster:// URL {_NOT_SHOWN}",
                 )
             )
         keys = _fingerprint_keys(
@@ -174,6 +175,8 @@ def _is_redis_url(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return False
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):  # a node of a Redis Cluster
+        return bool(parts.hostname)
     return parts.scheme in ("redis", "rediss", "unix") and bool(parts.netloc or parts.path)
 
 

@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,7 +44,8 @@ from gateway.delivery.queue_base import (
 )
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys, scripts
-from gateway.storage.pipeline import AutoPipeline, Command, connection_factory
+from gateway.storage.cluster import is_cluster_url, node_url, open_pipeline
+from gateway.storage.pipeline import Command
 from gateway.types import AdvertiserId
 
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
@@ -80,6 +83,11 @@ async def _translated() -> AsyncIterator[None]:
         raise StoreError(f"redis refused a delivery-queue command: {error}") from error
 
 
+def _seed(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
 def _streams(advertiser: AdvertiserId) -> dict[Source, str]:
     return {Source.NEW: keys.deliveries(advertiser), Source.DUE: keys.delivery_retries(advertiser)}
 
@@ -94,16 +102,25 @@ class RedisQueue:
         dead_letter_retention_s: float = 30 * 86_400.0,
         socket_timeout_s: float = 5.0,
     ) -> None:
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s + _SOCKET_MARGIN_S,
-            socket_connect_timeout=socket_timeout_s,
-        )
+        # On a cluster, redis-py's cluster client routes each command (one advertiser's keys
+        # share a slot, so a two-stream read is one node's); the scripts go through the
+        # slot-routed auto-pipeline.
+        self._client: Any
+        if is_cluster_url(url):
+            self._client = RedisCluster.from_url(
+                node_url(url, _seed(url)),
+                socket_timeout=socket_timeout_s + _SOCKET_MARGIN_S,
+                socket_connect_timeout=socket_timeout_s,
+            )
+        else:
+            self._client = redis.asyncio.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout_s + _SOCKET_MARGIN_S,
+                socket_connect_timeout=socket_timeout_s,
+            )
         # Settling (one script per delivery) goes through shared round trips: many
         # deliveries finishing together cost one write and one read.
-        self._pipe = AutoPipeline(
-            connection_factory(url, socket_timeout_s, decode_responses=False), connections=2
-        )
+        self._pipe = open_pipeline(url, socket_timeout_s, decode_responses=False, connections=2)
         self._retention_ms = int(dead_letter_retention_s * 1000)
         self._prepared: set[AdvertiserId] = set()
         #: Deliveries finished in the same turn of the event loop are acknowledged together.
@@ -117,10 +134,11 @@ class RedisQueue:
         command: Command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
         (result,) = await self._pipe.execute([command])
         if isinstance(result, NoScriptError):
-            loaded = await self._pipe.execute([("SCRIPT", "LOAD", s.source) for s in SCRIPTS])
-            for answer in loaded:
-                if isinstance(answer, ResponseError):
-                    raise StoreError(f"could not load a delivery script: {answer}")
+            loads = [("SCRIPT", "LOAD", s.source) for s in SCRIPTS]
+            for loaded in await self._pipe.broadcast(loads):
+                for answer in loaded:
+                    if isinstance(answer, ResponseError):
+                        raise StoreError(f"could not load a delivery script: {answer}")
             (result,) = await self._pipe.execute([command])
         if isinstance(result, ResponseError):
             raise StoreError(f"redis refused a delivery-queue script ({script.name}): {result}")

@@ -134,6 +134,10 @@ class AutoPipeline:
             for future in pending:
                 future.set_exception(error)
 
+    async def broadcast(self, commands: Sequence[Command]) -> list[list[Any]]:
+        """``commands`` on every primary: here, the one Redis (see ``storage.cluster``)."""
+        return [await self.execute(commands)]
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

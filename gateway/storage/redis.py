@@ -26,7 +26,8 @@ from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
 from gateway.storage.base import ForcedOutcome, ReserveResult
-from gateway.storage.pipeline import AutoPipeline, Command, RoundTripHook, connection_factory
+from gateway.storage.cluster import open_pipeline
+from gateway.storage.pipeline import Command, RoundTripHook
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
@@ -44,8 +45,10 @@ class RedisStore:
         allow_eviction: bool = False,
         on_round_trip: RoundTripHook | None = None,
     ) -> None:
-        self._pipe = AutoPipeline(
-            connection_factory(url, socket_timeout_s, decode_responses=True),
+        self._pipe = open_pipeline(
+            url,
+            socket_timeout_s,
+            decode_responses=True,
             connections=connections,
             on_round_trip=on_round_trip,
         )
@@ -90,27 +93,30 @@ class RedisStore:
         self._checked = True
 
     async def load_scripts(self) -> None:
-        results = await self._pipe.execute([("SCRIPT", "LOAD", s.source) for s in scripts.ALL])
-        for script, sha in zip(scripts.ALL, results, strict=True):
-            if isinstance(sha, ResponseError) or sha != script.sha:
-                raise StoreError(f"could not load script {script.name}: {sha}")
+        """Load every script on every primary (a cluster's too)."""
+        loads = [("SCRIPT", "LOAD", s.source) for s in scripts.ALL]
+        for results in await self._pipe.broadcast(loads):
+            for script, sha in zip(scripts.ALL, results, strict=True):
+                if isinstance(sha, ResponseError) or sha != script.sha:
+                    raise StoreError(f"could not load script {script.name}: {sha}")
 
     async def server_checks(self) -> list[str]:
         """Problems with the server's settings that put decisions at risk, as log lines."""
         problems: list[str] = []
-        (reply,) = await self._pipe.execute([("CONFIG", "GET", "maxmemory-policy")])
-        if isinstance(reply, ResponseError):
-            # Some managed services refuse CONFIG: say so, do not guess.
-            problems.append(f"could not read maxmemory-policy ({reply}); make it noeviction")
-            return problems
-        # RESP3 answers a map, RESP2 a flat [name, value] list.
-        policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else reply[1]
-        if policy != "noeviction":
-            problems.append(
-                f"maxmemory-policy is {policy}: Redis may evict dedup memory, caps and queued "
-                "leads under memory pressure; set it to noeviction"
-            )
-        return problems
+        # Every primary of a cluster: one evicting shard loses its advertisers' memory.
+        for (reply,) in await self._pipe.broadcast([("CONFIG", "GET", "maxmemory-policy")]):
+            if isinstance(reply, ResponseError):
+                # Some managed services refuse CONFIG: say so, do not guess.
+                problems.append(f"could not read maxmemory-policy ({reply}); make it noeviction")
+                continue
+            # RESP3 answers a map, RESP2 a flat [name, value] list.
+            policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else reply[1]
+            if policy != "noeviction":
+                problems.append(
+                    f"maxmemory-policy is {policy}: Redis may evict dedup memory, caps and "
+                    "queued leads under memory pressure; set it to noeviction"
+                )
+        return list(dict.fromkeys(problems))
 
     async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
         commands: list[Command] = []

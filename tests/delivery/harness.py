@@ -53,7 +53,8 @@ class Harness:
 
 
 class Harnesses:
-    """Makes harnesses of one kind (``embedded`` or ``redis``) and closes them all."""
+    """Makes harnesses of one kind (``embedded``, ``redis`` or ``cluster``: a real 3-primary
+    Redis Cluster) and closes them all."""
 
     def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
         self.kind = kind
@@ -68,7 +69,8 @@ class Harnesses:
             memory = MemoryStore()
             store, queue = memory, MemoryQueue(memory, dead_letter_retention_s=retention_s)
         else:
-            url = self._request.getfixturevalue("redis_url")
+            fixture = "cluster_url" if self.kind == "cluster" else "redis_url"
+            url = self._request.getfixturevalue(fixture)
             store = RedisStore(url)
             queue = RedisQueue(url, dead_letter_retention_s=retention_s)
         made = Harness(self.kind, store, queue, url)

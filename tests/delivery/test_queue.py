@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import pytest_asyncio
-import redis.asyncio
-from support import ADVERTISER
+from support import ADVERTISER, plain_client
 
 from delivery.harness import OTHER, Harness, Harnesses, harnesses, now_ms
 from gateway.delivery.queue_base import Claimed, LastResponse, Source
@@ -19,7 +18,7 @@ A, B = "worker-a", "worker-b"
 HTTP_503 = LastResponse(503, "HTTP 503", "upstream down")
 
 
-@pytest_asyncio.fixture(params=["embedded", "redis"])
+@pytest_asyncio.fixture(params=["embedded", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Harnesses]:
     async for made in harnesses(request.param, request):
         yield made
@@ -57,7 +56,7 @@ async def test_delivered_means_gone(h: Harness) -> None:
     state = await h.queue.state(ADVERTISER)
     assert (state.depth, state.oldest_accepted_at_ms) == (0, None)
     if h.redis_url is not None:
-        client = redis.asyncio.Redis.from_url(h.redis_url)
+        client = plain_client(h.redis_url)
         try:
             assert await client.xlen(keys.deliveries(ADVERTISER)) == 0
             assert await client.xpending(keys.deliveries(ADVERTISER), "leadgate") == {
@@ -263,7 +262,7 @@ async def test_an_unreadable_entry_is_flagged_not_fatal(request: pytest.FixtureR
         h = await made.make()
         await h.queue.prepare([ADVERTISER])
         assert h.redis_url is not None
-        client = redis.asyncio.Redis.from_url(h.redis_url)
+        client = plain_client(h.redis_url)
         try:
             await client.xadd(keys.deliveries(ADVERTISER), {"junk": "1"})
         finally:

@@ -64,14 +64,17 @@ def _decided(outcome: DecisionOutcome | None) -> DecisionOutcome:
     return outcome
 
 
-@pytest_asyncio.fixture(params=["embedded", "redis", "redis x3"])
+@pytest_asyncio.fixture(params=["embedded", "redis", "redis x3", "cluster", "cluster x3"])
 async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
+    """The stores of one test: embedded, one Redis, or a real 3-primary Redis Cluster, each
+    Redis one shared by 3 gateway replicas (stores) too."""
     stores: list[Store]
     if request.param == "embedded":
         stores, url = [MemoryStore()], None
     else:
-        url = request.getfixturevalue("redis_url")
-        stores = [RedisStore(url) for _ in range(3 if request.param == "redis x3" else 1)]
+        fixture = "cluster_url" if request.param.startswith("cluster") else "redis_url"
+        url = request.getfixturevalue(fixture)
+        stores = [RedisStore(url) for _ in range(3 if request.param.endswith("x3") else 1)]
     try:
         yield Replicas(stores, StoreView(stores[0], url))
     finally:
