@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,12 @@ def main() -> int:
           f"worker {[round(w) for w in workers]})")  # fmt: skip
     print(f"bare aiohttp client:     {bare:8.0f} requests/s")
     print(f"leadgate worker process: {worker:8.0f} deliveries/s  ({worker / bare:.2f}x)")
+    # Medians, and the ratio of each round to the bare round just before it: on a shared
+    # machine the noise moves both, and these say more than the two best figures.
+    pairs = [w / b for b, w in zip(bares, workers, strict=True)]
+    print(f"medians: bare {statistics.median(bares):.0f}, worker {statistics.median(workers):.0f} "
+          f"({statistics.median(workers) / statistics.median(bares):.2f}x); "
+          f"per-round ratio median {statistics.median(pairs):.2f}x")  # fmt: skip
     return 0
 
 

@@ -17,9 +17,11 @@ retry sends the same bytes (only the signature headers are fresh).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import methodcaller
 from typing import Final
 from urllib.parse import quote_plus, urlencode
 from xml.sax.saxutils import escape as xml_escape
@@ -62,10 +64,13 @@ DEFAULT_FIELDS: Final[Mapping[AdapterKind, Mapping[str, str]]] = {
 class Source:
     """The values a lead offers to a mapping or a template, by source name."""
 
+    __slots__ = ("_accepted_at", "lead", "record")
+
     def __init__(self, record: Mapping[str, object]) -> None:
         lead = record.get("lead")
         self.lead: Mapping[str, object] = lead if isinstance(lead, dict) else {}
         self.record = record
+        self._accepted_at: object = _UNSET
 
     @classmethod
     def from_bytes(cls, record: bytes) -> Source:
@@ -74,13 +79,17 @@ class Source:
             raise ValueError("a delivery record is a JSON object")
         return cls(data)
 
+    def accepted_at(self) -> object:
+        """The acceptance instant as ISO 8601 (computed once: the webhook adapter asks twice)."""
+        if self._accepted_at is _UNSET:
+            ms = self.record.get("accepted_at_ms")
+            self._accepted_at = _iso_ms(ms) if isinstance(ms, int) else None
+        return self._accepted_at
+
     def get(self, name: str) -> object:
         """The value of ``name`` (None when the lead does not have it)."""
         if name == "accepted_at":
-            ms = self.record.get("accepted_at_ms")
-            if not isinstance(ms, int):
-                return None
-            return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+            return self.accepted_at()
         if name in ("lead_id", "partner"):
             return self.record.get(name)
         if name in ("campaign", "channel", "ref"):
@@ -92,16 +101,64 @@ class Source:
             return nested.get(key) if isinstance(nested, dict) else None
         return self.lead.get(name)
 
-    def mapped(self, mapping: Mapping[str, str | None]) -> dict[str, object]:
-        """CRM name -> value for every mapped source the lead has."""
+    def mapped(self, plan: Plan) -> dict[str, object]:
+        """CRM name -> value for every mapped source the lead has (``plan``: ``compile_plan``)."""
         out: dict[str, object] = {}
-        for source, target in mapping.items():
-            if target is None:
-                continue
-            value = self.get(source)
+        lead = self.lead
+        for target, key, get in plan:
+            # Most sources are plain lead fields: looked up here without a call.
+            value = lead.get(key) if get is None else get(self)
             if value is not None and value != {}:
                 out[target] = value
         return out
+
+
+#: One mapped source: (CRM name, lead field name, getter). The getter is None for a plain lead
+#: field (read directly from the lead), else a function of the ``Source``.
+Plan = tuple[tuple[str, str, "Callable[[Source], object] | None"], ...]
+_UNSET: Final = object()
+
+
+def _iso_ms(ms: int) -> str:
+    """``ms`` (epoch milliseconds) as ISO 8601 UTC with milliseconds, the second formatted
+    once for every lead accepted within it."""
+    second, millis = divmod(ms, 1000)
+    return f"{_iso_second(second)}.{millis:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").removesuffix("+00:00")
+
+
+def _is_plain(name: str) -> bool:
+    part, dot, _ = name.partition(".")
+    return name not in _META and not (dot and part in ("extra", "consent"))
+
+
+def _from_record(name: str) -> Callable[[Source], object]:
+    return lambda source: source.record.get(name)
+
+
+def _getter(name: str) -> Callable[[Source], object] | None:
+    """``Source.get(name)`` decided once per name rather than once per lead (None: a plain
+    lead field)."""
+    if name == "accepted_at":
+        return Source.accepted_at
+    if name in ("lead_id", "partner"):
+        return _from_record(name)
+    if _is_plain(name):
+        return None
+    return methodcaller("get", name)
+
+
+def compile_plan(mapping: Mapping[str, str | None]) -> Plan:
+    """The mapping as a list of lookups, in the mapping's order (dropped sources left out)."""
+    return tuple(
+        (target, source, _getter(source))
+        for source, target in mapping.items()
+        if target is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +176,7 @@ class Adapter:
             **DEFAULT_FIELDS[endpoint.adapter],
             **endpoint.fields,
         }
+        self._plan = compile_plan(self.mapping)
         self._render: Callable[[Source], Rendered] = {
             AdapterKind.WEBHOOK: self._webhook,
             AdapterKind.SALESFORCE: self._salesforce,
@@ -131,12 +189,12 @@ class Adapter:
         return self._render(Source.from_bytes(record))
 
     def _webhook(self, source: Source) -> Rendered:
-        data = {**self.endpoint.static_fields, **source.mapped(self.mapping)}
-        payload = {"type": "lead.accepted", "timestamp": source.get("accepted_at"), "data": data}
+        data = {**self.endpoint.static_fields, **source.mapped(self._plan)}
+        payload = {"type": "lead.accepted", "timestamp": source.accepted_at(), "data": data}
         return Rendered("application/json", orjson.dumps(payload))
 
     def _salesforce(self, source: Source) -> Rendered:
-        fields = {**self.endpoint.static_fields, **source.mapped(self.mapping)}
+        fields = {**self.endpoint.static_fields, **source.mapped(self._plan)}
         pairs = [(name, _form_value(value)) for name, value in fields.items()]
         return Rendered(
             "application/x-www-form-urlencoded",
@@ -144,7 +202,7 @@ class Adapter:
         )
 
     def _hubspot(self, source: Source) -> Rendered:
-        fields = {**self.endpoint.static_fields, **source.mapped(self.mapping)}
+        fields = {**self.endpoint.static_fields, **source.mapped(self._plan)}
         context: dict[str, object] = {"pageName": str(source.get("campaign") or "")}
         ip = source.get("ip")
         if ip is not None and self.mapping.get("ip", "") is not None:

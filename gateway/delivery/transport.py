@@ -37,6 +37,7 @@ from typing import Final
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import __version__
 from gateway.config.delivery import (
@@ -52,7 +53,7 @@ from gateway.delivery.adapters import Adapter
 from gateway.delivery.model import AttemptResult, Delivery, DeliveryEvents, Outcome
 from gateway.delivery.netguard import DestinationRefused, Guard, GuardedResolver
 from gateway.delivery.protect import Breaker, BreakerState, TokenBucket
-from gateway.delivery.signing import webhook_headers
+from gateway.delivery.signing import Signer
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.types import AdvertiserId
 
@@ -87,7 +88,7 @@ class EndpointClient:
         self.timeout_s = settings.timeout_for(endpoint)
         self._session = session
         self._adapter = Adapter(endpoint)
-        self._keys = signing_keys
+        self._signer = Signer(signing_keys)
         self._auth_header = auth_header
         self._events = events
         self._clock = clock
@@ -98,6 +99,10 @@ class EndpointClient:
         )
         self.breaker = Breaker(endpoint.breaker)
         self._reported = BreakerState.CLOSED
+        # Everything a request needs that does not change between requests, built once.
+        self._url = URL(endpoint.url)
+        self._timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        self._static_headers = {**endpoint.headers, "User-Agent": USER_AGENT}
 
     async def send(self, delivery: Delivery) -> AttemptResult:
         """One attempt; see the module docstring. Never raises for network or HTTP trouble."""
@@ -143,17 +148,12 @@ class EndpointClient:
         except ValueError:
             # A record that is not JSON cannot become a request on any retry.
             return AttemptResult(Outcome.REJECTED, None, "record is not a JSON object")
-        headers = {
-            **self.endpoint.headers,
-            "User-Agent": USER_AGENT,
-            "Content-Type": rendered.content_type,
-            "Idempotency-Key": delivery.lead_id,
-        }
-        if self._keys:
+        headers = self._static_headers.copy()
+        headers["Content-Type"] = rendered.content_type
+        headers["Idempotency-Key"] = delivery.lead_id
+        if self._signer:
             headers.update(
-                webhook_headers(
-                    self._keys, delivery.lead_id, int(self._wall_clock()), rendered.body
-                )
+                self._signer.headers(delivery.lead_id, int(self._wall_clock()), rendered.body)
             )
         else:
             headers["webhook-id"] = delivery.lead_id
@@ -161,37 +161,30 @@ class EndpointClient:
             headers[self._auth_header[0]] = self._auth_header[1]
         try:
             async with self._session.post(
-                self.endpoint.url,
+                self._url,
                 data=rendered.body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=self._timeout,
             ) as response:
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if not response.content.at_eof():
                     response.close()  # do not drain the rest into a pooled connection
-                result = classify(
+                return classify(
                     response.status,
                     body,
                     response.headers.get("Retry-After"),
                     self.endpoint.refuse_when,
                     self._wall_clock(),
+                    self._clock() - started,
                 )
         except TimeoutError:
-            result = AttemptResult(Outcome.RETRY, None, f"timeout after {self.timeout_s:g}s")
+            detail = f"timeout after {self.timeout_s:g}s"
         except aiohttp.ClientError as exc:
-            result = AttemptResult(Outcome.RETRY, None, describe_error(exc))
+            detail = describe_error(exc)
         except OSError as exc:  # a connect-time refusal not wrapped by aiohttp
-            result = AttemptResult(Outcome.RETRY, None, describe_os_error(exc))
-        duration = self._clock() - started
-        return AttemptResult(
-            result.outcome,
-            result.status,
-            result.detail,
-            result.retry_after_s,
-            duration,
-            result.response_excerpt,
-        )
+            detail = describe_os_error(exc)
+        return AttemptResult(Outcome.RETRY, None, detail, None, self._clock() - started)
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -327,15 +320,17 @@ def _secrets(
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    content = response.content
     chunks: list[bytes] = []
     size = 0
-    while size < limit:
-        chunk = await response.content.read(limit - size)
+    # A short answer is usually whole after one read: at_eof() spares the read returning b"".
+    while size < limit and not content.at_eof():
+        chunk = await content.read(limit - size)
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def classify(
@@ -344,27 +339,35 @@ def classify(
     retry_after: str | None,
     refusal: Refusal | None,
     now_s: float,
+    duration_s: float = 0.0,
 ) -> AttemptResult:
     """The outcome of one HTTP answer (pure). ``now_s``: epoch seconds, for HTTP-date
-    ``Retry-After`` values."""
+    ``Retry-After`` values; ``duration_s`` is passed through to the result."""
     excerpt = body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
     wait = parse_retry_after(retry_after, now_s)
     if 200 <= status < 300:
         if refusal is not None and refused(refusal, body):
             return AttemptResult(
-                Outcome.REJECTED, status, f"HTTP {status}, body matched refusal", None, 0, excerpt
+                Outcome.REJECTED,
+                status,
+                f"HTTP {status}, body matched refusal",
+                None,
+                duration_s,
+                excerpt,
             )
-        return AttemptResult(Outcome.DELIVERED, status, f"HTTP {status}", None, 0, excerpt)
+        return AttemptResult(Outcome.DELIVERED, status, f"HTTP {status}", None, duration_s, excerpt)
     if status in (400, 422):
-        return AttemptResult(Outcome.REJECTED, status, f"HTTP {status}", None, 0, excerpt)
+        return AttemptResult(Outcome.REJECTED, status, f"HTTP {status}", None, duration_s, excerpt)
     if status == 410:
-        return AttemptResult(Outcome.GONE, status, "HTTP 410: endpoint gone", None, 0, excerpt)
+        return AttemptResult(
+            Outcome.GONE, status, "HTTP 410: endpoint gone", None, duration_s, excerpt
+        )
     if 300 <= status < 400:
         detail = f"HTTP {status}: redirect not followed"
-        return AttemptResult(Outcome.RETRY, status, detail, wait, 0, excerpt)
+        return AttemptResult(Outcome.RETRY, status, detail, wait, duration_s, excerpt)
     # 408, 429, 5xx; and other 4xx (401, 403, 404, ...): a configuration ops can fix, so the
     # lead waits for it rather than being dropped.
-    return AttemptResult(Outcome.RETRY, status, f"HTTP {status}", wait, 0, excerpt)
+    return AttemptResult(Outcome.RETRY, status, f"HTTP {status}", wait, duration_s, excerpt)
 
 
 def parse_retry_after(value: str | None, now_s: float) -> float | None:

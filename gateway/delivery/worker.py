@@ -1,8 +1,10 @@
 """The delivery worker: reads every advertiser's queue, sends through the transport, settles.
 
-One *lane* per advertiser with an endpoint: its own reader and its own in-flight limit (the
-endpoint's ``concurrency``), so a CRM that hangs or answers garbage only ever holds its own
-lane; a process-wide limit (``worker_concurrency``) bounds the total. Beside the lanes:
+One *lane* per advertiser with an endpoint: its own reader, its own long-lived senders and its
+own in-flight limit (the endpoint's ``concurrency``), so a CRM that hangs or answers garbage
+only ever holds its own lane; a process-wide limit (``worker_concurrency``) bounds the total.
+No task is created per delivery (the worker is CPU-bound at a few thousand deliveries a
+second: see "Delivery" in BENCHMARKS.md). Beside the lanes:
 
 * the **promoter** moves due retries from the delayed set to the due stream;
 * the **reclaimer** takes over leads held by dead workers (idle longer than ``reclaim_idle``),
@@ -27,7 +29,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,55 +75,72 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class Slots:
-    """A counter of free places that can be taken several at once without waiting."""
+class Buffer:
+    """Claimed leads not started yet, new leads and due retries in two lines taken in turn:
+    neither waits behind the other, however long the other line is."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.used = 0
-        self._freed = asyncio.Event()
+    def __init__(self) -> None:
+        self._new: deque[Claimed] = deque()
+        self._due: deque[Claimed] = deque()
+        self._new_next = True
 
-    @property
-    def free(self) -> int:
-        return max(0, self.size - self.used)
+    def __len__(self) -> int:
+        return len(self._new) + len(self._due)
 
-    def take(self, wanted: int) -> int:
-        n = max(0, min(wanted, self.size - self.used))
-        self.used += n
-        return n
+    def put(self, claimed: Claimed, *, first: bool = False) -> None:
+        """At the end of its line (``first``: at its head)."""
+        line = self._new if claimed.source is Source.NEW else self._due
+        if first:
+            line.appendleft(claimed)
+        else:
+            line.append(claimed)
 
-    def force(self, n: int) -> None:
-        self.used += n
-
-    def give(self, n: int = 1) -> None:
-        self.used -= n
-        self._freed.set()
-
-    async def wait(self, timeout_s: float) -> None:
-        self._freed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._freed.wait(), timeout_s)
+    def take(self) -> Claimed:
+        """The next lead (IndexError when empty)."""
+        new = (self._new_next and bool(self._new)) or not self._due
+        self._new_next = not new
+        return (self._new if new else self._due).popleft()
 
 
 @dataclass(eq=False)
 class Lane:
+    """One advertiser's share of the worker: a reader keeping a buffer of claimed leads, and
+    ``2 * size`` long-lived senders delivering from it. A sender takes a slot (at most ``size``)
+    before a lead and gives it back when the CRM answers, so while some senders settle in the
+    store the others keep every slot busy, and leads wait in the buffer, not in senders."""
+
     advertiser: AdvertiserId
     client: Sender
-    slots: Slots
-    #: Read, not started yet (a read takes up to the free room from each stream).
-    buffer: deque[Claimed] = field(default_factory=deque)
+    size: int
+    #: Requests under way to this endpoint (at most ``size``).
+    slots: asyncio.Semaphore = field(init=False)
+    #: Read, not started yet.
+    buffer: Buffer = field(default_factory=Buffer)
     #: Everything claimed and not settled (buffered or being delivered), by entry id.
     in_flight: dict[str, Claimed] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: Deliveries whose request is under way (what a shutdown past its grace cuts).
+    #: Senders with nothing to do, each waiting on its future for a lead (None: stop).
+    idle: deque[asyncio.Future[Claimed | None]] = field(default_factory=deque)
+    #: Set by the senders when the buffer runs low: the reader reads again.
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    senders: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Senders with a request under way, or holding a lead while they wait for the
+    #: worker-wide limit (what a shutdown past its grace cuts; never a settle).
     sending: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Senders holding a lead (from taking it to its settle).
+    busy: int = 0
     disabled: bool = False
     checked_at: float = -1e9
     paused_until: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.size)
+
     @property
-    def batch_floor(self) -> int:
-        return max(1, self.slots.size // 4)
+    def low(self) -> int:
+        """Below this many buffered leads the reader reads, up to twice as many: reads come in
+        batches of about ``size`` (a read costs far more than an entry), and a lead waits
+        about ``size`` deliveries to be read, then only behind its own line."""
+        return self.size
 
 
 class Worker:
@@ -145,7 +164,6 @@ class Worker:
         self._rng = rng or random.Random()
         self._on_close = on_close
         self._block_ms = read_block_ms
-        self._global = Slots(self.settings.worker_concurrency)
         self.lanes: dict[AdvertiserId, Lane] = {}
         for advertiser in config.advertisers:
             client = endpoints.client(advertiser)
@@ -154,9 +172,20 @@ class Worker:
             endpoint = config.advertisers[advertiser].endpoint
             limit = endpoint.concurrency if endpoint is not None else 16
             self.lanes[advertiser] = Lane(
-                advertiser, client, Slots(min(limit, self.settings.worker_concurrency))
+                advertiser, client, min(limit, self.settings.worker_concurrency)
             )
+        #: Requests under way in the whole process (``worker_concurrency``); None when the
+        #: lanes' own limits add up to no more than that (then it could never make one wait).
+        limit = self.settings.worker_concurrency
+        self._global: asyncio.Semaphore | None = (
+            None if sum(lane.size for lane in self.lanes.values()) <= limit
+            else asyncio.Semaphore(limit)
+        )  # fmt: skip
         self._stopping = asyncio.Event()
+        #: Set once the readers are stopped: senders leave when the buffer is empty.
+        self._draining = False
+        #: Set when the shutdown grace is over: senders take no more leads.
+        self._cut = False
         self._readers: list[asyncio.Task[None]] = []
         self._loops: list[asyncio.Task[None]] = []
         positive = [s for s in self.settings.retry_schedule_s if s > 0]
@@ -178,6 +207,10 @@ class Worker:
                     extra={"fields": {"advertiser": advertiser}},
                 )
         for lane in self.lanes.values():
+            # Twice the lane's slots: while half settle, the other half keep the slots busy.
+            lane.senders = [
+                asyncio.create_task(self._send_loop(lane)) for _ in range(2 * lane.size)
+            ]
             self._readers.append(asyncio.create_task(self._read_loop(lane)))
         self._loops = [
             asyncio.create_task(self._promote_loop()),
@@ -198,7 +231,8 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return sum(len(lane.tasks) for lane in self.lanes.values())
+        """Deliveries under way (taken from a buffer, not settled yet)."""
+        return sum(lane.busy for lane in self.lanes.values())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming; give in-flight deliveries ``grace_s`` (default: the configured
@@ -208,14 +242,16 @@ class Worker:
         # Readers and loops see the flag within one read block or one step; nothing is
         # cancelled mid-command (that would drop a Redis connection mid-reply).
         await asyncio.gather(*self._readers, *self._loops, return_exceptions=True)
+        # Claimed but not started: delivered within the grace like the ones in flight (past
+        # it, they stay pending for a reclaim). Idle senders are told to leave.
+        self._draining = True
         for lane in self.lanes.values():
-            # Claimed but not started: delivered within the grace like the ones in flight
-            # (past it, they are held back to the queue or stay pending for a reclaim).
-            self._dispatch_buffered(lane, force=True)
-        tasks = [t for lane in self.lanes.values() for t in lane.tasks]
-        LOG.info("delivery worker stopping", extra={"fields": {"in_flight": len(tasks)}})
-        if tasks:
-            _, running = await asyncio.wait(tasks, timeout=max(0.0, grace))
+            _dismiss_idle(lane)
+        senders = [t for lane in self.lanes.values() for t in lane.senders]
+        LOG.info("delivery worker stopping", extra={"fields": {"in_flight": self.in_flight}})
+        if senders:
+            _, running = await asyncio.wait(senders, timeout=max(0.0, grace))
+            self._cut = True
             cut = [t for lane in self.lanes.values() for t in lane.sending if t in running]
             for task in cut:
                 task.cancel()
@@ -266,101 +302,122 @@ class Worker:
         if await self._is_disabled(lane):
             await self._pause(DISABLED_CHECK_S)
             return
-        if not lane.buffer:
-            room = min(lane.slots.free, self._global.free, self.settings.read_count)
-            # Under load, wait until a quarter of the lane is free, so reads come in batches
-            # rather than one entry per finished delivery.
-            if room == 0 or (lane.tasks and room < lane.batch_floor):
-                await (lane.slots if lane.slots.free < lane.batch_floor else self._global).wait(
-                    self._block_ms / 1000
-                )
-                return
-            # The same count from each stream: new leads and due retries both progress. What
-            # exceeds the room waits in the lane's buffer (pending, touched like in-flight).
-            claimed = await self.queue.read(lane.advertiser, self.consumer, room, self._block_ms)
-            lane.buffer.extend(_interleaved(claimed))
-            for one in claimed:
-                lane.in_flight[one.entry_id] = one
-        if lane.buffer and self._dispatch_buffered(lane) == 0:
-            await (lane.slots if lane.slots.free == 0 else self._global).wait(self._block_ms / 1000)
+        buffered = len(lane.buffer)
+        if buffered >= lane.low:
+            # Enough to do: wait until the senders have drawn the buffer down (a timeout,
+            # so pauses, the disabled flag and a stop are still looked at).
+            lane.wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._block_ms / 1000):
+                    await lane.wanted.wait()
+            return
+        # The same count from each stream: new leads and due retries both progress.
+        room = min(self.settings.read_count, 2 * lane.low - buffered)
+        claimed = await self.queue.read(lane.advertiser, self.consumer, room, self._block_ms)
+        for one in claimed:
+            lane.in_flight[one.entry_id] = one
+            _hand_out(lane, one)
 
-    def _dispatch_buffered(self, lane: Lane, *, force: bool = False) -> int:
-        """Start deliveries from the buffer, as many as there are free slots (all: ``force``)."""
-        wanted = len(lane.buffer)
-        if force:
-            n = wanted
-            lane.slots.force(n)
-            self._global.force(n)
-        else:
-            taken = lane.slots.take(wanted)
-            n = self._global.take(taken)
-            if taken > n:
-                lane.slots.give(taken - n)
-        for _ in range(n):
-            self._dispatch(lane, lane.buffer.popleft())
-        return n
+    # --- sending --------------------------------------------------------------------------------
 
-    def _dispatch(self, lane: Lane, claimed: Claimed) -> None:
-        lane.in_flight[claimed.entry_id] = claimed
-        task = asyncio.create_task(self._deliver(lane, claimed))
-        lane.tasks.add(task)
-        task.add_done_callback(lane.tasks.discard)
+    async def _send_loop(self, lane: Lane) -> None:
+        """One sender: takes leads from the lane's buffer and delivers them one at a time, until
+        the worker stops (a cancel past the shutdown grace ends it mid-request).
+
+        The lane's slot is taken *before* a lead, so leads wait in the buffer (in their read
+        order), not in senders; it is freed when the CRM answers, before the settle."""
+        me = asyncio.current_task()
+        assert me is not None
+        while True:
+            async with lane.slots:
+                claimed = await self._next(lane)
+                if claimed is None:
+                    return
+                lane.busy += 1
+                try:
+                    action = await self._attempt(lane, claimed, me)
+                except BaseException:
+                    self._done(lane, claimed)
+                    raise
+            try:
+                if action is not None:
+                    await self._settle_guarded(lane, claimed, action)
+            finally:
+                self._done(lane, claimed)
+
+    async def _next(self, lane: Lane) -> Claimed | None:
+        """The next lead to deliver, waiting for one if need be (None: the sender leaves)."""
+        if self._cut:
+            return None
+        if lane.buffer:
+            claimed = lane.buffer.take()
+            if len(lane.buffer) < lane.low:
+                lane.wanted.set()
+            return claimed
+        if self._draining:
+            return None
+        waiter: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
+        lane.idle.append(waiter)
+        lane.wanted.set()
+        return await waiter
+
+    def _done(self, lane: Lane, claimed: Claimed) -> None:
+        lane.busy -= 1
+        lane.in_flight.pop(claimed.entry_id, None)
+        if len(lane.buffer) < lane.low:
+            lane.wanted.set()  # room to claim more
 
     # --- one delivery ---------------------------------------------------------------------------
 
-    async def _deliver(self, lane: Lane, claimed: Claimed) -> None:
-        released = False
+    async def _attempt(
+        self, lane: Lane, claimed: Claimed, sender: asyncio.Task[None]
+    ) -> Action | None:
+        """What to do with the lead: at once (unreadable, expired, endpoint disabled), or after
+        one attempt. None: an unexpected error, logged; the lead stays pending (if it keeps
+        failing like this it is dead-lettered after ``max_deliveries`` reclaims)."""
         try:
             now_ms = _now_ms()
             action = policy.before_attempt(claimed, self.settings, now_ms)
             if action is None and lane.disabled:
                 # Read just before the endpoint was disabled: wait with the others.
                 action = Action(Step.LATER, claimed.last, now_ms, claimed.delivery.attempt)
-            if action is None:
-                task = asyncio.current_task()
-                assert task is not None
+            if action is not None:
+                return action
+            lane.sending.add(sender)
+            try:
                 started = time.monotonic()
-                lane.sending.add(task)
-                try:
+                if self._global is None:
                     result = await lane.client.send(claimed.delivery)
-                finally:
-                    lane.sending.discard(task)
-                    # The slot bounds requests to the CRM: free it now, not after the settle's
-                    # round trip to Redis (which would halve throughput under load).
-                    released = True
-                    lane.slots.give()
-                    self._global.give()
-                action = policy.after_attempt(claimed, result, self.settings, _now_ms(), self._rng)
-                if LOG.isEnabledFor(logging.INFO):
-                    _log_attempt(claimed, result, action, time.monotonic() - started)
-                if result.outcome is Outcome.HELD:
-                    # The endpoint cannot take more now: read nothing more until it can.
-                    lane.paused_until = max(
-                        lane.paused_until, time.monotonic() + (result.retry_after_s or 1.0)
-                    )
-            # Settling is one atomic step, and a shutdown only ever cuts requests (the tasks
-            # in `lane.sending`), never a settle.
+                else:
+                    async with self._global:
+                        result = await lane.client.send(claimed.delivery)
+            finally:
+                lane.sending.discard(sender)
+            action = policy.after_attempt(claimed, result, self.settings, _now_ms(), self._rng)
+            if LOG.isEnabledFor(logging.INFO):
+                _log_attempt(claimed, result, action, time.monotonic() - started)
+            if result.outcome is Outcome.HELD:
+                # The endpoint cannot take more now: read nothing more until it can.
+                lane.paused_until = max(
+                    lane.paused_until, time.monotonic() + (result.retry_after_s or 1.0)
+                )
+            return action
+        except Exception:
+            _log_unexpected(lane, claimed)
+            return None
+
+    async def _settle_guarded(self, lane: Lane, claimed: Claimed, action: Action) -> None:
+        """Settle; a store error or a bug leaves the lead pending (reclaimed after the idle
+        time). A shutdown only ever cuts requests (senders in ``lane.sending``), never this."""
+        try:
             await self._settle(lane, claimed, action)
         except StoreError as error:
-            # Not settled: the lead stays pending and is reclaimed after the idle time.
             LOG.warning(
                 "could not settle a delivery",
                 extra={"fields": {"advertiser": lane.advertiser, "detail": str(error)}},
             )
         except Exception:
-            # A bug, not an outcome: the lead stays pending; if it keeps failing like this it
-            # is dead-lettered after max_deliveries reclaims.
-            LOG.exception(
-                "delivery failed unexpectedly",
-                extra={
-                    "fields": {"advertiser": lane.advertiser, "lead_id": claimed.delivery.lead_id}
-                },
-            )
-        finally:
-            lane.in_flight.pop(claimed.entry_id, None)
-            if not released:
-                lane.slots.give()
-                self._global.give()
+            _log_unexpected(lane, claimed)
 
     async def _settle(self, lane: Lane, claimed: Claimed, action: Action) -> None:
         queue = self.queue
@@ -430,13 +487,12 @@ class Worker:
                 for claimed in found.crashing:
                     action = Action(Step.DEAD, claimed.last, reason=policy.CRASHING)
                     await self._settle(lane, claimed, action)
-                for claimed in found.claimed:
+                for claimed in reversed(found.claimed):
                     if claimed.entry_id in lane.in_flight:
                         continue  # ours, still running (a touch failed while Redis was away)
-                    # Over the lane's limit if need be: these were due long ago.
-                    lane.slots.force(1)
-                    self._global.force(1)
-                    self._dispatch(lane, claimed)
+                    # First in line: these were due long ago.
+                    lane.in_flight[claimed.entry_id] = claimed
+                    _hand_out(lane, claimed, first=True)
                 if found.claimed or found.crashing:
                     LOG.warning(
                         "reclaimed leads of a stopped worker",
@@ -469,14 +525,30 @@ class Worker:
             )
 
 
-def _interleaved(claimed: Sequence[Claimed]) -> list[Claimed]:
-    """New leads and due retries taken in turn, so neither waits behind the other."""
-    new = [c for c in claimed if c.source is Source.NEW]
-    due = [c for c in claimed if c.source is not Source.NEW]
-    mixed: list[Claimed] = []
-    for i in range(max(len(new), len(due))):
-        mixed += new[i : i + 1] + due[i : i + 1]
-    return mixed
+def _hand_out(lane: Lane, claimed: Claimed, *, first: bool = False) -> None:
+    """Give a lead to an idle sender, or buffer it (``first``: at the head of the line)."""
+    while lane.idle:
+        waiter = lane.idle.popleft()
+        if not waiter.done():
+            waiter.set_result(claimed)
+            return
+    lane.buffer.put(claimed, first=first)
+
+
+def _dismiss_idle(lane: Lane) -> None:
+    """Tell every idle sender to leave (its wait answers None)."""
+    while lane.idle:
+        waiter = lane.idle.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+def _log_unexpected(lane: Lane, claimed: Claimed) -> None:
+    # A bug, not an outcome: the lead stays pending.
+    LOG.exception(
+        "delivery failed unexpectedly",
+        extra={"fields": {"advertiser": lane.advertiser, "lead_id": claimed.delivery.lead_id}},
+    )
 
 
 def _now_ms() -> int:

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from delivery.records import OTHER_SECRET, SECRET, SECRET_ENV
 from gateway.config.delivery import SecretRef, webhook_keys
-from gateway.delivery.signing import signature, webhook_headers
+from gateway.delivery.signing import Signer, signature, webhook_headers
 from gateway.errors import ConfigError
 
 BODY = b'{"type":"lead.accepted","data":{"email":"jeanne@example.org"}}'
@@ -76,3 +76,15 @@ def test_a_malformed_secret_is_refused_without_showing_it(value: str) -> None:
     assert caught.value.issues[0].path == SECRET_ENV
     if len(value) > len("whsec_"):  # long enough not to be a word of the message
         assert value not in str(caught.value)
+
+
+def test_a_signer_signs_like_the_functions_and_the_reference_library() -> None:
+    at = int(time.time())
+    signer = Signer(keys(SECRET, OTHER_SECRET))
+    for n in range(3):  # the prepared key state is copied, never consumed
+        body = BODY + b" " * n
+        headers = signer.headers(f"lead-{n}", at, body)
+        assert headers == webhook_headers(keys(SECRET, OTHER_SECRET), f"lead-{n}", at, body)
+        Webhook(SECRET).verify(body, headers)
+        Webhook(OTHER_SECRET).verify(body, headers)
+    assert not Signer(())

@@ -22,8 +22,9 @@ from delivery.harness import OTHER, Harness, harnesses
 from delivery.records import LOOPBACK, SECRET, SECRET_ENV, webhook_endpoint
 from gateway.config.delivery import BreakerSettings, DeliverySettings
 from gateway.config.model import Advertiser, Config, ServerSettings
+from gateway.delivery.queue_base import Claimed, Source, new_entry
 from gateway.delivery.transport import Transport
-from gateway.delivery.worker import Worker
+from gateway.delivery.worker import Buffer, Worker
 from gateway.observe import DeliveryMetrics
 from gateway.types import AdvertiserId
 
@@ -288,3 +289,50 @@ async def test_first_attempts_are_not_behind_this_advertisers_retries(rig: Rig) 
     await rig.crm.wait_for(49, path="/acme", timeout_s=8)
     order = [r.headers["webhook-id"] for r in rig.crm.on("/acme")]
     assert order.index(fresh) < 36
+
+
+@REDIS_ONLY
+async def test_worker_concurrency_bounds_the_requests_of_all_advertisers_together(
+    rig: Rig,
+) -> None:
+    rig.crm.answer("/acme", Reply.hang())
+    rig.crm.answer("/novabank", Reply.hang())
+    await rig.h.accept(10)
+    await rig.h.accept(10, advertiser=OTHER)
+    settings = dataclasses.replace(
+        FAST, worker_concurrency=3, request_timeout_s=5.0, reclaim_idle_s=10.0
+    )
+    worker = await rig.worker(settings, concurrency=4)
+    await rig.crm.wait_for(3, timeout_s=3)
+    await asyncio.sleep(0.3)
+    assert len(rig.crm.requests) == 3  # not 3 per advertiser: the worker-wide limit holds
+    await worker.stop(0.1)
+    for advertiser in (ADVERTISER, OTHER):  # cut, not lost: every lead is still queued
+        assert (await rig.h.queue.state(advertiser)).depth == 10
+
+
+def test_the_buffer_takes_new_leads_and_due_retries_in_turn() -> None:
+    def lead(n: int, source: Source) -> Claimed:
+        one = new_entry(ADVERTISER, f"{n}-0", f"lead-{n}", 0, b"{}")
+        return dataclasses.replace(one, source=source)
+
+    buffer = Buffer()
+    for n in range(5):
+        buffer.put(lead(n, Source.DUE))
+    buffer.put(lead(10, Source.NEW))
+    buffer.put(lead(11, Source.NEW))
+    buffer.put(lead(9, Source.DUE), first=True)  # a reclaimed lead goes to the head
+    taken = [buffer.take().delivery.lead_id for _ in range(len(buffer))]
+    # A new lead behind five retries is second, not sixth; a line left alone is drained.
+    assert taken == [
+        "lead-10",
+        "lead-9",
+        "lead-11",
+        "lead-0",
+        "lead-1",
+        "lead-2",
+        "lead-3",
+        "lead-4",
+    ]
+    with pytest.raises(IndexError):
+        buffer.take()
