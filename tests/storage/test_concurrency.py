@@ -42,8 +42,10 @@ RACERS = 50
 class Replicas:
     """``n`` gateways (engines over their own store) sharing one memory."""
 
-    def __init__(self, stores: Sequence[Store], view: StoreView) -> None:
+    def __init__(self, stores: Sequence[Store], view: StoreView, *, sharded: bool = False) -> None:
         self.stores = stores
+        #: On a Redis Cluster: one person's identities may live on different primaries.
+        self.sharded = sharded
         self.engines = [DecisionEngine(s) for s in stores]
         self.view = view
 
@@ -76,7 +78,8 @@ async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
         url = request.getfixturevalue(fixture)
         stores = [RedisStore(url) for _ in range(3 if request.param.endswith("x3") else 1)]
     try:
-        yield Replicas(stores, StoreView(stores[0], url))
+        sharded = request.param.startswith("cluster")
+        yield Replicas(stores, StoreView(stores[0], url), sharded=sharded)
     finally:
         for store in stores:
             await store.close()
@@ -152,10 +155,18 @@ async def test_ten_advertisers_racing_for_one_person_with_a_pressure_limit_of_2(
 
     outcomes = await _run(replicas, how, leads)
 
-    assert Counter(o.decision for o in outcomes) == {ACCEPTED: 2, CAPPED: 8}
+    counts = Counter(o.decision for o in outcomes)
+    if replicas.sharded and how == "race":
+        # Ann's two identities may live on two primaries, which can see the racing leads in
+        # different orders: the limit holds, but a race may refuse more leads than it must
+        # (never accept more). docs/deployment.md, "Redis Cluster".
+        assert counts[ACCEPTED] <= 2
+        assert counts[ACCEPTED] + counts[CAPPED] == 10
+    else:
+        assert counts == {ACCEPTED: 2, CAPPED: 8}
     assert {o.reasons for o in outcomes if o.decision is CAPPED} == {("cap.person",)}
     reached = [a for a in advertisers if await replicas.view.deliveries(a)]
-    assert len(reached) == 2
+    assert len(reached) == counts[ACCEPTED]
 
     # Probes (test mode): the refused leads gave their slots back, the two winners hold theirs.
     def probe(advertiser: AdvertiserId) -> DecisionRequest:
@@ -163,6 +174,6 @@ async def test_ten_advertisers_racing_for_one_person_with_a_pressure_limit_of_2(
         return request(T0 + 1, person=[press], advertiser=advertiser, dry_run=True)
 
     probes = await replicas.batch([probe(a) for a in advertisers])
-    assert {a for a, o in zip(advertisers, probes, strict=True) if o.decision is ACCEPTED} == set(
-        reached
-    )
+    admitted = {a for a, o in zip(advertisers, probes, strict=True) if o.decision is ACCEPTED}
+    # Two winners hold the two slots; fewer leave room for anyone.
+    assert admitted == (set(reached) if len(reached) == 2 else set(advertisers))
