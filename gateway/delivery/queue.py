@@ -133,7 +133,10 @@ class RedisQueue:
         (NOSCRIPT means it did not run)."""
         command: Command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
         (result,) = await self._pipe.execute([command])
-        if isinstance(result, NoScriptError):
+        # A few times: on a cluster mid-failover the scripts may reach the old primary first.
+        for _ in range(3):
+            if not isinstance(result, NoScriptError):
+                break
             loads = [("SCRIPT", "LOAD", s.source) for s in SCRIPTS]
             for loaded in await self._pipe.broadcast(loads):
                 for answer in loaded:

@@ -31,6 +31,8 @@ from gateway.storage.pipeline import Command, RoundTripHook
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
+#: Script reloads one call may do before a NOSCRIPT is an error.
+_SCRIPT_RELOADS = 3
 
 
 class RedisStore:
@@ -62,14 +64,17 @@ class RedisStore:
         return self._pipe.round_trips
 
     async def _run(self, commands: Sequence[Command]) -> list[Any]:
-        """Run commands in one (shared) round trip; reload scripts once if Redis lost them
-        (a restart, a failover), then re-send only the refused commands: NOSCRIPT means they
-        did not run."""
+        """Run commands in one (shared) round trip; reload scripts if Redis lost them (a
+        restart, a failover), then re-send only the refused commands: NOSCRIPT means they did
+        not run. A few times: on a cluster in the middle of a failover, the scripts may have
+        gone to the old primary while the commands go on to the new one."""
         if not self._checked:
             await self._check_server()
         results = await self._pipe.execute(commands)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
+        for _ in range(_SCRIPT_RELOADS):
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if not missing:
+                break
             await self.load_scripts()
             again = await self._pipe.execute([commands[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
