@@ -45,10 +45,7 @@ def cap_reads(config: Config, now_s: float) -> list[CapRead]:
     """One read command per counter of every configured cap, in the current window."""
     reads: list[CapRead] = []
     for campaign in config.campaigns.values():
-        partners = [p.id for p in config.partners.values() if campaign.id in p.campaigns]
-        channels = sorted(
-            {c for p in config.partners.values() if campaign.id in p.campaigns for c in p.channels}
-        )
+        partners, channels = _counted(config, campaign)
         for cap in campaign.caps:
             for key in _cap_keys(campaign, cap, partners, channels, now_s):
                 if cap.window.rolling_s is not None:
@@ -58,6 +55,13 @@ def cap_reads(config: Config, now_s: float) -> list[CapRead]:
                     command = ("GET", key)
                 reads.append(CapRead(campaign.id, cap.subject.value, cap.window.label, command))
     return reads
+
+
+def _counted(config: Config, campaign: Campaign) -> tuple[list[PartnerId], list[ChannelId]]:
+    """The partners open to ``campaign`` and the channels they post through: the subjects of
+    its partner and channel caps."""
+    open_to = [p for p in config.partners.values() if campaign.id in p.campaigns]
+    return [p.id for p in open_to], sorted({c for p in open_to for c in p.channels})
 
 
 def _cap_keys(
@@ -121,10 +125,7 @@ async def caps_status(
     for campaign in config.campaigns.values():
         if campaign_id is not None and campaign.id != campaign_id:
             continue
-        partners = [p.id for p in config.partners.values() if campaign.id in p.campaigns]
-        channels = sorted(
-            {c for p in config.partners.values() if campaign.id in p.campaigns for c in p.channels}
-        )
+        partners, channels = _counted(config, campaign)
         for cap in campaign.caps:
             keys_ = _cap_keys(campaign, cap, partners, channels, now_s)
             who: Sequence[str] = (

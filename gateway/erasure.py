@@ -143,10 +143,13 @@ def person_keys(config: Config, fps: Sequence[Fingerprint]) -> list[str]:
     """Every key that may hold a mark of these fingerprints, from the configuration."""
     found: list[str] = []
     channels: list[ChannelId] = list(config.channels)
+    campaigns_of: dict[str, list[CampaignId]] = {a: [] for a in config.advertisers}
+    for declared in config.campaigns.values():
+        campaigns_of.setdefault(declared.advertiser, []).append(declared.id)
     for fp in fps:
         found += (keys.person_network_seen(fp), keys.person_pressure(fp))
         for advertiser in config.advertisers:
-            campaigns = [c.id for c in config.campaigns.values() if c.advertiser == advertiser]
+            campaigns = campaigns_of[advertiser]
             for scope in _DEDUP_SCOPES:
                 if scope is DedupScope.CAMPAIGN:
                     for campaign in campaigns:
