@@ -17,6 +17,7 @@ import asyncio
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -77,6 +78,17 @@ def _wait_http(url: str, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
+def _profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling process ``pid`` (the worker) until it gets SIGINT; on CPU 1, so the
+    sampling does not take the worker's CPU (idle samples, as between rounds, are left out)."""
+    spy = ROOT / ".venv" / "bin" / "py-spy"
+    return subprocess.Popen(
+        [*_pin(1), str(spy if spy.exists() else "py-spy"), "record", "--pid", str(pid),
+         "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 # --- the receiver (its own process) -------------------------------------------------------
 
 
@@ -115,8 +127,9 @@ def _record(n: int) -> tuple[str, bytes]:
     )  # fmt: skip
 
 
-async def bare_client(url: str, total: int, concurrency: int) -> float:
-    """Requests per second of a plain aiohttp client posting a signed webhook body."""
+async def bare_client(url: str, total: int, concurrency: int) -> tuple[float, float]:
+    """Requests per second of a plain aiohttp client posting a signed webhook body, and the
+    CPU seconds it used per request."""
     import aiohttp
 
     from gateway.delivery.signing import webhook_headers
@@ -137,9 +150,9 @@ async def bare_client(url: str, total: int, concurrency: int) -> float:
                 assert response.status == 200
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        started = time.perf_counter()
+        started, cpu_s = time.perf_counter(), time.process_time()
         await asyncio.gather(*(run(session) for _ in range(concurrency)))
-        return total / (time.perf_counter() - started)
+        return total / (time.perf_counter() - started), (time.process_time() - cpu_s) / total
 
 
 async def worker_rate(redis_url: str, total: int) -> float:
@@ -177,6 +190,11 @@ def main() -> int:
         "--log-level", default="warning",
         help="the worker's LEADGATE_LOG_LEVEL (info: one JSON line per delivery, to /dev/null)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE",
+        help="record the worker with py-spy (pinned beside the receiver) into FILE, as "
+             "collapsed stacks (the --format raw of py-spy, for flamegraph.pl or speedscope)",
+    )  # fmt: skip
     parser.add_argument("--receive", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receive:
@@ -194,6 +212,10 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     bares: list[float] = []
     workers: list[float] = []
+    #: CPU seconds per lead of the bare client (this process) and of the worker process: less
+    #: moved by the other work of a shared machine than the rates.
+    bare_cpus: list[float] = []
+    worker_cpus: list[float] = []
     try:
         procs.append(subprocess.Popen(
             [*_pin(1), sys.executable, "-m", "bench.delivery_bench", "--receive", str(port)],
@@ -220,15 +242,23 @@ def main() -> int:
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))  # fmt: skip
         _wait_http(f"http://127.0.0.1:{metrics_port}/healthz")
+        spy = None if args.profile is None else _profile(procs[-1].pid, args.profile)
         everywhere = os.sched_getaffinity(0)
         # Rounds alternate the two on the same receiver (the machine's noise hits both);
         # the best of each is reported. The bare client is pinned where the worker runs.
         for _ in range(args.rounds):
             if _pin(0):
                 os.sched_setaffinity(0, {0})
-            bares.append(asyncio.run(bare_client(url, args.leads, args.concurrency)))
+            rate, cpu_per_lead_s = asyncio.run(bare_client(url, args.leads, args.concurrency))
+            bares.append(rate)
+            bare_cpus.append(cpu_per_lead_s)
             os.sched_setaffinity(0, everywhere)
+            cpu_s = _cpu_s(procs[-1].pid)
             workers.append(asyncio.run(worker_rate(f"unix://{sock}", args.leads)))
+            worker_cpus.append((_cpu_s(procs[-1].pid) - cpu_s) / args.leads)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -252,7 +282,22 @@ def main() -> int:
     print(f"medians: bare {statistics.median(bares):.0f}, worker {statistics.median(workers):.0f} "
           f"({statistics.median(workers) / statistics.median(bares):.2f}x); "
           f"per-round ratio median {statistics.median(pairs):.2f}x")  # fmt: skip
+    if worker_cpus and min(worker_cpus) > 0:
+        bare_us, worker_us = statistics.median(bare_cpus), statistics.median(worker_cpus)
+        print(
+            f"CPU per lead (medians): bare {bare_us * 1e6:.0f} us, worker {worker_us * 1e6:.0f} us"
+            f" (bare / worker {bare_us / worker_us:.2f}x)"
+        )
     return 0
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``; 0 without ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ from gateway.types import AdvertiserId
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
 _RECLAIM_BATCH = 100
 _RECLAIM_PASS = 1000
+#: Entries acknowledged per ``ack.lua`` call at most (a script holds Redis while it runs).
+_ACK_BATCH = 500
 #: A blocking read is given this much more than its BLOCK time before the socket times out.
 _SOCKET_MARGIN_S = 10.0
 
@@ -123,10 +125,12 @@ class RedisQueue:
         self._pipe = open_pipeline(url, socket_timeout_s, decode_responses=False, connections=2)
         self._retention_ms = int(dead_letter_retention_s * 1000)
         self._prepared: set[AdvertiserId] = set()
-        #: Deliveries finished in the same turn of the event loop are acknowledged together.
+        #: Deliveries finished while the previous acknowledgement was on its way, by stream:
+        #: acknowledged together as soon as it is back (see ``delivered``).
         self._acks: dict[tuple[AdvertiserId, Source], list[tuple[Claimed, asyncio.Future[bool]]]]
         self._acks = {}
-        self._ack_tasks: set[asyncio.Task[None]] = set()
+        #: The task sending them (None when nothing waits to be acknowledged).
+        self._acker: asyncio.Task[None] | None = None
 
     async def _eval(self, script: scripts.Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script through the auto-pipeline; load the scripts once if Redis lost them
@@ -199,32 +203,66 @@ class RedisQueue:
         return bool(await self._eval(SETTLE, keys_, head + args))
 
     async def delivered(self, claimed: Claimed) -> bool:
+        """Acknowledged in batches: at most one ``ack.lua`` round trip of this queue is under
+        way at a time, and the deliveries that finish meanwhile go together in the next one
+        (one call per stream). Each caller is answered when its own batch is back, so a lead
+        counts as delivered only once it is acknowledged and deleted; a crash before that
+        means a redelivery, with the same lead id."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if not self._acks:
-            task = asyncio.get_running_loop().create_task(self._flush_acks())
-            self._ack_tasks.add(task)
-            task.add_done_callback(self._ack_tasks.discard)
-        self._acks.setdefault((claimed.delivery.advertiser, claimed.source), []).append(
-            (claimed, future)
-        )
+        key = (claimed.delivery.advertiser, claimed.source)
+        waiting = self._acks.get(key)
+        if waiting is None:
+            self._acks[key] = [(claimed, future)]
+        else:
+            waiting.append((claimed, future))
+        if self._acker is None:
+            self._acker = asyncio.get_running_loop().create_task(self._ack_loop())
         return await future
 
-    async def _flush_acks(self) -> None:
-        """One ``ack.lua`` per stream for every delivery acknowledged since the last flush."""
-        groups, self._acks = self._acks, {}
-        for (advertiser, source), items in groups.items():
-            args: list[Any] = [GROUP]
-            for claimed, _ in items:
-                args += (claimed.entry_id, claimed.delivery.lead_id)
-            stream = _streams(advertiser)[source]
-            try:
-                answers = await self._eval(ACK, [stream, keys.delivery_retrying(advertiser)], args)
-            except StoreError as error:
+    async def _ack_loop(self) -> None:
+        """Send what waits to be acknowledged, round trip after round trip, until nothing
+        does (started again by the next ``delivered``)."""
+        groups: dict[tuple[AdvertiserId, Source], list[tuple[Claimed, asyncio.Future[bool]]]]
+        groups = {}
+        try:
+            while self._acks:
+                groups, self._acks = self._acks, {}
+                if len(groups) == 1:
+                    ((key, items),) = groups.items()
+                    await self._ack_group(*key, items)
+                else:  # several streams: their calls share one round trip
+                    await asyncio.gather(*(self._ack_group(*k, v) for k, v in groups.items()))
+        except BaseException:  # cancelled (the loop is closing): so are the callers' waits
+            for items in (*groups.values(), *self._acks.values()):
                 for _, future in items:
+                    future.cancel()
+            self._acks = {}
+            raise
+        finally:
+            self._acker = None
+
+    async def _ack_group(
+        self,
+        advertiser: AdvertiserId,
+        source: Source,
+        items: list[tuple[Claimed, asyncio.Future[bool]]],
+    ) -> None:
+        """One ``ack.lua`` call per ``_ACK_BATCH`` entries of one stream; each caller gets its
+        entry's answer, or the call's ``StoreError`` (then its lead stays pending)."""
+        keys_ = [_streams(advertiser)[source], keys.delivery_retrying(advertiser)]
+        for start in range(0, len(items), _ACK_BATCH):
+            chunk = items[start : start + _ACK_BATCH]
+            args: list[Any] = [GROUP]
+            for claimed, _ in chunk:
+                args += (claimed.entry_id, claimed.delivery.lead_id)
+            try:
+                answers = await self._eval(ACK, keys_, args)
+            except Exception as error:  # a StoreError, or a bug: never leave a caller waiting
+                for _, future in chunk:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for (_, future), answer in zip(items, answers, strict=True):
+            for (_, future), answer in zip(chunk, answers, strict=True):
                 if not future.done():
                     future.set_result(bool(answer))
 
@@ -476,8 +514,8 @@ class RedisQueue:
             await self._client.ping()
 
     async def close(self) -> None:
-        if self._ack_tasks:
-            await asyncio.wait(self._ack_tasks, timeout=5)
+        if self._acker is not None:  # acknowledgements on their way: let them land
+            await asyncio.wait([self._acker], timeout=5)
         await self._pipe.close()
         await self._client.aclose()
 

@@ -181,10 +181,15 @@ def unpack(advertiser: AdvertiserId, entry_id: str, packed: bytes, deliveries: i
     return Claimed(delivery, Source.DUE, entry_id, last, deliveries, int(doc.get("age_from_ms", 0)))
 
 
+#: The ``last`` of a lead never attempted (shared: it is immutable, and one per read entry
+#: would cost as much as the rest of the entry).
+NO_RESPONSE = LastResponse()
+
+
 def invalid_entry(advertiser: AdvertiserId, source: Source, entry_id: str, raw: bytes) -> Claimed:
     """A stream entry that is not a lead the queue wrote: kept (as ``record``) for ops."""
     delivery = Delivery(LeadId(f"invalid-{entry_id}"), advertiser, 0, 1, raw)
-    return Claimed(delivery, source, entry_id, LastResponse(), invalid=True)
+    return Claimed(delivery, source, entry_id, NO_RESPONSE, invalid=True)
 
 
 def new_entry(
@@ -195,8 +200,14 @@ def new_entry(
     record: bytes,
     deliveries: int = 1,
 ) -> Claimed:
-    delivery = Delivery(LeadId(lead_id), advertiser, accepted_at_ms, 1, record)
-    return Claimed(delivery, Source.NEW, entry_id, LastResponse(), deliveries)
+    # Called once per read entry: positional arguments, no per-entry defaults built.
+    return Claimed(
+        Delivery(LeadId(lead_id), advertiser, accepted_at_ms, 1, record),
+        Source.NEW,
+        entry_id,
+        NO_RESPONSE,
+        deliveries,
+    )
 
 
 def dead_fields(

@@ -11,6 +11,7 @@ import pytest_asyncio
 from support import ADVERTISER, plain_client
 
 from delivery.harness import OTHER, Harness, Harnesses, harnesses, now_ms
+from gateway.delivery.queue import RedisQueue
 from gateway.delivery.queue_base import Claimed, LastResponse, Source
 from gateway.storage import keys
 
@@ -118,6 +119,59 @@ async def test_advertisers_have_separate_queues(h: Harness) -> None:
     assert [c.delivery.lead_id for c in got] == [other]
     assert got[0].delivery.advertiser == OTHER
     assert len(await read_all(h)) == 5
+
+
+async def test_deliveries_finishing_together_each_get_their_own_answer(h: Harness) -> None:
+    # Acknowledgements are batched (on Redis, those finishing while one is on its way go
+    # together in the next): each caller still learns whether its own lead was settled.
+    await h.accept(30)
+    got = await read_all(h)
+    answers = await asyncio.gather(*(h.queue.delivered(c) for c in [*got, *got[:5]]))
+    assert answers == [True] * 30 + [False] * 5
+    assert await read_all(h) == []
+    assert (await h.queue.state(ADVERTISER)).depth == 0
+
+
+async def test_acks_finishing_during_a_round_trip_share_the_next_one(h: Harness) -> None:
+    if h.kind != "redis" or h.redis_url is None:
+        pytest.skip("one Redis to pause; the embedded queue settles without round trips")
+    assert isinstance(h.queue, RedisQueue)
+    await h.accept(42)
+    warm, first, *rest = await read_all(h)
+    assert await h.queue.delivered(warm)  # the scripts are loaded: one round trip per call
+    pipe = h.queue._pipe  # its round trips are what batching saves
+    before = pipe.round_trips
+    client = plain_client(h.redis_url)
+    try:
+        # Redis holds scripts for a while: the first acknowledgement stays on its way while
+        # the others finish, one per turn of the event loop.
+        await client.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+        settling = [asyncio.ensure_future(h.queue.delivered(first))]
+        for claimed in rest:
+            await asyncio.sleep(0)
+            settling.append(asyncio.ensure_future(h.queue.delivered(claimed)))
+        assert await asyncio.gather(*settling) == [True] * 41
+    finally:
+        await client.aclose()
+    assert pipe.round_trips - before == 2
+    assert await read_all(h) == []
+
+
+async def test_close_lands_the_acknowledgements_on_their_way(make: Harnesses) -> None:
+    h = await make.make()
+    await h.queue.prepare([ADVERTISER])
+    await h.accept(10)
+    got = await read_all(h)
+    settling = [asyncio.ensure_future(h.queue.delivered(c)) for c in got]
+    await asyncio.sleep(0)
+    await h.queue.close()
+    assert [await s for s in settling] == [True] * 10
+    if h.redis_url is not None:
+        client = plain_client(h.redis_url)
+        try:
+            assert await client.xlen(keys.deliveries(ADVERTISER)) == 0
+        finally:
+            await client.aclose()
 
 
 async def test_settling_twice_changes_nothing_the_second_time(h: Harness) -> None:
