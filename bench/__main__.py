@@ -38,6 +38,7 @@ import orjson
 import redis
 
 from bench import client as http_client
+from bench import profile as pyspy
 from bench.generate import LeadGenerator, Request, expected_mix, write_bodies
 from bench.probe import (
     MetricsSnapshot,
@@ -59,7 +60,7 @@ from bench.scenario import (
 )
 from gateway.config.model import DedupScope
 from gateway.storage import keys
-from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint
+from gateway.types import AdvertiserId, CampaignId, ChannelId
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -272,8 +273,9 @@ async def _run_aiohttp(
 
 
 def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
-    """``redis-benchmark`` of decide.lua: one dedup key and one cap key per call, random
-    fingerprints; everything passes and commits, as for a new person."""
+    """``redis-benchmark`` of decide.lua: one dedup check (a 30-day window: the hashes of
+    five or six generations) and one cap per call, random marks; everything passes and
+    commits, as for a new person."""
     if not shutil.which("redis-benchmark"):
         print(
             "redis-benchmark is missing (Debian: redis-tools): no Redis baseline", file=sys.stderr
@@ -281,23 +283,28 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         return None
     r = redis.Redis(unix_socket_path=str(sock))
     sha = str(r.script_load(DECIDE_LUA.read_text()))
-    seen = keys.seen(
-        ADVERTISER,
-        DedupScope.ADVERTISER,
-        CampaignId("bench"),
-        ChannelId("email"),
-        Fingerprint("b1.__rand_int__xxxxxxxxxx"),
+    now_ms = int(time.time() * 1000)
+    window_ms = 30 * 86_400_000
+    space = keys.SeenSpace(
+        ADVERTISER, DedupScope.ADVERTISER, CampaignId("bench"), ChannelId("email")
     )
+    generations = keys.seen_generations(now_ms, window_ms)
+    # A random bucket and field each (redis-benchmark draws every __rand_int__ on its own).
+    seen = [
+        keys.seen(space, keys.SeenMark("b1", 0, ""), g).rsplit(":", 1)[0] + ":__rand_int__"
+        for g in generations
+    ]
     cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
+    n_keys = str(3 + len(seen))
     call = [
         "EVALSHA",
         sha,
-        "4",
+        n_keys,
         keys.advertiser_tag(ADVERTISER) + ":idem:-",
         keys.deliveries(ADVERTISER),
-        seen,
+        *seen,
         cap,
-        str(int(time.time() * 1000)),
+        str(now_ms),
         "0192f0c4-7b1e-7cc0-8c3a-bench000lead",
         "0",
         "0",
@@ -306,16 +313,22 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         "1",
         "1",
         '{"lead_id":"0192f0c4","campaign":"bench","partner":"p-alpha"}',
+        str(keys.SEEN_GENERATION_MS),
+        str(generations[0]),
         "duplicate_advertiser",
-        "2592000000",
-        "2592000000",
+        str(window_ms),
+        str(window_ms),
         "1",
+        "__rand_int__",
+        str(len(seen)),
         "cap_campaign_day",
         "1000000000",
         "0",
         "86400000",
     ]
-    check: Any = r.evalsha(sha, 4, *[c.replace("__rand_int__", "000000000000") for c in call[3:]])
+    check: Any = r.evalsha(
+        sha, int(n_keys), *[c.replace("__rand_int__", "000000000000") for c in call[3:]]
+    )
     if not check or check[0] != b"ok":
         raise RuntimeError(f"decide.lua answered {check!r}: the baseline's arguments are stale")
     argv = [
@@ -328,7 +341,7 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         "-c",
         "50",
         "-r",
-        "1000000000",
+        "65536",
         "--csv",
         *call,
     ]
@@ -373,11 +386,13 @@ def _memory_figures(r: redis.Redis, before: int, after: int, accepted: int) -> d
     stream_key = keys.deliveries(ADVERTISER)
     stream = int(r.memory_usage(stream_key, samples=0) or 0)
     seen = 0
+    marks = 0
     others: list[bytes] = []
     other_count = 0
     for key in r.scan_iter(count=10_000):
         if b":seen:" in key:
             seen += 1
+            marks += int(r.hlen(key))
         elif key != stream_key.encode():
             other_count += 1
             if len(others) < 1000:
@@ -389,18 +404,61 @@ def _memory_figures(r: redis.Redis, before: int, after: int, accepted: int) -> d
     return {
         "identities": identities,
         "scopes": DEDUP_SCOPES,
-        "dedup_keys": seen,
+        "dedup_hashes": seen,
+        "dedup_marks": marks,
         "other_keys": other_count,
         "used_memory_delta_bytes": after - before,
         "stream_bytes": stream,
         "other_keys_bytes": round(other_bytes),
         "bytes_per_identity_per_scope": round(remembered / max(1, identities * DEDUP_SCOPES), 1),
-        "bytes_per_dedup_key": round(remembered / max(1, seen), 1),
+        "marks_per_dedup_hash": round(marks / max(1, seen), 1),
     }
 
 
+async def _start_profile(
+    scenario: Scenario, pid: int, out: Path
+) -> asyncio.subprocess.Process | None:
+    """py-spy on the gateway (and its workers) for the scenario's duration, or None (said
+    why) when py-spy is missing."""
+    exe = pyspy.py_spy()
+    if exe is None:
+        print("py-spy is missing (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    argv = pyspy.record_argv(exe, pid, scenario.duration_s, out, subprocesses=scenario.workers > 1)
+    return await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def _finish_profile(
+    spy: asyncio.subprocess.Process | None, out: Path
+) -> dict[str, Any] | None:
+    if spy is None:
+        return None
+    try:
+        _, err = await asyncio.wait_for(spy.communicate(), timeout=60)
+    except TimeoutError:
+        spy.kill()
+        await spy.wait()
+        err = b"timed out"
+    return await asyncio.to_thread(_read_profile, spy.returncode, err, out)
+
+
+def _read_profile(returncode: int | None, err: bytes, out: Path) -> dict[str, Any] | None:
+    if returncode != 0 or not out.exists():
+        # Typically ptrace refused: py-spy needs root or CAP_SYS_PTRACE on Linux.
+        print(f"py-spy failed ({returncode}): {err.decode()[-500:]}", file=sys.stderr)
+        return None
+    return {"file": out.name, "rate_hz": pyspy.RATE_HZ, **pyspy.summarize(out.read_text())}
+
+
 async def _gateway_run(
-    scenario: Scenario, tmp: Path, sock: Path, r: redis.Redis, config: Path
+    scenario: Scenario,
+    tmp: Path,
+    sock: Path,
+    r: redis.Redis,
+    config: Path,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     generator = LeadGenerator(scenario)
     count = scenario.body_count()
@@ -458,6 +516,7 @@ async def _gateway_run(
                 flush=True,
             )
             samples: list[tuple[float, MetricsSnapshot]] = []
+            spy = await _start_profile(scenario, proc.pid, profile_out) if profile_out else None
             if scenario.client is Client.WRK:
                 result, samples = await _run_wrk(base_url, scenario, bodies, sample=True)
                 record = _wrk_record(result, scenario)
@@ -468,6 +527,7 @@ async def _gateway_run(
                 record["timeline_source"] = "client"
             cpu_after = cpu_seconds(pids)
             metrics_after = await asyncio.to_thread(fetch_metrics, base_url)
+            profiled = await _finish_profile(spy, profile_out) if profile_out else None
         except BaseException:
             tail = log.read_text(errors="replace").splitlines()[-20:]
             print("gateway log tail:\n" + "\n".join(tail), file=sys.stderr)
@@ -516,6 +576,8 @@ async def _gateway_run(
             "delta_bytes": memory_after - memory_before,
         },
     )
+    if profiled is not None:
+        record["profile"] = profiled
     if scenario.identities is not None:
         accepted = int((answers or {}).get("accepted", 0))
         record["memory"] = _memory_figures(r, memory_before, memory_after, accepted)
@@ -592,6 +654,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baselines", action="store_true", help="gateway runs only")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run py-spy on the gateway during each scenario: the stacks go next to the "
+        "results (bench-<time>-<scenario>.pyspy.txt, for speedscope.app or flamegraph.pl), "
+        "CPU by stage into the JSON and the table; sampling slows the gateway a little",
+    )
     return parser.parse_args(argv)
 
 
@@ -605,6 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.baseline_seconds, args.redis_calls = 2.0, 5_000
     if any(s.client is Client.WRK for s in scenarios) and not _ensure_wrk():
         return 2
+    if args.profile and pyspy.py_spy() is None:
+        print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    args.out.mkdir(parents=True, exist_ok=True)
     if not shutil.which("redis-server"):
         print(
             "redis-server is missing (Debian: redis-server; ./.ci/install-redis)", file=sys.stderr
@@ -661,7 +735,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[redis-benchmark] {args.redis_calls:,} EVALSHA decide.lua ...", flush=True)
                 redis_decide = _redis_decide(sock, args.redis_calls)
             for scenario in scenarios:
-                runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config)))
+                profile_out = (
+                    args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
+                )
+                runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config, profile_out)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for run in runs:
@@ -675,7 +752,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     if hello is not None:
         hello["ratios"] = {"hello_world": 1.0, "redis_decide": None}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -686,7 +762,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baselines": {"hello_world": hello, "redis_decide": redis_decide},
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{stamp}.json"
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print()

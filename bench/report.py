@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.probe import MetricsSnapshot, histogram_quantile
+from bench.profile import table as profile_table
 
 SCHEMA_ID = "leadgate-bench/1"
 
@@ -88,6 +89,19 @@ _RUN = {
         },
         "timeline_source": {"enum": ["client", "server /metrics", "none"]},
         "ratios": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        # Only with ``--profile``: py-spy's samples of the gateway, shares in percent.
+        "profile": {
+            "type": "object",
+            "required": ["file", "rate_hz", "samples", "idle_samples", "stages_pct"],
+            "properties": {
+                "file": {"type": "string"},
+                "rate_hz": {"type": "integer"},
+                "samples": {"type": "integer", "minimum": 0},
+                "idle_samples": {"type": "integer", "minimum": 0},
+                "stages_pct": _COUNTS,
+                "top_self_pct": _COUNTS,
+            },
+        },
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -254,6 +268,8 @@ def table(doc: dict[str, Any]) -> str:
             )
         if run["errors"]:
             lines.append(f"  {' ' * len(run['name'])}  errors {run['errors']}")
+        if run.get("profile"):
+            lines.append(profile_table(run["name"], run["profile"]))
         memory = run.get("memory")
         if memory:
             lines.append(

@@ -3,9 +3,10 @@
 What a person leaves behind, and how each trace is found without keeping an index of people
 (an index would itself be a record of them):
 
-* **dedup marks** (``keys.seen``): one key per advertiser, scope, campaign or channel and
-  fingerprint. The keys are enumerated from the configuration: every advertiser's campaigns,
-  every channel, the advertiser-wide scope, for the fingerprint of each identity under every
+* **dedup marks** (``keys.seen``): a field of one hash per advertiser, scope, campaign or
+  channel, generation and bucket. They are enumerated from the configuration: every
+  advertiser's campaigns, every channel, the advertiser-wide scope, every generation the
+  longest configured window still reaches, for the fingerprint of each identity under every
   fingerprint key still configured (a key rotation leaves marks under the previous key).
 * **the person's slot** (``keys.person_network_seen``, ``keys.person_pressure``): network
   dedup and contact pressure.
@@ -45,7 +46,6 @@ LOG = logging.getLogger("leadgate.erasure")
 
 #: Keys deleted per store round trip.
 _CHUNK = 5_000
-_DEDUP_SCOPES = (DedupScope.CAMPAIGN, DedupScope.CHANNEL, DedupScope.ADVERTISER)
 #: Stands in for the campaign or channel a scope's key does not name.
 _ANY_CAMPAIGN = CampaignId("-")
 _ANY_CHANNEL = ChannelId("-")
@@ -100,6 +100,10 @@ class ErasableStore(Protocol):
         """Delete these keys; how many existed."""
         ...
 
+    async def erase_fields(self, fields: Sequence[tuple[str, str]]) -> int:
+        """Delete these ``(hash key, field)``; how many existed."""
+        ...
+
     async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
         """The ids of the suppression lists these identity keys are on."""
         ...
@@ -107,7 +111,8 @@ class ErasableStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ErasureReport:
-    #: Store keys that held a mark of the person (dedup, network, pressure) and were deleted.
+    #: Marks of the person that were deleted: dedup marks (hash fields) and the keys of the
+    #: person's slot (network dedup, contact pressure).
     keys: int
     queue: Erased
     #: Suppression lists the person stays on (ids).
@@ -139,26 +144,41 @@ def fingerprints(fingerprinter: Fingerprinter, person: Person) -> list[Fingerpri
     return [fp for kind, value in person.identities() for fp in fingerprinter.lookups(kind, value)]
 
 
-def person_keys(config: Config, fps: Sequence[Fingerprint]) -> list[str]:
-    """Every key that may hold a mark of these fingerprints, from the configuration."""
-    found: list[str] = []
+def person_keys(fps: Sequence[Fingerprint]) -> list[str]:
+    """The keys of the person's own slot: network dedup and contact pressure."""
+    return [k for fp in fps for k in (keys.person_network_seen(fp), keys.person_pressure(fp))]
+
+
+def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> list[tuple[str, str]]:
+    """Every ``(hash key, field)`` that may hold a dedup mark of these fingerprints: each scope
+    of each advertiser, in every generation still alive under the longest configured window."""
+    longest_ms = 1000 * max(
+        (rule.retention_s for c in config.campaigns.values() for rule in c.dedup), default=0
+    )
+    if longest_ms == 0:
+        return []
+    # A generation's hashes live until it ends plus the retention: one generation more.
+    generations = keys.seen_generations(now_ms, longest_ms + keys.SEEN_GENERATION_MS)
     channels: list[ChannelId] = list(config.channels)
     campaigns_of: dict[str, list[CampaignId]] = {a: [] for a in config.advertisers}
     for declared in config.campaigns.values():
         campaigns_of.setdefault(declared.advertiser, []).append(declared.id)
+    found: list[tuple[str, str]] = []
     for fp in fps:
-        found += (keys.person_network_seen(fp), keys.person_pressure(fp))
+        mark = keys.seen_mark(fp)
         for advertiser in config.advertisers:
-            campaigns = campaigns_of[advertiser]
-            for scope in _DEDUP_SCOPES:
-                if scope is DedupScope.CAMPAIGN:
-                    for campaign in campaigns:
-                        found.append(keys.seen(advertiser, scope, campaign, _ANY_CHANNEL, fp))
-                elif scope is DedupScope.CHANNEL:
-                    for channel in channels:
-                        found.append(keys.seen(advertiser, scope, _ANY_CAMPAIGN, channel, fp))
-                else:
-                    found.append(keys.seen(advertiser, scope, _ANY_CAMPAIGN, _ANY_CHANNEL, fp))
+            spaces = [
+                keys.SeenSpace(advertiser, DedupScope.ADVERTISER, _ANY_CAMPAIGN, _ANY_CHANNEL)
+            ]
+            spaces += [
+                keys.SeenSpace(advertiser, DedupScope.CAMPAIGN, c, _ANY_CHANNEL)
+                for c in campaigns_of[advertiser]
+            ]
+            spaces += [
+                keys.SeenSpace(advertiser, DedupScope.CHANNEL, _ANY_CAMPAIGN, ch) for ch in channels
+            ]
+            for space in spaces:
+                found += [(keys.seen(space, mark, g), mark.field) for g in generations]
     return found
 
 
@@ -213,6 +233,8 @@ class Eraser:
     queue: Queue | None = None
     #: Called with each finished report (metrics); never given the person.
     on_erased: list[Callable[[ErasureReport], None]] = field(default_factory=list)
+    #: Epoch seconds: which dedup generations may still hold marks.
+    clock: Callable[[], float] = time.time
 
     async def erase(self, person: Person) -> ErasureReport:
         """Delete every trace of ``person``. Raises ``StoreError``/``StoreUnavailable``; a
@@ -226,10 +248,10 @@ class Eraser:
             matches = record_matcher(person)
             for advertiser in self.config.advertisers:
                 erased = erased + await self.queue.erase(advertiser, matches)
-        found = person_keys(self.config, fps)
-        deleted = 0
-        for start in range(0, len(found), _CHUNK):
-            deleted += await self.store.erase_keys(found[start : start + _CHUNK])
+        deleted = await self.store.erase_keys(person_keys(fps))
+        marks = person_marks(self.config, fps, int(self.clock() * 1000))
+        for start in range(0, len(marks), _CHUNK):
+            deleted += await self.store.erase_fields(marks[start : start + _CHUNK])
         kept = await self.store.suppression_lists([keys.person_suppressed(fp) for fp in fps])
         report = ErasureReport(deleted, erased, tuple(sorted(kept)), time.perf_counter() - started)
         LOG.info(

@@ -230,6 +230,10 @@ class Observer:
         # Label children by label values (configured ids and fixed codes: bounded).
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._leads: dict[tuple[str, str, str, str], Any] = {}
+        # A reason's children (its reason counter, and its duplicate or cap counter if any)
+        # by (partner, campaign, reason): configured ids and reason codes, bounded like them.
+        self._reasons: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._refused: dict[tuple[str, int], Any] = {}
         self._checksum = ""
         self.configure(config)
 
@@ -325,10 +329,16 @@ class Observer:
         self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
     ) -> None:
         self.decision_seconds.observe(elapsed_s)
+        log = DECISION_LOG.isEnabledFor(logging.INFO)
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
             if isinstance(answer, RequestError):
-                self.refused.labels(partner.id, str(answer.status)).inc()
+                refused = self._refused.get((partner.id, answer.status))
+                if refused is None:
+                    refused = self._refused[(partner.id, answer.status)] = self.refused.labels(
+                        partner.id, str(answer.status)
+                    )
+                refused.inc()
                 continue
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
             leads = self._leads.get(key)
@@ -336,15 +346,12 @@ class Observer:
                 leads = self._leads[key] = self.leads.labels(*key)
             leads.inc()
             for reason in answer.reasons:
-                self.reasons.labels(partner.id, answer.campaign, reason).inc()
-                scope = DUPLICATE_SCOPES.get(reason)
-                if scope is not None:
-                    self.duplicates.labels(partner.id, answer.campaign, scope).inc()
-                    continue
-                cap = CAP_CODES.get(reason)
-                if cap is not None:
-                    self.caps_hit.labels(answer.campaign, *cap).inc()
-            if DECISION_LOG.isEnabledFor(logging.INFO):
+                children = self._reasons.get((partner.id, answer.campaign, reason))
+                if children is None:
+                    children = self._reason_children(partner.id, answer.campaign, reason)
+                for child in children:
+                    child.inc()
+            if log:
                 DECISION_LOG.info(
                     "decision",
                     extra={
@@ -361,6 +368,19 @@ class Observer:
                         }
                     },
                 )
+
+    def _reason_children(self, partner: str, campaign: str, reason: str) -> tuple[Any, ...]:
+        # ``labels()`` validates and locks on every call: each reason's children are looked
+        # up once. A duplicate also counts in its scope's counter, a cap in the caps counter.
+        children: tuple[Any, ...] = (self.reasons.labels(partner, campaign, reason),)
+        scope = DUPLICATE_SCOPES.get(reason)
+        cap = CAP_CODES.get(reason)
+        if scope is not None:
+            children += (self.duplicates.labels(partner, campaign, scope),)
+        elif cap is not None:
+            children += (self.caps_hit.labels(campaign, *cap),)
+        self._reasons[(partner, campaign, reason)] = children
+        return children
 
 
 def _campaign_reasons(campaign: Campaign, config: Config) -> list[str]:
@@ -455,6 +475,9 @@ class DeliveryMetrics:
             multiprocess_mode="livemostrecent",
         )
         self._advertisers: set[str] = set()
+        #: Per advertiser and outcome, the attempt counter's child and (but for HELD, which
+        #: took no time) the duration histogram's: ``labels()`` looked up once, not per attempt.
+        self._attempt_children: dict[tuple[str, Outcome], tuple[Counter, Histogram | None]] = {}
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -463,9 +486,12 @@ class DeliveryMetrics:
             if advertiser in self._advertisers:
                 continue
             self._advertisers.add(advertiser)
+            seconds = self.attempt_seconds.labels(advertiser)
             for outcome in Outcome:
-                self.attempts.labels(advertiser, outcome.value)
-            self.attempt_seconds.labels(advertiser)
+                self._attempt_children[advertiser, outcome] = (
+                    self.attempts.labels(advertiser, outcome.value),
+                    None if outcome is Outcome.HELD else seconds,
+                )
             for reason in DEAD_LETTER_REASONS:
                 self.dead_letters.labels(advertiser, reason)
             self.queue_depth.labels(advertiser).set(0)
@@ -480,11 +506,13 @@ class DeliveryMetrics:
         return advertiser in self._advertisers
 
     def attempted(self, advertiser: AdvertiserId, outcome: Outcome, duration_s: float) -> None:
-        if not self._known(advertiser):
+        children = self._attempt_children.get((advertiser, outcome))
+        if children is None:  # not a configured advertiser (see ``_known``)
             return
-        self.attempts.labels(advertiser, outcome.value).inc()
-        if outcome is not Outcome.HELD:
-            self.attempt_seconds.labels(advertiser).observe(duration_s)
+        attempts, seconds = children
+        attempts.inc()
+        if seconds is not None:
+            seconds.observe(duration_s)
 
     def dead_lettered(self, advertiser: AdvertiserId, reason: str) -> None:
         if not self._known(advertiser):

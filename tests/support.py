@@ -35,6 +35,7 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
+from gateway.decision.plan import dedup_check
 from gateway.storage import keys
 from gateway.storage.base import Store
 from gateway.storage.cluster import is_cluster_url
@@ -208,6 +209,30 @@ def fingerprint(person: str, key_id: str = "k1") -> Fingerprint:
     return Fingerprint(f"{key_id}.{person}")
 
 
+@dataclasses.dataclass(frozen=True)
+class DedupSpec:
+    """A dedup check before its instant is known: ``request`` makes the ``DedupCheck``
+    (the generations a window reaches depend on ``now_ms``)."""
+
+    reason: str
+    space: keys.SeenSpace
+    fingerprint: Fingerprint
+    window_ms: int
+    retention_ms: int
+    remember: bool
+
+    def at(self, now_ms: int) -> DedupCheck:
+        return dedup_check(
+            self.reason,
+            self.space,
+            keys.seen_mark(self.fingerprint),
+            now_ms=now_ms,
+            window_ms=self.window_ms,
+            retention_ms=self.retention_ms,
+            remember=self.remember,
+        )
+
+
 def dedup(
     person: str,
     scope: DedupScope = DedupScope.CAMPAIGN,
@@ -219,15 +244,27 @@ def dedup(
     advertiser: AdvertiserId = ADVERTISER,
     campaign: CampaignId = CAMPAIGN,
     channel: ChannelId = CHANNEL,
-) -> DedupCheck:
-    key = keys.seen(advertiser, scope, campaign, channel, fingerprint(person, key_id))
-    return DedupCheck(
+) -> DedupSpec:
+    return DedupSpec(
         f"duplicate.{scope.value}",
-        key,
+        keys.SeenSpace(advertiser, scope, campaign, channel),
+        fingerprint(person, key_id),
         window_ms,
         window_ms if retention_ms is None else retention_ms,
         remember,
     )
+
+
+def bucket_mates() -> tuple[str, str]:
+    """Two people whose marks land in the same hash (the same bucket of a scope)."""
+    first_in: dict[int, str] = {}
+    for n in range(100_000):
+        name = f"mate-{n}"
+        bucket = keys.seen_mark(fingerprint(name)).bucket
+        if bucket in first_in:
+            return first_in[bucket], name
+        first_in[bucket] = name
+    raise AssertionError("no two people share a bucket")
 
 
 def calendar_cap(
@@ -306,7 +343,7 @@ def idempotency(
 def request(
     now_ms: int,
     *,
-    dedup: Sequence[DedupCheck] = (),
+    dedup: Sequence[DedupSpec] = (),
     caps: Sequence[CapCheck] = (),
     person: Sequence[PersonReservation] = (),
     dry_run: bool = False,
@@ -319,7 +356,7 @@ def request(
         lead_id=lead,
         now_ms=now_ms,
         dry_run=dry_run,
-        dedup=tuple(dedup),
+        dedup=tuple(spec.at(now_ms) for spec in dedup),
         caps=tuple(caps),
         person=tuple(
             dataclasses.replace(r, lead_id=lead, now_ms=now_ms, dry_run=dry_run) for r in person
@@ -333,7 +370,8 @@ def request(
 
 def decision_keys(rq: DecisionRequest) -> list[str]:
     """Every key the advertiser-slot decision of ``rq`` may touch."""
-    found = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup), *(c.key for c in rq.caps)]
+    dedup = [key for check in rq.dedup for key in check.keys]
+    found = [rq.stream_key, rq.slot_anchor, *dedup, *(c.key for c in rq.caps)]
     if rq.idempotency is not None:
         found.append(rq.idempotency.answer_key)
     return found

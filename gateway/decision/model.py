@@ -22,11 +22,21 @@ class Decision(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DedupCheck:
-    """One identity in one dedup scope: a duplicate when seen less than ``window_ms`` ago."""
+    """One identity in one dedup scope: a duplicate when its mark is younger than ``window_ms``.
+
+    The mark is field ``field`` of one hash per generation (``keys.seen``): ``keys`` are the
+    hashes of every generation the window reaches, newest first; ``keys[0]`` is the current
+    generation's (``generation``), where an accepted lead's mark is written. A mark's value is
+    its acceptance time in ms since its generation began.
+    """
 
     reason: str  # duplicate.campaign / .advertiser / .channel
-    key: str
+    keys: tuple[str, ...]
+    field: str
+    generation: int
     window_ms: int
+    #: How long the current generation's hash must outlive the generation's end: the rule's
+    #: longest window.
     retention_ms: int
     #: False for fingerprints under a previous key during a rotation: checked, never written.
     remember: bool = True

@@ -68,6 +68,7 @@ def build_request(
     ]
 
     dedup: list[DedupCheck] = []
+    marks: dict[Fingerprint, keys.SeenMark] = {}
     network: DedupRule | None = None
     for rule in campaign.dedup:
         if rule.scope is DedupScope.NETWORK:
@@ -76,12 +77,15 @@ def build_request(
         window_ms = rule.window_for(channel) * 1000
         for _, fingerprints in identities:
             for n, fp in enumerate(fingerprints):
+                mark = marks.get(fp) or marks.setdefault(fp, keys.seen_mark(fp))
                 dedup.append(
-                    DedupCheck(
+                    dedup_check(
                         rule.reason,
-                        keys.seen(advertiser, rule.scope, campaign.id, channel, fp),
-                        window_ms,
-                        rule.retention_s * 1000,
+                        keys.SeenSpace(advertiser, rule.scope, campaign.id, channel),
+                        mark,
+                        now_ms=now_ms,
+                        window_ms=window_ms,
+                        retention_ms=rule.retention_s * 1000,
                         remember=n == 0,
                     )
                 )
@@ -184,6 +188,29 @@ def build_request(
             f"{now_ms + campaign.feedback_window_s * 1000}"
         ),
         index_ttl_ms=campaign.feedback_window_s * 1000,
+    )
+
+
+def dedup_check(
+    reason: str,
+    space: keys.SeenSpace,
+    mark: keys.SeenMark,
+    *,
+    now_ms: int,
+    window_ms: int,
+    retention_ms: int,
+    remember: bool = True,
+) -> DedupCheck:
+    """One identity's check in one scope: the hashes of every generation its window reaches."""
+    generations = keys.seen_generations(now_ms, window_ms)
+    return DedupCheck(
+        reason,
+        keys.seen_each(space, mark, generations),
+        mark.field,
+        generations[0],
+        window_ms,
+        retention_ms,
+        remember,
     )
 
 

@@ -35,6 +35,12 @@ def _next_start(period: CalendarPeriod, start: datetime) -> datetime:
     return start.replace(month=start.month + 1)
 
 
+#: (period, zone) -> (label, end_s, known_from_s): the last answer, right for every instant
+#: from ``known_from_s`` (when it was computed) to ``end_s``. Bounded by the config's periods
+#: and zones; it saves every lead the ~5 µs of zone arithmetic.
+_LAST: dict[tuple[CalendarPeriod, ZoneInfo], tuple[str, float, float]] = {}
+
+
 def calendar_bucket(period: CalendarPeriod, zone: ZoneInfo, now_s: float) -> tuple[str, float]:
     """The period containing ``now_s``: its label (``2026-11-22``, ``2026-11-22T15+60``,
     ``2026-W47``, ``2026-11``) and the epoch second at which it ends.
@@ -42,6 +48,15 @@ def calendar_bucket(period: CalendarPeriod, zone: ZoneInfo, now_s: float) -> tup
     Hour labels carry the UTC offset in minutes, so the repeated hour at a DST fall-back is two
     distinct buckets, never one bucket that counts twice as long.
     """
+    last = _LAST.get((period, zone))
+    if last is not None and last[2] <= now_s < last[1]:
+        return last[0], last[1]
+    label, end_s = _compute_bucket(period, zone, now_s)
+    _LAST[(period, zone)] = (label, end_s, now_s)
+    return label, end_s
+
+
+def _compute_bucket(period: CalendarPeriod, zone: ZoneInfo, now_s: float) -> tuple[str, float]:
     if period is CalendarPeriod.HOUR:
         # The local hour, in zones with half- and quarter-hour offsets too. Local wall-clock
         # hours can repeat (fall back): `fromtimestamp` sets `fold` on the second copy, and

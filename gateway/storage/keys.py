@@ -8,6 +8,11 @@ carry ``{i:<partner>}``. Keys hold configured ids and keyed fingerprints only, n
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64encode
+from dataclasses import dataclass
+
+import xxhash
+
 from gateway.config.model import CapRule, CapSubject, DedupScope
 from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, PartnerId
 
@@ -30,24 +35,82 @@ def advertiser_tag(advertiser: AdvertiserId) -> str:
     return f"{PREFIX}:{{a:{advertiser}}}"
 
 
-def seen(
-    advertiser: AdvertiserId,
-    scope: DedupScope,
-    campaign: CampaignId,
-    channel: ChannelId,
-    fingerprint: Fingerprint,
-) -> str:
-    """Where a fingerprint accepted in a dedup scope of this advertiser is remembered."""
-    within: str
-    if scope is DedupScope.CAMPAIGN:
-        within = campaign
-    elif scope is DedupScope.CHANNEL:
-        within = channel
-    elif scope is DedupScope.ADVERTISER:
-        within = "-"
-    else:
-        raise ValueError(f"scope {scope} does not live in the advertiser's slot")
-    return f"{advertiser_tag(advertiser)}:seen:{_SCOPE_LETTER[scope]}:{within}:{fingerprint}"
+#: Dedup marks live in hashes, one per dedup scope, fingerprint key, generation and bucket, so
+#: a mark costs a hash field (about 20 bytes in Redis' listpack encoding) instead of a key
+#: (about 170). A generation is a week of acceptances: its hashes expire together one longest
+#: window after the week ends, so no mark outlives its window by more than a week.
+SEEN_GENERATION_MS = 7 * 86_400_000
+#: Buckets per scope and generation. Up to 128 marks a hash stays a listpack (Redis' default
+#: ``hash-max-listpack-entries``): a scope holds about 1.6 million marks a week compactly, and
+#: each hash's own cost (~150 bytes) is shared by enough marks to stay small per mark.
+SEEN_BUCKETS = 1 << 14
+
+
+@dataclass(frozen=True, slots=True)
+class SeenMark:
+    """Where one fingerprint is remembered within a scope: the fingerprint key's id, a bucket
+    and a field, all derived from the fingerprint alone (xxh3-128 of it: uniform whatever the
+    fingerprint's form, and one-way)."""
+
+    key_id: str
+    bucket: int
+    field: str
+
+
+def seen_mark(fingerprint: Fingerprint) -> SeenMark:
+    key_id, _, _ = fingerprint.partition(".")
+    digest = xxhash.xxh3_128_digest(fingerprint.encode())
+    # 14 bits choose the bucket, bits 16 to 87 (12 base64 characters) name the field: a new
+    # person is taken for someone already in the bucket with odds below 2^-65.
+    field = urlsafe_b64encode(digest[2:11]).decode("ascii")
+    return SeenMark(key_id, int.from_bytes(digest[:2], "big") % SEEN_BUCKETS, field)
+
+
+def seen_generation(at_ms: int) -> int:
+    """The generation a mark made at ``at_ms`` (epoch ms) is written to."""
+    return at_ms // SEEN_GENERATION_MS
+
+
+def seen_generations(now_ms: int, window_ms: int) -> range:
+    """The generations that may hold a mark younger than ``window_ms``, newest first."""
+    newest = now_ms // SEEN_GENERATION_MS
+    oldest = max(0, now_ms - window_ms + 1) // SEEN_GENERATION_MS
+    return range(newest, min(newest, oldest) - 1, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenSpace:
+    """One dedup scope of an advertiser; ``campaign`` or ``channel`` count only for the
+    campaign and channel scopes."""
+
+    advertiser: AdvertiserId
+    scope: DedupScope
+    campaign: CampaignId
+    channel: ChannelId
+
+    def prefix(self) -> str:
+        within: str
+        if self.scope is DedupScope.CAMPAIGN:
+            within = self.campaign
+        elif self.scope is DedupScope.CHANNEL:
+            within = self.channel
+        elif self.scope is DedupScope.ADVERTISER:
+            within = "-"
+        else:
+            raise ValueError(f"scope {self.scope} does not live in the advertiser's slot")
+        return f"{advertiser_tag(self.advertiser)}:seen:{_SCOPE_LETTER[self.scope]}:{within}"
+
+
+def seen(space: SeenSpace, mark: SeenMark, generation: int) -> str:
+    """The hash holding a fingerprint's mark (field ``mark.field``: the acceptance time, in ms
+    since the generation began) in one dedup scope, for one generation."""
+    return f"{space.prefix()}:{mark.key_id}:{generation}:{mark.bucket:04x}"
+
+
+def seen_each(space: SeenSpace, mark: SeenMark, generations: range) -> tuple[str, ...]:
+    """``seen`` for each of ``generations``, in order (a lead's hot path: built in one go)."""
+    head, tail = f"{space.prefix()}:{mark.key_id}:", f":{mark.bucket:04x}"
+    return tuple([f"{head}{g}{tail}" for g in generations])
 
 
 def cap(

@@ -19,6 +19,7 @@ from gateway.decision.model import (
     Decision,
     DecisionOutcome,
     DecisionRequest,
+    DedupCheck,
     IdempotencyRef,
     PersonReservation,
 )
@@ -173,13 +174,14 @@ class MemoryStore:
 
         duplicates: list[str] = []
         for check in rq.dedup:
-            at = self._get_str(check.key, now)
-            if (
-                at is not None
-                and now - int(at) < check.window_ms
-                and check.reason not in duplicates
-            ):
-                duplicates.append(check.reason)
+            if check.reason in duplicates:
+                continue
+            for g, key in enumerate(check.keys):
+                offset = self._zset(key, now).get(check.field)
+                began_ms = (check.generation - g) * storage_keys.SEEN_GENERATION_MS
+                if offset is not None and now - (began_ms + offset) < check.window_ms:
+                    duplicates.append(check.reason)
+                    break
         if duplicates:
             return answer(Decision.DUPLICATE, tuple(duplicates))
 
@@ -199,7 +201,7 @@ class MemoryStore:
 
         for check in rq.dedup:
             if check.remember:
-                self._set(check.key, str(now), now, check.retention_ms)
+                self._mark(check, now)
         for cap in rq.caps:
             if cap.rolling:
                 log = {
@@ -217,6 +219,19 @@ class MemoryStore:
             self._set(rq.index_key, rq.index_value, now, rq.index_ttl_ms)
         self.streams.setdefault(rq.stream_key, []).append(StreamEntry(rq.lead_id, now, rq.payload))
         return answer(Decision.ACCEPTED, ())
+
+    def _mark(self, check: DedupCheck, now: int) -> None:
+        """HSET of the mark in the current generation's hash, whose expiry only moves later
+        (as ``decide.lua`` does)."""
+        key = check.keys[0]
+        began_ms = check.generation * storage_keys.SEEN_GENERATION_MS
+        expires_at_ms = began_ms + storage_keys.SEEN_GENERATION_MS + check.retention_ms
+        entry = self._get(key, now)
+        if entry is None or not isinstance(entry.value, dict):
+            self._set(key, {check.field: now - began_ms}, now, expires_at_ms - now)
+            return
+        entry.value[check.field] = now - began_ms
+        entry.expires_at_ms = max(entry.expires_at_ms, expires_at_ms)
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         for r, reserved in items:
@@ -258,6 +273,18 @@ class MemoryStore:
     async def erase_keys(self, keys: Sequence[str]) -> int:
         """Delete these keys (erasure); how many were held, expired or not."""
         return sum(self._data.pop(key, None) is not None for key in keys)
+
+    async def erase_fields(self, fields: Sequence[tuple[str, str]]) -> int:
+        """HDEL of each ``(hash key, field)`` (erasure); how many were held. A hash left empty
+        goes, as in Redis."""
+        deleted = 0
+        for key, name in fields:
+            entry = self._data.get(key)
+            if entry is not None and isinstance(entry.value, dict):
+                deleted += entry.value.pop(name, None) is not None
+                if not entry.value:
+                    del self._data[key]
+        return deleted
 
     async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
         return {list_id for key in keys for list_id in self.suppressed.get(key, ())}

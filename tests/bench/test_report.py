@@ -168,3 +168,22 @@ def test_a_metrics_timeline_is_one_point_per_scrape_interval() -> None:
     assert timeline[0]["requests"] == 100.0  # 200 in 2 s
     # 200 new answers, all under 1 ms: the median is interpolated half-way into (0, 1 ms].
     assert timeline[0]["p50_ms"] == pytest.approx(0.5)
+
+
+def test_a_profiled_run_validates_and_its_stages_are_in_the_table() -> None:
+    doc = _doc()
+    doc["runs"][0]["profile"] = {
+        "file": "bench-x-single.pyspy.txt",
+        "rate_hz": 200,
+        "samples": 2000,
+        "idle_samples": 0,
+        "stages_pct": {"email-validator": 12.5, "aiohttp": 20.0},
+        "top_self_pct": {"calendar_bucket (gateway/decision/windows.py)": 5.0},
+    }
+    jsonschema.validate(doc, SCHEMA)
+    text = table(doc)
+    assert "single: CPU by stage (py-spy, 2,000 samples)" in text
+    assert any(line.split() == ["12.5", "%", "email-validator"] for line in text.splitlines())
+    doc["runs"][0]["profile"]["samples"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, SCHEMA)

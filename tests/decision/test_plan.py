@@ -34,6 +34,7 @@ from gateway.types import (
     AdvertiserId,
     CampaignId,
     ChannelId,
+    Fingerprint,
     FingerprintKey,
     LeadId,
     PartnerId,
@@ -138,7 +139,8 @@ def _build(
 
 
 def _all_keys(rq: DecisionRequest) -> list[str]:
-    found = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup), *(c.key for c in rq.caps)]
+    dedup = [key for check in rq.dedup for key in check.keys]
+    found = [rq.stream_key, rq.slot_anchor, *dedup, *(c.key for c in rq.caps)]
     for r in rq.person:
         found += [r.seen_key, r.pressure_key]
     if rq.idempotency is not None:
@@ -153,19 +155,36 @@ def test_every_identity_is_checked_in_every_advertiser_scope() -> None:
     rq = _build(lead)
 
     expected = {
-        (
-            f"duplicate.{scope.value}",
-            keys.seen(ACME, scope, CAMPAIGN.id, COREG, fp.fingerprint(kind, value)),
-        )
+        (f"duplicate.{scope.value}", _mark_key(scope, fp.fingerprint(kind, value)))
         for scope in (DedupScope.CAMPAIGN, DedupScope.ADVERTISER, DedupScope.CHANNEL)
         for kind, value in lead.identities.items()
     }
-    assert {(c.reason, c.key) for c in rq.dedup} == expected
+    assert {(c.reason, (c.keys[0], c.field)) for c in rq.dedup} == expected
     assert len(rq.dedup) == 6
     assert all(c.remember for c in rq.dedup)
     # Spellings of one mailbox are one identity: the Gmail dots and +tag change nothing.
     same_mailbox = _build(_lead(email="jeandupont@gmail.com"))
-    assert {c.key for c in same_mailbox.dedup} == {c.key for c in rq.dedup}
+    assert {(c.keys, c.field) for c in same_mailbox.dedup} == {(c.keys, c.field) for c in rq.dedup}
+
+
+def _mark_key(scope: DedupScope, fp: Fingerprint, channel: ChannelId = COREG) -> tuple[str, str]:
+    """Where the lead built at NOW_S writes the mark of ``fp`` in ``scope``: hash and field."""
+    mark = keys.seen_mark(fp)
+    space = keys.SeenSpace(ACME, scope, CAMPAIGN.id, channel)
+    return keys.seen(space, mark, keys.seen_generation(int(NOW_S * 1000))), mark.field
+
+
+def test_a_window_reaches_back_through_every_generation_it_covers() -> None:
+    rq = _build()
+
+    now_ms = int(NOW_S * 1000)
+    for check in rq.dedup:
+        generations = [int(key.split(":")[-2]) for key in check.keys]
+        # Newest first, consecutive, from the current one back to the window's start.
+        assert generations[0] == check.generation == keys.seen_generation(now_ms)
+        assert generations == list(range(generations[0], generations[0] - len(generations), -1))
+        assert generations[-1] == keys.seen_generation(now_ms - check.window_ms + 1)
+        assert len({key.rsplit(":", 2)[0] for key in check.keys}) == 1
 
 
 def test_a_lead_with_one_identity_is_checked_on_that_identity_only() -> None:
@@ -182,13 +201,14 @@ def test_during_a_key_rotation_previous_fingerprints_are_checked_but_never_writt
     rq = _build(lead, fingerprinter=rotating)
 
     previous = {
-        keys.seen(ACME, scope, CAMPAIGN.id, COREG, Fingerprinter([K1]).fingerprint(kind, value))
+        _mark_key(scope, Fingerprinter([K1]).fingerprint(kind, value))
         for scope in (DedupScope.CAMPAIGN, DedupScope.ADVERTISER, DedupScope.CHANNEL)
         for kind, value in lead.identities.items()
     }
     assert len(rq.dedup) == 12
-    assert {c.key for c in rq.dedup if not c.remember} == previous
-    assert all(c.key.split(":")[-1].startswith("k2.") for c in rq.dedup if c.remember)
+    assert {(c.keys[0], c.field) for c in rq.dedup if not c.remember} == previous
+    assert all(":k2:" in key for c in rq.dedup if c.remember for key in c.keys)
+    assert all(":k1:" in key for c in rq.dedup if not c.remember for key in c.keys)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +234,9 @@ def test_channel_window_overrides_apply_to_the_leads_channel(
     assert {(r.network_window_ms, r.network_retention_ms) for r in rq.person} == {
         (network_window_s * 1000, 30 * DAY_S * 1000)
     }
-    assert all(f":{channel}:" in c.key for c in rq.dedup if c.reason == "duplicate.channel")
+    assert all(
+        f":{channel}:" in key for c in rq.dedup if c.reason == "duplicate.channel" for key in c.keys
+    )
 
 
 @pytest.mark.parametrize("per", [PressureUnit.ADVERTISER, PressureUnit.CAMPAIGN])
@@ -313,10 +335,12 @@ def test_keys_hold_no_personal_data_and_the_payload_no_fingerprint() -> None:
 
     names = _all_keys(rq)
     assert [n for n in names if any(raw in n.lower() for raw in RAW_IDENTITIES)] == []
-    fingerprints = {n.rsplit(":", 1)[-1] for n in names if ":seen:" in n}
-    fingerprints |= {keys.hash_slot_tag(r.seen_key)[2:] for r in rq.person}
+    fingerprints = {keys.hash_slot_tag(r.seen_key)[2:] for r in rq.person}
     assert len(fingerprints) == 4  # email and phone, under k2 and k1
     assert [f for f in fingerprints if f in rq.payload.decode()] == []
+    # Dedup marks name a bucket and a field derived from the fingerprint, never the fingerprint.
+    marks = [n for n in names if ":seen:" in n] + [c.field for c in rq.dedup]
+    assert [m for m in marks if any(f.partition(".")[2] in m for f in fingerprints)] == []
     # The delivery record is what the CRM gets: the lead as typed, its ids, no identities.
     assert b'"email":"jean.dupont+promo@googlemail.com"' in rq.payload
     assert b'"ref":"order-1"' in rq.payload
@@ -327,7 +351,7 @@ def test_all_keys_of_one_decision_share_the_advertisers_hash_slot() -> None:
     ref = Idempotency(key_digest="d" * 32, body_digest="b" * 32, ttl_s=DAY_S)
     rq = _build(idempotency=ref)
 
-    in_decision = [rq.stream_key, rq.slot_anchor, *(c.key for c in rq.dedup)]
+    in_decision = [rq.stream_key, rq.slot_anchor, *(k for c in rq.dedup for k in c.keys)]
     in_decision += [
         *(c.key for c in rq.caps),
         *([rq.idempotency.answer_key] if rq.idempotency else []),
@@ -401,3 +425,14 @@ async def test_a_key_rotation_keeps_the_network_memory_of_people_seen_before_it(
     # memory and contact pressure must be too, or rotating the key resets them for everyone.
     assert elsewhere is not None
     assert (elsewhere.decision, elsewhere.reasons) == (decision, (reason,))
+
+
+def test_the_keys_of_every_generation_are_the_keys_of_each() -> None:
+    space = keys.SeenSpace(ACME, DedupScope.CHANNEL, CAMPAIGN.id, COREG)
+    mark = keys.seen_mark(Fingerprinter([K1]).fingerprint("email", "ann@example.fr"))
+    generations = keys.seen_generations(int(NOW_S * 1000), 90 * DAY_S * 1000)
+
+    assert keys.seen_each(space, mark, generations) == tuple(
+        keys.seen(space, mark, g) for g in generations
+    )
+    assert len(generations) in (13, 14)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.model import CalendarPeriod
-from gateway.decision.windows import calendar_bucket
+from gateway.decision.windows import _compute_bucket, calendar_bucket
 
 HOUR, DAY, WEEK, MONTH = (
     CalendarPeriod.HOUR,
@@ -159,3 +159,21 @@ def test_a_bucket_holds_from_now_to_its_end_and_the_next_one_starts_there(
         assert local_end.weekday() == 0  # ISO weeks end on Monday 00:00
     if period is MONTH:
         assert local_end.day == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    zone=st.sampled_from([*ZONES, "Asia/Kolkata", "Australia/Lord_Howe"]),
+    period=st.sampled_from([HOUR, DAY, WEEK, MONTH]),
+    # Around the 2026 DST changes of Paris and New York, in any order (requests arrive
+    # slightly out of order; clocks step back).
+    offsets_s=st.lists(st.integers(-3 * 86_400, 3 * 86_400), min_size=2, max_size=30),
+    around=st.sampled_from(["2026-03-29T01:00:00+00:00", "2026-11-01T06:00:00+00:00"]),
+)
+def test_the_remembered_bucket_is_the_one_computed_afresh(
+    zone: str, period: CalendarPeriod, offsets_s: list[int], around: str
+) -> None:
+    tz = ZoneInfo(zone)
+    for offset_s in offsets_s:
+        now_s = _at(around) + offset_s
+        assert calendar_bucket(period, tz, now_s) == _compute_bucket(period, tz, now_s)

@@ -5,6 +5,7 @@ trips and errors, delivery health, and label sets following a reloaded config.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,14 +19,22 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gateway.config.load import parse_config
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import Decision
 from gateway.delivery.model import Outcome
-from gateway.errors import StoreUnavailable
-from gateway.intake import Intake
+from gateway.errors import FieldProblem, InvalidLead, StoreUnavailable
+from gateway.intake import Answer, Intake
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe import DEAD_LETTER_REASONS, DeliveryMetrics, Observer
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
-from gateway.types import AdvertiserId, FingerprintKey
+from gateway.types import (
+    AdvertiserId,
+    CampaignId,
+    ChannelId,
+    FingerprintKey,
+    LeadId,
+    PartnerId,
+)
 from gateway.web.app import create_app
 
 from .conftest import KEYS, key_hash, network, sample, samples
@@ -188,6 +197,41 @@ async def test_duplicates_and_caps_are_counted_from_reason_codes(
         )
         == 2
     )
+
+
+def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
+    """The observer looks each label set up once and reuses it: the second, third ... lead
+    with a reason must land in the same series as the first, for every derived counter."""
+    config = parse_config(network(), checksum="c0")
+    observer = Observer(config)
+    partner = config.partners[PartnerId("p-beta")]
+    duplicate = Answer(
+        lead_id=LeadId("l1"),
+        decision=Decision.DUPLICATE,
+        reasons=("duplicate.advertiser",),
+        ref=None,
+        campaign=CampaignId("acme-main"),
+        channel=ChannelId("email"),
+        test=False,
+    )
+    capped = dataclasses.replace(duplicate, decision=Decision.CAPPED, reasons=("cap.partner.hour",))
+    invalid = InvalidLead([FieldProblem("leads/0/email", "required")])
+    for _ in range(3):
+        observer.decisions(partner, [duplicate, capped, invalid], 0.001)
+
+    text = exposition(observer)
+    where = {"partner": "p-beta", "campaign": "acme-main"}
+    assert sample(text, "leadgate_duplicates_total", **where, scope="advertiser") == 3
+    assert sample(text, "leadgate_lead_reasons_total", **where, reason="duplicate.advertiser") == 3
+    assert sample(text, "leadgate_lead_reasons_total", **where, reason="cap.partner.hour") == 3
+    assert (
+        sample(
+            text, "leadgate_caps_hit_total", campaign="acme-main", subject="partner", window="hour"
+        )
+        == 3
+    )
+    assert sample(text, "leadgate_requests_refused_total", partner="p-beta", status="422") == 3
+    assert sample(text, "leadgate_leads_total", **where, channel="email", decision="capped") == 3
 
 
 async def test_request_metrics_label_the_route_never_the_raw_path(

@@ -15,6 +15,7 @@ from support import (
     PARTNER,
     T0,
     StoreView,
+    bucket_mates,
     calendar_cap,
     decide_one,
     decision_keys,
@@ -102,6 +103,39 @@ async def test_a_channel_with_a_shorter_window_sees_the_same_memory_for_less_tim
     assert via_cashback.decision is ACCEPTED  # and it is remembered again from t0 + 8 d
     via_email = await decide_one(engine, request(T0 + 9 * DAY_MS, dedup=[email]))
     assert via_email.decision is DUPLICATE
+
+
+async def test_a_shorter_memory_sharing_a_hash_never_cuts_a_longer_one_short(
+    engine: DecisionEngine,
+) -> None:
+    # Two campaigns of one advertiser share its advertiser-wide scope: one remembers for
+    # 90 days, the other for 7. Their marks can share a hash.
+    ann, bob = bucket_mates()
+    long = dedup(ann, DedupScope.ADVERTISER, window_ms=90 * DAY_MS)
+    short = dedup(bob, DedupScope.ADVERTISER, window_ms=7 * DAY_MS)
+    await decide_one(engine, request(T0, dedup=[long]))
+    await decide_one(engine, request(T0 + 1, dedup=[short]))
+
+    ann_later = await decide_one(engine, request(T0 + 60 * DAY_MS, dedup=[long]))
+    bob_later = await decide_one(engine, request(T0 + 60 * DAY_MS + 1, dedup=[short]))
+
+    assert ann_later.decision is DUPLICATE
+    assert bob_later.decision is ACCEPTED
+
+
+async def test_marks_are_found_across_every_generation_of_the_window(
+    engine: DecisionEngine,
+) -> None:
+    # One person a day for 40 days; each is a duplicate for exactly 30 days after, whatever
+    # generation (week) their mark went to.
+    for day in range(40):
+        first = await decide_one(engine, request(T0 + day * DAY_MS, dedup=[dedup(f"d{day}")]))
+        assert first.decision is ACCEPTED
+    now = T0 + 40 * DAY_MS
+    for day in range(40):
+        again = await decide_one(engine, request(now + day, dedup=[dedup(f"d{day}")]))
+        expected = DUPLICATE if (now + day) - (T0 + day * DAY_MS) < WINDOW_MS else ACCEPTED
+        assert again.decision is expected, day
 
 
 async def test_a_check_that_must_not_remember_is_checked_but_never_written(

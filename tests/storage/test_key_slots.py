@@ -162,7 +162,7 @@ def test_every_key_of_one_decision_is_in_the_advertisers_slot(
         rq.stream_key,
         rq.idempotency.answer_key,
         rq.index_key,
-        *(c.key for c in rq.dedup),
+        *(k for c in rq.dedup for k in c.keys),
         *(c.key for c in rq.caps),
     }
     assert rq.index_key == keys.lead_index(advertiser, rq.lead_id)

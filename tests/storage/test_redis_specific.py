@@ -14,17 +14,21 @@ from support import (
     T0,
     RedisServer,
     StoreView,
+    bucket_mates,
     calendar_cap,
     decide_one,
     dedup,
+    fingerprint,
     idempotency,
     request,
     reservation,
 )
 
+from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionRequest
 from gateway.errors import StoreUnavailable
+from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId
 
@@ -92,6 +96,41 @@ async def test_decisions_go_on_after_the_server_loses_its_scripts(
     assert (elsewhere.decision, elsewhere.reasons) == (CAPPED, ("cap.person",))
     deliveries = await StoreView(redis_store, redis_url).deliveries(OTHER)
     assert [d.lead_id for d in deliveries] == [leads[0].lead_id]
+
+
+# -- dedup memory ------------------------------------------------------------------------------
+
+
+async def test_dedup_marks_are_compact_hash_fields_that_expire_with_their_generation(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    engine = DecisionEngine(redis_store)
+    ann, bob = bucket_mates()
+    long = dedup(ann, DedupScope.ADVERTISER, window_ms=90 * DAY_MS)
+    short = dedup(bob, DedupScope.ADVERTISER, window_ms=7 * DAY_MS)
+    await decide_one(engine, request(T0, dedup=[long]))
+    await decide_one(engine, request(T0 + 1, dedup=[short]))
+
+    (key,) = long.at(T0).keys[:1]
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        marks = await client.hgetall(key)
+        encoding = await client.object("encoding", key)
+        ttl_ms = await client.pttl(key)
+    finally:
+        await client.aclose()
+    # One hash holds both marks, each the acceptance time within the generation.
+    generation_began = keys.seen_generation(T0) * keys.SEEN_GENERATION_MS
+    assert marks == {
+        keys.seen_mark(fingerprint(ann)).field: str(T0 - generation_began),
+        keys.seen_mark(fingerprint(bob)).field: str(T0 + 1 - generation_began),
+    }
+    assert encoding == "listpack"
+    # It lives until its generation ends plus the longest retention written to it (90 d, not
+    # the 7 d of the later write): never less than any mark needs, at most a week more.
+    expires_ms = generation_began + keys.SEEN_GENERATION_MS + 90 * DAY_MS - T0
+    assert expires_ms - 5_000 < ttl_ms <= expires_ms
+    assert ttl_ms <= 90 * DAY_MS + keys.SEEN_GENERATION_MS
 
 
 # -- auto-pipelining ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import redis.asyncio
 import yaml
 
 from gateway.leads.fingerprint import Fingerprinter
+from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
 from web.conftest import (
     ADMIN_TOKEN,
@@ -86,12 +87,13 @@ def traces(stored: list[str], lead: dict[str, object]) -> list[str]:
     """The pieces of ``stored`` holding the person's email, phone or fingerprints."""
     email, phone = str(lead["email"]), str(lead["phone"]).replace(" ", "")
     e164 = "+33" + phone[3:] if phone.startswith("+33") else phone
-    needles = [
-        email,
-        e164,
+    fingerprints = [
         *FINGERPRINTS.lookups("email", email.lower()),
         *FINGERPRINTS.lookups("phone", e164),
     ]
+    # A dedup mark is a hash field derived from the fingerprint.
+    marks = [keys.seen_mark(fp).field for fp in fingerprints]
+    needles = [email, e164, *fingerprints, *marks]
     return [text for text in stored if any(n in text for n in needles)]
 
 

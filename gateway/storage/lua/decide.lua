@@ -5,11 +5,13 @@ All keys share the advertiser's hash tag, so this runs unchanged on Redis Cluste
 KEYS[1]                      idempotency answer (string "digest|lead_id|decision|reasons");
                              read and written only when ARGV[4] ~= "0"
 KEYS[2]                      the advertiser's delivery stream
-KEYS[3 .. 2+n_dedup]         dedup memory: string, epoch ms of the lead that was accepted
-KEYS[3+n_dedup .. 2+n_dedup+n_caps]
-                             caps: string counter (calendar window) or sorted set of lead ids
+KEYS[3 .. 2+d]               dedup memory (d: the sum of every check's n_keys): each check's
+                             hashes, one per generation its window reaches, newest (the
+                             current generation) first; field: the mark, value: the acceptance
+                             time in ms since the generation began
+KEYS[3+d .. 2+d+n_caps]      caps: string counter (calendar window) or sorted set of lead ids
                              scored by epoch ms (rolling window)
-KEYS[3+n_dedup+n_caps]       optional: the lead-id index feedback reads (string
+KEYS[3+d+n_caps]             optional: the lead-id index feedback reads (string
                              "partner|campaign|channel|accepted_ms|return_until_ms|feedback_until_ms"), written
                              when accepted; absent, nothing is indexed
 ARGV[1]  now, epoch ms
@@ -21,7 +23,10 @@ ARGV[6]  forced outcome from the person's slot, "decision|reason,reason", or ""
 ARGV[7]  n_dedup
 ARGV[8]  n_caps
 ARGV[9]  delivery record (JSON) appended to the stream when accepted
-then 4 per dedup key: reason, window ms, retention ms (the key's TTL), remember ("1"/"0")
+ARGV[10] a generation's length, ms
+ARGV[11] the current generation (now // generation length)
+then 6 per dedup check: reason, window ms, retention ms (how long the current generation's hash
+         outlives the generation), remember ("1"/"0"), field, n_keys
 then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
 then, with the index key: its value, its TTL in ms (the campaign's feedback window)
 
@@ -60,29 +65,39 @@ end
 local n_dedup = tonumber(ARGV[7])
 local n_caps = tonumber(ARGV[8])
 local payload = ARGV[9]
+local generation_ms = tonumber(ARGV[10])
+local generation = tonumber(ARGV[11])
 
--- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once.
+-- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once,
+-- so a scope already found needs no more lookups.
 local dup, dup_seen = {}, {}
+local k = 3
 for i = 1, n_dedup do
-  local a = 9 + (i - 1) * 4
-  local at = redis.call("GET", KEYS[2 + i])
-  if at and now - tonumber(at) < tonumber(ARGV[a + 2]) then
-    local reason = ARGV[a + 1]
-    if not dup_seen[reason] then
-      dup_seen[reason] = true
-      dup[#dup + 1] = reason
+  local a = 11 + (i - 1) * 6
+  local reason, n_keys = ARGV[a + 1], tonumber(ARGV[a + 6])
+  if not dup_seen[reason] then
+    local window, field = tonumber(ARGV[a + 2]), ARGV[a + 5]
+    for g = 0, n_keys - 1 do
+      local offset = redis.call("HGET", KEYS[k + g], field)
+      if offset and now - ((generation - g) * generation_ms + tonumber(offset)) < window then
+        dup_seen[reason] = true
+        dup[#dup + 1] = reason
+        break
+      end
     end
   end
+  k = k + n_keys
 end
 if #dup > 0 then
   return answer("duplicate", table.concat(dup, ","))
 end
 
-local cap_base = 9 + n_dedup * 4
+local n_dedup_keys = k - 3
+local cap_base = 11 + n_dedup * 6
 local capped = {}
 for j = 1, n_caps do
   local a = cap_base + (j - 1) * 4
-  local key = KEYS[2 + n_dedup + j]
+  local key = KEYS[2 + n_dedup_keys + j]
   local limit = tonumber(ARGV[a + 2])
   local used
   if ARGV[a + 3] == "1" then
@@ -102,16 +117,27 @@ if dry then
   return answer("accepted", "")
 end
 
--- Every check passed: commit everything.
+-- Every check passed: commit everything. A generation's hash lives until the generation ends
+-- plus the longest retention of any mark written to it: campaigns with shorter windows share
+-- the advertiser-wide scope, so an expiry is only ever moved later.
+k = 3
+local generation_ends = (generation + 1) * generation_ms
 for i = 1, n_dedup do
-  local a = 9 + (i - 1) * 4
+  local a = 11 + (i - 1) * 6
   if ARGV[a + 4] == "1" then
-    redis.call("SET", KEYS[2 + i], now, "PX", ARGV[a + 3])
+    local key = KEYS[k]
+    redis.call("HSET", key, ARGV[a + 5], now - generation * generation_ms)
+    -- Relative to the request's clock, like every other TTL the scripts set.
+    local ttl = generation_ends + tonumber(ARGV[a + 3]) - now
+    if redis.call("PTTL", key) < ttl then
+      redis.call("PEXPIRE", key, ttl)
+    end
   end
+  k = k + tonumber(ARGV[a + 6])
 end
 for j = 1, n_caps do
   local a = cap_base + (j - 1) * 4
-  local key = KEYS[2 + n_dedup + j]
+  local key = KEYS[2 + n_dedup_keys + j]
   local span = tonumber(ARGV[a + 4])
   if ARGV[a + 3] == "1" then
     redis.call("ZREMRANGEBYSCORE", key, "-inf", now - span)
@@ -121,7 +147,7 @@ for j = 1, n_caps do
     redis.call("PEXPIRE", key, span)
   end
 end
-local index_at = 2 + n_dedup + n_caps + 1
+local index_at = 2 + n_dedup_keys + n_caps + 1
 if #KEYS >= index_at then
   local a = cap_base + n_caps * 4
   redis.call("SET", KEYS[index_at], ARGV[a + 1], "PX", ARGV[a + 2])

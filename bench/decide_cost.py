@@ -1,0 +1,114 @@
+"""``python -m bench.decide_cost``: Redis CPU per decision, as Redis itself counts it.
+
+Decides ``--leads`` new people (an email and a mobile each) for the bench campaign
+(``bench/scenarios/gateway.yaml``: advertiser scope 30 days, campaign scope 90 days, two caps)
+through the real plan and Redis store, in batches of 500, against a redis-server of its own
+(pinned to CPU 1 where ``taskset`` exists), then reads ``INFO commandstats``: the
+``usec_per_call`` of ``EVALSHA`` is what one decision costs Redis's single thread, and
+``used_memory`` what the leads left behind (dedup marks, cap counters, the delivery stream,
+the lead index). Run it from two trees to compare two versions of ``decide.lua``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from gateway.config.load import load_config
+from gateway.decision.engine import DecisionEngine
+from gateway.decision.plan import build_request
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.leads.model import parse_lead
+from gateway.storage.redis import RedisStore
+from gateway.types import CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
+
+HERE = Path(__file__).resolve().parent
+BATCH = 500
+
+
+async def _decide_all(url: str, leads: int) -> None:
+    config = load_config(HERE / "scenarios" / "gateway.yaml")
+    campaign = config.campaigns[CampaignId("bench")]
+    partner = config.partners[PartnerId("p-alpha")]
+    fingerprinter = Fingerprinter([FingerprintKey("b1", b"bench-decide-cost-key-32-bytes!!")])
+    store = RedisStore(url)
+    engine = DecisionEngine(store)
+    now_s = time.time()
+    try:
+        for start in range(0, leads, BATCH):
+            requests = []
+            for i in range(start, min(leads, start + BATCH)):
+                lead = parse_lead(
+                    {
+                        "campaign": "bench",
+                        "email": f"person{i}@example.fr",
+                        "phone": f"+3361{i:07d}",
+                        "first_name": "Jo",
+                    },
+                    config.campaigns,
+                    now_s=now_s,
+                )
+                requests.append(
+                    build_request(
+                        lead=lead,
+                        lead_id=LeadId(f"lead-{i}"),
+                        campaign=campaign,
+                        partner=partner,
+                        channel=ChannelId("email"),
+                        pressure=None,
+                        fingerprinter=fingerprinter,
+                        now_s=now_s,
+                    )
+                )
+            await engine.run(requests)
+    finally:
+        await store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="leadgate-decide-cost-") as tmp:
+        sock = Path(tmp) / "redis.sock"
+        pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+        server = subprocess.Popen(
+            [
+                *pin,
+                *("redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""),
+                *("--appendonly", "no", "--maxmemory-policy", "noeviction"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(unix_socket_path=str(sock))
+            for _ in range(50):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+            before = int(client.info("memory")["used_memory"])
+            asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+            stats = client.info("commandstats")["cmdstat_evalsha"]
+            after = int(client.info("memory")["used_memory"])
+            print(
+                f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
+                f"{stats['usec_per_call']} µs per call (Redis CPU); "
+                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead"
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
