@@ -178,7 +178,7 @@ def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> lis
                 keys.SeenSpace(advertiser, DedupScope.CHANNEL, _ANY_CAMPAIGN, ch) for ch in channels
             ]
             for space in spaces:
-                found += [(keys.seen(space, mark, g), mark.field) for g in generations]
+                found += [(key, mark.field) for key in keys.seen_each(space, mark, generations)]
     return found
 
 

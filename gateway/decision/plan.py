@@ -75,13 +75,14 @@ def build_request(
             network = rule
             continue
         window_ms = rule.window_for(channel) * 1000
+        space = keys.SeenSpace(advertiser, rule.scope, campaign.id, channel)
         for _, fingerprints in identities:
             for n, fp in enumerate(fingerprints):
                 mark = marks.get(fp) or marks.setdefault(fp, keys.seen_mark(fp))
                 dedup.append(
                     dedup_check(
                         rule.reason,
-                        keys.SeenSpace(advertiser, rule.scope, campaign.id, channel),
+                        space,
                         mark,
                         now_ms=now_ms,
                         window_ms=window_ms,

@@ -104,11 +104,13 @@ class SeenSpace:
 def seen(space: SeenSpace, mark: SeenMark, generation: int) -> str:
     """The hash holding a fingerprint's mark (field ``mark.field``: the acceptance time, in ms
     since the generation began) in one dedup scope, for one generation."""
-    return f"{space.prefix()}:{mark.key_id}:{generation}:{mark.bucket:04x}"
+    (key,) = seen_each(space, mark, range(generation, generation + 1))
+    return key
 
 
 def seen_each(space: SeenSpace, mark: SeenMark, generations: range) -> tuple[str, ...]:
-    """``seen`` for each of ``generations``, in order (a lead's hot path: built in one go)."""
+    """``seen`` for each of ``generations``, in order (a lead's hot path: the scope's part of
+    the name is formed once)."""
     head, tail = f"{space.prefix()}:{mark.key_id}:", f":{mark.bucket:04x}"
     return tuple([f"{head}{g}{tail}" for g in generations])
 

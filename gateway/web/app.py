@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.intake import Intake
 from gateway.web import handlers
@@ -18,42 +19,38 @@ from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
 _ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request latency and count by route and method. The route is the matched route's
-    canonical path (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path, which is
-    request input."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as http:
-        status = http.status
-        raise
-    finally:
-        _observe(request, status, started)
+def _metrics(counted: bool) -> Middleware:
+    """Request latency and count by route and method; ``counted``: also count the request in
+    flight (what a drain waits for), in the same middleware layer. The route is the matched
+    route's canonical path (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path,
+    which is request input."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        inflight = request.app[INFLIGHT] if counted else None
+        if inflight is not None:
+            inflight.enter()
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as http:
+            status = http.status
+            raise
+        finally:
+            if inflight is not None:
+                inflight.leave()
+            _observe(request, status, started)
+
+    return middleware
 
 
-@web.middleware
-async def counted_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``metrics_middleware`` that also counts the request in flight (what a drain waits
-    for): one middleware layer, not two, on every request of the lead listener."""
-    inflight = request.app[INFLIGHT]
-    inflight.enter()
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as http:
-        status = http.status
-        raise
-    finally:
-        inflight.leave()
-        _observe(request, status, started)
+#: The admin listener's middleware.
+metrics_middleware = _metrics(counted=False)
+#: The lead listener's: its requests are what a drain waits for.
+counted_metrics_middleware = _metrics(counted=True)
 
 
 def _observe(request: web.Request, status: int, started: float) -> None:
