@@ -3,9 +3,12 @@
 Two measurements:
 
 1. End to end: the gateway on Redis (``bench.serve_variant``) with its metrics and with every
-   metric recording removed, single-lead posts by wrk, in alternating rounds (with, without,
-   without, with, …) so machine drift hits both alike; Redis is emptied before each run so
-   every lead does the full work. The median of each variant is compared.
+   metric recording removed, wrk posting the ``single`` scenario's leads (its mix of partners,
+   duplicates and invalid leads, against ``bench/scenarios/gateway.yaml``, as ``python -m
+   bench`` does) in alternating rounds (with, without, without, with, …) so machine drift
+   hits both alike; Redis is emptied before each run so every run decides the same leads.
+   The median of each variant is compared. Any error (a refused key, a 5xx, a socket error)
+   stops the run: it would measure something else.
 2. In process: the microseconds the metrics add to one single-lead request (the decision's
    counters and histogram, and the request middleware's), timed over many calls.
 """
@@ -13,18 +16,37 @@ Two measurements:
 from __future__ import annotations
 
 import argparse
-import hashlib
+import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import timeit
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from bench.__main__ import HERE, _free_port, _pin, _process, _wait_http, _wrk
+import redis
+
+from bench.__main__ import (
+    SERVER_CPU,
+    _client_cpu,
+    _ensure_wrk,
+    _free_port,
+    _pin,
+    _process,
+    _run_wrk,
+    _wait_http,
+    _wrk_record,
+)
+from bench.generate import LeadGenerator, write_bodies
+from bench.scenario import GATEWAY_CONFIG, Scenario, load_scenario
+
+MICRO_CALLS = 20_000
 
 
 def _in_process_us(calls: int) -> dict[str, float]:
@@ -34,14 +56,18 @@ def _in_process_us(calls: int) -> dict[str, float]:
     from gateway.observe import Observer
     from gateway.types import CampaignId, ChannelId, LeadId, PartnerId
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.yaml"
-        path.write_text((HERE / "config.yaml").read_text().replace("HASH", "0" * 64))
-        config = load_config(path)
-    observer = Observer(config)
-    partner = config.partners[PartnerId("p-bench")]
+    config = load_config(GATEWAY_CONFIG)
+    # As ``leadgate serve`` builds it: multiprocess mode when the directory is set.
+    observer = Observer(config, multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    partner = config.partners[PartnerId("p-alpha")]
     answer = Answer(
-        LeadId("01a2"), Decision.ACCEPTED, (), None, CampaignId("bench"), ChannelId("email"), False
+        lead_id=LeadId("01a2"),
+        decision=Decision.ACCEPTED,
+        reasons=(),
+        ref=None,
+        campaign=CampaignId("bench"),
+        channel=ChannelId("email"),
+        test=False,
     )
 
     def one_request() -> None:
@@ -54,66 +80,113 @@ def _in_process_us(calls: int) -> dict[str, float]:
     return {"metrics_per_request_us": best * 1e6}
 
 
+def _one_run(
+    variant: str, scenario: Scenario, bodies: Path, env: dict[str, str], log: Path
+) -> dict[str, Any]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        *_pin(str(SERVER_CPU)),
+        sys.executable,
+        "-m",
+        "bench.serve_variant",
+        str(port),
+        variant,
+    ]
+    with _process(argv, env, log) as proc:
+        try:
+            _wait_http(url + "/healthz", proc)
+            result, _ = asyncio.run(_run_wrk(url, scenario, bodies, sample=False))
+        except BaseException:
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            print("gateway log tail:\n" + "\n".join(tail), file=sys.stderr)
+            raise
+    record = _wrk_record(result, scenario)
+    if record["errors"]:
+        raise RuntimeError(f"{variant}: errors {record['errors']}: not a measure of metrics")
+    record["requests_per_s"] = record["requests"] / max(record["duration_s"], 1e-9)
+    return record
+
+
+def _micro(multiprocess: bool) -> float:
+    """``--micro`` in a process of its own: prometheus-client picks its value class (one
+    process or multiprocess files) at import, from the environment."""
+    env = {**os.environ}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with tempfile.TemporaryDirectory() as metrics_dir:
+        if multiprocess:
+            env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.metrics_cost", "--micro"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+    return float(json.loads(out)["metrics_per_request_us"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.metrics_cost")
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant")
     parser.add_argument("--micro", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--micro-calls", type=int, default=MICRO_CALLS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.micro:  # the in-process part, in a process of its own (multiprocess mode or not)
-        print(json.dumps(_in_process_us(20_000)))
+        print(json.dumps(_in_process_us(args.micro_calls)))
         return 0
+    if not _ensure_wrk():
+        return 2
+    if not shutil.which("redis-server"):
+        print("redis-server is missing (Debian: redis-server)", file=sys.stderr)
+        return 2
+    scenario = replace(
+        load_scenario("single"), duration_s=args.seconds, concurrency=args.connections
+    )
     tmp = Path(tempfile.mkdtemp(prefix="leadgate-bench-metrics-"))
-    config = tmp / "bench.yaml"
-    key_hash = hashlib.sha256(b"bench-key").hexdigest()
-    config.write_text((HERE / "config.yaml").read_text().replace("HASH", key_hash))
+    bodies = tmp / "single.bodies"
+    write_bodies(LeadGenerator(scenario).requests(scenario.body_count()), bodies)
     sock = tmp / "redis.sock"
     redis_argv = [
-        *_pin(1), "redis-server", "--port", "0", "--unixsocket", str(sock),
+        *_pin(str(_client_cpu())), "redis-server", "--port", "0", "--unixsocket", str(sock),
         "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
     env = {
         "PATH": "/usr/bin:/bin",
-        "LEADGATE_CONFIG": str(config),
+        "LEADGATE_CONFIG": str(GATEWAY_CONFIG),
         "LEADGATE_LOG_LEVEL": "warning",
         "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
         "LEADGATE_REDIS_URL": f"unix://{sock}",
     }
-    runs: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
-    with _process(redis_argv):
-        time.sleep(0.3)
-        for r in range(args.rounds):
-            order = ("with", "without") if r % 2 == 0 else ("without", "with")
-            for variant in order:
-                subprocess.run(
-                    ["redis-cli", "-s", str(sock), "FLUSHALL"], check=True, capture_output=True
-                )
-                port = _free_port()
-                url = f"http://127.0.0.1:{port}"
-                argv = [*_pin(0), sys.executable, "-m", "bench.serve_variant", str(port), variant]
-                with _process(argv, env):
-                    _wait_http(url + "/healthz")
-                    result = _wrk(url, args.seconds, args.connections, 1)
-                runs[variant].append(result)
-                print(f"round {r + 1} {variant:<8} {result['requests_per_s']:>8.0f} req/s "
-                      f"p50 {result['p50']:>8} p99 {result['p99']:>8}")  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
+    try:
+        with _process(redis_argv):
+            deadline = time.monotonic() + 10
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = redis.Redis(unix_socket_path=str(sock))
+            for n in range(args.rounds):
+                order = ("with", "without") if n % 2 == 0 else ("without", "with")
+                for variant in order:
+                    r.flushall()
+                    result = _one_run(variant, scenario, bodies, env, tmp / f"{variant}.log")
+                    runs[variant].append(result)
+                    latency = result["latency_ms"]
+                    print(f"round {n + 1} {variant:<8} {result['requests_per_s']:>8.0f} req/s "
+                          f"p50 {latency['p50']:>7.2f} ms p99 {latency['p99']:>7.2f} ms",
+                          flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     med = {v: statistics.median(x["requests_per_s"] for x in runs[v]) for v in runs}
     cost = (med["without"] - med["with"]) / med["without"] * 100
     print(f"\nmedian req/s with metrics {med['with']:.0f}, without {med['without']:.0f}: "
           f"metrics cost {cost:+.1f} % of throughput")  # fmt: skip
     per_request_us = 1e6 / med["with"]
-    for mode in ("one process", "--workers N (multiprocess mode)"):
-        micro_env = {**os.environ}
-        micro_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        with tempfile.TemporaryDirectory() as metrics_dir:
-            if mode.startswith("--workers"):
-                micro_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.metrics_cost", "--micro"],
-                env=micro_env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-        us = json.loads(out)["metrics_per_request_us"]
+    for mode, multiprocess in (("one process", False), ("--workers N (multiprocess mode)", True)):
+        us = _micro(multiprocess)
         print(f"in process, {mode}: metrics add {us:.2f} µs per single-lead request, "
               f"{us / per_request_us * 100:.1f} % of the {per_request_us:.0f} µs a request "
               "takes at the measured throughput")  # fmt: skip

@@ -3,6 +3,11 @@ it (same config, store, app), with its metrics, or with every metric recording r
 request middleware, an observer whose recording methods do nothing). Only for
 ``python -m bench.metrics_cost``: both variants go through this same runner, so the only
 difference measured is the metrics.
+
+The lead app's request middleware (``counted_metrics_middleware``) also counts the requests
+in flight, in the same layer; removing it, the "without" variant skips that count too (a drain
+would wait for nothing). Irrelevant to the bench, which never drains; the count is a few
+operations a request, which the measured cost of the metrics then includes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from gateway.errors import RequestError
 from gateway.intake import Answer
 from gateway.observe import Observer, configure_logging
 from gateway.runtime import build_intake, load_settings
-from gateway.web.app import create_app, metrics_middleware
+from gateway.web.app import counted_metrics_middleware, create_app
 
 
 class SilentObserver(Observer):
@@ -41,11 +46,15 @@ class SilentObserver(Observer):
 async def run(port: int, with_metrics: bool) -> None:
     settings = load_settings(os.environ, None)
     configure_logging(settings.environment.log_level)
-    observer = Observer(settings.config) if with_metrics else SilentObserver(settings.config)
+    observer = (
+        Observer(settings.config, multiprocess_dir=settings.metrics_dir)
+        if with_metrics
+        else SilentObserver(settings.config)
+    )
     intake = await build_intake(settings, observer)
     app = create_app(intake)
     if not with_metrics:
-        app.middlewares.remove(metrics_middleware)
+        app.middlewares.remove(counted_metrics_middleware)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
