@@ -22,7 +22,13 @@ from gateway.errors import ConfigError
 from gateway.intake import Intake
 from gateway.observe import configure_logging
 from gateway.rules import cli as rules_cli
-from gateway.runtime import ConfigReloader, Settings, build_intake, load_settings
+from gateway.runtime import (
+    ConfigReloader,
+    Settings,
+    build_intake,
+    load_settings,
+    settle_heap,
+)
 from gateway.types import PartnerId
 from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.app import create_admin_app, create_app
@@ -90,6 +96,7 @@ async def serve(
             env.admin_port,
             reuse_port=reuse_port or None,
         ).start()
+    settle_heap(intake.config)
     await site.start()
     if worker is not None:
         await worker.start()
@@ -109,6 +116,7 @@ async def serve(
     )
 
     def adopt(config: Config) -> None:
+        settle_heap(config)
         # A partner whose rate limit changed (or who left) starts again from a full bucket.
         buckets = app[BUCKETS]
         for partner_id in list(buckets):

@@ -29,7 +29,7 @@ from gateway.delivery.queue_base import Queue
 from gateway.delivery.service import build_worker, open_queue
 from gateway.errors import ConfigError, ConfigIssue, StoreError
 from gateway.observe import DeliveryMetrics, configure_logging
-from gateway.runtime import Settings, load_settings
+from gateway.runtime import Settings, load_settings, settle_heap
 from gateway.types import AdvertiserId, LeadId
 
 LOG = logging.getLogger("leadgate.worker")
@@ -117,6 +117,7 @@ async def run_worker(config_path: str | None, metrics_port: int, metrics_host: s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    settle_heap()
     await worker.start()
     await stop.wait()
     await worker.stop(settings.config.delivery.shutdown_grace_s)

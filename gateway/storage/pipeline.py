@@ -17,6 +17,7 @@ command whose reply was lost may have run.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -110,16 +111,25 @@ class AutoPipeline:
             sending = True
             started = time.perf_counter()
             await conn.send_packed_command(packed, check_health=False)
-            for item in batch:
-                results: list[Any] = []
-                for _ in item.commands:
-                    try:
-                        results.append(await conn.read_response())
-                    except ResponseError as refused:
-                        results.append(refused)
-                if not item.future.done():
-                    item.future.set_result(results)
-                answered += 1
+            # One deadline for the replies, not one per reply (a timer each: about three
+            # quarters of the CPU of reading a reply). It is pushed back as replies come in
+            # (to half as long again, whenever less than the socket timeout is left), so only
+            # a Redis silent for the socket timeout at least fails a batch, as before.
+            limit_s = conn.socket_timeout
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(None if limit_s is None else limit_s * 1.5) as deadline:
+                for item in batch:
+                    results: list[Any] = []
+                    for _ in item.commands:
+                        try:
+                            results.append(await conn.read_response(timeout=math.inf))
+                        except ResponseError as refused:
+                            results.append(refused)
+                    if not item.future.done():
+                        item.future.set_result(results)
+                    answered += 1
+                    if limit_s is not None and (deadline.when() or 0) - loop.time() < limit_s:
+                        deadline.reschedule(loop.time() + limit_s * 1.5)
             if self._on_round_trip is not None:
                 self._on_round_trip(time.perf_counter() - started, None)
         except BaseException as exc:

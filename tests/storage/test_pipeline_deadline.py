@@ -1,0 +1,79 @@
+"""The auto-pipeline's read deadline: one per round trip (not one per reply), and never shorter
+than the socket timeout. A Redis slower than the timeout but answering within it is waited
+for; a Redis silent for longer fails the batch with ``StoreUnavailable`` (outcome unknown: the
+commands may have run). A Redis server of its own: these tests keep it busy for seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import RedisServer
+
+from gateway.errors import StoreUnavailable
+from gateway.storage.pipeline import AutoPipeline, connection_factory
+
+#: Keeps Redis busy for ARGV[1] milliseconds, then answers the time it took.
+BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000 + t[2] / 1000
+local now = start
+while now - start < tonumber(ARGV[1]) do
+  t = redis.call('TIME')
+  now = t[1] * 1000 + t[2] / 1000
+end
+return 'done'
+"""
+TIMEOUT_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    workdir = tmp_path_factory.mktemp("redis-deadline")
+    own = RedisServer(workdir, unix_socket=Path(workdir) / "redis.sock")
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_an_answer_slower_than_nothing_but_within_the_timeout_is_waited_for(
+    server: RedisServer,
+) -> None:
+    # One connection: what Redis is busy with is this pipeline's own work.
+    pipe = AutoPipeline(
+        connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=1
+    )
+    try:
+        busy = ("EVAL", BUSY, 0, int(TIMEOUT_S * 0.8 * 1000))
+        # Round trips in a row, each answered after most of the timeout (callers together
+        # would share one round trip, which Redis answers once all of it has run); then many
+        # callers sharing round trips: all answered.
+        for _ in range(3):
+            assert await pipe.execute([busy]) == ["done"]
+        pings = await asyncio.gather(*(pipe.execute([("PING",)]) for _ in range(500)))
+        assert all(reply == [True] or reply == ["PONG"] for reply in pings)
+    finally:
+        await pipe.close()
+
+
+async def test_a_redis_silent_past_the_deadline_fails_the_batch_not_the_next_one(
+    server: RedisServer,
+) -> None:
+    pipe = AutoPipeline(
+        connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=1
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as failed:
+            await pipe.execute([("EVAL", BUSY, 0, int(TIMEOUT_S * 2.5 * 1000))])
+        waited = time.monotonic() - started
+        assert failed.value.outcome_unknown
+        # Not before the socket timeout, and not much after half as long again.
+        assert TIMEOUT_S <= waited < TIMEOUT_S * 1.5 + 0.5
+        await asyncio.sleep(TIMEOUT_S * 1.5)  # the busy script ends
+        assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
+    finally:
+        await pipe.close()
