@@ -1,7 +1,8 @@
-"""The auto-pipeline's read deadline: one per round trip (not one per reply), and never shorter
-than the socket timeout. A Redis slower than the timeout but answering within it is waited
-for; a Redis silent for longer fails the batch with ``StoreUnavailable`` (outcome unknown: the
-commands may have run). A Redis server of its own: these tests keep it busy for seconds."""
+"""The auto-pipeline's read deadline: one per round trip (not one per reply), the socket
+timeout for the first reply. A Redis answering within the timeout, however close to it, is
+waited for; a Redis silent for longer fails the batch with ``StoreUnavailable`` (outcome
+unknown: the commands may have run). A Redis server of its own: these tests keep it busy for
+seconds."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     own.stop()
 
 
-async def test_an_answer_slower_than_nothing_but_within_the_timeout_is_waited_for(
+async def test_an_answer_close_to_but_within_the_timeout_is_waited_for(
     server: RedisServer,
 ) -> None:
     # One connection: what Redis is busy with is this pipeline's own work.
@@ -71,9 +72,9 @@ async def test_a_redis_silent_past_the_deadline_fails_the_batch_not_the_next_one
             await pipe.execute([("EVAL", BUSY, 0, int(TIMEOUT_S * 2.5 * 1000))])
         waited = time.monotonic() - started
         assert failed.value.outcome_unknown
-        # Not before the socket timeout, and not much after half as long again.
-        assert TIMEOUT_S <= waited < TIMEOUT_S * 1.5 + 0.5
-        await asyncio.sleep(TIMEOUT_S * 1.5)  # the busy script ends
+        # At the socket timeout: not before, and not much after (scheduling slack).
+        assert TIMEOUT_S <= waited < TIMEOUT_S + 0.4
+        await asyncio.sleep(TIMEOUT_S * 1.5 + 0.2)  # the busy script ends
         assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
     finally:
         await pipe.close()
