@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from bench.probe import cpu_seconds
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMzItYnl0ZXMh"  # noqa: S105 - a bench-only key
@@ -316,10 +318,10 @@ def main() -> int:
             bare_cpus.append(cpu_per_lead_s)
             other_busy[0].append(other())
             os.sched_setaffinity(0, everywhere)
-            cpu_s = _cpu_s(procs[-1].pid)
+            cpu_s = cpu_seconds([procs[-1].pid])
             other = _busy(procs[:2])
             workers.append(asyncio.run(worker_rate(f"unix://{sock}", args.leads)))
-            worker_cpus.append((_cpu_s(procs[-1].pid) - cpu_s) / args.leads)
+            worker_cpus.append((cpu_seconds([procs[-1].pid]) - cpu_s) / args.leads)
             other_busy[1].append(other())
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -365,17 +367,9 @@ def main() -> int:
 def _busy(procs: list[subprocess.Popen[bytes]]) -> Callable[[], float]:
     """Starts a measure of the CPU the ``procs`` use together; the function returned gives
     it as a share of one CPU since the start (1.0: one CPU busy all the time)."""
-    started, used = time.perf_counter(), sum(_cpu_s(p.pid) for p in procs)
-    return lambda: (sum(_cpu_s(p.pid) for p in procs) - used) / (time.perf_counter() - started)
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``; 0 without ``/proc``."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    pids = [p.pid for p in procs]
+    started, used = time.perf_counter(), cpu_seconds(pids)
+    return lambda: (cpu_seconds(pids) - used) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":
