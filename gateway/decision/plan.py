@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.config.model import (
+    CalendarPeriod,
     Campaign,
     ContactPressure,
     DedupRule,
@@ -67,40 +68,35 @@ def build_request(
         (kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()
     ]
 
+    route = _route(campaign, partner, channel)
     dedup: list[DedupCheck] = []
     marks: dict[Fingerprint, keys.SeenMark] = {}
-    network: DedupRule | None = None
-    for rule in campaign.dedup:
-        if rule.scope is DedupScope.NETWORK:
-            network = rule
-            continue
-        window_ms = rule.window_for(channel) * 1000
-        space = keys.SeenSpace(advertiser, rule.scope, campaign.id, channel)
+    for scope in route.scopes:
+        generations = keys.seen_generations(now_ms, scope.window_ms)
         for _, fingerprints in identities:
             for n, fp in enumerate(fingerprints):
                 mark = marks.get(fp) or marks.setdefault(fp, keys.seen_mark(fp))
                 dedup.append(
-                    dedup_check(
-                        rule.reason,
-                        space,
+                    _check(
+                        scope.reason,
+                        scope.prefix,
                         mark,
-                        now_ms=now_ms,
-                        window_ms=window_ms,
-                        retention_ms=rule.retention_s * 1000,
-                        remember=n == 0,
+                        generations,
+                        scope.window_ms,
+                        scope.retention_ms,
+                        n == 0,
                     )
                 )
+    network = route.network
 
     caps: list[CapCheck] = []
-    for cap in campaign.caps:
-        if cap.window.period is not None:
-            bucket, end_s = calendar_bucket(cap.window.period, campaign.timezone, now_s)
+    for cap in route.caps:
+        if cap.period is not None:
+            bucket, end_s = calendar_bucket(cap.period, campaign.timezone, now_s)
             span_ms, rolling = max(1, int((end_s - now_s) * 1000)), False
         else:
-            assert cap.window.rolling_s is not None
-            bucket, span_ms, rolling = str(cap.window.rolling_s), cap.window.rolling_s * 1000, True
-        key = keys.cap(advertiser, cap, campaign.id, partner.id, channel, bucket)
-        caps.append(CapCheck(cap.reason, key, cap.limit, rolling, span_ms))
+            bucket, span_ms, rolling = str(cap.rolling_s), cap.rolling_s * 1000, True
+        caps.append(CapCheck(cap.reason, cap.key_head + bucket, cap.limit, rolling, span_ms))
 
     if lead.ip is not None and campaign.velocity:
         ip_fp = fingerprinter.fingerprint("ip", lead.ip)
@@ -204,9 +200,21 @@ def dedup_check(
 ) -> DedupCheck:
     """One identity's check in one scope: the hashes of every generation its window reaches."""
     generations = keys.seen_generations(now_ms, window_ms)
+    return _check(reason, space.prefix(), mark, generations, window_ms, retention_ms, remember)
+
+
+def _check(
+    reason: str,
+    prefix: str,
+    mark: keys.SeenMark,
+    generations: range,
+    window_ms: int,
+    retention_ms: int,
+    remember: bool,
+) -> DedupCheck:
     return DedupCheck(
         reason,
-        keys.seen_each(space, mark, generations),
+        keys.seen_under(prefix, mark, generations),
         mark.field,
         generations[0],
         window_ms,
@@ -233,3 +241,75 @@ def _person_identities(
     if "phone" not in present and lead.phone is not None:
         present["phone"] = fingerprinter.lookups("phone", lead.phone)
     return list(present.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _ScopePlan:
+    """A dedup rule (other than the network's) as one route applies it."""
+
+    reason: str
+    prefix: str  # keys.SeenSpace.prefix()
+    window_ms: int
+    retention_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CapPlan:
+    reason: str
+    key_head: str  # keys.cap_head(): the key without its period
+    limit: int
+    period: CalendarPeriod | None
+    rolling_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What the plan of every lead of one (campaign, partner, channel) shares: worked out once
+    per config, not once per lead (key prefixes, windows and reason codes)."""
+
+    scopes: tuple[_ScopePlan, ...]
+    network: DedupRule | None
+    caps: tuple[_CapPlan, ...]
+
+
+#: (id(campaign), id(partner), channel) -> (campaign, partner, route). The entry holds the
+#: config objects it was made from, so their ids cannot be reused while it exists, and a
+#: reloaded config (new objects) gets new routes; emptied when it outgrows any real config.
+_ROUTES: dict[tuple[int, int, str], tuple[Campaign, Partner, _Route]] = {}
+_MAX_ROUTES = 16_384
+
+
+def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
+    held = _ROUTES.get((id(campaign), id(partner), channel))
+    if held is not None and held[0] is campaign and held[1] is partner:
+        return held[2]
+    scopes: list[_ScopePlan] = []
+    network: DedupRule | None = None
+    for rule in campaign.dedup:
+        if rule.scope is DedupScope.NETWORK:
+            network = rule
+            continue
+        space = keys.SeenSpace(campaign.advertiser, rule.scope, campaign.id, channel)
+        scopes.append(
+            _ScopePlan(
+                rule.reason,
+                space.prefix(),
+                rule.window_for(channel) * 1000,
+                rule.retention_s * 1000,
+            )
+        )
+    caps = tuple(
+        _CapPlan(
+            cap.reason,
+            keys.cap_head(campaign.advertiser, cap, campaign.id, partner.id, channel),
+            cap.limit,
+            cap.window.period,
+            cap.window.rolling_s or 0,
+        )
+        for cap in campaign.caps
+    )
+    route = _Route(tuple(scopes), network, caps)
+    if len(_ROUTES) >= _MAX_ROUTES:
+        _ROUTES.clear()
+    _ROUTES[(id(campaign), id(partner), channel)] = (campaign, partner, route)
+    return route

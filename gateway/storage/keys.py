@@ -8,7 +8,7 @@ carry ``{i:<partner>}``. Keys hold configured ids and keyed fingerprints only, n
 
 from __future__ import annotations
 
-from base64 import urlsafe_b64encode
+from binascii import b2a_base64
 from dataclasses import dataclass
 
 import xxhash
@@ -17,6 +17,9 @@ from gateway.config.model import CapRule, CapSubject, DedupScope
 from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, PartnerId
 
 PREFIX = "lg"
+#: base64 to its URL-safe alphabet (``base64.urlsafe_b64encode`` without its wrappers: a mark
+#: is formed for every identity of every lead).
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 _SCOPE_LETTER = {
     DedupScope.CAMPAIGN: "c",
@@ -62,7 +65,7 @@ def seen_mark(fingerprint: Fingerprint) -> SeenMark:
     digest = xxhash.xxh3_128_digest(fingerprint.encode())
     # 14 bits choose the bucket, bits 16 to 87 (12 base64 characters) name the field: a new
     # person is taken for someone already in the bucket with odds below 2^-65.
-    field = urlsafe_b64encode(digest[2:11]).decode("ascii")
+    field = b2a_base64(digest[2:11], newline=False).translate(_URLSAFE).decode("ascii")
     return SeenMark(key_id, int.from_bytes(digest[:2], "big") % SEEN_BUCKETS, field)
 
 
@@ -109,9 +112,14 @@ def seen(space: SeenSpace, mark: SeenMark, generation: int) -> str:
 
 
 def seen_each(space: SeenSpace, mark: SeenMark, generations: range) -> tuple[str, ...]:
-    """``seen`` for each of ``generations``, in order (a lead's hot path: the scope's part of
-    the name is formed once)."""
-    head, tail = f"{space.prefix()}:{mark.key_id}:", f":{mark.bucket:04x}"
+    """``seen`` for each of ``generations``, in order."""
+    return seen_under(space.prefix(), mark, generations)
+
+
+def seen_under(prefix: str, mark: SeenMark, generations: range) -> tuple[str, ...]:
+    """``seen_each`` with the scope's ``SeenSpace.prefix()`` already formed (a lead's hot
+    path forms it once per scope, not once per fingerprint)."""
+    head, tail = f"{prefix}:{mark.key_id}:", f":{mark.bucket:04x}"
     return tuple([f"{head}{g}{tail}" for g in generations])
 
 
@@ -127,6 +135,17 @@ def cap(
 
     ``bucket`` names the calendar period (``2026-11-22``) or, for rolling windows, its length.
     """
+    return cap_head(advertiser, rule, campaign, partner, channel) + bucket
+
+
+def cap_head(
+    advertiser: AdvertiserId,
+    rule: CapRule,
+    campaign: CampaignId,
+    partner: PartnerId,
+    channel: ChannelId,
+) -> str:
+    """``cap`` without its bucket: what stays the same from one period to the next."""
     subject = rule.subject
     who: str
     if subject is CapSubject.CAMPAIGN:
@@ -138,7 +157,7 @@ def cap(
     else:
         who = "-"
     letter = _SUBJECT_LETTER[subject]
-    return f"{advertiser_tag(advertiser)}:cap:{letter}:{who}:{rule.window.label}:{bucket}"
+    return f"{advertiser_tag(advertiser)}:cap:{letter}:{who}:{rule.window.label}:"
 
 
 def slot_anchor(advertiser: AdvertiserId) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -436,3 +437,44 @@ def test_the_keys_of_every_generation_are_the_keys_of_each() -> None:
         keys.seen(space, mark, g) for g in generations
     )
     assert len(generations) in (13, 14)
+
+
+def test_a_reloaded_campaign_is_planned_with_its_new_rules_not_the_old_ones() -> None:
+    # What a (campaign, partner, channel) shares is worked out once and kept: a reload builds
+    # new config objects, and a lead of the new config must never be planned with the old.
+    before = _build()
+    reloaded = replace(
+        CAMPAIGN,
+        dedup=(DedupRule(DedupScope.CAMPAIGN, 2 * DAY_S),),
+        caps=(CapRule(CapSubject.PARTNER, CapWindow(period=CalendarPeriod.HOUR), 7),),
+    )
+
+    after = _build(campaign=reloaded)
+
+    assert {c.reason for c in before.dedup} != {c.reason for c in after.dedup}
+    assert {(c.reason, c.window_ms) for c in after.dedup} == {
+        ("duplicate.campaign", 2 * DAY_S * 1000)
+    }
+    assert [(c.reason, c.limit) for c in after.caps] == [("cap.partner.hour", 7)]
+    assert _build().caps == before.caps  # the original objects still get their own plan
+
+
+def test_each_partner_counts_under_its_own_cap_key() -> None:
+    other = replace(PARTNER, id=PartnerId("p-other"))
+    lead = _lead()
+    mine = _build(lead)
+    theirs = build_request(
+        lead=lead,
+        lead_id=LeadId("lead-other"),
+        campaign=CAMPAIGN,
+        partner=other,
+        channel=COREG,
+        pressure=PRESSURE,
+        fingerprinter=Fingerprinter([K1]),
+        now_s=NOW_S,
+    )
+
+    (_, mine_rolling), (_, theirs_rolling) = mine.caps, theirs.caps
+    assert ":p-coreg:" in mine_rolling.key
+    assert ":p-other:" in theirs_rolling.key
+    assert mine.caps[0].key == theirs.caps[0].key  # the campaign's own cap is shared
