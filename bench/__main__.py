@@ -39,6 +39,7 @@ import redis
 
 from bench import client as http_client
 from bench import profile as pyspy
+from bench.ceiling import MODES as CEILING_MODES
 from bench.generate import LeadGenerator, Request, expected_mix, write_bodies
 from bench.probe import (
     MetricsSnapshot,
@@ -585,37 +586,65 @@ async def _gateway_run(
 
 
 def _hello_run(scenario: Scenario, tmp: Path, requests: list[Request]) -> dict[str, Any]:
+    bodies = tmp / "hello.bodies"
+    if scenario.client is Client.WRK:
+        write_bodies(requests, bodies)
+    record = _reference_run(["bench.hello"], scenario, bodies, requests, "/")
+    record.update(name="hello-world", kind="baseline")
+    record["timeline"] = []
+    record["timeline_source"] = "none" if scenario.client is Client.WRK else "client"
+    return record
+
+
+def _ceiling_run(
+    mode: str, scenario: Scenario, tmp: Path, requests: list[Request]
+) -> dict[str, Any]:
+    """``bench.ceiling`` in ``mode``, posted the scenario's own bodies by its own client."""
+    record = _reference_run(
+        ["bench.ceiling", mode], scenario, tmp / f"{scenario.name}.bodies", requests, "/healthz"
+    )
+    record.update(name=f"{scenario.name}/{mode}-only", kind="ceiling", ceiling=mode)
+    record["timeline_source"] = "none" if scenario.client is Client.WRK else "client"
+    if scenario.client is Client.WRK:
+        record["timeline"] = []
+    return record
+
+
+def _reference_run(
+    module: list[str], scenario: Scenario, bodies: Path, requests: list[Request], ready: str
+) -> dict[str, Any]:
+    """A reference server (``python -m <module...> PORT``, pinned where the gateway runs)
+    under the scenario's client: its throughput, latency and CPU per lead."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    argv = [*_pin(str(SERVER_CPU)), sys.executable, "-m", "bench.hello", str(port)]
+    argv = [*_pin(str(SERVER_CPU)), sys.executable, "-m", module[0], str(port), *module[1:]]
     with _process(argv) as proc:
-        _wait_http(base_url + "/", proc)
+        _wait_http(base_url + ready, proc)
+        pids = process_tree(proc.pid)
+        cpu_before = cpu_seconds(pids)
         if scenario.client is Client.WRK:
-            bodies = tmp / "hello.bodies"
-            write_bodies(requests, bodies)
             result, _ = asyncio.run(_run_wrk(base_url, scenario, bodies, sample=False))
             record = _wrk_record(result, scenario)
-            record["timeline"] = []
-            record["timeline_source"] = "none"
+            answers = None
         else:
             record = asyncio.run(_run_aiohttp(base_url, scenario, requests))
-            record["timeline_source"] = "client"
-            record.pop("answers", None)
+            answers = record.pop("answers", None)
+            record.pop("expected", None)
+        cpu = cpu_seconds(pids) - cpu_before
     duration = max(record["duration_s"], 1e-9)
+    leads = record["leads"]
     record.update(
-        name="hello-world",
-        kind="baseline",
-        batch=1,
+        batch=scenario.batch,
         workers=1,
         store=None,
         concurrency=scenario.concurrency,
-        rate=None,
+        rate=scenario.rate,
         requests_per_s=round(record["requests"] / duration, 1),
-        leads_per_s=round(record["requests"] / duration, 1),
+        leads_per_s=round(leads / duration, 1),
         error_count=int(sum(record["errors"].values())),
-        decisions={"answers": None, "metrics": None, "expected": None},
-        server_cpu_s=None,
-        cpu_us_per_lead=None,
+        decisions={"answers": answers, "metrics": None, "expected": None},
+        server_cpu_s=round(cpu, 3),
+        cpu_us_per_lead=round(cpu / leads * 1e6, 2) if leads else None,
         redis_memory=None,
         ratios={},
     )
@@ -652,6 +681,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="redis-benchmark calls of decide.lua (default 200000)",
     )
     parser.add_argument("--no-baselines", action="store_true", help="gateway runs only")
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="after each scenario, the same bodies against servers that do only part of a "
+        "lead's work (bench/ceiling.py: parse only; parse + email and phone validation): "
+        "what no full pipeline on this stack can exceed",
+    )
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument(
@@ -739,6 +775,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
                 )
                 runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config, profile_out)))
+                if args.ceilings and scenario.identities is None:
+                    # wrk posts the bodies file the gateway run wrote; the aiohttp client
+                    # the same requests again (the generator is seeded).
+                    requests = (
+                        []
+                        if scenario.client is Client.WRK
+                        else LeadGenerator(scenario).requests(scenario.body_count())
+                    )
+                    for mode in CEILING_MODES:
+                        print(f"[{scenario.name}] the same bodies, {mode} only ...", flush=True)
+                        runs.append(_ceiling_run(mode, scenario, tmp, requests))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for run in runs:
@@ -785,8 +832,9 @@ def _smoke_verdict(runs: list[dict[str, Any]]) -> int:
         if run["error_count"]:
             problems.append(f"{run['name']}: errors {run['errors']}")
         mix = run["decisions"]["answers"] or run["decisions"]["metrics"] or {}
+        expected = run["decisions"]["expected"] or {}  # none for a ceiling: it never dedups
         for decision in ("accepted", "duplicate", "invalid"):
-            if run["decisions"]["expected"].get(decision) and not mix.get(decision):
+            if expected.get(decision) and not mix.get(decision):
                 problems.append(f"{run['name']}: no {decision} answer among {mix}")
     for problem in problems:
         print(f"SMOKE FAILED: {problem}", file=sys.stderr)

@@ -45,7 +45,9 @@ _RUN = {
     ],
     "properties": {
         "name": {"type": "string"},
-        "kind": {"enum": ["baseline", "gateway", "memory"]},
+        "kind": {"enum": ["baseline", "gateway", "memory", "ceiling"]},
+        # Only for kind "ceiling": the bench.ceiling mode (what part of a lead's work it does).
+        "ceiling": {"enum": ["parse", "validate"]},
         "client": {"enum": ["wrk", "aiohttp"]},
         "batch": {"type": "integer", "minimum": 1},
         "workers": {"type": "integer", "minimum": 1},
@@ -231,7 +233,7 @@ def table(doc: dict[str, Any]) -> str:
         rows.append(hello)
     rows.extend(doc["runs"])
     head = (
-        f"{'run':<24} {'client':<7} {'req/s':>9} {'leads/s':>9} {'x hello':>8} "
+        f"{'run':<30} {'client':<7} {'req/s':>9} {'leads/s':>9} {'x hello':>8} "
         f"{'x redis':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'µs CPU/lead':>11} "
         f"{'errors':>6}"
     )
@@ -239,7 +241,7 @@ def table(doc: dict[str, Any]) -> str:
     for run in rows:
         lat = run["latency_ms"]
         lines.append(
-            f"{run['name']:<24} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
+            f"{run['name']:<30} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
             f"{_fmt(run['leads_per_s']):>9} {_fmt(run['ratios'].get('hello_world'), 2):>8} "
             f"{_fmt(run['ratios'].get('redis_decide'), 2):>8} {_fmt(lat['p50'], 2):>8} "
             f"{_fmt(lat['p95'], 2):>8} {_fmt(lat['p99'], 2):>8} "
@@ -248,12 +250,23 @@ def table(doc: dict[str, Any]) -> str:
     redis = doc["baselines"]["redis_decide"]
     if redis is not None:
         lines.append(
-            f"{'redis-benchmark decide':<24} {'-':<7} {_fmt(redis['calls_per_s']):>9} "
+            f"{'redis-benchmark decide':<30} {'-':<7} {_fmt(redis['calls_per_s']):>9} "
             f"{'':>9} {'':>8} {1.0:>8.2f} {_fmt(redis['latency_ms']['p50'], 2):>8} "
             f"{_fmt(redis['latency_ms']['p95'], 2):>8} {_fmt(redis['latency_ms']['p99'], 2):>8} "
             f"{'':>11} {redis['errors']:>6}"
         )
+    ceilings = [run for run in doc["runs"] if run["kind"] == "ceiling"]
+    if ceilings:
+        lines.append(
+            "  <scenario>/<mode>-only: the scenario's bodies against bench.ceiling, which does "
+            "only that part of a lead's work (no rules, no fingerprints, no store): a ceiling"
+        )
+        lines.append("  no full pipeline on this stack can pass")
     for run in doc["runs"]:
+        if run["kind"] == "ceiling":
+            if run["errors"]:
+                lines.append(f"  {run['name']}: errors {run['errors']}")
+            continue
         d = run["decisions"]
         mix = d["answers"] or d["metrics"] or {}
         shown = ", ".join(f"{k} {int(v):,}" for k, v in sorted(mix.items()))

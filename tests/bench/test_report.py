@@ -114,6 +114,23 @@ def test_the_table_shows_every_run_and_the_ratios() -> None:
     assert "Redis bytes per identity per scope: 91.5" in text
 
 
+def test_a_ceiling_run_is_a_row_beside_its_scenario_with_its_ratio() -> None:
+    doc = _doc()
+    doc["runs"].insert(1, _run("single/validate-only", kind="ceiling", ceiling="validate",
+                               leads_per_s=9000.0, ratios={"hello_world": 0.45},
+                               decisions={"answers": None, "metrics": None, "expected": None},
+                               redis_memory=None, cpu_us_per_lead=101.5))  # fmt: skip
+    jsonschema.validate(doc, SCHEMA)
+
+    lines = table(doc).splitlines()
+
+    row = next(line for line in lines if line.startswith("single/validate-only"))
+    assert " 0.45 " in row
+    assert row.rstrip().endswith("101.5      0")
+    assert any("no full pipeline on this stack can pass" in line for line in lines)
+    assert not any(line.startswith("  single/validate-only: decisions") for line in lines)
+
+
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 0.5) == 50.0
