@@ -47,6 +47,8 @@ from bench.probe import (
     fetch_metrics,
     git_sha,
     machine,
+    metrics_text,
+    parse_metrics,
     pinning_available,
     process_tree,
 )
@@ -155,12 +157,18 @@ def _ensure_wrk() -> str | None:
 async def _sample_metrics(
     base_url: str, stop: asyncio.Event, out: list[tuple[float, MetricsSnapshot]]
 ) -> None:
-    """Scrape /metrics once a second until ``stop`` (the wrk runs' timeline)."""
+    """Scrape /metrics once a second until ``stop`` (the wrk runs' timeline).
+
+    The texts are parsed once the run is over: parsing one takes ~9 ms of CPU on the CPU that
+    wrk and Redis share, and doing it during the run raised the one-connection p99 from
+    1.2 to 2.3-2.9 ms (BENCHMARKS.md, "Ceilings")."""
+    texts: list[tuple[float, str]] = []
     while not stop.is_set():
         with contextlib.suppress(OSError):
-            out.append((time.perf_counter(), await asyncio.to_thread(fetch_metrics, base_url)))
+            texts.append((time.perf_counter(), await asyncio.to_thread(metrics_text, base_url)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
+    out.extend((at, parse_metrics(text)) for at, text in texts)
 
 
 async def _run_wrk(
@@ -519,10 +527,12 @@ async def _gateway_run(
             samples: list[tuple[float, MetricsSnapshot]] = []
             spy = await _start_profile(scenario, proc.pid, profile_out) if profile_out else None
             if scenario.client is Client.WRK:
-                result, samples = await _run_wrk(base_url, scenario, bodies, sample=True)
+                result, samples = await _run_wrk(
+                    base_url, scenario, bodies, sample=scenario.timeline
+                )
                 record = _wrk_record(result, scenario)
                 record["timeline"] = timeline_from_metrics(samples)
-                record["timeline_source"] = "server /metrics"
+                record["timeline_source"] = "server /metrics" if scenario.timeline else "none"
             else:
                 record = await _run_aiohttp(base_url, scenario, requests)
                 record["timeline_source"] = "client"

@@ -64,8 +64,14 @@ def parse_metrics(text: str) -> MetricsSnapshot:
 
 
 def fetch_metrics(base_url: str) -> MetricsSnapshot:
+    return parse_metrics(metrics_text(base_url))
+
+
+def metrics_text(base_url: str) -> str:
+    """The gateway's /metrics exposition, unparsed."""
     with urllib.request.urlopen(base_url + "/metrics", timeout=5) as resp:  # noqa: S310 (loopback)
-        return parse_metrics(resp.read().decode())
+        text: str = resp.read().decode()
+        return text
 
 
 def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:

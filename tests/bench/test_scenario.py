@@ -42,6 +42,7 @@ def test_a_full_scenario_is_read() -> None:
             duplicates: {same: 0.1, respelled: 0.05, other_channel: 0}
             invalid: 0.02
             seed: 7
+            timeline: false
             """
         ),
         "x",
@@ -52,6 +53,15 @@ def test_a_full_scenario_is_read() -> None:
     assert (scenario.batch, scenario.workers, scenario.store) == (10, 2, Store.EMBEDDED)
     assert scenario.duplicates == {"same": 0.1, "respelled": 0.05}  # zero shares dropped
     assert scenario.body_count() == 1000  # 250/s x 3 s x 1.2 = 901, at least 1000
+    assert scenario.timeline is False
+    assert parse_scenario({}, "x").timeline is True  # scraped unless a scenario says not
+
+
+def test_the_latency_scenarios_are_not_scraped_during_their_run() -> None:
+    # Scraping /metrics each second raised the one-connection p99 (BENCHMARKS.md).
+    assert not load_scenario("one-connection").timeline
+    assert not load_scenario("one-connection-embedded").timeline
+    assert load_scenario("single").timeline
 
 
 def test_every_problem_is_reported_with_its_path() -> None:
@@ -64,6 +74,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
         partners: {p-alpha: 1, p-nobody: 1}
         duplicates: {same: 0.7, respelled: 0.3}
         invalid: -1
+        timeline: "yes"
         """
     )
     with pytest.raises(ConfigError) as caught:
@@ -77,6 +88,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
     assert any(p == "partners.p-nobody" and "unknown key" in m for p, m in found)
     assert "invalid" in paths
     assert "duplicates" in paths  # shares add up to 1 or more
+    assert ("timeline", "expected true or false, got 'yes'") in found
 
 
 def test_open_loop_needs_the_aiohttp_client() -> None:
