@@ -696,7 +696,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after each scenario, the same bodies against servers that do only part of a "
         "lead's work (bench/ceiling.py: parse only; parse + email and phone validation): "
-        "what no full pipeline on this stack can exceed",
+        "what no full pipeline on this stack can exceed (one-process scenarios only)",
     )
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -785,7 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
                 )
                 runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config, profile_out)))
-                if args.ceilings and scenario.identities is None:
+                # A ceiling server is one process: beside one gateway process only.
+                if args.ceilings and scenario.identities is None and scenario.workers == 1:
                     # wrk posts the bodies file the gateway run wrote; the aiohttp client
                     # the same requests again (the generator is seeded).
                     requests = (
