@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -204,3 +205,18 @@ def test_a_profiled_run_validates_and_its_stages_are_in_the_table() -> None:
     doc["runs"][0]["profile"]["samples"] = -1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, SCHEMA)
+
+
+def test_the_picture_is_drawn_with_gateway_runs_and_ceilings(tmp_path: Path) -> None:
+    from bench.plot import draw
+
+    doc = _doc()
+    doc["runs"].append(_run("single/parse-only", kind="ceiling", ceiling="parse", timeline=[],
+                            leads_per_s=900_000.0))  # fmt: skip
+    png = tmp_path / "run.png"
+
+    draw(doc, png)
+
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000  # two panels, not an empty figure
