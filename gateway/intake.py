@@ -128,7 +128,13 @@ class Intake:
         started = time.perf_counter()
         now_s = self.clock()
         idem = self._idempotency(idempotency_key, body, None)
-        prepared = self._prepare(partner, data, now_s, idem, "")
+        try:
+            prepared = self._prepare(partner, data, now_s, idem, "")
+        except RequestError as refused:
+            # Counted per partner like a lead refused inside a batch: ops see which partner
+            # sends invalid leads, whichever endpoint it posts to.
+            self.observer.refusal(partner, refused)
+            raise
         (answer,) = await self._run(partner, [prepared], started)
         if isinstance(answer, RequestError):
             raise answer

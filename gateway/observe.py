@@ -132,7 +132,7 @@ class Observer:
         )
         self.refused = Counter(
             "leadgate_requests_refused",
-            "Requests refused before a decision, by partner ('' when unknown) and HTTP status.",
+            "Leads refused before a decision (alone or in a batch), by partner and HTTP status.",
             ["partner", "status"],
             registry=r,
         )
@@ -325,6 +325,16 @@ class Observer:
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
+    def refusal(self, partner: Partner, error: RequestError) -> None:
+        """One lead refused before a decision (invalid, campaign not open), posted alone or
+        inside a batch."""
+        refused = self._refused.get((partner.id, error.status))
+        if refused is None:
+            refused = self._refused[(partner.id, error.status)] = self.refused.labels(
+                partner.id, str(error.status)
+            )
+        refused.inc()
+
     def decisions(
         self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
     ) -> None:
@@ -333,12 +343,7 @@ class Observer:
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
             if isinstance(answer, RequestError):
-                refused = self._refused.get((partner.id, answer.status))
-                if refused is None:
-                    refused = self._refused[(partner.id, answer.status)] = self.refused.labels(
-                        partner.id, str(answer.status)
-                    )
-                refused.inc()
+                self.refusal(partner, answer)
                 continue
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
             leads = self._leads.get(key)

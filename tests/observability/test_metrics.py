@@ -199,6 +199,30 @@ async def test_duplicates_and_caps_are_counted_from_reason_codes(
     )
 
 
+async def test_a_lead_refused_on_its_own_is_counted_for_its_partner_whatever_the_endpoint(
+    gateway: tuple[Client, Observer],
+) -> None:
+    # Ops find the partners that send bad leads by this counter: a single post's 422 or 403
+    # must count as a batch item's does.
+    client, observer = gateway
+    headers = {"Authorization": f"Bearer {KEYS['p-beta']}", "Content-Type": "application/json"}
+    refusals = [
+        ("/v1/leads", {"campaign": "acme-main", "email": "not-an-address"}, 422),
+        ("/v1/leads", {"campaign": "acme-main"}, 422),  # no identity at all
+        ("/v1/leads", {"campaign": "nova-summer", "email": "a@example.com"}, 403),  # not its own
+        ("/v1/leads/batch", {"leads": [{"campaign": "acme-main", "email": "@"}]}, 200),
+    ]
+    for path, body, status in refusals:
+        async with client.post(path, data=orjson.dumps(body), headers=headers) as response:
+            assert response.status == status, await response.text()
+
+    text = exposition(observer)
+    assert sample(text, "leadgate_requests_refused_total", partner="p-beta", status="422") == 3
+    assert sample(text, "leadgate_requests_refused_total", partner="p-beta", status="403") == 1
+    assert sample(text, "leadgate_requests_refused_total", partner="p-alpha", status="422") == 0
+    assert "not-an-address" not in text
+
+
 def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
     """The observer looks each label set up once and reuses it: the second, third ... lead
     with a reason must land in the same series as the first, for every derived counter."""
