@@ -41,9 +41,9 @@ fmt: $(STAMP)
 check-config: $(STAMP)
 	$(BIN)/leadgate check-config examples/leadgate.yaml
 
-## Realistic load beside its baselines (BENCHMARKS.md); e.g. make bench SCENARIOS="single c1000".
+## Realistic load beside its baselines and ceilings (BENCHMARKS.md); e.g. make bench SCENARIOS="single c1000".
 bench: $(STAMP)
-	$(BIN)/python -m bench $(SCENARIOS)
+	$(BIN)/python -m bench --ceilings $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
