@@ -20,7 +20,6 @@ from gateway.delivery.service import build_worker, open_queue
 from gateway.delivery.worker import Worker
 from gateway.errors import ConfigError
 from gateway.intake import Intake
-from gateway.observe import configure_logging
 from gateway.rules import cli as rules_cli
 from gateway.runtime import (
     ConfigReloader,
@@ -28,6 +27,7 @@ from gateway.runtime import (
     build_intake,
     load_settings,
     settle_heap,
+    start_logging,
 )
 from gateway.types import PartnerId
 from gateway.web.admin import Admin, add_admin_routes
@@ -58,7 +58,7 @@ async def serve(
 ) -> int:
     settings = load_settings(os.environ, config_path)
     env = settings.environment
-    configure_logging(env.log_level)
+    start_logging(settings, os.environ)
     intake = await build_intake(settings)
     app = create_app(intake)
     worker = _in_process_worker(settings, intake, with_worker)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from gateway.config.environment import Environment
+from gateway.config.environment import Environment, unknown_variables
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
@@ -19,7 +19,7 @@ from gateway.errors import ConfigError, ConfigIssue, StoreError
 from gateway.failpoints import Failpoints
 from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.observe import Observer
+from gateway.observe import Observer, configure_logging
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
@@ -55,6 +55,19 @@ def load_settings(environ: Mapping[str, str], config_path: str | None) -> Settin
         config_path=str(path),
         metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
+
+
+def start_logging(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Logging at the configured level, then a warning naming each ``LEADGATE_*`` variable
+    leadgate does not know: a misspelt ``LEADGATE_REDIS_URL`` would otherwise select the
+    embedded store without a word. Names only: values may be secrets."""
+    configure_logging(settings.environment.log_level)
+    unknown = unknown_variables(environ)
+    if unknown:
+        LOG.warning(
+            "unknown LEADGATE_* variables ignored (misspelt?)",
+            extra={"fields": {"variables": unknown}},
+        )
 
 
 def fingerprint_keys(settings: Settings) -> tuple[FingerprintKey, ...]:

@@ -29,8 +29,7 @@ from collections.abc import Mapping
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.observe import configure_logging
-from gateway.runtime import load_settings
+from gateway.runtime import load_settings, start_logging
 
 LOG = logging.getLogger("leadgate.supervisor")
 #: More unexpected exits than this within RESTART_WINDOW_S and the parent gives up.
@@ -92,7 +91,7 @@ def supervise(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 2
     settings = load_settings(environ, args.config)  # a broken config fails here, once
     env = settings.environment
-    configure_logging(env.log_level)
+    start_logging(settings, environ)
     host = args.host or env.host
     port = args.port if args.port is not None else env.port
     if port == 0:

@@ -28,8 +28,8 @@ from gateway.delivery import ops
 from gateway.delivery.queue_base import Queue
 from gateway.delivery.service import build_worker, open_queue
 from gateway.errors import ConfigError, ConfigIssue, StoreError
-from gateway.observe import DeliveryMetrics, configure_logging
-from gateway.runtime import Settings, load_settings, settle_heap
+from gateway.observe import DeliveryMetrics
+from gateway.runtime import Settings, load_settings, settle_heap, start_logging
 from gateway.types import AdvertiserId, LeadId
 
 LOG = logging.getLogger("leadgate.worker")
@@ -101,7 +101,7 @@ def metrics_app(registry: CollectorRegistry, queue: Queue) -> web.Application:
 
 async def run_worker(config_path: str | None, metrics_port: int, metrics_host: str | None) -> int:
     settings = load_settings(os.environ, config_path)
-    configure_logging(settings.environment.log_level)
+    start_logging(settings, os.environ)
     if not settings.environment.redis_url:
         open_queue(settings)  # raises the ConfigError that explains why
     registry = CollectorRegistry()
