@@ -8,7 +8,7 @@ current calendar period or rolling window, the person's reservations and the del
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -77,11 +77,11 @@ def build_request(
             for n, fp in enumerate(fingerprints):
                 mark = marks.get(fp) or marks.setdefault(fp, keys.seen_mark(fp))
                 dedup.append(
-                    _check(
+                    DedupCheck(
                         scope.reason,
-                        scope.prefix,
-                        mark,
-                        generations,
+                        keys.seen_in(scope.heads(mark.key_id, generations), mark),
+                        mark.field,
+                        generations[0],
                         scope.window_ms,
                         scope.retention_ms,
                         n == 0,
@@ -200,21 +200,9 @@ def dedup_check(
 ) -> DedupCheck:
     """One identity's check in one scope: the hashes of every generation its window reaches."""
     generations = keys.seen_generations(now_ms, window_ms)
-    return _check(reason, space.prefix(), mark, generations, window_ms, retention_ms, remember)
-
-
-def _check(
-    reason: str,
-    prefix: str,
-    mark: keys.SeenMark,
-    generations: range,
-    window_ms: int,
-    retention_ms: int,
-    remember: bool,
-) -> DedupCheck:
     return DedupCheck(
         reason,
-        keys.seen_under(prefix, mark, generations),
+        keys.seen_each(space, mark, generations),
         mark.field,
         generations[0],
         window_ms,
@@ -251,6 +239,20 @@ class _ScopePlan:
     prefix: str  # keys.SeenSpace.prefix()
     window_ms: int
     retention_ms: int
+    #: (fingerprint key id, newest generation, generation after the oldest) -> its
+    #: ``keys.seen_heads``: the same for every lead until the window moves on.
+    _heads: dict[tuple[str, int, int], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def heads(self, key_id: str, generations: range) -> tuple[str, ...]:
+        at = (key_id, generations.start, generations.stop)
+        held = self._heads.get(at)
+        if held is None:
+            if len(self._heads) >= 64:  # a week's ranges and rotating keys: a handful
+                self._heads.clear()
+            held = self._heads[at] = keys.seen_heads(self.prefix, key_id, generations)
+        return held
 
 
 @dataclass(frozen=True, slots=True)

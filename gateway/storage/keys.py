@@ -113,14 +113,20 @@ def seen(space: SeenSpace, mark: SeenMark, generation: int) -> str:
 
 def seen_each(space: SeenSpace, mark: SeenMark, generations: range) -> tuple[str, ...]:
     """``seen`` for each of ``generations``, in order."""
-    return seen_under(space.prefix(), mark, generations)
+    return seen_in(seen_heads(space.prefix(), mark.key_id, generations), mark)
 
 
-def seen_under(prefix: str, mark: SeenMark, generations: range) -> tuple[str, ...]:
-    """``seen_each`` with the scope's ``SeenSpace.prefix()`` already formed (a lead's hot
-    path forms it once per scope, not once per fingerprint)."""
-    head, tail = f"{prefix}:{mark.key_id}:", f":{mark.bucket:04x}"
-    return tuple([f"{head}{g}{tail}" for g in generations])
+def seen_heads(prefix: str, key_id: str, generations: range) -> tuple[str, ...]:
+    """What the names of one scope's hashes share, for marks under fingerprint key
+    ``key_id``, in each of ``generations``: all but the bucket. The same for every lead of a
+    week: the hot path keeps them (``seen_in`` adds a mark's bucket)."""
+    return tuple([f"{prefix}:{key_id}:{g}:" for g in generations])
+
+
+def seen_in(heads: tuple[str, ...], mark: SeenMark) -> tuple[str, ...]:
+    """The hashes of ``mark``'s bucket under each of ``heads`` (``seen_heads``)."""
+    bucket = f"{mark.bucket:04x}"
+    return tuple([head + bucket for head in heads])
 
 
 def cap(

@@ -26,7 +26,7 @@ from gateway.config.model import (
 )
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionRequest
-from gateway.decision.plan import Idempotency, build_request
+from gateway.decision.plan import Idempotency, build_request, dedup_check
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.model import Lead, parse_lead
 from gateway.storage import keys
@@ -478,3 +478,34 @@ def test_each_partner_counts_under_its_own_cap_key() -> None:
     assert ":p-coreg:" in mine_rolling.key
     assert ":p-other:" in theirs_rolling.key
     assert mine.caps[0].key == theirs.caps[0].key  # the campaign's own cap is shared
+
+
+@pytest.mark.parametrize("days_later", [0, 3, 8, 30, 91])
+def test_the_keys_kept_between_leads_follow_the_window_as_time_goes_on(days_later: int) -> None:
+    # The plan keeps each scope's key heads per generation range; a lead planned days later
+    # must get the keys worked out afresh for its own instant.
+    fingerprinter = Fingerprinter([K1, K2])  # during a rotation: two fingerprint keys
+    _build(fingerprinter=fingerprinter)  # fills what the plan keeps
+    now_s = NOW_S + days_later * DAY_S
+
+    rq = _build(fingerprinter=fingerprinter, now_s=now_s)
+
+    lead = _lead()
+    for check in rq.dedup:
+        scope = DedupScope(check.reason.removeprefix("duplicate."))
+        fp = next(
+            fp
+            for kind, value in lead.identities.items()
+            for fp in fingerprinter.lookups(kind, value)
+            if keys.seen_mark(fp).field == check.field
+        )
+        fresh = dedup_check(
+            check.reason,
+            keys.SeenSpace(ACME, scope, CAMPAIGN.id, COREG),
+            keys.seen_mark(fp),
+            now_ms=int(now_s * 1000),
+            window_ms=check.window_ms,
+            retention_ms=check.retention_ms,
+            remember=check.remember,
+        )
+        assert check == fresh
