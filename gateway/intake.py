@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gateway.config.model import Config, Partner
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
-from gateway.decision.plan import Idempotency, build_request, digest
+from gateway.decision.plan import Idempotency, build_request, digest, forget_routes
 from gateway.errors import (
     FieldProblem,
     Forbidden,
@@ -107,6 +107,7 @@ class Intake:
             for key_hash in partner.api_key_hashes
         }
         self.config, self._partners_by_key = config, partners_by_key
+        forget_routes()  # what the plan kept of the old config's campaigns and partners
 
     def authenticate(self, api_key: str) -> Partner | None:
         """The partner holding ``api_key``, or None. Keys are stored as SHA-256 hashes and

@@ -276,9 +276,15 @@ class _Route:
 
 #: (id(campaign), id(partner), channel) -> (campaign, partner, route). The entry holds the
 #: config objects it was made from, so their ids cannot be reused while it exists, and a
-#: reloaded config (new objects) gets new routes; emptied when it outgrows any real config.
+#: reloaded config (new objects) gets new routes; emptied when it outgrows any real config,
+#: and by ``forget_routes`` when a config is replaced (so the old one can be freed).
 _ROUTES: dict[tuple[int, int, str], tuple[Campaign, Partner, _Route]] = {}
 _MAX_ROUTES = 16_384
+
+
+def forget_routes() -> None:
+    """Drop every kept route: called when the config is replaced."""
+    _ROUTES.clear()
 
 
 def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:

@@ -10,7 +10,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from observability.conftest import KEYS, network
 
+from gateway.config.load import parse_config
 from gateway.config.model import (
     CalendarPeriod,
     Campaign,
@@ -24,11 +26,14 @@ from gateway.config.model import (
     Partner,
     PressureUnit,
 )
+from gateway.decision import plan
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionRequest
 from gateway.decision.plan import Idempotency, build_request, dedup_check
+from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.model import Lead, parse_lead
+from gateway.observe import Observer
 from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
 from gateway.types import (
@@ -509,3 +514,21 @@ def test_the_keys_kept_between_leads_follow_the_window_as_time_goes_on(days_late
             remember=check.remember,
         )
         assert check == fresh
+
+
+async def test_a_replaced_config_leaves_nothing_of_itself_in_what_the_plan_keeps() -> None:
+    # The plan keeps what each (campaign, partner, channel) shares, holding the config objects
+    # it came from; a reload must let the old config go.
+    old, new = parse_config(network(), checksum="c0"), parse_config(network(), checksum="c1")
+    intake = Intake(old, DecisionEngine(MemoryStore()), Fingerprinter([K1]), Observer(old))
+    partner = old.partners[PartnerId("p-alpha")]
+    assert intake.authenticate(KEYS["p-alpha"]) is partner
+    await intake.submit(partner, {"campaign": "acme-main", "email": "kept@example.com"})
+    assert any(held[0] is old.campaigns[CampaignId("acme-main")] for held in plan._ROUTES.values())
+
+    intake.replace_config(new)
+
+    old_objects = {id(o) for o in (*old.campaigns.values(), *old.partners.values())}
+    assert not any(
+        id(c) in old_objects or id(p) in old_objects for c, p, _ in plan._ROUTES.values()
+    )
