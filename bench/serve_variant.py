@@ -1,12 +1,12 @@
 """``python -m bench.serve_variant PORT with|without``: the gateway as ``leadgate serve`` runs
-it (same config, store, app), with its metrics, or with every metric recording removed (no
-request middleware, an observer whose recording methods do nothing). Only for
-``python -m bench.metrics_cost``: both variants go through this same runner, so the only
-difference measured is the metrics.
+it (same config, store, app), with its metrics, or with every metric recording removed (the
+request middleware replaced by the problem+json one it calls, an observer whose recording
+methods do nothing). Only for ``python -m bench.metrics_cost``: both variants go through this
+same runner, so the only difference measured is the metrics.
 
 The lead app's request middleware (``counted_metrics_middleware``) also counts the requests
-in flight, in the same layer; removing it, the "without" variant skips that count too (a drain
-would wait for nothing). Irrelevant to the bench, which never drains; the count is a few
+in flight, in the same layer; replacing it, the "without" variant skips that count too (a
+drain would wait for nothing). Irrelevant to the bench, which never drains; the count is a few
 operations a request, which the measured cost of the metrics then includes.
 """
 
@@ -24,8 +24,9 @@ from gateway.config.model import Partner
 from gateway.errors import RequestError
 from gateway.intake import Answer
 from gateway.observe import Observer, configure_logging
-from gateway.runtime import build_intake, load_settings
+from gateway.runtime import build_intake, load_settings, settle_heap
 from gateway.web.app import counted_metrics_middleware, create_app
+from gateway.web.problems import problems_middleware
 
 
 class SilentObserver(Observer):
@@ -54,9 +55,11 @@ async def run(port: int, with_metrics: bool) -> None:
     intake = await build_intake(settings, observer)
     app = create_app(intake)
     if not with_metrics:
-        app.middlewares.remove(counted_metrics_middleware)
+        # The lead app's one middleware also answers errors as problem+json: that part stays.
+        app.middlewares[app.middlewares.index(counted_metrics_middleware)] = problems_middleware
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
+    settle_heap(intake.config)  # as `leadgate serve` does before it listens
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     await asyncio.Event().wait()
 

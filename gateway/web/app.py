@@ -20,10 +20,11 @@ _ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
 
 def _metrics(counted: bool) -> Middleware:
-    """Request latency and count by route and method; ``counted``: also count the request in
-    flight (what a drain waits for), in the same middleware layer. The route is the matched
-    route's canonical path (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path,
-    which is request input."""
+    """A listener's one middleware: errors answered as problem+json (``problems_middleware``,
+    called in the same layer: each aiohttp middleware layer costs every request), then the
+    request's latency and count by route and method; ``counted``: also the request counted in
+    flight (what a drain waits for). The route is the matched route's canonical path
+    (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path, which is request input."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -33,7 +34,7 @@ def _metrics(counted: bool) -> Middleware:
         started = time.perf_counter()
         status = 500
         try:
-            response = await handler(request)
+            response = await problems_middleware(request, handler)
             status = response.status
             return response
         except web.HTTPException as http:
@@ -65,7 +66,7 @@ def create_app(intake: Intake) -> web.Application:
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
     app = web.Application(
-        middlewares=[counted_metrics_middleware, problems_middleware],
+        middlewares=[counted_metrics_middleware],
         client_max_size=max_size,
     )
     app[INTAKE] = intake
@@ -89,7 +90,7 @@ def create_app(intake: Intake) -> web.Application:
 
 def create_admin_app(intake: Intake, admin: Admin) -> web.Application:
     """The admin API alone, for its own listener (``LEADGATE_ADMIN_PORT``)."""
-    app = web.Application(middlewares=[metrics_middleware, problems_middleware])
+    app = web.Application(middlewares=[metrics_middleware])
     app[INTAKE] = intake
     add_admin_routes(app, admin)
     for route in app.router.routes():
