@@ -106,8 +106,13 @@ class Fingerprinter:
         return f"Fingerprinter(key_ids={self.key_ids!r})"
 
 
+def b64url(data: bytes) -> str:
+    """``data`` in URL-safe base64, padding kept (``base64.urlsafe_b64encode`` without its
+    wrappers: fingerprints and dedup marks are encoded for every identity of every lead)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).decode("ascii")
+
+
 def _encode(prefix: str, primed: hashlib.blake2b, value: str) -> Fingerprint:
     hasher = primed.copy()
     hasher.update(value.encode())
-    encoded = binascii.b2a_base64(hasher.digest(), newline=False).translate(_URLSAFE)
-    return Fingerprint(prefix + encoded[:_B64_CHARS].decode("ascii"))
+    return Fingerprint(prefix + b64url(hasher.digest())[:_B64_CHARS])

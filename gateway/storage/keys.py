@@ -8,18 +8,15 @@ carry ``{i:<partner>}``. Keys hold configured ids and keyed fingerprints only, n
 
 from __future__ import annotations
 
-from binascii import b2a_base64
 from dataclasses import dataclass
 
 import xxhash
 
 from gateway.config.model import CapRule, CapSubject, DedupScope
+from gateway.leads.fingerprint import b64url
 from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, PartnerId
 
 PREFIX = "lg"
-#: base64 to its URL-safe alphabet (``base64.urlsafe_b64encode`` without its wrappers: a mark
-#: is formed for every identity of every lead).
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 _SCOPE_LETTER = {
     DedupScope.CAMPAIGN: "c",
@@ -65,7 +62,7 @@ def seen_mark(fingerprint: Fingerprint) -> SeenMark:
     digest = xxhash.xxh3_128_digest(fingerprint.encode())
     # 14 bits choose the bucket, bits 16 to 87 (12 base64 characters) name the field: a new
     # person is taken for someone already in the bucket with odds below 2^-65.
-    field = b2a_base64(digest[2:11], newline=False).translate(_URLSAFE).decode("ascii")
+    field = b64url(digest[2:11])
     return SeenMark(key_id, int.from_bytes(digest[:2], "big") % SEEN_BUCKETS, field)
 
 
