@@ -133,12 +133,11 @@ class RedisQueue:
         self._acker: asyncio.Task[None] | None = None
 
     async def _eval(self, script: scripts.Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script through the auto-pipeline; load the scripts once if Redis lost them
-        (NOSCRIPT means it did not run)."""
+        """Run one script through the auto-pipeline; load the scripts if Redis lost them
+        (NOSCRIPT means it did not run), up to ``scripts.RELOADS`` times."""
         command: Command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
         (result,) = await self._pipe.execute([command])
-        # A few times: on a cluster mid-failover the scripts may reach the old primary first.
-        for _ in range(3):
+        for _ in range(scripts.RELOADS):
             if not isinstance(result, NoScriptError):
                 break
             loads = [("SCRIPT", "LOAD", s.source) for s in SCRIPTS]

@@ -31,8 +31,6 @@ from gateway.storage.pipeline import Command, RoundTripHook
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
-#: Script reloads one call may do before a NOSCRIPT is an error.
-_SCRIPT_RELOADS = 3
 
 
 class RedisStore:
@@ -66,12 +64,11 @@ class RedisStore:
     async def _run(self, commands: Sequence[Command]) -> list[Any]:
         """Run commands in one (shared) round trip; reload scripts if Redis lost them (a
         restart, a failover), then re-send only the refused commands: NOSCRIPT means they did
-        not run. A few times: on a cluster in the middle of a failover, the scripts may have
-        gone to the old primary while the commands go on to the new one."""
+        not run; up to ``scripts.RELOADS`` times."""
         if not self._checked:
             await self._check_server()
         results = await self._pipe.execute(commands)
-        for _ in range(_SCRIPT_RELOADS):
+        for _ in range(scripts.RELOADS):
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if not missing:
                 break

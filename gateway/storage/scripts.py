@@ -7,6 +7,11 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
+#: Script reloads one call may do before a NOSCRIPT is an error: more than one, because on a
+#: cluster in the middle of a failover the scripts may reach the old primary while the
+#: commands go on to the new one.
+RELOADS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class Script:
