@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from support import RedisServer
 
 from gateway.errors import StoreUnavailable
@@ -40,41 +41,38 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     own.stop()
 
 
-async def test_an_answer_close_to_but_within_the_timeout_is_waited_for(
-    server: RedisServer,
-) -> None:
+@pytest_asyncio.fixture
+async def pipe(server: RedisServer) -> AsyncIterator[AutoPipeline]:
     # One connection: what Redis is busy with is this pipeline's own work.
-    pipe = AutoPipeline(
+    own = AutoPipeline(
         connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=1
     )
-    try:
-        busy = ("EVAL", BUSY, 0, int(TIMEOUT_S * 0.8 * 1000))
-        # Round trips in a row, each answered after most of the timeout (callers together
-        # would share one round trip, which Redis answers once all of it has run); then many
-        # callers sharing round trips: all answered.
-        for _ in range(3):
-            assert await pipe.execute([busy]) == ["done"]
-        pings = await asyncio.gather(*(pipe.execute([("PING",)]) for _ in range(500)))
-        assert all(reply == [True] or reply == ["PONG"] for reply in pings)
-    finally:
-        await pipe.close()
+    yield own
+    await own.close()
+
+
+async def test_an_answer_close_to_but_within_the_timeout_is_waited_for(
+    pipe: AutoPipeline,
+) -> None:
+    busy = ("EVAL", BUSY, 0, int(TIMEOUT_S * 0.8 * 1000))
+    # Round trips in a row, each answered after most of the timeout (callers together would
+    # share one round trip, which Redis answers once all of it has run); then many callers
+    # sharing round trips: all answered.
+    for _ in range(3):
+        assert await pipe.execute([busy]) == ["done"]
+    pings = await asyncio.gather(*(pipe.execute([("PING",)]) for _ in range(500)))
+    assert all(reply == [True] or reply == ["PONG"] for reply in pings)
 
 
 async def test_a_redis_silent_past_the_deadline_fails_the_batch_not_the_next_one(
-    server: RedisServer,
+    pipe: AutoPipeline,
 ) -> None:
-    pipe = AutoPipeline(
-        connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=1
-    )
-    try:
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable) as failed:
-            await pipe.execute([("EVAL", BUSY, 0, int(TIMEOUT_S * 2.5 * 1000))])
-        waited = time.monotonic() - started
-        assert failed.value.outcome_unknown
-        # At the socket timeout: not before, and not much after (scheduling slack).
-        assert TIMEOUT_S <= waited < TIMEOUT_S + 0.4
-        await asyncio.sleep(TIMEOUT_S * 1.5 + 0.2)  # the busy script ends
-        assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
-    finally:
-        await pipe.close()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as failed:
+        await pipe.execute([("EVAL", BUSY, 0, int(TIMEOUT_S * 2.5 * 1000))])
+    waited = time.monotonic() - started
+    assert failed.value.outcome_unknown
+    # At the socket timeout: not before, and not much after (scheduling slack).
+    assert TIMEOUT_S <= waited < TIMEOUT_S + 0.4
+    await asyncio.sleep(TIMEOUT_S * 1.5 + 0.2)  # the busy script ends
+    assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
