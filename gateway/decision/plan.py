@@ -87,7 +87,6 @@ def build_request(
                         n == 0,
                     )
                 )
-    network = route.network
 
     caps: list[CapCheck] = []
     for cap in route.caps:
@@ -113,9 +112,7 @@ def build_request(
 
     person: list[PersonReservation] = []
     pressing = pressure if pressure is not None and campaign.contact_pressure else None
-    suppress = tuple(
-        (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
-    )
+    network, suppress = route.network, route.suppress
     if network is not None or pressing is not None or suppress:
         unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
         for kind, fingerprints in _person_identities(
@@ -272,6 +269,8 @@ class _Route:
     scopes: tuple[_ScopePlan, ...]
     network: DedupRule | None
     caps: tuple[_CapPlan, ...]
+    #: (suppression list id, reason) for every list the campaign's rules name.
+    suppress: tuple[tuple[str, str], ...]
 
 
 #: (id(campaign), id(partner), channel) -> (campaign, partner, route). The entry holds the
@@ -316,7 +315,10 @@ def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
         )
         for cap in campaign.caps
     )
-    route = _Route(tuple(scopes), network, caps)
+    suppress = tuple(
+        (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
+    )
+    route = _Route(tuple(scopes), network, caps, suppress)
     if len(_ROUTES) >= _MAX_ROUTES:
         _ROUTES.clear()
     _ROUTES[(id(campaign), id(partner), channel)] = (campaign, partner, route)
