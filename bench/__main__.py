@@ -601,8 +601,6 @@ def _hello_run(scenario: Scenario, tmp: Path, requests: list[Request]) -> dict[s
         write_bodies(requests, bodies)
     record = _reference_run(["bench.hello"], scenario, bodies, requests, "/")
     record.update(name="hello-world", kind="baseline")
-    record["timeline"] = []
-    record["timeline_source"] = "none" if scenario.client is Client.WRK else "client"
     return record
 
 
@@ -614,9 +612,6 @@ def _ceiling_run(
         ["bench.ceiling", mode], scenario, tmp / f"{scenario.name}.bodies", requests, "/healthz"
     )
     record.update(name=f"{scenario.name}/{mode}-only", kind="ceiling", ceiling=mode)
-    record["timeline_source"] = "none" if scenario.client is Client.WRK else "client"
-    if scenario.client is Client.WRK:
-        record["timeline"] = []
     return record
 
 
@@ -624,7 +619,8 @@ def _reference_run(
     module: list[str], scenario: Scenario, bodies: Path, requests: list[Request], ready: str
 ) -> dict[str, Any]:
     """A reference server (``python -m <module...> PORT``, pinned where the gateway runs)
-    under the scenario's client: its throughput, latency and CPU per lead."""
+    under the scenario's client: its throughput, latency and CPU per lead (a latency curve
+    only from the aiohttp client: wrk's runs of it are not scraped)."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     argv = [*_pin(str(SERVER_CPU)), sys.executable, "-m", module[0], str(port), *module[1:]]
@@ -635,9 +631,11 @@ def _reference_run(
         if scenario.client is Client.WRK:
             result, _ = asyncio.run(_run_wrk(base_url, scenario, bodies, sample=False))
             record = _wrk_record(result, scenario)
+            record.update(timeline=[], timeline_source="none")
             answers = None
         else:
             record = asyncio.run(_run_aiohttp(base_url, scenario, requests))
+            record["timeline_source"] = "client"
             answers = record.pop("answers", None)
             record.pop("expected", None)
         cpu = cpu_seconds(pids) - cpu_before
