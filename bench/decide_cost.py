@@ -25,7 +25,7 @@ from gateway.config.load import load_config
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.leads.model import parse_lead
+from gateway.leads.parse import parse_lead
 from gateway.storage.redis import RedisStore
 from gateway.types import CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 

@@ -51,9 +51,9 @@ MICRO_CALLS = 20_000
 
 def _in_process_us(calls: int) -> dict[str, float]:
     from gateway.config.load import load_config
+    from gateway.decision.answer import Answer
     from gateway.decision.model import Decision
-    from gateway.intake import Answer
-    from gateway.observe import Observer
+    from gateway.observe.metrics import Observer
     from gateway.types import CampaignId, ChannelId, LeadId, PartnerId
 
     config = load_config(GATEWAY_CONFIG)

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.config.model import Campaign, CampaignKind
 from gateway.config.reader import Reader
-from gateway.leads.model import Lead, parse_lead
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
 from gateway.rules.model import RuleSet
 from gateway.rules.pack import combine_packs, read_pack
 from gateway.types import AdvertiserId, CampaignId

@@ -19,12 +19,13 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.cli import _install_uvloop
+from gateway.app.runtime import build_intake, load_settings, settle_heap
+from gateway.cli.main import _install_uvloop
 from gateway.config.model import Partner
+from gateway.decision.answer import Answer
 from gateway.errors import RequestError
-from gateway.intake import Answer
-from gateway.observe import Observer, configure_logging
-from gateway.runtime import build_intake, load_settings, settle_heap
+from gateway.observe.logs import configure_logging
+from gateway.observe.metrics import Observer
 from gateway.web.app import counted_metrics_middleware, create_app
 from gateway.web.problems import problems_middleware
 

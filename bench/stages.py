@@ -30,7 +30,8 @@ from gateway.errors import InvalidLead
 from gateway.leads.email import normalize_email
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
-from gateway.leads.model import Lead, parse_lead
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
 from gateway.leads.phone import normalize_phone
 from gateway.storage.redis import _decide_command
 from gateway.types import CampaignId, ChannelId, FingerprintKey, PartnerId

@@ -21,8 +21,8 @@ from pathlib import Path
 import redis
 
 from gateway.leads.fingerprint import Fingerprinter
+from gateway.privacy.suppression import load_csv
 from gateway.storage.redis import RedisStore
-from gateway.suppression import load_csv
 from gateway.types import FingerprintKey
 
 

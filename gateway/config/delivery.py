@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 
 from gateway.config.reader import MISSING, Reader, duration_of, join, opt, show
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.leads.lead import LEAD_FIELDS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -581,9 +582,6 @@ def _strings(r: Reader, value: object, path: str) -> dict[str, str]:
 
 
 def _sources() -> tuple[str, ...]:
-    # Imported here: config.model imports this module.
-    from gateway.config.model import LEAD_FIELDS
-
     return (*LEAD_FIELDS, *META_SOURCES)
 
 

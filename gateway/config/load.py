@@ -27,8 +27,6 @@ import yaml
 
 from gateway.config.delivery import DeliverySettings, check_timeout, parse_endpoint, parse_settings
 from gateway.config.model import (
-    IDENTITY_FIELDS,
-    LEAD_FIELDS,
     Advertiser,
     CalendarPeriod,
     Campaign,
@@ -50,6 +48,7 @@ from gateway.config.model import (
 )
 from gateway.config.reader import MISSING, Reader, duration_of, join, load_yaml, opt, show
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.leads.lead import IDENTITY_FIELDS, LEAD_FIELDS
 from gateway.rules.pack import PackLibrary
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
 

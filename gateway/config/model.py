@@ -41,29 +41,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from gateway.config.delivery import DeliverySettings, Endpoint
+from gateway.leads.lead import IDENTITY_FIELDS
+from gateway.rules.model import RuleSet
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
-
-if TYPE_CHECKING:  # rules -> leads.model -> config.model: only the type is needed here
-    from gateway.rules.model import RuleSet
-
-IDENTITY_FIELDS = ("email", "phone")
-#: Every field of a lead about the person; a campaign's ``required`` may name only these.
-LEAD_FIELDS = (
-    *IDENTITY_FIELDS,
-    "first_name",
-    "last_name",
-    "postal_code",
-    "city",
-    "country",
-    "birth_date",
-    "company",
-    "ip",
-    "consent",
-)
 
 
 class CampaignKind(enum.StrEnum):

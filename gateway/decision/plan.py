@@ -31,7 +31,7 @@ from gateway.decision.model import (
 from gateway.decision.windows import calendar_bucket
 from gateway.leads.email import email_identity
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.leads.model import Lead
+from gateway.leads.lead import Lead
 from gateway.storage import keys
 from gateway.types import ChannelId, Fingerprint, LeadId
 

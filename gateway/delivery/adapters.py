@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape as xml_escape
 import orjson
 
 from gateway.config.delivery import PLACEHOLDER, AdapterKind, Endpoint
-from gateway.config.model import LEAD_FIELDS
+from gateway.leads.lead import LEAD_FIELDS
 
 _PERSON: Final = tuple(f for f in LEAD_FIELDS if f != "consent")
 _META: Final = ("lead_id", "campaign", "partner", "channel", "ref", "accepted_at")

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Final
 
-from gateway.config.model import LEAD_FIELDS
-from gateway.leads.model import KNOWN_FIELDS
+from gateway.leads.lead import LEAD_FIELDS
+from gateway.leads.parse import KNOWN_FIELDS
 from gateway.rules.model import Env
 
 Getter = Callable[[Env], str | None]

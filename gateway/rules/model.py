@@ -22,7 +22,7 @@ from typing import Final
 
 import phonenumbers
 
-from gateway.leads.model import Lead
+from gateway.leads.lead import Lead
 
 SCORE_BELOW_MINIMUM: Final = "score.below_minimum"
 

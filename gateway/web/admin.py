@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import capusage, report, suppression
+from gateway.app.runtime import ConfigReloader
 from gateway.config.model import Config
+from gateway.decision.intake import Intake
 from gateway.delivery import ops
 from gateway.delivery.queue_base import Queue
-from gateway.erasure import ErasableStore, Eraser, ErasureInputError, Person
 from gateway.errors import (
     FieldProblem,
     InvalidFields,
@@ -42,8 +42,10 @@ from gateway.errors import (
     RequestError,
     StoreError,
 )
-from gateway.intake import Intake
-from gateway.runtime import ConfigReloader
+from gateway.observe import caps as capusage
+from gateway.privacy import suppression
+from gateway.privacy.erasure import ErasableStore, Eraser, ErasureInputError, Person
+from gateway.quality import report
 from gateway.storage.base import SuppressionStore
 from gateway.types import AdvertiserId, LeadId
 from gateway.web.problems import Handler, problem_response

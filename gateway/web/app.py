@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.intake import Intake
+from gateway.decision.intake import Intake
 from gateway.web import handlers
 from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.feedback import add_feedback_routes

@@ -25,7 +25,7 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.feedback import FeedbackDesk, FeedbackItem, Recorded, parse_item
+from gateway.quality.feedback import FeedbackDesk, FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
 from gateway.web.handlers import _api_key
 from gateway.web.problems import problem_body

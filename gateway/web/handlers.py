@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import capusage
 from gateway.config.model import Partner
+from gateway.decision.answer import Answer
 from gateway.errors import (
     FieldProblem,
     InvalidLead,
@@ -21,7 +21,7 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.intake import Answer
+from gateway.observe import caps as capusage
 from gateway.storage.redis import RedisStore
 from gateway.web import body as bodies
 from gateway.web.problems import problem_body

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.intake import Intake
+from gateway.decision.intake import Intake
 from gateway.web.ratelimit import TokenBucket
 
 INTAKE: web.AppKey[Intake] = web.AppKey("intake", Intake)

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from bench.ceiling import MODES, make_app
 from bench.generate import LeadGenerator
 from bench.scenario import load_scenario
+from gateway.decision.answer import Answer
 from gateway.decision.model import Decision
-from gateway.intake import Answer
 from gateway.types import CampaignId, ChannelId, LeadId
 
 VALID = {

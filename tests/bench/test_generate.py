@@ -23,7 +23,8 @@ from bench.scenario import GATEWAY_CONFIG, PARTNERS, Scenario, parse_scenario
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.errors import InvalidLead
-from gateway.leads.model import Lead, parse_lead
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
 from gateway.types import CampaignId
 
 NOW_S = 1_795_000_000.0

@@ -10,7 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from observability.conftest import KEYS, network
+from observe.conftest import KEYS, network
 
 from gateway.config.load import parse_config
 from gateway.config.model import (
@@ -28,12 +28,13 @@ from gateway.config.model import (
 )
 from gateway.decision import plan
 from gateway.decision.engine import DecisionEngine
+from gateway.decision.intake import Intake
 from gateway.decision.model import Decision, DecisionRequest
 from gateway.decision.plan import Idempotency, build_request, dedup_check
-from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.leads.model import Lead, parse_lead
-from gateway.observe import Observer
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
+from gateway.observe.metrics import Observer
 from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
 from gateway.types import (

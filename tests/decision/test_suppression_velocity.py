@@ -27,11 +27,11 @@ from gateway.decision.model import Decision, DecisionOutcome
 from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
-from gateway.leads.model import parse_lead
+from gateway.leads.parse import parse_lead
+from gateway.privacy.suppression import identity_keys
 from gateway.storage.base import Store, SuppressionStore
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
-from gateway.suppression import identity_keys
 from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, PartnerId
 
 ACME = AdvertiserId("acme")

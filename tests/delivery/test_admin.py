@@ -15,10 +15,10 @@ from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
 from gateway.config.load import parse_config
 from gateway.decision.engine import DecisionEngine
+from gateway.decision.intake import Intake
 from gateway.delivery.queue_base import LastResponse
-from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.observe import Observer
+from gateway.observe.metrics import Observer
 from gateway.types import AdvertiserId, FingerprintKey, LeadId
 from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.problems import problems_middleware

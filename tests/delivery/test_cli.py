@@ -14,7 +14,7 @@ from support import ADVERTISER
 
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
-from gateway.delivery import cli
+from gateway.cli import deliveries as cli
 from gateway.delivery.queue_base import LastResponse
 from gateway.errors import ConfigError
 

@@ -22,10 +22,10 @@ from delivery.harness import OTHER, Harness, harnesses
 from delivery.records import LOOPBACK, SECRET, SECRET_ENV, webhook_endpoint
 from gateway.config.delivery import BreakerSettings, DeliverySettings
 from gateway.config.model import Advertiser, Config, ServerSettings
+from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.queue_base import Claimed, Source, new_entry
 from gateway.delivery.transport import Transport
 from gateway.delivery.worker import Buffer, Worker
-from gateway.observe import DeliveryMetrics
 from gateway.types import AdvertiserId
 
 FAST = DeliverySettings(

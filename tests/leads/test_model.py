@@ -11,7 +11,8 @@ import pytest
 from gateway.config.model import Campaign, CampaignKind
 from gateway.errors import InvalidLead
 from gateway.leads.ids import new_lead_id
-from gateway.leads.model import MAX_EXTRA_FIELDS, Consent, Lead, parse_lead
+from gateway.leads.lead import Consent, Lead
+from gateway.leads.parse import MAX_EXTRA_FIELDS, parse_lead
 from gateway.types import AdvertiserId, CampaignId, ChannelId
 
 NOW_S = 1_780_000_000.0  # 2026-05-28T20:26:40Z

@@ -15,7 +15,8 @@ from web.conftest import make_embedded_gateway, make_gateway  # noqa: F401 (fixt
 
 from gateway.config.model import Campaign, CampaignKind
 from gateway.config.reader import Reader
-from gateway.leads.model import Lead, parse_lead
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
 from gateway.rules.model import Env, Rule, RuleSet
 from gateway.rules.pack import Pack, combine_packs, parse_pack
 from gateway.types import AdvertiserId, CampaignId

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"

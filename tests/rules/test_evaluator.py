@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.reader import Reader
-from gateway.leads.model import Consent, Lead
+from gateway.leads.lead import Consent, Lead
 from gateway.rules.model import Action, Env, Verdict
 from gateway.rules.pack import combine_packs, read_pack
 from gateway.types import CampaignId

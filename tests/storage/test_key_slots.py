@@ -34,7 +34,7 @@ from gateway.config.model import (
 from gateway.decision.model import DecisionRequest
 from gateway.decision.plan import Idempotency, build_request, digest
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.leads.model import parse_lead
+from gateway.leads.parse import parse_lead
 from gateway.storage import keys
 from gateway.storage.redis import _decide_command
 from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId

@@ -29,16 +29,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDictProxy
 from support import StoreView
 
+from gateway.app.runtime import ConfigReloader
 from gateway.config.load import load_config, parse_config
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
+from gateway.decision.intake import Intake
 from gateway.delivery.memqueue import MemoryQueue
 from gateway.delivery.queue import RedisQueue
 from gateway.delivery.queue_base import Queue
-from gateway.intake import Intake
 from gateway.leads.fingerprint import Fingerprinter
-from gateway.observe import Observer
-from gateway.runtime import ConfigReloader
+from gateway.observe.metrics import Observer
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.types import FingerprintKey

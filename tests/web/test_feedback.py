@@ -11,7 +11,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.quality import return_reason
+from gateway.quality.metrics import return_reason
 
 from .conftest import (
     DAY_S,

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from gateway.observe import JsonFormatter
+from gateway.observe.logs import JsonFormatter
 from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId

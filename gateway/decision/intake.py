@@ -1,0 +1,238 @@
+"""Lead intake: from a partner's parsed request to the answer it gets (no HTTP here).
+
+The web handlers parse the transport (JSON, form, query) and call ``Intake``; ``Intake`` checks
+what the partner may do, validates and normalizes the lead, builds the decision and runs it,
+and records the outcome in metrics and the decision log. Errors are raised from the
+``gateway.errors`` tree; the web layer renders them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.config.model import Config, Partner
+from gateway.decision.answer import Answer
+from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
+from gateway.decision.plan import Idempotency, build_request, digest, forget_routes
+from gateway.errors import (
+    FieldProblem,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidLead,
+    RequestError,
+)
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.leads.ids import new_lead_id
+from gateway.leads.lead import Lead
+from gateway.leads.parse import parse_lead
+from gateway.observe.metrics import Observer
+from gateway.quality.ledger import QualityLedger
+from gateway.rules.model import Verdict
+from gateway.types import ChannelId
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    lead: Lead
+    channel: ChannelId
+    request: DecisionRequest | None  # None: decided without the store (inactive, rules)
+    verdict: Verdict | None = None  # the campaign's rules' (None: the campaign has none)
+
+
+class Intake:
+    def __init__(
+        self,
+        config: Config,
+        engine: DecisionEngine,
+        fingerprinter: Fingerprinter,
+        observer: Observer,
+        clock: Clock = time.time,
+        ledger: QualityLedger | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.fingerprinter = fingerprinter
+        self.observer = observer
+        self.clock = clock
+        #: Durable per-day counts for the partner report; ``run``/``close`` are the server's.
+        self.ledger = ledger if ledger is not None else QualityLedger.for_store(engine.store)
+        self._partners_by_key = {
+            key_hash: partner
+            for partner in config.partners.values()
+            for key_hash in partner.api_key_hashes
+        }
+
+    def replace_config(self, config: Config) -> None:
+        """Serve ``config`` from now on (a reload). Requests already past authentication
+        finish with the partner they were given; the swap itself is one step of the event
+        loop, so no request ever sees half of each configuration."""
+        partners_by_key = {
+            key_hash: partner
+            for partner in config.partners.values()
+            for key_hash in partner.api_key_hashes
+        }
+        self.config, self._partners_by_key = config, partners_by_key
+        forget_routes()  # what the plan kept of the old config's campaigns and partners
+
+    def authenticate(self, api_key: str) -> Partner | None:
+        """The partner holding ``api_key``, or None. Keys are stored as SHA-256 hashes and
+        looked up by hash: the timing of a dict lookup can only reveal something about the
+        hash of a guess, never about a real key."""
+        key_hash = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._partners_by_key.get(key_hash)
+
+    async def submit(
+        self,
+        partner: Partner,
+        data: Mapping[str, object],
+        *,
+        idempotency_key: str | None = None,
+        body: bytes = b"",
+    ) -> Answer:
+        """Decide one lead. Raises ``InvalidLead``, ``Forbidden``, ``IdempotencyConflict`` or
+        ``StoreUnavailable``."""
+        started = time.perf_counter()
+        now_s = self.clock()
+        idem = self._idempotency(idempotency_key, body, None)
+        try:
+            prepared = self._prepare(partner, data, now_s, idem, "")
+        except RequestError as refused:
+            # Counted per partner like a lead refused inside a batch: ops see which partner
+            # sends invalid leads, whichever endpoint it posts to.
+            self.observer.refusal(partner, refused)
+            raise
+        (answer,) = await self._run(partner, [prepared], started)
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
+
+    async def submit_batch(
+        self,
+        partner: Partner,
+        items: Sequence[object],
+        *,
+        idempotency_key: str | None = None,
+        body: bytes = b"",
+    ) -> list[Answer | RequestError]:
+        """Decide many leads in one pipelined pass; one answer or error per item, in order."""
+        started = time.perf_counter()
+        now_s = self.clock()
+        prepared: list[_Prepared | RequestError] = []
+        for index, item in enumerate(items):
+            where = f"leads/{index}/"
+            try:
+                if not isinstance(item, Mapping):
+                    raise InvalidLead([FieldProblem(f"leads/{index}", "expected a JSON object")])
+                idem = self._idempotency(idempotency_key, body, index)
+                prepared.append(self._prepare(partner, item, now_s, idem, where))
+            except RequestError as refused:
+                prepared.append(refused)
+        return await self._run(partner, prepared, started)
+
+    def _idempotency(self, key: str | None, body: bytes, index: int | None) -> Idempotency | None:
+        if key is None:
+            return None
+        # A space cannot occur in a key (printable ASCII without it), so a batch item's key
+        # can never collide with a key a single post could send.
+        scoped = key if index is None else f"{key} {index}"
+        return Idempotency(
+            digest(scoped.encode()), digest(body), self.config.server.idempotency_ttl_s
+        )
+
+    def _prepare(
+        self,
+        partner: Partner,
+        data: Mapping[str, object],
+        now_s: float,
+        idem: Idempotency | None,
+        where: str,
+    ) -> _Prepared:
+        campaign_id = data.get("campaign")
+        if isinstance(campaign_id, str) and campaign_id and campaign_id not in partner.campaigns:
+            # Same answer whether the campaign exists or not: partners must not discover
+            # the network's other campaigns.
+            raise Forbidden(f"campaign {campaign_id[:64]!r} is not open to this partner")
+        channel_raw = data.get("channel")
+        problems: list[FieldProblem] = []
+        channel = partner.default_channel
+        if channel_raw not in (None, ""):
+            if isinstance(channel_raw, str) and channel_raw in partner.channels:
+                channel = ChannelId(channel_raw)
+            else:
+                problems.append(
+                    FieldProblem(f"{where}channel", "not one of this partner's channels")
+                )
+        try:
+            lead = parse_lead(data, self.config.campaigns, field_prefix=where, now_s=now_s)
+        except InvalidLead as invalid:
+            # One message per field: the lead's own check wins over ours (it knows the type).
+            named = {p.field for p in invalid.problems}
+            raise InvalidLead(
+                [p for p in problems if p.field not in named] + invalid.problems
+            ) from None
+        if problems:
+            raise InvalidLead(problems)
+        campaign = self.config.campaigns[lead.campaign]
+        if not campaign.is_active(now_s):
+            return _Prepared(lead, channel, None)
+        verdict = None
+        if campaign.rules is not None:
+            # Pure and in-process: a lead the rules reject costs the store nothing.
+            verdict = campaign.rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
+            if verdict.rejected:
+                return _Prepared(lead, channel, None, verdict)
+        request = build_request(
+            lead=lead,
+            lead_id=new_lead_id(),
+            campaign=campaign,
+            partner=partner,
+            channel=channel,
+            pressure=self.config.contact_pressure,
+            fingerprinter=self.fingerprinter,
+            now_s=now_s,
+            idempotency=idem,
+        )
+        return _Prepared(lead, channel, request, verdict)
+
+    async def _run(
+        self, partner: Partner, prepared: Sequence[_Prepared | RequestError], started: float
+    ) -> list[Answer | RequestError]:
+        to_store = [p.request for p in prepared if isinstance(p, _Prepared) and p.request]
+        outcomes = iter(await self.engine.run(to_store) if to_store else [])
+        answers: list[Answer | RequestError] = []
+        for item in prepared:
+            if isinstance(item, RequestError):
+                answers.append(item)
+                continue
+            outcome: DecisionOutcome | None
+            if item.request is None:
+                why = item.verdict.reasons if item.verdict is not None else ("campaign.inactive",)
+                outcome = DecisionOutcome(Decision.REJECTED, why, new_lead_id())
+            else:
+                outcome = next(outcomes)
+            if outcome is None:
+                answers.append(
+                    IdempotencyConflict("this Idempotency-Key was used with another body")
+                )
+                continue
+            answer = Answer(
+                lead_id=outcome.lead_id,
+                decision=outcome.decision,
+                reasons=outcome.reasons,
+                ref=item.lead.ref,
+                campaign=item.lead.campaign,
+                channel=item.channel,
+                test=item.lead.test,
+                replayed=outcome.replayed,
+                score=item.verdict.score if item.verdict is not None else None,
+            )
+            answers.append(answer)
+        self.observer.decisions(partner, answers, time.perf_counter() - started)
+        self.ledger.decisions(partner.id, answers, self.clock())
+        return answers

@@ -1,0 +1,372 @@
+"""What the gateway tells ops: Prometheus metrics and one JSON log line per decision.
+
+Label values come only from configured ids and fixed code tables, never from request input;
+log lines carry ids, codes and timings, never an email, phone, name, IP or body.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway import __version__
+from gateway.config.model import (
+    CalendarPeriod,
+    Campaign,
+    CampaignKind,
+    CapSubject,
+    Config,
+    DedupScope,
+    Partner,
+)
+from gateway.decision.answer import Answer
+from gateway.decision.model import Decision
+from gateway.delivery.metrics import DeliveryMetrics
+from gateway.errors import RequestError
+from gateway.quality.metrics import FeedbackMetrics
+from gateway.rules.model import SCORE_BELOW_MINIMUM
+
+DECISION_LOG = logging.getLogger("leadgate.decision")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+#: Reason codes counted as duplicates, by dedup scope (a fixed table: metric label values).
+DUPLICATE_SCOPES: Mapping[str, str] = {f"duplicate.{s.value}": s.value for s in DedupScope}
+#: Reason codes counted as caps hit: ``cap.<subject>.<window>`` and the contact-pressure cap.
+CAP_CODES: Mapping[str, tuple[str, str]] = {
+    **{
+        f"cap.{subject.value}.{window}": (subject.value, window)
+        for subject in CapSubject
+        for window in (*(p.value for p in CalendarPeriod), "rolling")
+    },
+    "cap.person": ("person", "rolling"),
+}
+#: HTTP statuses the lead routes answer, pre-initialised so error-rate queries have series.
+_LEAD_STATUSES = ("200", "400", "401", "403", "413", "415", "422", "429", "500", "503")
+#: Statuses of leads refused inside a batch (invalid, campaign not open, key reused).
+_REFUSED_STATUSES = ("403", "422")
+_REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+
+class Observer:
+    """Metrics (in its own registry, so several apps can live in one test process) and the
+    decision log.
+
+    With ``multiprocess_dir`` (``leadgate serve --workers N``), every process writes its
+    values to files there and ``exposition`` merges all of them: counters add up across
+    processes, gauges merge by their declared mode.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        *,
+        multiprocess_dir: str | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        r = self.registry
+        self.leads = Counter(
+            "leadgate_leads",
+            "Leads decided, by partner, campaign, channel and decision.",
+            ["partner", "campaign", "channel", "decision"],
+            registry=r,
+        )
+        self.reasons = Counter(
+            "leadgate_lead_reasons",
+            "Reason codes of leads not accepted, by partner, campaign and reason.",
+            ["partner", "campaign", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "leadgate_duplicates",
+            "Leads found to be duplicates, by partner, campaign and dedup scope.",
+            ["partner", "campaign", "scope"],
+            registry=r,
+        )
+        self.caps_hit = Counter(
+            "leadgate_caps_hit",
+            "Leads refused by a cap, by campaign and cap (subject and window).",
+            ["campaign", "subject", "window"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "leadgate_requests_refused",
+            "Leads refused before a decision (alone or in a batch), by partner and HTTP status.",
+            ["partner", "status"],
+            registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "leadgate_decision_duration_seconds",
+            "Time to decide one request (a lead or a batch), store round trips included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "leadgate_http_request_duration_seconds",
+            "Time from request received to response ready, by route and method.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "leadgate_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "leadgate_store_unavailable",
+            "Requests answered 503 because the decision store could not be reached.",
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "leadgate_redis_round_trip_duration_seconds",
+            "Time of one (pipelined) Redis round trip, from write to the last reply read.",
+            buckets=_REDIS_BUCKETS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "leadgate_redis_errors",
+            "Redis round trips that failed, by kind (timeout, connection).",
+            ["kind"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "leadgate_store_up",
+            "Whether the decision store answered a ping at the last scrape (1) or not (0).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.cap_used = Gauge(
+            "leadgate_cap_used",
+            "Accepted leads counted by a campaign's cap in its current window (partner and "
+            "channel caps: the partner or channel closest to the limit), read at scrape.",
+            ["campaign", "subject", "window"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.cap_limit = Gauge(
+            "leadgate_cap_limit",
+            "The configured limit of a campaign's cap.",
+            ["campaign", "subject", "window"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        info = Gauge(
+            "leadgate_build_info",
+            "Build information.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        info.labels(__version__).set(1)
+        self.config_loaded = Gauge(
+            "leadgate_config_loaded_timestamp_seconds",
+            "When the running configuration was loaded.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.config_info = Gauge(
+            "leadgate_config_info",
+            "The running configuration's checksum (SHA-256 of its files): 1 for the current.",
+            ["checksum"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.reloads = Counter(
+            "leadgate_config_reloads",
+            "Configuration reloads, by result (success, failure).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        for kind in ("timeout", "connection"):
+            self.redis_errors.labels(kind)
+        self.delivery = DeliveryMetrics(config, r)
+        self.feedback = FeedbackMetrics(config, r)
+        self._known: set[tuple[str, ...]] = set()
+        # Label children by label values (configured ids and fixed codes: bounded).
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._leads: dict[tuple[str, str, str, str], Any] = {}
+        # A reason's children (its reason counter, and its duplicate or cap counter if any)
+        # by (partner, campaign, reason): configured ids and reason codes, bounded like them.
+        self._reasons: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._refused: dict[tuple[str, int], Any] = {}
+        self._checksum = ""
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Adopt ``config`` (at start and on reload): its checksum, and label sets at 0 for
+        partners, campaigns, caps and advertisers not seen before. Series of removed ones
+        stay (their totals are history; they just stop growing)."""
+        if self._checksum:
+            self.config_info.labels(self._checksum).set(0)
+        self._checksum = config.checksum
+        self.config_info.labels(config.checksum).set(1)
+        self.config_loaded.set(time.time())
+        self.delivery.configure(config)
+        self.feedback.configure(config)
+        for partner in config.partners.values():
+            for status in _REFUSED_STATUSES:
+                self.refused.labels(partner.id, status)
+            for campaign_id in partner.campaigns:
+                campaign = config.campaigns.get(campaign_id)
+                if campaign is None or (partner.id, campaign_id) in self._known:
+                    continue
+                self._known.add((partner.id, campaign_id))
+                for channel in partner.channels:
+                    for decision in Decision:
+                        self.leads.labels(partner.id, campaign_id, channel, decision.value)
+                for reason in _campaign_reasons(campaign, config):
+                    self.reasons.labels(partner.id, campaign_id, reason)
+                for code in DUPLICATE_SCOPES.values():
+                    self.duplicates.labels(partner.id, campaign_id, code)
+        for campaign in config.campaigns.values():
+            for cap in campaign.caps:
+                subject, window = cap.subject.value, cap.window.label
+                self.caps_hit.labels(campaign.id, subject, window)
+                self.cap_limit.labels(campaign.id, subject, window).set(cap.limit)
+                if (campaign.id, subject, window) not in self._known:
+                    self._known.add((campaign.id, subject, window))
+                    self.cap_used.labels(campaign.id, subject, window).set(0)
+            if campaign.contact_pressure and config.contact_pressure is not None:
+                self.caps_hit.labels(campaign.id, "person", "rolling")
+
+    def route_known(self, route: str, methods: Sequence[str]) -> None:
+        """Create the request series of one route at 0 (called as routes are added)."""
+        for method in methods:
+            self.http_seconds.labels(route, method)
+            statuses = _LEAD_STATUSES if route.startswith("/v1/") else ("200", "500", "503")
+            for status in statuses:
+                self.http_requests.labels(route, method, status)
+
+    def request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        """One HTTP request answered. ``route`` is a registered route's canonical path (or
+        ``unmatched``) and ``method`` one of the methods routed: never raw request input."""
+        seconds, count = self._http.get((route, method, status)) or self._http_children(
+            route, method, status
+        )
+        seconds.observe(elapsed_s)
+        count.inc()
+
+    def _http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        # ``labels()`` validates and locks on every call; the children are cached instead
+        # (bounded: routes x methods x statuses), which halves the cost per request.
+        children = (
+            self.http_seconds.labels(route, method),
+            self.http_requests.labels(route, method, str(status)),
+        )
+        self._http[(route, method, status)] = children
+        return children
+
+    def redis_round_trip(self, elapsed_s: float, error: str | None) -> None:
+        """Called by the Redis pipeline after every round trip; ``error`` is ``timeout``,
+        ``connection`` or None."""
+        if error is None:
+            self.redis_seconds.observe(elapsed_s)
+        else:
+            self.redis_errors.labels(error).inc()
+
+    def reloaded(self, config: Config | None) -> None:
+        """A reload attempt: the new config, or None when it was refused."""
+        if config is None:
+            self.reloads.labels("failure").inc()
+            return
+        self.reloads.labels("success").inc()
+        self.configure(config)
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: this process, or all processes of the server."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+    def refusal(self, partner: Partner, error: RequestError) -> None:
+        """One lead refused before a decision (invalid, campaign not open), posted alone or
+        inside a batch."""
+        refused = self._refused.get((partner.id, error.status))
+        if refused is None:
+            refused = self._refused[(partner.id, error.status)] = self.refused.labels(
+                partner.id, str(error.status)
+            )
+        refused.inc()
+
+    def decisions(
+        self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
+    ) -> None:
+        self.decision_seconds.observe(elapsed_s)
+        log = DECISION_LOG.isEnabledFor(logging.INFO)
+        latency_ms = round(elapsed_s * 1000, 3)
+        for answer in answers:
+            if isinstance(answer, RequestError):
+                self.refusal(partner, answer)
+                continue
+            key = (partner.id, answer.campaign, answer.channel, answer.decision)
+            leads = self._leads.get(key)
+            if leads is None:
+                leads = self._leads[key] = self.leads.labels(*key)
+            leads.inc()
+            for reason in answer.reasons:
+                children = self._reasons.get((partner.id, answer.campaign, reason))
+                if children is None:
+                    children = self._reason_children(partner.id, answer.campaign, reason)
+                for child in children:
+                    child.inc()
+            if log:
+                DECISION_LOG.info(
+                    "decision",
+                    extra={
+                        "fields": {
+                            "lead_id": answer.lead_id,
+                            "partner": partner.id,
+                            "campaign": answer.campaign,
+                            "channel": answer.channel,
+                            "decision": answer.decision.value,
+                            "reasons": list(answer.reasons),
+                            "test": answer.test,
+                            "replayed": answer.replayed,
+                            "latency_ms": latency_ms,
+                        }
+                    },
+                )
+
+    def _reason_children(self, partner: str, campaign: str, reason: str) -> tuple[Any, ...]:
+        # ``labels()`` validates and locks on every call: each reason's children are looked
+        # up once. A duplicate also counts in its scope's counter, a cap in the caps counter.
+        children: tuple[Any, ...] = (self.reasons.labels(partner, campaign, reason),)
+        scope = DUPLICATE_SCOPES.get(reason)
+        cap = CAP_CODES.get(reason)
+        if scope is not None:
+            children += (self.duplicates.labels(partner, campaign, scope),)
+        elif cap is not None:
+            children += (self.caps_hit.labels(campaign, *cap),)
+        self._reasons[(partner, campaign, reason)] = children
+        return children
+
+
+def _campaign_reasons(campaign: Campaign, config: Config) -> list[str]:
+    """The reason codes a campaign's configuration can produce: dedup, caps, store-decided
+    rules, its rule packs' rules, inactivity."""
+    codes = [rule.reason for rule in campaign.dedup]
+    codes += [cap.reason for cap in campaign.caps]
+    codes += [rule.reason for rule in campaign.suppression]
+    codes += [rule.reason for rule in campaign.velocity]
+    if campaign.rules is not None:
+        codes += [rule.reason for rule in campaign.rules.rules]
+        if campaign.rules.min_score is not None:
+            codes.append(SCORE_BELOW_MINIMUM)
+    if campaign.contact_pressure and config.contact_pressure is not None:
+        codes.append("cap.person")
+    if campaign.kind is CampaignKind.PEAK:
+        codes.append("campaign.inactive")
+    return list(dict.fromkeys(codes))

@@ -1,0 +1,195 @@
+"""The partner quality ledger: durable, time-ranged counts behind ``leadgate report partners``.
+
+Prometheus counters answer "how fast, right now"; a report over "the last 7 days" needs counts
+that survive restarts and can be summed over any range of days. The ledger counts per
+(UTC day, partner, campaign, metric):
+
+- the gateway's decisions (``posted``, ``accepted``, ``duplicate``, ``capped``, ``rejected``)
+  on the day they were made;
+- advertisers' feedback (``converted``, ``returned``, ``adv_rejected``) on the day its lead was
+  *accepted*, so a range's return rate is the returns of the leads accepted in that range over
+  those leads (a cohort), however late the advertiser reported.
+
+Test leads and idempotent replays are not counted (they were counted the first time, or never
+count). Counting is a dict increment on the decision's hot path; ``flush`` sends what has
+accumulated to the store in one round trip, ``run`` flushes every few seconds and ``close``
+flushes the rest. When the store fails, the increments are kept and sent with the next flush;
+past ``MAX_PENDING_FIELDS`` the oldest days are dropped, with a log line. Ids and counts only:
+no personal data reaches the ledger.
+
+A flush whose reply was lost (Redis went away mid-write) is sent again, so those counts may be
+counted twice: the figures rank partners, they are not invoices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from gateway.decision.answer import Answer
+from gateway.errors import RequestError, StoreError
+
+LOG = logging.getLogger("leadgate.ledger")
+
+DECISION_METRICS = ("posted", "accepted", "duplicate", "capped", "rejected")
+#: Advertiser feedback statuses -> ledger metric (``rejected`` is taken by the gateway's own).
+FEEDBACK_METRICS: Mapping[str, str] = {
+    "converted": "converted",
+    "returned": "returned",
+    "rejected": "adv_rejected",
+}
+METRICS = (*DECISION_METRICS, *FEEDBACK_METRICS.values())
+#: Pending ``(day, field)`` counts kept while the store is down; beyond, the oldest days go.
+MAX_PENDING_FIELDS = 100_000
+DAY_MS = 86_400_000
+
+Increments = dict[str, dict[str, int]]
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """The two store methods the ledger needs (``RedisStore`` and ``MemoryStore``)."""
+
+    async def ledger_add(self, increments: Mapping[str, Mapping[str, int]]) -> None: ...
+
+    async def ledger_read(self, days: Sequence[str]) -> dict[str, dict[str, int]]: ...
+
+
+def day_of(ms: int) -> str:
+    """The UTC day (``2026-11-22``) of an epoch-ms instant."""
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d")
+
+
+def field_name(partner: str, campaign: str, metric: str) -> str:
+    """``partner|campaign|metric``: configured ids never hold ``|`` (``[a-z0-9_-]``)."""
+    return f"{partner}|{campaign}|{metric}"
+
+
+class QualityLedger:
+    def __init__(
+        self, store: LedgerStore | None, *, max_pending_fields: int = MAX_PENDING_FIELDS
+    ) -> None:
+        """``store``: where counts go; ``None`` (a store without a ledger) counts nothing."""
+        self.store = store
+        self.max_pending_fields = max_pending_fields
+        self._pending: Increments = {}
+        self._flushing = asyncio.Lock()
+        #: The last day number seen and its name: most increments fall on the same day.
+        self._day_number = -1
+        self._day = ""
+        #: True from a failed flush to the next good one: one log line per outage, not per try.
+        self._failing = False
+
+    @classmethod
+    def for_store(cls, store: object) -> QualityLedger:
+        """A ledger on ``store`` if it keeps one, else one that counts nothing."""
+        return cls(store if isinstance(store, LedgerStore) else None)
+
+    # --- counting (hot path: no I/O, no awaits) ----------------------------------------------
+
+    def _add(self, at_ms: int, partner: str, campaign: str, metric: str) -> None:
+        number = at_ms // DAY_MS
+        if number != self._day_number:
+            self._day_number, self._day = number, day_of(at_ms)
+        day = self._pending.get(self._day)
+        if day is None:
+            day = self._pending[self._day] = {}
+        name = field_name(partner, campaign, metric)
+        day[name] = day.get(name, 0) + 1
+
+    def decisions(
+        self, partner: str, answers: Sequence[Answer | RequestError], now_s: float
+    ) -> None:
+        """Count the decisions of one request (refused items, test leads and replays are
+        not counted)."""
+        if self.store is None:
+            return
+        now_ms = int(now_s * 1000)
+        for answer in answers:
+            if isinstance(answer, RequestError) or answer.test or answer.replayed:
+                continue
+            self._add(now_ms, partner, answer.campaign, "posted")
+            self._add(now_ms, partner, answer.campaign, answer.decision.value)
+
+    def feedback(self, partner: str, campaign: str, status: str, accepted_at_ms: int) -> None:
+        """Count one newly recorded feedback on its lead's acceptance day."""
+        metric = FEEDBACK_METRICS.get(status)
+        if self.store is None or metric is None:
+            return
+        self._add(accepted_at_ms, partner, campaign, metric)
+
+    @property
+    def pending_fields(self) -> int:
+        return sum(len(fields) for fields in self._pending.values())
+
+    # --- writing ------------------------------------------------------------------------
+
+    async def flush(self) -> bool:
+        """Send what has accumulated in one round trip. False when the store failed: the
+        increments are kept for the next flush. Never raises ``StoreError``."""
+        if self.store is None:
+            return True
+        async with self._flushing:
+            sending, self._pending = self._pending, {}
+            if not sending:
+                return True
+            try:
+                await self.store.ledger_add(sending)
+            except StoreError as error:
+                self._keep(sending)
+                if not self._failing:
+                    self._failing = True
+                    LOG.warning(
+                        "quality ledger not written; kept for the next flush: %s",
+                        error,
+                        extra={"fields": {"pending_fields": self.pending_fields}},
+                    )
+                return False
+            if self._failing:
+                self._failing = False
+                LOG.info("quality ledger written again")
+            return True
+
+    def _keep(self, unsent: Increments) -> None:
+        """Merge counts that could not be sent back into the pending ones (made meanwhile),
+        then drop the oldest days while more than ``max_pending_fields`` wait."""
+        for day, fields in unsent.items():
+            kept = self._pending.setdefault(day, {})
+            for name, n in fields.items():
+                kept[name] = kept.get(name, 0) + n
+        total = self.pending_fields
+        if total <= self.max_pending_fields:
+            return
+        dropped_days, dropped_counts = [], 0
+        for day in sorted(self._pending):
+            if total <= self.max_pending_fields:
+                break
+            fields = self._pending.pop(day)
+            total -= len(fields)
+            dropped_days.append(day)
+            dropped_counts += sum(fields.values())
+        LOG.error(
+            "quality ledger: store unavailable too long, oldest pending days dropped",
+            extra={"fields": {"days": dropped_days, "counts": dropped_counts}},
+        )
+
+    async def run(self, every_s: float = 5.0) -> None:
+        """Flush every ``every_s`` until cancelled (then ``close`` flushes the rest)."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        """Flush what is left (once: at shutdown the store may be gone for good)."""
+        await self.flush()
+
+    async def read(self, days: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The store's counts of ``days`` after a flush, so a report includes the latest
+        decisions of this process (the embedded store's only way to be read)."""
+        if self.store is None:
+            return {day: {} for day in days}
+        await self.flush()
+        return await self.store.ledger_read(days)

@@ -1,0 +1,395 @@
+"""``leadgate report partners``: partners ranked by net quality over a range of days.
+
+Figures come from the quality ledger (``gateway.ledger``): decisions counted on the UTC day they
+were made, advertisers' feedback on its lead's acceptance day. A range is widened to whole UTC
+days (``--since 90m`` reads today, and yesterday when it began then). Per partner (across its
+campaigns, or one campaign):
+
+- ``posted``: leads decided (test leads and idempotent replays excluded);
+- ``duplicate_rate``, ``capped_rate``, ``rejection_rate``: duplicate / capped / rejected (by
+  the rules, or an inactive campaign) over posted. Caps are the network's own limits, not a
+  partner's fault, so they are shown apart from rejections;
+- ``return_rate``, ``conversion_rate``: returned / converted over accepted (the leads accepted
+  in the range, whenever the advertiser reported);
+- ``cost_per_conversion``: the CPL paid for the accepted leads of the campaigns with a ``cpl``
+  over those campaigns' conversions; ``None`` without a CPL or a conversion;
+- ``net_quality``: (accepted - returned - advertiser-rejected) / posted: the share of what a
+  partner sends that ends up as a lead the advertiser keeps.
+
+Rates are fractions (0.25), 0 when their denominator is 0. Rows are ranked by net quality, then
+conversion rate, then partner id; configured partners without traffic come last, with zeros.
+The same rows are printed as a table, as JSON, and answered by the admin API
+(``GET /v1/admin/reports/partners?since=7d[&campaign=C]``), which ``--url`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from gateway.config.model import Config
+from gateway.delivery import ops
+from gateway.quality.ledger import DAY_MS, day_of
+from gateway.types import CampaignId
+
+#: How far back a report may reach (the ledger keeps each day 400 days after its last write).
+MAX_DAYS_BACK = 400
+DEFAULT_SINCE = "7d"
+#: The admin API route ``--url`` reads (served by the running gateway).
+REPORT_PATH = "/v1/admin/reports/partners"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+#: ``days -> {day: {"partner|campaign|metric": count}}``: ``QualityLedger.read`` or a store's
+#: ``ledger_read``.
+ReadLedger = Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, int]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerRow:
+    partner: str
+    posted: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    capped: int = 0
+    rejected: int = 0
+    converted: int = 0
+    returned: int = 0
+    adv_rejected: int = 0
+    duplicate_rate: float = 0.0
+    capped_rate: float = 0.0
+    rejection_rate: float = 0.0
+    return_rate: float = 0.0
+    conversion_rate: float = 0.0
+    cost_per_conversion: float | None = None
+    net_quality: float = 0.0
+
+
+# --- the range --------------------------------------------------------------------------------
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """``--since`` as epoch ms: a duration back from now (``7d``, ``24h``, ``90m``), an ISO date
+    (``2026-11-01``, midnight UTC), an ISO instant with offset, or epoch ms; at most
+    ``MAX_DAYS_BACK`` days back and not after now. Raises ``ValueError`` for people."""
+    text = text.strip()
+    if _DATE.fullmatch(text):
+        try:
+            since = int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date") from None
+    else:
+        since = ops.parse_since(text, now_ms)
+    if since > now_ms:
+        raise ValueError(f"{text!r} is in the future")
+    if since < now_ms - MAX_DAYS_BACK * DAY_MS:
+        raise ValueError(f"{text!r} is more than {MAX_DAYS_BACK} days back")
+    return since
+
+
+def days_between(since_ms: int, now_ms: int) -> list[str]:
+    """The UTC days covering [since, now], oldest first."""
+    first, last = since_ms // DAY_MS, now_ms // DAY_MS
+    return [day_of(number * DAY_MS) for number in range(first, last + 1)]
+
+
+# --- the figures ------------------------------------------------------------------------------
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def summarize(
+    counts: Mapping[str, Mapping[str, int]], config: Config, campaign: str | None = None
+) -> list[PartnerRow]:
+    """Rows from the ledger's counts of some days (pure): summed per partner over those days
+    (and one campaign when given), ranked."""
+    totals: dict[str, dict[str, int]] = {}
+    #: partner -> campaign -> (accepted, converted), for the cost per conversion.
+    per_campaign: dict[str, dict[str, list[int]]] = {}
+    for fields_of_day in counts.values():
+        for name, n in fields_of_day.items():
+            parts = name.split("|")
+            if len(parts) != 3 or (campaign is not None and parts[1] != campaign):
+                continue
+            partner, campaign_id, metric = parts
+            sums = totals.setdefault(partner, {})
+            sums[metric] = sums.get(metric, 0) + n
+            if metric in ("accepted", "converted"):
+                pair = per_campaign.setdefault(partner, {}).setdefault(campaign_id, [0, 0])
+                pair[metric == "converted"] += n
+    for configured in config.partners.values():
+        if campaign is None or campaign in configured.campaigns:
+            totals.setdefault(configured.id, {})
+    rows = [_row(p, sums, per_campaign.get(p, {}), config) for p, sums in totals.items()]
+    rows.sort(key=lambda r: (r.posted == 0, -r.net_quality, -r.conversion_rate, r.partner))
+    return rows
+
+
+def _row(
+    partner: str, sums: Mapping[str, int], per_campaign: Mapping[str, list[int]], config: Config
+) -> PartnerRow:
+    posted, accepted = sums.get("posted", 0), sums.get("accepted", 0)
+    returned, adv_rejected = sums.get("returned", 0), sums.get("adv_rejected", 0)
+    converted = sums.get("converted", 0)
+    cost, paid_conversions = 0.0, 0
+    for campaign_id, (campaign_accepted, campaign_converted) in per_campaign.items():
+        campaign = config.campaigns.get(CampaignId(campaign_id))
+        if campaign is not None and campaign.cpl:
+            cost += campaign.cpl * campaign_accepted
+            paid_conversions += campaign_converted
+    return PartnerRow(
+        partner=partner,
+        posted=posted,
+        accepted=accepted,
+        duplicate=sums.get("duplicate", 0),
+        capped=sums.get("capped", 0),
+        rejected=sums.get("rejected", 0),
+        converted=converted,
+        returned=returned,
+        adv_rejected=adv_rejected,
+        duplicate_rate=_rate(sums.get("duplicate", 0), posted),
+        capped_rate=_rate(sums.get("capped", 0), posted),
+        rejection_rate=_rate(sums.get("rejected", 0), posted),
+        return_rate=_rate(returned, accepted),
+        conversion_rate=_rate(converted, accepted),
+        cost_per_conversion=cost / paid_conversions if paid_conversions else None,
+        net_quality=_rate(accepted - returned - adv_rejected, posted),
+    )
+
+
+async def partner_report(
+    read: ReadLedger,
+    config: Config,
+    since_ms: int,
+    now_ms: int,
+    campaign: str | None = None,
+) -> list[PartnerRow]:
+    """The ranked rows of the UTC days covering [since, now] (one ledger read)."""
+    return summarize(await read(days_between(since_ms, now_ms)), config, campaign)
+
+
+def rows_json(
+    rows: Sequence[PartnerRow],
+    *,
+    since_ms: int | None = None,
+    now_ms: int | None = None,
+    campaign: str | None = None,
+) -> dict[str, object]:
+    """The report as JSON (what the admin API answers and ``--json`` prints): the range when
+    given, and one object per row with the ``PartnerRow`` fields (rates rounded to 4 places)."""
+    body: dict[str, object] = {}
+    if since_ms is not None and now_ms is not None:
+        days = days_between(since_ms, now_ms)
+        body.update(since_ms=since_ms, now_ms=now_ms, first_day=days[0], last_day=days[-1])
+    body["campaign"] = campaign
+    body["partners"] = [_row_json(row) for row in rows]
+    return body
+
+
+def _row_json(row: PartnerRow) -> dict[str, object]:
+    data: dict[str, object] = asdict(row)
+    for name, value in data.items():
+        if isinstance(value, float):
+            data[name] = round(value, 2 if name == "cost_per_conversion" else 4)
+    return data
+
+
+def rows_from_json(data: Mapping[str, Any]) -> list[PartnerRow]:
+    """Rows back from ``rows_json`` (an admin API answer); unknown keys are ignored."""
+    names = {f.name for f in fields(PartnerRow)}
+    return [PartnerRow(**{k: v for k, v in row.items() if k in names}) for row in data["partners"]]
+
+
+async def report_json(
+    read: ReadLedger, config: Config, *, since: str, now_ms: int, campaign: str | None = None
+) -> dict[str, object]:
+    """The admin API's answer to ``?since=…&campaign=…``. Raises ``ValueError`` (a 400) for a
+    bad ``since`` or a campaign not in the config."""
+    since_ms = parse_since(since, now_ms)
+    if campaign is not None and campaign not in config.campaigns:
+        raise ValueError(f"campaign {campaign[:64]!r} is not in the config")
+    rows = await partner_report(read, config, since_ms, now_ms, campaign)
+    return rows_json(rows, since_ms=since_ms, now_ms=now_ms, campaign=campaign)
+
+
+# --- the table --------------------------------------------------------------------------------
+
+_COLUMNS = (
+    ("partner", "partner"),
+    ("posted", "posted"),
+    ("accepted", "accepted"),
+    ("dup", "duplicate_rate"),
+    ("capped", "capped_rate"),
+    ("rejected", "rejection_rate"),
+    ("returned", "return_rate"),
+    ("converted", "conversion_rate"),
+    ("cost/conv", "cost_per_conversion"),
+    ("net quality", "net_quality"),
+)
+
+
+def _cell(row: PartnerRow, name: str) -> str:
+    value = getattr(row, name)
+    if value is None:
+        return "-"
+    if name == "cost_per_conversion":
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value * 100:.1f}%"
+    return str(value)
+
+
+def format_table(rows: Sequence[PartnerRow]) -> str:
+    """An aligned text table, rates as percentages; ``(no partners)`` when empty."""
+    if not rows:
+        return "(no partners)"
+    cells = [[title for title, _ in _COLUMNS]]
+    cells += [[_cell(row, name) for _, name in _COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in cells
+    ]
+    return "\n".join(lines)
+
+
+def _title(body: Mapping[str, Any]) -> str:
+    where = f", campaign {body['campaign']}" if body.get("campaign") else ""
+    return (
+        f"partners by net quality, UTC days {body.get('first_day')} to {body.get('last_day')}"
+        f"{where}"
+    )
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("report", help="reports from the quality ledger")
+    kinds = parser.add_subparsers(dest="report", required=True)
+    partners = kinds.add_parser(
+        "partners", help="partners ranked by net quality (volume, duplicates, returns, ...)"
+    )
+    partners.add_argument("--config", help="config file (default: $LEADGATE_CONFIG)")
+    partners.add_argument(
+        "--since", default=DEFAULT_SINCE,
+        help="from: 7d, 24h, 90m, an ISO date or instant (default 7d; at most 400 days back)",
+    )  # fmt: skip
+    partners.add_argument("--campaign", help="only this campaign")
+    partners.add_argument("--json", action="store_true", help="print JSON, not a table")
+    partners.add_argument(
+        "--url", help="read a running gateway's admin API (e.g. http://127.0.0.1:8080), "
+        "with $LEADGATE_ADMIN_TOKEN; needed with the embedded store",
+    )  # fmt: skip
+
+
+async def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    """``leadgate report partners``; returns the exit status (1: the source did not answer,
+    2: bad usage). Raises ``ConfigError``."""
+    if args.url:
+        body = await _from_admin_api(args, environ, out)
+    else:
+        body = await _from_redis(args, environ, out)
+    if isinstance(body, int):
+        return body
+    if args.json:
+        print(json.dumps(body, indent=2), file=out)
+    else:
+        print(_title(body), file=out)
+        print(format_table(rows_from_json(body)), file=out)
+    return 0
+
+
+async def _from_redis(
+    args: argparse.Namespace, environ: Mapping[str, str], out: TextIO
+) -> dict[str, object] | int:
+    from gateway.app.runtime import load_settings
+    from gateway.errors import StoreError
+    from gateway.storage.redis import RedisStore
+
+    settings = load_settings(environ, args.config)
+    url = settings.environment.redis_url
+    if not url:
+        print(
+            "leadgate: no LEADGATE_REDIS_URL: with the embedded store the figures live in the "
+            "serving process; read them with --url http://HOST:PORT (and LEADGATE_ADMIN_TOKEN)",
+            file=out,
+        )
+        return 2
+    # Reading needs no eviction check: the report changes nothing.
+    store = RedisStore(url, allow_eviction=True)
+    try:
+        return await report_json(
+            store.ledger_read,
+            settings.config,
+            since=args.since,
+            now_ms=ops.now_ms(),
+            campaign=args.campaign,
+        )
+    except ValueError as bad:
+        print(f"leadgate: {bad}", file=out)
+        return 2
+    except StoreError as error:
+        print(f"leadgate: the store did not answer: {error}", file=out)
+        return 1
+    finally:
+        await store.close()
+
+
+async def _from_admin_api(
+    args: argparse.Namespace, environ: Mapping[str, str], out: TextIO
+) -> dict[str, object] | int:
+    import aiohttp
+
+    from gateway.config.environment import Environment
+
+    token = Environment.from_environ(environ).admin_token
+    if token is None:
+        print(
+            "leadgate: --url needs the admin token: set LEADGATE_ADMIN_TOKEN or "
+            "LEADGATE_ADMIN_TOKEN_FILE",
+            file=out,
+        )
+        return 2
+    params = {"since": args.since, **({"campaign": args.campaign} if args.campaign else {})}
+    url = args.url.rstrip("/") + REPORT_PATH
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(
+                url, params=params, headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            payload = await response.json(content_type=None)
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        print(f"leadgate: {url}: no report ({type(error).__name__}: {error})", file=out)
+        return 1
+    if status != 200 or not isinstance(payload, dict):
+        print(f"leadgate: {url} answered {status}: {_problem(payload)}", file=out)
+        # The request was wrong (a bad --since, an unknown campaign): as when reading Redis.
+        return 2 if status in (400, 404, 422) else 1
+    return payload
+
+
+def _problem(payload: object) -> str:
+    """What a problem+json answer says: its field errors, else its detail."""
+    if not isinstance(payload, dict):
+        return "not a report"
+    errors = payload.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(
+            f"{e.get('field')}: {e.get('message')}" if isinstance(e, dict) else str(e)
+            for e in errors
+        )
+    return str(payload.get("detail") or payload.get("title") or "not a report")

@@ -1,0 +1,261 @@
+"""Redis going away and coming back, under the real process, without restarting the gateway.
+
+While Redis is down every post is answered quickly with 503 problem+json and ``Retry-After``
+(never 500, never a decision), ``/healthz`` stays 200 (the process is alive) and ``/readyz``
+turns 503 (take it out of the load balancer). A Redis restarted on the same port is empty (it
+lost even the scripts): the gateway reloads them on NOSCRIPT and decides again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio
+from support import RedisServer
+
+from app.conftest import (
+    GatewayLauncher,
+    GatewayProcess,
+    Reply,
+    decided,
+    get_status,
+    post_lead,
+    wait_healthy,
+    wait_until,
+)
+from gateway.storage import scripts
+
+#: Each post while Redis is down must be answered within this (the store's socket timeout is
+#: 2 s; a refused connection answers at once).
+OUTAGE_ANSWER_S = 3.0
+#: How long a gateway may take to decide again once Redis is back.
+RECOVERY_S = 10.0
+START_REFUSAL_S = 20.0
+
+
+def new_lead() -> dict[str, object]:
+    return {
+        "campaign": "acme-always-on",
+        "email": f"outage-{uuid.uuid4().hex[:12]}@example.fr",
+        "first_name": "Robin",
+    }
+
+
+def assert_unavailable(reply: Reply) -> None:
+    assert reply.status == 503, (reply.status, reply.body)
+    assert reply.headers["Content-Type"].startswith("application/problem+json")
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert reply.body["status"] == 503
+    assert reply.body["type"] == "urn:leadgate:problem:store-unavailable"
+    assert "decision" not in reply.body
+    assert "lead_id" not in reply.body
+    assert reply.elapsed_s < OUTAGE_ANSWER_S, f"503 took {reply.elapsed_s:.2f}s"
+
+
+async def assert_outage_answers(http: aiohttp.ClientSession, gateway: GatewayProcess) -> None:
+    for _ in range(5):
+        assert_unavailable(await post_lead(http, gateway, new_lead()))
+    assert await get_status(http, f"{gateway.url}/healthz") == 200
+    assert await get_status(http, f"{gateway.url}/readyz") == 503
+
+
+async def wait_deciding(http: aiohttp.ClientSession, gateway: GatewayProcess) -> float:
+    """Seconds until a fresh lead is accepted again; every reply on the way is a 200 decision
+    or a 503 problem (never a 500)."""
+
+    async def accepted() -> bool:
+        reply = await post_lead(http, gateway, new_lead())
+        if reply.status == 503:
+            assert_unavailable(reply)
+            return False
+        assert reply.status == 200, (reply.status, reply.body)
+        assert reply.body["decision"] == "accepted", reply.body
+        return True
+
+    return await wait_until(accepted, RECOVERY_S, interval_s=0.1)
+
+
+def stream_length(server: RedisServer) -> int:
+    with server.client() as client:
+        return sum(int(client.xlen(s)) for s in client.scan_iter(match="*:deliveries"))
+
+
+async def test_redis_killed_then_restarted_under_a_running_gateway(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()
+    server.start()
+    gateway = await gateways.start(redis_url=server.url)
+    for _ in range(3):
+        decided(await post_lead(http, gateway, new_lead()), "accepted")
+    assert await get_status(http, f"{gateway.url}/readyz") == 200
+
+    server.kill()
+    await assert_outage_answers(http, gateway)
+
+    server.start()  # same port, empty: no keys, no scripts
+    with server.client() as client:
+        assert client.script_exists(*(s.sha for s in scripts.ALL)) == [False] * len(scripts.ALL)
+    await wait_deciding(http, gateway)
+    assert await get_status(http, f"{gateway.url}/readyz") == 200
+    assert gateway.returncode is None  # never restarted
+    with server.client() as client:
+        # Reloaded after NOSCRIPT (decide and reserve ran; release only loads with them).
+        assert client.script_exists(*(s.sha for s in scripts.ALL)) == [True] * len(scripts.ALL)
+    assert stream_length(server) == 1  # the acceptance is in the new Redis
+    records = gateway.log_records()
+    assert not [r for r in records if r.get("level") == "critical"]
+    assert not [r for r in records if r.get("msg") == "unhandled error"], records
+
+
+async def test_gateway_started_while_redis_is_down_serves_once_it_comes_up(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()  # not started: its port refuses connections
+    gateway = await gateways.start(redis_url=server.url)
+    await assert_outage_answers(http, gateway)
+    assert "redis unreachable at start" in gateway.log_text()
+
+    server.start()
+    await wait_deciding(http, gateway)
+    assert await get_status(http, f"{gateway.url}/readyz") == 200
+    assert stream_length(server) == 1
+
+
+async def test_an_evicting_redis_that_appears_after_start_is_not_used(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """The start-up refusal of an evicting Redis (next test) must not depend on start order:
+    pods often start before Redis does. Fails today: ``runtime.build_intake`` runs
+    ``server_checks`` only when Redis answers at start, so a gateway started first decides
+    leads on an ``allkeys-lru`` Redis, silently, for its whole life."""
+    server = spare_redis()  # down while the gateway starts
+    gateway = await gateways.start(redis_url=server.url)
+    await assert_outage_answers(http, gateway)
+    server.start()
+    with server.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+    replies = [await post_lead(http, gateway, new_lead()) for _ in range(3)]
+    assert "maxmemory-policy" in gateway.log_text(), "the evicting policy was never reported"
+    assert [r.status for r in replies] == [503] * 3, [r.body for r in replies]
+    assert await get_status(http, f"{gateway.url}/readyz") == 503
+    assert stream_length(server) == 0
+
+
+async def test_evicting_redis_is_refused_at_start_unless_allowed(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()
+    server.start()
+    with server.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+
+    refused = gateways.spawn(redis_url=server.url)
+    started = time.monotonic()
+    assert await refused.wait_exit(START_REFUSAL_S) == 2, refused.log_tail()
+    assert time.monotonic() - started < START_REFUSAL_S
+    log = refused.log_text()
+    assert "maxmemory-policy is allkeys-lru" in log, log
+    assert "LEADGATE_REDIS_ALLOW_EVICTION" in log, log
+    assert "Traceback" not in log, log
+
+    allowed = gateways.spawn(redis_url=server.url, env={"LEADGATE_REDIS_ALLOW_EVICTION": "true"})
+    await wait_healthy(allowed)
+    decided(await post_lead(http, allowed, new_lead()), "accepted")
+    assert await get_status(http, f"{allowed.url}/readyz") == 200
+    # Started anyway, but it still says why it should not have been.
+    assert "maxmemory-policy is allkeys-lru" in allowed.log_text()
+
+
+#: Keeps Redis busy (it runs one script at a time) for ARGV[1] ms, below the 5 s after which
+#: Redis answers BUSY to everyone else.
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+local start_us = t[1] * 1000000 + t[2]
+while true do
+  t = redis.call('TIME')
+  if t[1] * 1000000 + t[2] - start_us > tonumber(ARGV[1]) * 1000 then return 1 end
+end
+"""
+SOLO_KEY = "solo-test-key"
+#: No contact pressure, no network dedup: a lead's first Redis round trip is the decision.
+SOLO_CONFIG = """\
+channels: [{{id: email}}]
+advertisers: [{{id: solo}}]
+campaigns:
+  - {{id: solo-always-on, advertiser: solo, kind: always_on,
+     dedup: [{{scope: campaign, window: 30d}}]}}
+partners:
+  - {{id: p-solo, api_keys: ["sha256:{key_hash}"], channels: [email], campaigns: [solo-always-on]}}
+"""
+
+
+def solo_lead() -> dict[str, object]:
+    return {**new_lead(), "campaign": "solo-always-on"}
+
+
+async def test_a_503_after_a_lost_reply_says_so_and_a_keyed_retry_gets_the_real_answer(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+    tmp_path: Path,
+) -> None:
+    """When Redis is slow rather than down, the decision may run after the gateway gave up
+    waiting: the 503 must not claim the lead was refused, and a retry with the same
+    Idempotency-Key must return the real answer, with the lead queued exactly once."""
+    config = tmp_path / "solo.yaml"
+    key_hash = hashlib.sha256(SOLO_KEY.encode()).hexdigest()
+    config.write_text(SOLO_CONFIG.format(key_hash=key_hash), encoding="utf-8")
+    server = spare_redis()
+    server.start()
+    gateway = await gateways.start(redis_url=server.url, config=config)
+    decided(await post_lead(http, gateway, solo_lead(), api_key=SOLO_KEY), "accepted")
+
+    lead = solo_lead()
+    blocker = redis.asyncio.Redis.from_url(server.url)
+    busy = asyncio.ensure_future(blocker.eval(BUSY_SCRIPT, 0, 3000))
+    try:
+        await asyncio.sleep(0.2)
+        assert not busy.done()
+        reply = await post_lead(http, gateway, lead, api_key=SOLO_KEY, idempotency_key="k-1")
+        assert_unavailable(reply)
+        assert "may or may not have been accepted" in str(reply.body["detail"])
+        async with asyncio.timeout(10.0):
+            await busy
+    finally:
+        if not busy.done():
+            busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)
+        await blocker.aclose()
+    retry = await post_lead(http, gateway, lead, api_key=SOLO_KEY, idempotency_key="k-1")
+    assert retry.status == 200, retry.body
+    assert retry.body["decision"] == "accepted", retry.body
+    again = await post_lead(http, gateway, lead, api_key=SOLO_KEY, idempotency_key="k-1")
+    assert again.body["lead_id"] == retry.body["lead_id"]
+    assert stream_length(server) == 2, "the lead was queued twice, or not at all"
+
+
+async def test_a_503_while_redis_is_down_says_the_lead_was_not_accepted(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()  # never started: connections are refused, nothing can have run
+    gateway = await gateways.start(redis_url=server.url)
+    reply = await post_lead(http, gateway, new_lead())
+    assert_unavailable(reply)
+    assert "the lead was not accepted" in str(reply.body["detail"])

@@ -1,0 +1,29 @@
+"""What a real ``leadgate serve`` process says at start about its environment."""
+
+from __future__ import annotations
+
+from app.conftest import GatewayLauncher
+
+
+async def test_a_misspelt_variable_is_named_in_a_warning_without_its_value(
+    gateways: GatewayLauncher,
+) -> None:
+    # LEADGATE_REDIS_URI instead of LEADGATE_REDIS_URL: the gateway would quietly run on its
+    # embedded store (per-process memory); ops must be told at start.
+    secret = "redis://:s3cret-password@10.0.0.7:6379/0"
+    gateway = await gateways.start(env={"LEADGATE_REDIS_URI": secret, "LEADGATE_LOGLEVEL": "debug"})
+    gateway.kill()
+
+    records = gateway.log_records()
+    warnings = [r for r in records if str(r.get("msg")).startswith("unknown LEADGATE_")]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning"
+    assert warnings[0]["variables"] == ["LEADGATE_LOGLEVEL", "LEADGATE_REDIS_URI"]
+    assert "s3cret" not in gateway.log_text()
+
+
+async def test_known_variables_alone_give_no_such_warning(gateways: GatewayLauncher) -> None:
+    gateway = await gateways.start(env={"LEADGATE_LOG_LEVEL": "info"})
+    gateway.kill()
+
+    assert not any(m.startswith("unknown LEADGATE_") for m in gateway.messages())
