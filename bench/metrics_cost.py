@@ -72,7 +72,7 @@ def _in_process_us(calls: int) -> dict[str, float]:
 
     def one_request() -> None:
         started = time.perf_counter()
-        observer.decisions(partner, [answer], 0.0012)
+        observer.decided(partner, [answer], 0.0012)
         observer.request("/v1/leads", "POST", 200, time.perf_counter() - started)
         observer.redis_round_trip(0.0004, None)
 

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.app.runtime import build_intake, load_settings, settle_heap
+from gateway.app.heap import settle_heap
+from gateway.app.root import App
+from gateway.app.settings import load_settings
 from gateway.cli.main import _install_uvloop
 from gateway.config.model import Partner
 from gateway.decision.answer import Answer
@@ -33,8 +35,12 @@ from gateway.web.problems import problems_middleware
 class SilentObserver(Observer):
     """Records nothing: the cost of the metrics taken out of the hot path."""
 
-    def decisions(
-        self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
+    def decided(
+        self,
+        partner: Partner,
+        answers: Sequence[Answer | RequestError],
+        elapsed_s: float,
+        now_s: float = 0.0,
     ) -> None:
         return None
 
@@ -53,14 +59,15 @@ async def run(port: int, with_metrics: bool) -> None:
         if with_metrics
         else SilentObserver(settings.config)
     )
-    intake = await build_intake(settings, observer)
-    app = create_app(intake)
+    gateway = App(settings, observer=observer)
+    await gateway.open_store()
+    app = create_app(gateway)
     if not with_metrics:
         # The lead app's one middleware also answers errors as problem+json: that part stays.
         app.middlewares[app.middlewares.index(counted_metrics_middleware)] = problems_middleware
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
-    settle_heap(intake.config)  # as `leadgate serve` does before it listens
+    settle_heap(gateway.config)  # as `leadgate serve` does before it listens
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     await asyncio.Event().wait()
 

@@ -7,20 +7,36 @@
     ├── StoreError                  the decision store failed
     │   └── StoreUnavailable        it cannot be reached now; retry later (HTTP 503)
     └── RequestError                the request is wrong; carries the HTTP status (problem+json)
+        ├── BadRequest              400: a malformed body or header
         ├── Unauthorized            401: no or unknown API key
         ├── Forbidden               403: the partner may not post to that campaign
+        ├── NotFound                404: no such list, campaign, dead letter (admin API)
+        │   └── UnknownLead         404: feedback on a lead that is unknown, not yours, too old
+        ├── ReturnWindowOver        409: a return after the campaign's return window
         ├── PayloadTooLarge         413
         ├── UnsupportedMediaType    415
-        ├── InvalidLead             422: lists every bad field
+        ├── InvalidFields           422: lists every bad field (admin and feedback bodies)
+        │   └── InvalidLead         422: the same, for a lead
         ├── IdempotencyConflict     422: the same Idempotency-Key with another body
         └── RateLimited             429: carries ``retry_after_s``
 
+    ValueError
+    ├── InvalidValue                an operator's value is not valid (erasure); names the field
+    └── MissingCountryCode          a national phone number and no region to read it in
+    OSError
+    └── DestinationRefused          a webhook's address is not public and not allow-listed
+
+The last three keep the standard base a caller already expects (a normalizer raises
+``ValueError``; aiohttp's connector only wraps an ``OSError`` from a resolver).
+
 Infrastructure errors (redis-py's, OS errors) are translated into ``StoreError`` at the storage
 boundary and nowhere else; the web layer maps this tree to problem+json in one middleware.
+Messages never quote personal data: they name the field and say why.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -86,6 +102,10 @@ class RequestError(LeadgateError):
         super().__init__(detail)
 
 
+class BadRequest(RequestError):
+    """400: a body that is not what its Content-Type says, a header out of its syntax."""
+
+
 class Unauthorized(RequestError):
     status = 401
     title = "Unauthorized"
@@ -102,6 +122,17 @@ class NotFound(RequestError):
     status = 404
     title = "Not found"
     type_slug = "not-found"
+
+
+class UnknownLead(NotFound):
+    type_slug = "unknown-lead"
+    title = "Unknown lead"
+
+
+class ReturnWindowOver(RequestError):
+    status = 409
+    title = "Return window over"
+    type_slug = "return-window-over"
 
 
 class PayloadTooLarge(RequestError):
@@ -148,3 +179,24 @@ class RateLimited(RequestError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(detail)
+
+
+class InvalidValue(ValueError):
+    """One field of an operator's request is not valid (an erasure's email or phone);
+    ``field`` names it, the message says why and never quotes the value."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+        self.field = field
+        self.why = why
+
+
+class MissingCountryCode(ValueError):
+    """A national number (no ``+CC``/``00CC``) and no usable default region to read it in."""
+
+
+class DestinationRefused(OSError):
+    """The destination address is private/loopback/reserved and not allow-listed."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(errno.EACCES, f"destination not allowed: {address} is not public")

@@ -26,15 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from gateway.app.runtime import Settings, build_intake, load_settings
+from gateway.app.root import App
+from gateway.app.settings import Settings, load_settings
 from gateway.config.delivery import AuthKind, Endpoint, resolve_secret, webhook_keys
 from gateway.config.model import Config
-from gateway.delivery.memqueue import MemoryQueue
 from gateway.delivery.signing import signature
-from gateway.delivery.transport import Transport
 from gateway.delivery.worker import Worker
 from gateway.observe.logs import configure_logging
-from gateway.storage.memory import MemoryStore
 from gateway.types import AdvertiserId
 from gateway.web.app import create_app
 
@@ -279,15 +277,25 @@ async def run_demo(config_path: str, port: int, keep_running: bool) -> int:
     crm.endpoints = {
         a.id: a.endpoint for a in settings.config.advertisers.values() if a.endpoint is not None
     }
-    intake = await build_intake(settings)
-    app = create_app(intake)
-    store = intake.engine.store
-    assert isinstance(store, MemoryStore)  # the demo always runs on the embedded store
-    events = intake.observer.delivery
-    transport = Transport(settings.config, environ, events)
-    worker = Worker(
-        settings.config, MemoryQueue(store), transport, events, on_close=transport.close
-    )
+    async with App(settings, environ=environ) as gateway:
+        return await _run(
+            gateway, settings, config_path, crm, crm_runner, crm_port, port, keep_running
+        )
+
+
+async def _run(
+    gateway: App,
+    settings: Settings,
+    config_path: str,
+    crm: CrmReceiver,
+    crm_runner: web.AppRunner,
+    crm_port: int,
+    port: int,
+    keep_running: bool,
+) -> int:
+    await gateway.open_store()  # the embedded store: the demo unsets LEADGATE_REDIS_URL
+    app = create_app(gateway)
+    worker = gateway.delivery_worker()
     await worker.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

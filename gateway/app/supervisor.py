@@ -16,7 +16,6 @@ connections over the processes). The parent owns nothing a request touches; it
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import shutil
@@ -29,7 +28,8 @@ from collections.abc import Mapping
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.app.runtime import load_settings, start_logging
+from gateway.app.server import ServeOptions
+from gateway.app.settings import load_settings, start_logging
 
 LOG = logging.getLogger("leadgate.supervisor")
 #: More unexpected exits than this within RESTART_WINDOW_S and the parent gives up.
@@ -40,17 +40,17 @@ EXIT_MARGIN_S = 5.0
 _POLL_S = 0.05
 
 
-def _child_argv(args: argparse.Namespace, host: str, port: int) -> list[str]:
+def _child_argv(config: str | None, options: ServeOptions, host: str, port: int) -> list[str]:
     argv = [
         sys.executable, "-m", "gateway.cli", "serve",
         "--host", host, "--port", str(port),
-        "--drain-s", str(args.drain_s),
-        "--reload-poll-s", str(args.reload_poll_s),
+        "--drain-s", str(options.drain_s),
+        "--reload-poll-s", str(options.reload_poll_s),
         "--reuse-port",
     ]  # fmt: skip
-    if args.config:
-        argv += ["--config", args.config]
-    if args.with_worker:
+    if config:
+        argv += ["--config", config]
+    if options.with_worker:
         argv.append("--with-worker")
     return argv
 
@@ -84,16 +84,18 @@ class _Children:
         return done
 
 
-def supervise(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Run ``args.workers`` serving processes until SIGTERM/SIGINT; the exit code."""
-    if args.workers < 1:
+def supervise(
+    config: str | None, options: ServeOptions, workers: int, environ: Mapping[str, str]
+) -> int:
+    """Run ``workers`` serving processes until SIGTERM/SIGINT; the exit code."""
+    if workers < 1:
         print("leadgate: --workers must be at least 1", file=sys.stderr)
         return 2
-    settings = load_settings(environ, args.config)  # a broken config fails here, once
+    settings = load_settings(environ, config)  # a broken config fails here, once
     env = settings.environment
     start_logging(settings, environ)
-    host = args.host or env.host
-    port = args.port if args.port is not None else env.port
+    host = options.host or env.host
+    port = options.port if options.port is not None else env.port
     if port == 0:
         print(
             "leadgate: --workers needs a fixed --port (0 would give each its own)", file=sys.stderr
@@ -102,7 +104,7 @@ def supervise(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     own_dir = settings.metrics_dir is None
     metrics_dir = settings.metrics_dir or tempfile.mkdtemp(prefix="leadgate-metrics-")
     child_env = {**environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    children = _Children(_child_argv(args, host, port), child_env, metrics_dir)
+    children = _Children(_child_argv(config, options, host, port), child_env, metrics_dir)
     received: list[signal.Signals] = []
 
     def remember(signum: int, _frame: object) -> None:
@@ -112,7 +114,7 @@ def supervise(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         sig: signal.signal(sig, remember) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
     try:
-        return _run(children, args.workers, args.drain_s, received)
+        return _run(children, workers, options.drain_s, received)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,11 +1,6 @@
-"""``leadgate worker`` and ``leadgate deliveries list|replay|enable``.
+"""``leadgate worker`` (``app.worker``) and ``leadgate deliveries list|replay|enable``.
 
-``leadgate worker --config FILE`` delivers on Redis (``LEADGATE_REDIS_URL``): run as many as the
-load needs, they share the streams through one consumer group. It serves ``/metrics`` and
-``/healthz`` on ``--metrics-port`` (default 9102); SIGTERM stops claiming, lets in-flight
-deliveries finish within ``delivery.shutdown_grace``, then exits 0.
-
-The ``deliveries`` commands work on Redis too (the embedded store lives in the memory of the
+The ``deliveries`` commands work on Redis (the embedded store lives in the memory of the
 process that serves; use the admin API there). They print ids, codes and counts only.
 """
 
@@ -13,27 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from gateway import __version__
-from gateway.app.runtime import Settings, load_settings, settle_heap, start_logging
-from gateway.app.service import build_worker, open_queue
+from gateway.app.root import App
+from gateway.app.settings import Settings, load_settings, start_logging
+from gateway.app.worker import DEFAULT_METRICS_PORT, run_worker
 from gateway.delivery import ops
-from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.queue_base import Queue
 from gateway.errors import ConfigError, ConfigIssue, StoreError
 from gateway.types import AdvertiserId, LeadId
-
-LOG = logging.getLogger("leadgate.worker")
-DEFAULT_METRICS_PORT = 9102
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,63 +53,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def dispatch(args: argparse.Namespace) -> int | None:
     """Run the command if it is one of ours; ``None`` otherwise."""
     if args.command == "worker":
-        return asyncio.run(run_worker(args.config, args.metrics_port, args.metrics_host))
+        settings = load_settings(os.environ, args.config)
+        start_logging(settings, os.environ)
+        return asyncio.run(run_worker(settings, args.metrics_host, args.metrics_port))
     if args.command == "deliveries":
         return asyncio.run(run_deliveries(args, os.environ, sys.stdout))
     return None
-
-
-# --- the worker process -------------------------------------------------------------------
-
-
-def metrics_app(registry: CollectorRegistry, queue: Queue) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "version": __version__})
-
-    async def readyz(_: web.Request) -> web.Response:
-        try:
-            await queue.ping()
-        except StoreError:
-            return web.json_response({"status": "unavailable"}, status=503)
-        return web.json_response({"status": "ready"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics, allow_head=False)
-    app.router.add_get("/healthz", healthz, allow_head=False)
-    app.router.add_get("/readyz", readyz, allow_head=False)
-    return app
-
-
-async def run_worker(config_path: str | None, metrics_port: int, metrics_host: str | None) -> int:
-    settings = load_settings(os.environ, config_path)
-    start_logging(settings, os.environ)
-    if not settings.environment.redis_url:
-        open_queue(settings)  # raises the ConfigError that explains why
-    registry = CollectorRegistry()
-    metrics = DeliveryMetrics(settings.config, registry)
-    worker = build_worker(settings, None, metrics, os.environ)
-    runner: web.AppRunner | None = None
-    if metrics_port:
-        runner = web.AppRunner(metrics_app(registry, worker.queue), access_log=None)
-        await runner.setup()
-        host = metrics_host or settings.environment.host
-        await web.TCPSite(runner, host, metrics_port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    settle_heap()
-    await worker.start()
-    await stop.wait()
-    await worker.stop(settings.config.delivery.shutdown_grace_s)
-    if runner is not None:
-        await runner.cleanup()
-    return 0
 
 
 # --- deliveries list | replay | enable ----------------------------------------------------
@@ -157,14 +92,12 @@ def _table(rows: list[dict[str, object]], columns: list[str], out: TextIO) -> No
 
 async def run_deliveries(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
     settings = load_settings(environ, args.config)
-    queue = open_queue(settings)
-    try:
-        return await _deliveries(args, settings, queue, out)
-    except StoreError as error:
-        print(f"leadgate: the delivery queue is unavailable: {error}", file=sys.stderr)
-        return 1
-    finally:
-        await queue.close()
+    async with App(settings, environ=environ) as app:
+        try:
+            return await _deliveries(args, settings, app.open_queue(), out)
+        except StoreError as error:
+            print(f"leadgate: the delivery queue is unavailable: {error}", file=sys.stderr)
+            return 1
 
 
 async def _deliveries(

@@ -29,7 +29,7 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.failpoints import Failpoints
-from gateway.storage.base import ForcedOutcome, ReserveResult, Store
+from gateway.storage.base import DecisionStore, ForcedOutcome, ReserveResult
 from gateway.types import LeadId
 
 
@@ -44,7 +44,7 @@ def _forced_decision(reason: str) -> Decision:
 
 
 class DecisionEngine:
-    def __init__(self, store: Store, failpoints: Failpoints | None = None) -> None:
+    def __init__(self, store: DecisionStore, failpoints: Failpoints | None = None) -> None:
         self.store = store
         self._failpoints = failpoints or Failpoints()
 

@@ -1,8 +1,9 @@
 """Lead intake: from a partner's parsed request to the answer it gets (no HTTP here).
 
 The web handlers parse the transport (JSON, form, query) and call ``Intake``; ``Intake`` checks
-what the partner may do, validates and normalizes the lead, builds the decision and runs it,
-and records the outcome in metrics and the decision log. Errors are raised from the
+what the partner may do, validates and normalizes the lead, runs the campaign's rules, plans
+the decision and runs it (``decision.engine``), and tells its recorders what became of each
+request (the metrics and decision log, the quality ledger). Errors are raised from the
 ``gateway.errors`` tree; the web layer renders them.
 """
 
@@ -12,12 +13,13 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.config.model import Config, Partner
 from gateway.decision.answer import Answer
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
-from gateway.decision.plan import Idempotency, build_request, digest, forget_routes
+from gateway.decision.plan import Idempotency, Plan, build_request, digest
 from gateway.errors import (
     FieldProblem,
     Forbidden,
@@ -29,12 +31,31 @@ from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
-from gateway.observe.metrics import Observer
-from gateway.quality.ledger import QualityLedger
 from gateway.rules.model import Verdict
 from gateway.types import ChannelId
 
 Clock = Callable[[], float]
+
+
+class Recorder(Protocol):
+    """Told what became of every request, on the decision path (no I/O, no awaits): the
+    metrics and the decision log (``observe.metrics.Observer``), the partner quality ledger
+    (``quality.ledger.QualityLedger``)."""
+
+    def refused(self, partner: Partner, error: RequestError) -> None:
+        """One lead posted alone refused before a decision (invalid, campaign not open)."""
+        ...
+
+    def decided(
+        self,
+        partner: Partner,
+        answers: Sequence[Answer | RequestError],
+        elapsed_s: float,
+        now_s: float,
+    ) -> None:
+        """The answers of one request (a batch's refused items among them), how long the
+        request took, and when it was decided (epoch seconds)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,46 +67,47 @@ class _Prepared:
 
 
 class Intake:
+    """Decides leads for the configuration it serves (``replace_config`` swaps it).
+
+    ``recorders``: told about every request (metrics, ledger); ``clock``: epoch seconds."""
+
     def __init__(
         self,
         config: Config,
         engine: DecisionEngine,
         fingerprinter: Fingerprinter,
-        observer: Observer,
+        *,
+        recorders: Sequence[Recorder] = (),
         clock: Clock = time.time,
-        ledger: QualityLedger | None = None,
     ) -> None:
-        self.config = config
-        self.engine = engine
-        self.fingerprinter = fingerprinter
-        self.observer = observer
+        self._plan = Plan(config)
+        self._engine = engine
+        self._fingerprinter = fingerprinter
+        self._recorders = tuple(recorders)
         self.clock = clock
-        #: Durable per-day counts for the partner report; ``run``/``close`` are the server's.
-        self.ledger = ledger if ledger is not None else QualityLedger.for_store(engine.store)
-        self._partners_by_key = {
-            key_hash: partner
-            for partner in config.partners.values()
-            for key_hash in partner.api_key_hashes
-        }
+
+    @property
+    def config(self) -> Config:
+        """The configuration served now."""
+        return self._plan.config
+
+    @property
+    def plan(self) -> Plan:
+        """The configuration served now, compiled (``decision.plan.Plan``)."""
+        return self._plan
 
     def replace_config(self, config: Config) -> None:
-        """Serve ``config`` from now on (a reload). Requests already past authentication
-        finish with the partner they were given; the swap itself is one step of the event
-        loop, so no request ever sees half of each configuration."""
-        partners_by_key = {
-            key_hash: partner
-            for partner in config.partners.values()
-            for key_hash in partner.api_key_hashes
-        }
-        self.config, self._partners_by_key = config, partners_by_key
-        forget_routes()  # what the plan kept of the old config's campaigns and partners
+        """Serve ``config`` from now on (a reload): its compiled plan replaces the old one
+        whole, in one step of the event loop. A request already under way finishes with the
+        plan it started with, so no request ever sees half of each configuration."""
+        self._plan = Plan(config)
 
     def authenticate(self, api_key: str) -> Partner | None:
         """The partner holding ``api_key``, or None. Keys are stored as SHA-256 hashes and
         looked up by hash: the timing of a dict lookup can only reveal something about the
         hash of a guess, never about a real key."""
         key_hash = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
-        return self._partners_by_key.get(key_hash)
+        return self._plan.partner(key_hash)
 
     async def submit(
         self,
@@ -99,15 +121,17 @@ class Intake:
         ``StoreUnavailable``."""
         started = time.perf_counter()
         now_s = self.clock()
-        idem = self._idempotency(idempotency_key, body, None)
+        plan = self._plan
+        idem = self._idempotency(plan, idempotency_key, body, None)
         try:
-            prepared = self._prepare(partner, data, now_s, idem, "")
+            prepared = self._prepare(plan, partner, data, now_s, idem, "")
         except RequestError as refused:
             # Counted per partner like a lead refused inside a batch: ops see which partner
             # sends invalid leads, whichever endpoint it posts to.
-            self.observer.refusal(partner, refused)
+            for recorder in self._recorders:
+                recorder.refused(partner, refused)
             raise
-        (answer,) = await self._run(partner, [prepared], started)
+        (answer,) = await self._run(partner, [prepared], started, now_s)
         if isinstance(answer, RequestError):
             raise answer
         return answer
@@ -123,30 +147,34 @@ class Intake:
         """Decide many leads in one pipelined pass; one answer or error per item, in order."""
         started = time.perf_counter()
         now_s = self.clock()
+        plan = self._plan
         prepared: list[_Prepared | RequestError] = []
         for index, item in enumerate(items):
             where = f"leads/{index}/"
             try:
                 if not isinstance(item, Mapping):
                     raise InvalidLead([FieldProblem(f"leads/{index}", "expected a JSON object")])
-                idem = self._idempotency(idempotency_key, body, index)
-                prepared.append(self._prepare(partner, item, now_s, idem, where))
+                idem = self._idempotency(plan, idempotency_key, body, index)
+                prepared.append(self._prepare(plan, partner, item, now_s, idem, where))
             except RequestError as refused:
                 prepared.append(refused)
-        return await self._run(partner, prepared, started)
+        return await self._run(partner, prepared, started, now_s)
 
-    def _idempotency(self, key: str | None, body: bytes, index: int | None) -> Idempotency | None:
+    def _idempotency(
+        self, plan: Plan, key: str | None, body: bytes, index: int | None
+    ) -> Idempotency | None:
         if key is None:
             return None
         # A space cannot occur in a key (printable ASCII without it), so a batch item's key
         # can never collide with a key a single post could send.
         scoped = key if index is None else f"{key} {index}"
         return Idempotency(
-            digest(scoped.encode()), digest(body), self.config.server.idempotency_ttl_s
+            digest(scoped.encode()), digest(body), plan.config.server.idempotency_ttl_s
         )
 
     def _prepare(
         self,
+        plan: Plan,
         partner: Partner,
         data: Mapping[str, object],
         now_s: float,
@@ -169,7 +197,7 @@ class Intake:
                     FieldProblem(f"{where}channel", "not one of this partner's channels")
                 )
         try:
-            lead = parse_lead(data, self.config.campaigns, field_prefix=where, now_s=now_s)
+            lead = parse_lead(data, plan.config.campaigns, field_prefix=where, now_s=now_s)
         except InvalidLead as invalid:
             # One message per field: the lead's own check wins over ours (it knows the type).
             named = {p.field for p in invalid.problems}
@@ -178,7 +206,7 @@ class Intake:
             ) from None
         if problems:
             raise InvalidLead(problems)
-        campaign = self.config.campaigns[lead.campaign]
+        campaign = plan.config.campaigns[lead.campaign]
         if not campaign.is_active(now_s):
             return _Prepared(lead, channel, None)
         verdict = None
@@ -193,18 +221,23 @@ class Intake:
             campaign=campaign,
             partner=partner,
             channel=channel,
-            pressure=self.config.contact_pressure,
-            fingerprinter=self.fingerprinter,
+            pressure=plan.config.contact_pressure,
+            fingerprinter=self._fingerprinter,
             now_s=now_s,
             idempotency=idem,
+            plan=plan,
         )
         return _Prepared(lead, channel, request, verdict)
 
     async def _run(
-        self, partner: Partner, prepared: Sequence[_Prepared | RequestError], started: float
+        self,
+        partner: Partner,
+        prepared: Sequence[_Prepared | RequestError],
+        started: float,
+        now_s: float,
     ) -> list[Answer | RequestError]:
         to_store = [p.request for p in prepared if isinstance(p, _Prepared) and p.request]
-        outcomes = iter(await self.engine.run(to_store) if to_store else [])
+        outcomes = iter(await self._engine.run(to_store) if to_store else [])
         answers: list[Answer | RequestError] = []
         for item in prepared:
             if isinstance(item, RequestError):
@@ -233,6 +266,7 @@ class Intake:
                 score=item.verdict.score if item.verdict is not None else None,
             )
             answers.append(answer)
-        self.observer.decisions(partner, answers, time.perf_counter() - started)
-        self.ledger.decisions(partner.id, answers, self.clock())
+        elapsed_s = time.perf_counter() - started
+        for recorder in self._recorders:
+            recorder.decided(partner, answers, elapsed_s, now_s)
         return answers

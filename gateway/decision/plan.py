@@ -15,6 +15,7 @@ import orjson
 from gateway.config.model import (
     CalendarPeriod,
     Campaign,
+    Config,
     ContactPressure,
     DedupRule,
     DedupScope,
@@ -61,14 +62,18 @@ def build_request(
     fingerprinter: Fingerprinter,
     now_s: float,
     idempotency: Idempotency | None = None,
+    plan: Plan | None = None,
 ) -> DecisionRequest:
+    """The complete request for one lead. ``plan``: the config's compiled plan, whose routes
+    are kept between leads (the intake's); without one the route is worked out for this lead
+    alone."""
     now_ms = int(now_s * 1000)
     advertiser = campaign.advertiser
     identities = [
         (kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()
     ]
 
-    route = _route(campaign, partner, channel)
+    route = plan.route(campaign, partner, channel) if plan else _route(campaign, partner, channel)
     dedup: list[DedupCheck] = []
     marks: dict[Fingerprint, keys.SeenMark] = {}
     for scope in route.scopes:
@@ -273,23 +278,44 @@ class _Route:
     suppress: tuple[tuple[str, str], ...]
 
 
-#: (id(campaign), id(partner), channel) -> (campaign, partner, route). The entry holds the
-#: config objects it was made from, so their ids cannot be reused while it exists, and a
-#: reloaded config (new objects) gets new routes; emptied when it outgrows any real config,
-#: and by ``forget_routes`` when a config is replaced (so the old one can be freed).
-_ROUTES: dict[tuple[int, int, str], tuple[Campaign, Partner, _Route]] = {}
-_MAX_ROUTES = 16_384
+class Plan:
+    """A configuration compiled for the hot path: built once per ``Config`` and swapped whole
+    when the config is replaced (``Intake.replace_config``), so nothing of an old config
+    outlives it and no lead is ever planned with half of each.
 
+    It holds the partners by API-key hash and, worked out on the first lead of each
+    (campaign, partner, channel), the route every later lead of it shares: dedup key prefixes
+    and windows, cap key heads, suppression lists (``_Route``). Routes are bounded by the
+    configuration itself (campaigns x partners x channels).
+    """
 
-def forget_routes() -> None:
-    """Drop every kept route: called when the config is replaced."""
-    _ROUTES.clear()
+    __slots__ = ("__weakref__", "_partners_by_key", "_routes", "config")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._partners_by_key = {
+            key_hash: partner
+            for partner in config.partners.values()
+            for key_hash in partner.api_key_hashes
+        }
+        self._routes: dict[tuple[str, str, str], _Route] = {}
+
+    def partner(self, key_hash: str) -> Partner | None:
+        """The partner holding the API key whose SHA-256 hex is ``key_hash``."""
+        return self._partners_by_key.get(key_hash)
+
+    def route(self, campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
+        """What every lead of (campaign, partner, channel) shares; ``campaign`` and
+        ``partner`` are this plan's config's own."""
+        at = (campaign.id, partner.id, channel)
+        route = self._routes.get(at)
+        if route is None:
+            route = self._routes[at] = _route(campaign, partner, channel)
+        return route
 
 
 def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
-    held = _ROUTES.get((id(campaign), id(partner), channel))
-    if held is not None and held[0] is campaign and held[1] is partner:
-        return held[2]
+    """Work out a route (``Plan.route`` keeps it)."""
     scopes: list[_ScopePlan] = []
     network: DedupRule | None = None
     for rule in campaign.dedup:
@@ -318,8 +344,4 @@ def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
     suppress = tuple(
         (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
     )
-    route = _Route(tuple(scopes), network, caps, suppress)
-    if len(_ROUTES) >= _MAX_ROUTES:
-        _ROUTES.clear()
-    _ROUTES[(id(campaign), id(partner), channel)] = (campaign, partner, route)
-    return route
+    return _Route(tuple(scopes), network, caps, suppress)

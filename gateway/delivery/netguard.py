@@ -13,7 +13,6 @@ internal host), so the check runs where the address is final:
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -23,15 +22,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from gateway.config.delivery import Network
+from gateway.errors import DestinationRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class DestinationRefused(OSError):
-    """The destination address is private/loopback/reserved and not allow-listed."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(errno.EACCES, f"destination not allowed: {address} is not public")
 
 
 class Guard:

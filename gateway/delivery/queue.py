@@ -44,8 +44,8 @@ from gateway.delivery.queue_base import (
 )
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys, scripts
+from gateway.storage.base import Command
 from gateway.storage.cluster import is_cluster_url, node_url, open_pipeline
-from gateway.storage.pipeline import Command
 from gateway.types import AdvertiserId
 
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.

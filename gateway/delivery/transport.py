@@ -51,10 +51,10 @@ from gateway.config.delivery import (
 from gateway.config.model import Config
 from gateway.delivery.adapters import Adapter
 from gateway.delivery.model import AttemptResult, Delivery, DeliveryEvents, Outcome
-from gateway.delivery.netguard import DestinationRefused, Guard, GuardedResolver
+from gateway.delivery.netguard import Guard, GuardedResolver
 from gateway.delivery.protect import Breaker, BreakerState, TokenBucket
 from gateway.delivery.signing import Signer
-from gateway.errors import ConfigError, ConfigIssue
+from gateway.errors import ConfigError, ConfigIssue, DestinationRefused
 from gateway.types import AdvertiserId
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ identities.
 Nothing here does I/O or reads a clock it was not given; every function is a plain function
 over plain data, so the web layer, the batch endpoint, the CLI and the benchmarks share it.
 
-- ``model``: ``Lead`` and ``parse_lead`` (every problem of a lead in one ``InvalidLead``)
+- ``lead``: ``Lead``, the validated lead, and ``LEAD_FIELDS``, the names of its fields
+- ``parse``: ``parse_lead`` (every problem of a lead in one ``InvalidLead``)
 - ``email``, ``phone``, ``text``: one normalizer per kind of field
 - ``fingerprint``: keyed hashes of identity values, with key rotation
 - ``ids``: time-ordered lead ids

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import TypeVar, cast
 
 from gateway.config.model import Campaign
-from gateway.errors import FieldProblem, InvalidLead
+from gateway.errors import FieldProblem, InvalidLead, MissingCountryCode
 from gateway.leads.email import MAX_EMAIL_CHARS, normalize_email
 from gateway.leads.lead import LEAD_FIELDS, Consent, Lead
-from gateway.leads.phone import MAX_PHONE_CHARS, MissingCountryCode, normalize_phone
+from gateway.leads.phone import MAX_PHONE_CHARS, normalize_phone
 from gateway.leads.text import (
     MAX_NAME_CHARS,
     MAX_POSTAL_CODE_CHARS,

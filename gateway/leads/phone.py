@@ -10,6 +10,8 @@ from __future__ import annotations
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
+from gateway.errors import MissingCountryCode
+
 #: Longer input is not a phone number anyone typed (libphonenumber itself stops at 250).
 MAX_PHONE_CHARS = 40
 
@@ -27,10 +29,6 @@ _LENGTH_REASONS = {
     ValidationResult.TOO_LONG: "too long",
     ValidationResult.INVALID_LENGTH: "wrong number of digits",
 }
-
-
-class MissingCountryCode(ValueError):
-    """A national number (no ``+CC``/``00CC``) and no usable default region to read it in."""
 
 
 def normalize_phone(raw: str, default_region: str | None) -> str:

@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from gateway.config.model import Campaign, CapRule, CapSubject, Config
 from gateway.decision.windows import calendar_bucket
 from gateway.errors import StoreError
 from gateway.observe.metrics import Observer
 from gateway.storage import keys
-from gateway.storage.pipeline import Command
+from gateway.storage.base import Command, CounterReader
 from gateway.types import ChannelId, PartnerId
 
 LOG = logging.getLogger("leadgate.metrics")
 #: A scrape must answer even when Redis does not: the reading is skipped after this.
 READ_TIMEOUT_S = 1.0
-
-Reader = Callable[[Sequence[Command]], Awaitable[list[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +82,13 @@ def _cap_keys(
     return [keys.cap(campaign.advertiser, cap, campaign.id, p, c, bucket) for p, c in pairs]
 
 
-async def refresh(observer: Observer, config: Config, read: Reader | None, now_s: float) -> None:
-    """Set ``leadgate_cap_used`` and ``leadgate_store_up`` from the store. ``read`` is None
-    for the embedded store (its caps are not shared with anyone: only the store gauge is set)."""
-    if read is None:
-        observer.store_up.set(1)
-        return
+async def refresh(observer: Observer, config: Config, store: CounterReader, now_s: float) -> None:
+    """Set ``leadgate_cap_used`` and ``leadgate_store_up`` from the store (either store: the
+    embedded one answers the same reads)."""
     reads = cap_reads(config, now_s)
     try:
         async with asyncio.timeout(READ_TIMEOUT_S):
-            results = await read([("PING",), *(r.command for r in reads)])
+            results = await store.read_for_metrics([("PING",), *(r.command for r in reads)])
     except (StoreError, TimeoutError) as error:
         observer.store_up.set(0)
         LOG.warning("metrics: store not readable", extra={"fields": {"error": str(error)}})
@@ -114,7 +108,7 @@ async def refresh(observer: Observer, config: Config, read: Reader | None, now_s
 
 
 async def caps_status(
-    config: Config, read: Reader, now_s: float, campaign_id: str | None = None
+    config: Config, store: CounterReader, now_s: float, campaign_id: str | None = None
 ) -> list[dict[str, object]]:
     """Every cap of every campaign (or one), per counted subject: used, limit, remaining and
     when it resets: a calendar window's end, or when a rolling window's oldest lead leaves it.
@@ -158,7 +152,7 @@ async def caps_status(
                     commands += [("GET", key), ("PING",)]
                     row["_ends_ms"] = int(end_s * 1000)
                 rows.append(row)
-    results = await read(commands) if commands else []
+    results = await store.read_for_metrics(commands) if commands else []
     for i, row in enumerate(rows):
         value, oldest = results[2 * i], results[2 * i + 1]
         if isinstance(value, Exception):

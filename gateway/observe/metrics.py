@@ -96,7 +96,7 @@ class Observer:
             ["campaign", "subject", "window"],
             registry=r,
         )
-        self.refused = Counter(
+        self.refusals = Counter(
             "leadgate_requests_refused",
             "Leads refused before a decision (alone or in a batch), by partner and HTTP status.",
             ["partner", "status"],
@@ -216,7 +216,7 @@ class Observer:
         self.feedback.configure(config)
         for partner in config.partners.values():
             for status in _REFUSED_STATUSES:
-                self.refused.labels(partner.id, status)
+                self.refusals.labels(partner.id, status)
             for campaign_id in partner.campaigns:
                 campaign = config.campaigns.get(campaign_id)
                 if campaign is None or (partner.id, campaign_id) in self._known:
@@ -291,25 +291,32 @@ class Observer:
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
-    def refusal(self, partner: Partner, error: RequestError) -> None:
+    def refused(self, partner: Partner, error: RequestError) -> None:
         """One lead refused before a decision (invalid, campaign not open), posted alone or
         inside a batch."""
         refused = self._refused.get((partner.id, error.status))
         if refused is None:
-            refused = self._refused[(partner.id, error.status)] = self.refused.labels(
+            refused = self._refused[(partner.id, error.status)] = self.refusals.labels(
                 partner.id, str(error.status)
             )
         refused.inc()
 
-    def decisions(
-        self, partner: Partner, answers: Sequence[Answer | RequestError], elapsed_s: float
+    def decided(
+        self,
+        partner: Partner,
+        answers: Sequence[Answer | RequestError],
+        elapsed_s: float,
+        now_s: float = 0.0,
     ) -> None:
+        """One request's answers: counted per partner, campaign, channel, decision and
+        reason, its latency observed, one decision log line per lead (``now_s`` unused: the
+        log line carries its own time)."""
         self.decision_seconds.observe(elapsed_s)
         log = DECISION_LOG.isEnabledFor(logging.INFO)
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
             if isinstance(answer, RequestError):
-                self.refusal(partner, answer)
+                self.refused(partner, answer)
                 continue
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
             leads = self._leads.get(key)

@@ -1,1 +1,1 @@
-"""TODO docstring."""
+"""Privacy operations on people: erasure (forget a person everywhere) and suppression lists."""

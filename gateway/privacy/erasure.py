@@ -25,21 +25,21 @@ delivery already on its way to the CRM at the instant of the erasure (it was sen
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO, runtime_checkable
 
 import orjson
 
 from gateway.config.model import Config, DedupScope
 from gateway.delivery.queue_base import Erased, Queue
+from gateway.errors import InvalidValue
 from gateway.leads.email import DEFAULT_PROVIDER_RULES, email_identity, normalize_email
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.phone import normalize_phone
 from gateway.storage import keys
+from gateway.storage.base import ErasureStore
 from gateway.types import CampaignId, ChannelId, Fingerprint
 
 LOG = logging.getLogger("leadgate.erasure")
@@ -49,16 +49,6 @@ _CHUNK = 5_000
 #: Stands in for the campaign or channel a scope's key does not name.
 _ANY_CAMPAIGN = CampaignId("-")
 _ANY_CHANNEL = ChannelId("-")
-
-
-class ErasureInputError(ValueError):
-    """One field of an erasure request is not valid; ``field`` names it, the message says why
-    and never quotes the value."""
-
-    def __init__(self, field: str, why: str) -> None:
-        super().__init__(f"{field}: {why}")
-        self.field = field
-        self.why = why
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,41 +62,26 @@ class Person:
     @classmethod
     def parse(cls, email: str | None, phone: str | None, region: str | None = "FR") -> Person:
         """Normalize what an operator typed exactly as a lead's fields are. Raises
-        ``ErasureInputError`` for a bad value, or when neither is given."""
+        ``InvalidValue`` for a bad value, or when neither is given."""
         if not email and not phone:
-            raise ErasureInputError("email", "give an email and/or a phone")
+            raise InvalidValue("email", "give an email and/or a phone")
         identity = None
         if email:
             try:
                 identity = normalize_email(email).identity
             except ValueError as bad:
-                raise ErasureInputError("email", str(bad)) from None
+                raise InvalidValue("email", str(bad)) from None
         e164 = None
         if phone:
             try:
                 e164 = normalize_phone(phone, region)
             except ValueError as bad:
-                raise ErasureInputError("phone", str(bad)) from None
+                raise InvalidValue("phone", str(bad)) from None
         return cls(identity, e164)
 
     def identities(self) -> list[tuple[str, str]]:
         found = [("email", self.email), ("phone", self.phone)]
         return [(kind, value) for kind, value in found if value is not None]
-
-
-@runtime_checkable
-class ErasableStore(Protocol):
-    async def erase_keys(self, keys: Sequence[str]) -> int:
-        """Delete these keys; how many existed."""
-        ...
-
-    async def erase_fields(self, fields: Sequence[tuple[str, str]]) -> int:
-        """Delete these ``(hash key, field)``; how many existed."""
-        ...
-
-    async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
-        """The ids of the suppression lists these identity keys are on."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +204,7 @@ class Eraser:
 
     config: Config
     fingerprinter: Fingerprinter
-    store: ErasableStore
+    store: ErasureStore
     queue: Queue | None = None
     #: Called with each finished report (metrics); never given the person.
     on_erased: list[Callable[[ErasureReport], None]] = field(default_factory=list)
@@ -268,54 +243,3 @@ class Eraser:
         for hook in self.on_erased:
             hook(report)
         return report
-
-
-# --- command line ------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "erase",
-        help="forget one person: dedup marks, contact pressure and queued leads (Redis)",
-    )
-    parser.add_argument("--config", help="config file (default: $LEADGATE_CONFIG)")
-    parser.add_argument("--email", help="the person's email (any spelling the gateway accepts)")
-    parser.add_argument("--phone", help="the person's phone (E.164, or national with --region)")
-    parser.add_argument("--region", default="FR", help="region of a phone without +CC (FR)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-async def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
-    """``leadgate erase …``; returns the exit status. Raises ``ConfigError``."""
-    from gateway.app.runtime import fingerprint_keys, load_settings
-    from gateway.app.service import open_queue
-    from gateway.storage.redis import RedisStore
-
-    settings = load_settings(environ, args.config)
-    url = settings.environment.redis_url
-    if not url:
-        print(
-            "leadgate: the embedded store lives in the serving process: erase through its "
-            "admin API (DELETE /v1/admin/identities), or set LEADGATE_REDIS_URL",
-            file=out,
-        )
-        return 2
-    try:
-        person = Person.parse(args.email, args.phone, args.region)
-    except ErasureInputError as bad:
-        print(f"leadgate: {bad}", file=out)
-        return 2
-    store = RedisStore(url, allow_eviction=settings.allow_eviction)
-    queue = open_queue(settings)
-    try:
-        eraser = Eraser(settings.config, Fingerprinter(fingerprint_keys(settings)), store, queue)
-        report = await eraser.erase(person)
-    finally:
-        await queue.close()
-        await store.close()
-    if args.json:
-        print(orjson.dumps(report.to_json()).decode(), file=out)
-    else:
-        for line in report.lines():
-            print(line, file=out)
-    return 0

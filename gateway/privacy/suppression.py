@@ -11,10 +11,9 @@ Loading streams the file in chunks, so memory stays flat whatever the file's siz
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -153,87 +152,3 @@ def describe(report: LoadReport, list_id: str, *, remove: bool) -> Iterator[str]
             yield f"  line {line}, {column}: {why}"
         if report.invalid_count > len(report.invalid):
             yield f"  ... and {report.invalid_count - len(report.invalid)} more"
-
-
-# --- command line ------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "suppress", help="fill suppression lists (opt-outs, customers) in Redis"
-    )
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    for name, what in (
-        ("load", "put every email/phone of a CSV file (header: email,phone) on a list"),
-        ("unload", "take every email/phone of a CSV file off a list"),
-        ("add", "put one person on a list"),
-        ("remove", "take one person off a list"),
-        ("size", "how many identities a list holds"),
-    ):
-        verb = verbs.add_parser(name, help=what)
-        verb.add_argument("--config", help="config file (default: $LEADGATE_CONFIG)")
-        verb.add_argument("--list", required=True, dest="list_id", help="a configured list id")
-        if name in ("load", "unload"):
-            verb.add_argument("file", type=Path)
-        if name in ("add", "remove"):
-            verb.add_argument("--email")
-            verb.add_argument("--phone")
-        if name != "size":
-            verb.add_argument(
-                "--region", default="FR", help="region of phones without +CC (default FR)"
-            )
-
-
-async def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
-    """``leadgate suppress …``; returns the exit status. Raises ``ConfigError``."""
-    from gateway.app.runtime import fingerprint_keys, load_settings
-    from gateway.storage.redis import RedisStore
-
-    settings = load_settings(environ, args.config)
-    if args.list_id not in settings.config.suppression_lists:
-        known = ", ".join(settings.config.suppression_lists) or "none"
-        print(f"leadgate: unknown suppression list {args.list_id!r} (known: {known})", file=out)
-        return 2
-    url = settings.environment.redis_url
-    if not url:
-        print(
-            "leadgate: suppression lists live in Redis: set LEADGATE_REDIS_URL (and the "
-            "gateway's LEADGATE_FINGERPRINT_KEY); the embedded store lives in one process",
-            file=out,
-        )
-        return 2
-    fingerprinter = Fingerprinter(fingerprint_keys(settings))
-    store = RedisStore(url, allow_eviction=settings.allow_eviction)
-    try:
-        if args.verb == "size":
-            print(await store.suppression_size(args.list_id), file=out)
-            return 0
-        remove = args.verb in ("unload", "remove")
-        if args.verb in ("load", "unload"):
-            try:
-                report = await load_csv(
-                    store, fingerprinter, args.list_id, args.file, region=args.region, remove=remove
-                )
-            except (OSError, ValueError, UnicodeDecodeError) as bad:
-                print(f"leadgate: {args.file}: {bad}", file=out)
-                return 2
-            for line in describe(report, args.list_id, remove=remove):
-                print(line, file=out)
-            return 0
-        if not (args.email or args.phone):
-            print("leadgate: give --email and/or --phone", file=out)
-            return 2
-        try:
-            found = identity_keys(
-                fingerprinter, email=args.email, phone=args.phone, region=args.region,
-                every_key=remove,
-            )  # fmt: skip
-        except ValueError as bad:
-            print(f"leadgate: {bad}", file=out)
-            return 2
-        changed = await store.suppression_change(args.list_id, found, add=not remove)
-        verb = "taken off" if remove else "put on"
-        print(f"{args.list_id!r}: {changed} identities {verb} (others were already)", file=out)
-        return 0
-    finally:
-        await store.close()

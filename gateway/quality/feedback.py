@@ -16,40 +16,22 @@ import contextlib
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
 
 from gateway.config.model import Advertiser, Config
-from gateway.decision.intake import Intake
-from gateway.errors import FieldProblem, InvalidLead, NotFound, RequestError, StoreError
-from gateway.quality.metrics import STATUSES, return_reason
+from gateway.errors import FieldProblem, InvalidLead, RequestError, ReturnWindowOver, UnknownLead
+from gateway.quality.ledger import QualityLedger
+from gateway.quality.metrics import STATUSES, FeedbackMetrics, return_reason
 from gateway.storage import keys
+from gateway.storage.base import FeedbackStore
 from gateway.types import AdvertiserId
 
 #: Lead ids are UUIDs; anything else cannot be one of ours (and must not reach a key name).
 _LEAD_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 _FIELDS = frozenset({"lead_id", "status", "reason", "value"})
 MAX_REASON_CHARS = 200
-
-
-class UnknownLead(NotFound):
-    type_slug = "unknown-lead"
-    title = "Unknown lead"
-
-
-class ReturnWindowOver(RequestError):
-    status = 409
-    title = "Return window over"
-    type_slug = "return-window-over"
-
-
-@runtime_checkable
-class FeedbackStore(Protocol):
-    async def record_feedback(
-        self, items: Sequence[tuple[str, str, str]], now_ms: int
-    ) -> list[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +100,31 @@ def parse_item(data: object, where: str = "") -> FeedbackItem:
 
 
 class FeedbackDesk:
-    """Authenticates advertisers and records their feedback; reads the intake's current
-    configuration on every call, so a reload changes keys and windows at once."""
+    """Authenticates advertisers and records their feedback; reads the configuration served
+    now (``config``) on every call, so a reload changes keys and windows at once.
 
-    def __init__(self, intake: Intake) -> None:
-        self.intake = intake
+    ``store``: where verdicts are recorded; ``metrics``/``ledger``: told about each new one;
+    ``clock``: epoch seconds."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: FeedbackStore,
+        metrics: FeedbackMetrics,
+        ledger: QualityLedger,
+        clock: Callable[[], float],
+    ) -> None:
+        self._current = config
+        self._store = store
+        self._metrics = metrics
+        self._ledger = ledger
+        self._clock = clock
         self._by_key: dict[str, Advertiser] = {}
         self._config: Config | None = None
 
     def authenticate(self, api_key: str) -> Advertiser | None:
         """The advertiser holding ``api_key`` (compared by SHA-256, like partners' keys)."""
-        config = self.intake.config
+        config = self._current()
         if config is not self._config:
             self._by_key = {h: a for a in config.advertisers.values() for h in a.api_key_hashes}
             self._config = config
@@ -141,17 +137,13 @@ class FeedbackDesk:
         """Record each item in one store round trip; one answer or refusal per item, in order.
         Raises ``StoreUnavailable`` (nothing was recorded, or it may have been: a retry is
         safe, statuses are recorded once)."""
-        store = self.intake.engine.store
-        if not isinstance(store, FeedbackStore):
-            raise StoreError(f"the {store.name} store does not keep feedback")
-        now_ms = int(self.intake.clock() * 1000)
+        now_ms = int(self._clock() * 1000)
         refs = [
             (keys.lead_index(advertiser, i.lead_id), keys.lead_feedback(advertiser, i.lead_id),
              i.status)
             for i in items
         ]  # fmt: skip
-        results = await store.record_feedback(refs, now_ms) if refs else []
-        metrics = self.intake.observer.feedback
+        results = await self._store.record_feedback(refs, now_ms) if refs else []
         answers: list[Recorded | RequestError] = []
         for item, (result, index) in zip(items, results, strict=True):
             if result == "unknown":
@@ -174,8 +166,8 @@ class FeedbackDesk:
                 )
                 continue
             if result == "ok":
-                metrics.recorded(partner, campaign, item.status, item.reason, item.value)
-                self.intake.ledger.feedback(partner, campaign, item.status, int(accepted_ms))
+                self._metrics.recorded(partner, campaign, item.status, item.reason, item.value)
+                self._ledger.feedback(partner, campaign, item.status, int(accepted_ms))
             done = "recorded" if result == "ok" else "already_recorded"
             answers.append(Recorded(item.lead_id, item.status, done))
         return answers

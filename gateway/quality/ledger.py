@@ -27,10 +27,11 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
 
+from gateway.config.model import Partner
 from gateway.decision.answer import Answer
 from gateway.errors import RequestError, StoreError
+from gateway.storage.base import LedgerStore
 
 LOG = logging.getLogger("leadgate.ledger")
 
@@ -47,15 +48,6 @@ MAX_PENDING_FIELDS = 100_000
 DAY_MS = 86_400_000
 
 Increments = dict[str, dict[str, int]]
-
-
-@runtime_checkable
-class LedgerStore(Protocol):
-    """The two store methods the ledger needs (``RedisStore`` and ``MemoryStore``)."""
-
-    async def ledger_add(self, increments: Mapping[str, Mapping[str, int]]) -> None: ...
-
-    async def ledger_read(self, days: Sequence[str]) -> dict[str, dict[str, int]]: ...
 
 
 def day_of(ms: int) -> str:
@@ -83,11 +75,6 @@ class QualityLedger:
         #: True from a failed flush to the next good one: one log line per outage, not per try.
         self._failing = False
 
-    @classmethod
-    def for_store(cls, store: object) -> QualityLedger:
-        """A ledger on ``store`` if it keeps one, else one that counts nothing."""
-        return cls(store if isinstance(store, LedgerStore) else None)
-
     # --- counting (hot path: no I/O, no awaits) ----------------------------------------------
 
     def _add(self, at_ms: int, partner: str, campaign: str, metric: str) -> None:
@@ -100,19 +87,26 @@ class QualityLedger:
         name = field_name(partner, campaign, metric)
         day[name] = day.get(name, 0) + 1
 
-    def decisions(
-        self, partner: str, answers: Sequence[Answer | RequestError], now_s: float
+    def refused(self, partner: Partner, error: RequestError) -> None:
+        """A lead refused before a decision is not counted: the report counts decisions."""
+
+    def decided(
+        self,
+        partner: Partner,
+        answers: Sequence[Answer | RequestError],
+        elapsed_s: float,
+        now_s: float,
     ) -> None:
-        """Count the decisions of one request (refused items, test leads and replays are
-        not counted)."""
+        """Count the decisions of one request on the day of ``now_s`` (refused items, test
+        leads and replays are not counted)."""
         if self.store is None:
             return
         now_ms = int(now_s * 1000)
         for answer in answers:
             if isinstance(answer, RequestError) or answer.test or answer.replayed:
                 continue
-            self._add(now_ms, partner, answer.campaign, "posted")
-            self._add(now_ms, partner, answer.campaign, answer.decision.value)
+            self._add(now_ms, partner.id, answer.campaign, "posted")
+            self._add(now_ms, partner.id, answer.campaign, answer.decision.value)
 
     def feedback(self, partner: str, campaign: str, status: str, accepted_at_ms: int) -> None:
         """Count one newly recorded feedback on its lead's acceptance day."""

@@ -1,16 +1,40 @@
-"""The contract every decision store fulfils: Redis (``storage.redis``) and embedded
-(``storage.memory``).
+"""The one store contract: what every store offers, capability by capability.
 
-Each method takes a batch and answers one result per item, in order, so a store can send the
+Two stores implement all of it, and say so by subclassing ``Store`` (so ``mypy --strict``
+checks every signature, not a runtime ``isinstance``):
+
+- ``storage.redis.RedisStore``: the system of record, a single Redis or a Redis Cluster (its
+  pipeline routes each command to its slot's primary; the scripts only ever touch keys of
+  one hash slot);
+- ``storage.memory.MemoryStore``: the embedded store, in one process's memory (demo, laptop,
+  unit tests), answering exactly as the Redis scripts do.
+
+Capabilities, each a protocol of its own so a consumer asks for no more than it uses:
+
+================  =====================================================  ===================
+capability        methods                                                used by
+================  =====================================================  ===================
+decision          ``claim``, ``reserve``, ``decide``, ``release``        ``decision.engine``
+ledger            ``ledger_add``, ``ledger_read``                        ``quality.ledger``
+feedback          ``record_feedback``                                    ``quality.feedback``
+erasure           ``erase_keys``, ``erase_fields``,                      ``privacy.erasure``
+                  ``suppression_lists``
+suppression       ``suppression_change``, ``suppression_size``           ``privacy.suppression``
+counters          ``read_for_metrics``                                   ``observe.caps``
+health            ``ping``, ``close``, ``name``                          the app, ``/readyz``
+================  =====================================================  ===================
+
+Batch methods take a batch and answer one result per item, in order, so a store can send the
 whole batch in one round trip. Every method raises ``StoreUnavailable`` when the store cannot
-be reached, and nothing else for infrastructure failures.
+be reached and ``StoreError`` when it refuses, and nothing else for infrastructure failures.
+Only keyed fingerprints, configured ids and codes ever reach a store's keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from gateway.decision.model import (
     ClaimResult,
@@ -19,6 +43,10 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
+
+#: One Redis command as a tuple of its words (``("GET", key)``): what the read-only
+#: ``read_for_metrics`` takes and what the Redis pipeline sends.
+Command = tuple[str | bytes | int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +65,21 @@ class ForcedOutcome:
     reasons: tuple[str, ...]
 
 
-@runtime_checkable
-class SuppressionStore(Protocol):
-    """Suppression lists: identity keys (``keys.person_suppressed``) carry the ids of the lists
-    they are on. Only keyed fingerprints ever reach the store, never an email or a phone."""
-
-    async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
-        """Put (``add``) or take the identities off the list; how many were not already so."""
-        ...
-
-    async def suppression_size(self, list_id: str) -> int:
-        """How many identities the list holds."""
-        ...
-
-
-class Store(Protocol):
+class Health(Protocol):
+    #: ``redis`` or ``embedded``: shown by ``/readyz`` and the start-up log.
     name: str
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+class DecisionStore(Health, Protocol):
+    """The decision protocol's steps (``decision.engine``; docs/decision.md)."""
 
     async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
         """Claim each Idempotency-Key for its body digest; report replays and conflicts."""
@@ -72,8 +99,76 @@ class Store(Protocol):
         """Step 3: give back the reservations of leads that were not accepted."""
         ...
 
-    async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` unless the store answers now."""
+
+class LedgerStore(Protocol):
+    """The partner quality ledger's daily counts (``keys.quality_day``)."""
+
+    async def ledger_add(self, increments: Mapping[str, Mapping[str, int]]) -> None:
+        """Add ``day -> field -> n`` in one round trip, refreshing each day's TTL."""
         ...
 
-    async def close(self) -> None: ...
+    async def ledger_read(self, days: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Each day's ``field -> count`` (``{}`` for a day without data)."""
+        ...
+
+
+class FeedbackStore(Protocol):
+    """Advertisers' verdicts, recorded against the lead index ``decide`` wrote."""
+
+    async def record_feedback(
+        self, items: Sequence[tuple[str, str, str]], now_ms: int
+    ) -> list[tuple[str, str]]:
+        """Per ``(index key, feedback key, status)``: ``(result, index value)``, result one of
+        ``ok``, ``repeat``, ``window`` (a return after the return window), ``unknown``."""
+        ...
+
+
+class ErasureStore(Protocol):
+    """What an erasure deletes, found from the configuration (``privacy.erasure``)."""
+
+    async def erase_keys(self, keys: Sequence[str]) -> int:
+        """Delete these keys; how many existed."""
+        ...
+
+    async def erase_fields(self, fields: Sequence[tuple[str, str]]) -> int:
+        """Delete these ``(hash key, field)``; how many existed."""
+        ...
+
+    async def suppression_lists(self, keys: Sequence[str]) -> set[str]:
+        """The ids of the suppression lists these identity keys are on."""
+        ...
+
+
+class SuppressionStore(Protocol):
+    """Suppression lists: identity keys (``keys.person_suppressed``) carry the ids of the lists
+    they are on. Only keyed fingerprints ever reach the store, never an email or a phone."""
+
+    async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
+        """Put (``add``) or take the identities off the list; how many were not already so."""
+        ...
+
+    async def suppression_size(self, list_id: str) -> int:
+        """How many identities the list holds."""
+        ...
+
+
+class CounterReader(Protocol):
+    """Cap counters read at scrape time and by the caps status (``observe.caps``)."""
+
+    async def read_for_metrics(self, commands: Sequence[Command]) -> list[Any]:
+        """Read-only commands (``GET``, ``ZCOUNT``, ``ZRANGEBYSCORE … WITHSCORES LIMIT 0 1``,
+        ``PING``) in one round trip, answered as Redis does; an error reply stays in place of
+        its result."""
+        ...
+
+
+class Store(
+    DecisionStore,
+    LedgerStore,
+    FeedbackStore,
+    ErasureStore,
+    SuppressionStore,
+    CounterReader,
+    Protocol,
+):
+    """Every capability: what ``RedisStore`` and ``MemoryStore`` implement, explicitly."""

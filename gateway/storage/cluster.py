@@ -25,7 +25,8 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
 from gateway.errors import StoreUnavailable
-from gateway.storage.pipeline import AutoPipeline, Command, RoundTripHook, connection_factory
+from gateway.storage.base import Command
+from gateway.storage.pipeline import AutoPipeline, RoundTripHook, connection_factory
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SLOTS = 16384

@@ -24,8 +24,7 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.storage import keys as storage_keys
-from gateway.storage.base import ForcedOutcome, ReserveResult
-from gateway.storage.pipeline import Command
+from gateway.storage.base import Command, ForcedOutcome, ReserveResult, Store
 from gateway.types import LeadId
 
 #: Expired entries are swept every this many writes, so memory stays bounded by the windows.
@@ -46,7 +45,9 @@ class StreamEntry:
 
 
 @dataclass
-class MemoryStore:
+class MemoryStore(Store):
+    """Every capability of ``storage.base.Store`` in this process's memory."""
+
     name: str = "embedded"
     _data: dict[str, _Entry] = field(default_factory=dict)
     streams: dict[str, list[StreamEntry]] = field(default_factory=dict)

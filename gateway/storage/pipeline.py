@@ -34,8 +34,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
+from gateway.storage.base import Command
 
-Command = tuple[str | bytes | int | float, ...]
 Connect = Callable[[], AbstractConnection]
 #: Told about every round trip: its duration in seconds (write to last reply) and, when it
 #: failed, the kind of failure (``timeout`` or ``connection``), else None. For metrics.

@@ -25,15 +25,17 @@ from gateway.decision.model import (
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
-from gateway.storage.base import ForcedOutcome, ReserveResult
+from gateway.storage.base import Command, ForcedOutcome, ReserveResult, Store
 from gateway.storage.cluster import open_pipeline
-from gateway.storage.pipeline import Command, RoundTripHook
+from gateway.storage.pipeline import RoundTripHook
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
 
 
-class RedisStore:
+class RedisStore(Store):
+    """Every capability of ``storage.base.Store`` over Redis or a Redis Cluster."""
+
     name = "redis"
 
     def __init__(

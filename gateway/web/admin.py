@@ -22,31 +22,32 @@ answers hold ids, codes, counts and times only; errors are problem+json naming t
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-from gateway.app.runtime import ConfigReloader
 from gateway.config.model import Config
-from gateway.decision.intake import Intake
 from gateway.delivery import ops
 from gateway.delivery.queue_base import Queue
 from gateway.errors import (
     FieldProblem,
     InvalidFields,
+    InvalidValue,
     NotFound,
     PayloadTooLarge,
     RequestError,
-    StoreError,
 )
+from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe import caps as capusage
 from gateway.privacy import suppression
-from gateway.privacy.erasure import ErasableStore, Eraser, ErasureInputError, Person
+from gateway.privacy.erasure import Eraser, Person
 from gateway.quality import report
-from gateway.storage.base import SuppressionStore
+from gateway.quality.ledger import QualityLedger
+from gateway.storage.base import Store
 from gateway.types import AdvertiserId, LeadId
 from gateway.web.problems import Handler, problem_response
 
@@ -57,16 +58,27 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_ENTRIES = 10_000
 
 
+class Reloader(Protocol):
+    """What the reload route needs (``app.reload.ConfigReloader``)."""
+
+    path: str
+    refusal: tuple[str, ...]
+
+    async def reload(self, *, trigger: str) -> Config | None: ...
+
+
 @dataclass
 class Admin:
-    """What the admin routes act on; the configuration is always the intake's current one."""
+    """What the admin routes act on; ``config`` answers the configuration served now."""
 
-    intake: Intake
+    config: Callable[[], Config]
+    store: Store
     queue: Queue
+    fingerprinter: Fingerprinter
+    ledger: QualityLedger
     token: str
-    reloader: ConfigReloader | None = None
-    #: Called with a config the reload endpoint put in service (rate-limit buckets, ...).
-    on_reload: Callable[[Config], None] | None = None
+    reloader: Reloader | None = None
+    clock: Callable[[], float] = time.time
 
     def authorized(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -76,10 +88,10 @@ class Admin:
 
     @property
     def advertisers(self) -> list[AdvertiserId]:
-        return list(self.intake.config.advertisers)
+        return list(self.config().advertisers)
 
     def advertiser(self, value: object) -> AdvertiserId | None:
-        if isinstance(value, str) and value in self.intake.config.advertisers:
+        if isinstance(value, str) and value in self.config().advertisers:
             return AdvertiserId(value)
         return None
 
@@ -92,38 +104,23 @@ class Admin:
             person = Person.parse(
                 _text(body, "email"), _text(body, "phone"), _text(body, "region") or "FR"
             )
-        except ErasureInputError as bad:
+        except InvalidValue as bad:
             raise InvalidFields([FieldProblem(bad.field, bad.why)]) from None
-        store = self.intake.engine.store
-        if not isinstance(store, ErasableStore):
-            raise StoreError(f"the {store.name} store cannot erase")
-        eraser = Eraser(
-            self.intake.config,
-            self.intake.fingerprinter,
-            store,
-            self.queue,
-            clock=self.intake.clock,
-        )
+        eraser = Eraser(self.config(), self.fingerprinter, self.store, self.queue, clock=self.clock)
         return _json((await eraser.erase(person)).to_json())
 
     # --- suppression lists -----------------------------------------------------------------
 
-    def _suppression(self, request: web.Request) -> tuple[str, SuppressionStore]:
+    def _list_id(self, request: web.Request) -> str:
         list_id = request.match_info["list"]
-        if list_id not in self.intake.config.suppression_lists:
+        if list_id not in self.config().suppression_lists:
             raise NotFound("no such suppression list in the configuration")
-        store = self.intake.engine.store
-        if not isinstance(store, SuppressionStore):
-            raise StoreError(f"the {store.name} store keeps no suppression lists")
-        return list_id, store
+        return list_id
 
     async def suppression_lists(self, _: web.Request) -> web.Response:
-        store = self.intake.engine.store
         lists = []
-        for list_id, declared in self.intake.config.suppression_lists.items():
-            size = (
-                await store.suppression_size(list_id) if isinstance(store, SuppressionStore) else 0
-            )
+        for list_id, declared in self.config().suppression_lists.items():
+            size = await self.store.suppression_size(list_id)
             lists.append(
                 {"id": list_id, "name": declared.name, "network": declared.network, "size": size}
             )
@@ -136,7 +133,7 @@ class Admin:
         return await self._suppression_change(request, add=False)
 
     async def _suppression_change(self, request: web.Request, *, add: bool) -> web.Response:
-        list_id, store = self._suppression(request)
+        list_id, store = self._list_id(request), self.store
         body = await _body(request)
         _only(body, ("email", "phone", "region", "entries"))
         region = _text(body, "region") or "FR"
@@ -167,7 +164,7 @@ class Admin:
                     continue
                 try:
                     found += suppression.identity_keys(
-                        self.intake.fingerprinter,
+                        self.fingerprinter,
                         email=value if name == "email" else None,
                         phone=value if name == "phone" else None,
                         region=region,
@@ -192,45 +189,40 @@ class Admin:
     # --- caps, reload, report --------------------------------------------------------------
 
     async def caps(self, request: web.Request) -> web.Response:
-        config = self.intake.config
+        config = self.config()
         campaign = request.rel_url.query.get("campaign")
         if campaign is not None and campaign not in config.campaigns:
             raise NotFound("no such campaign in the configuration")
-        store: Any = self.intake.engine.store
-        rows = await capusage.caps_status(
-            config, store.read_for_metrics, self.intake.clock(), campaign
-        )
+        rows = await capusage.caps_status(config, self.store, self.clock(), campaign)
         return _json({"caps": rows})
 
     async def reload(self, _: web.Request) -> web.Response:
         if self.reloader is None:
             raise NotFound("this process was not started from a config file it can reload")
-        previous = self.intake.config.checksum
+        previous = self.config().checksum
         config = await self.reloader.reload(trigger="api")
         if config is None and self.reloader.refusal:
             raise InvalidFields(
                 [FieldProblem(self.reloader.path, issue) for issue in self.reloader.refusal]
             )
-        if config is not None and self.on_reload is not None:
-            self.on_reload(config)
         return _json(
             {
                 "reloaded": config is not None,
-                "checksum": self.intake.config.checksum,
+                "checksum": self.config().checksum,
                 "previous_checksum": previous,
             }
         )
 
     async def partner_report(self, request: web.Request) -> web.Response:
         query = request.rel_url.query
-        now_ms = int(self.intake.clock() * 1000)
+        now_ms = int(self.clock() * 1000)
         campaign = query.get("campaign")
-        if campaign is not None and campaign not in self.intake.config.campaigns:
+        if campaign is not None and campaign not in self.config().campaigns:
             raise NotFound("no such campaign in the configuration")
         try:
             body = await report.report_json(
-                self.intake.ledger.read,
-                self.intake.config,
+                self.ledger.read,
+                self.config(),
                 since=query.get("since", report.DEFAULT_SINCE),
                 now_ms=now_ms,
                 campaign=campaign,

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.decision.intake import Intake
+from gateway.observe.metrics import Observer
 from gateway.web import handlers
 from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.feedback import add_feedback_routes
 from gateway.web.problems import Handler, problems_middleware
-from gateway.web.state import BUCKETS, DRAINING, INFLIGHT, INTAKE, InFlight
+from gateway.web.state import (
+    BUCKETS,
+    DRAINING,
+    FEEDBACK_DESK,
+    INFLIGHT,
+    INTAKE,
+    OBSERVER,
+    STORE,
+    InFlight,
+    Services,
+)
 
 _ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
@@ -58,10 +67,13 @@ def _observe(request: web.Request, status: int, started: float) -> None:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     method = request.method if request.method in _ROUTED_METHODS else "other"
-    request.app[INTAKE].observer.request(route, method, status, time.perf_counter() - started)
+    request.app[OBSERVER].request(route, method, status, time.perf_counter() - started)
 
 
-def create_app(intake: Intake) -> web.Application:
+def create_app(services: Services, admin: Admin | None = None) -> web.Application:
+    """The partner-facing listener's app: leads, feedback, health, metrics, the OpenAPI
+    document; and the admin API when ``admin`` is given (without a listener of its own)."""
+    intake = services.intake
     # Bodies are read (and bounded) by the handlers themselves; aiohttp's own limit only has
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
@@ -70,6 +82,9 @@ def create_app(intake: Intake) -> web.Application:
         client_max_size=max_size,
     )
     app[INTAKE] = intake
+    app[OBSERVER] = services.observer
+    app[STORE] = services.store
+    app[FEEDBACK_DESK] = services.feedback_desk
     app[INFLIGHT] = InFlight()
     app[BUCKETS] = {}
     app[DRAINING] = asyncio.Event()
@@ -81,24 +96,22 @@ def create_app(intake: Intake) -> web.Application:
     app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
     add_feedback_routes(app)
-    for route in app.router.routes():
-        if route.resource is not None:
-            intake.observer.route_known(route.resource.canonical, [route.method])
-    app.cleanup_ctx.append(_store_lifecycle)
-    return app
-
-
-def create_admin_app(intake: Intake, admin: Admin) -> web.Application:
-    """The admin API alone, for its own listener (``LEADGATE_ADMIN_PORT``)."""
-    app = web.Application(middlewares=[metrics_middleware])
-    app[INTAKE] = intake
     add_admin_routes(app, admin)
-    for route in app.router.routes():
-        if route.resource is not None:
-            intake.observer.route_known(route.resource.canonical, [route.method])
+    _known_routes(app, services.observer)
     return app
 
 
-async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[INTAKE].engine.store.close()
+def create_admin_app(observer: Observer, admin: Admin | None) -> web.Application:
+    """The admin API alone, for its own listener (``LEADGATE_ADMIN_PORT``); without ``admin``
+    (no token) every path answers 404."""
+    app = web.Application(middlewares=[metrics_middleware])
+    app[OBSERVER] = observer
+    add_admin_routes(app, admin)
+    _known_routes(app, observer)
+    return app
+
+
+def _known_routes(app: web.Application, observer: Observer) -> None:
+    for route in app.router.routes():
+        if route.resource is not None:
+            observer.route_known(route.resource.canonical, [route.method])

@@ -12,21 +12,15 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import (
+    BadRequest,
     FieldProblem,
     InvalidLead,
     PayloadTooLarge,
-    RequestError,
     UnsupportedMediaType,
 )
 
 #: Form posts may carry many fields, but not enough to make parsing itself a denial of service.
 MAX_FORM_FIELDS = 200
-
-
-class MalformedBody(RequestError):
-    status = 400
-    title = "Bad request"
-    type_slug = "bad-request"
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -58,7 +52,7 @@ def parse_json_object(body: bytes) -> dict[str, object]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as bad:
-        raise MalformedBody(f"the body is not valid JSON: {bad}") from None
+        raise BadRequest(f"the body is not valid JSON: {bad}") from None
     if not isinstance(data, dict):
         raise InvalidLead([FieldProblem("body", "expected a JSON object")])
     return data
@@ -82,7 +76,7 @@ def parse_form(body: bytes) -> dict[str, object]:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
-        raise MalformedBody("the form body is not valid UTF-8") from None
+        raise BadRequest("the form body is not valid UTF-8") from None
     except ValueError:
         raise PayloadTooLarge(f"more than {MAX_FORM_FIELDS} form fields") from None
     return flat_fields(pairs)

@@ -25,13 +25,11 @@ from gateway.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gateway.quality.feedback import FeedbackDesk, FeedbackItem, Recorded, parse_item
+from gateway.quality.feedback import FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
 from gateway.web.handlers import _api_key
 from gateway.web.problems import problem_body
-from gateway.web.state import INTAKE
-
-FEEDBACK_DESK: web.AppKey[FeedbackDesk] = web.AppKey("feedback_desk", FeedbackDesk)
+from gateway.web.state import FEEDBACK_DESK, INTAKE
 
 
 def _advertiser(request: web.Request, *, allow_query: bool = False) -> Advertiser:
@@ -100,6 +98,6 @@ async def get_feedback(request: web.Request) -> web.Response:
 
 
 def add_feedback_routes(app: web.Application) -> None:
-    app[FEEDBACK_DESK] = FeedbackDesk(app[INTAKE])
+    """The feedback routes; ``app[FEEDBACK_DESK]`` records what they receive."""
     app.router.add_post("/v1/feedback", post_feedback)
     app.router.add_get("/v1/feedback", get_feedback, allow_head=False)

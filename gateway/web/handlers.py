@@ -13,28 +13,21 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.config.model import Partner
 from gateway.decision.answer import Answer
 from gateway.errors import (
+    BadRequest,
     FieldProblem,
     InvalidLead,
     RateLimited,
-    RequestError,
     StoreError,
     Unauthorized,
     UnsupportedMediaType,
 )
 from gateway.observe import caps as capusage
-from gateway.storage.redis import RedisStore
 from gateway.web import body as bodies
 from gateway.web.problems import problem_body
 from gateway.web.ratelimit import TokenBucket, retry_after_s
-from gateway.web.state import BUCKETS, DRAINING, INTAKE
+from gateway.web.state import BUCKETS, DRAINING, INTAKE, OBSERVER, STORE
 
 _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
-
-
-class BadHeader(RequestError):
-    status = 400
-    title = "Bad request"
-    type_slug = "bad-request"
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,16 +54,18 @@ def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) 
     partner = request.app[INTAKE].authenticate(_api_key(request, allow_query=allow_query))
     if partner is None:
         raise Unauthorized("unknown API key")
-    if partner.rate_limit is not None:
+    limit = partner.rate_limit
+    if limit is not None:
         buckets = request.app[BUCKETS]
         now_s = time.monotonic()
         bucket = buckets.get(partner.id)
-        if bucket is None:
-            bucket = buckets[partner.id] = TokenBucket.full(partner.rate_limit, now_s)
+        if bucket is None or bucket.rate_per_s != limit.per_s or bucket.burst != limit.burst:
+            # A partner new to this process, or whose limit a reload changed: a full bucket.
+            bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
         wait_s = bucket.take(cost, now_s)
         if wait_s > 0:
             raise RateLimited(
-                f"rate limit of {partner.rate_limit.per_s:g} leads/s exceeded",
+                f"rate limit of {limit.per_s:g} leads/s exceeded",
                 retry_after_s(wait_s),
             )
     return partner
@@ -81,7 +76,7 @@ def _idempotency_key(request: web.Request) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not set(key) <= _IDEMPOTENCY_KEY_CHARS:
-        raise BadHeader("Idempotency-Key must be 1 to 255 printable ASCII characters")
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
     return key
 
 
@@ -151,7 +146,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    store = request.app[INTAKE].engine.store
+    store = request.app[STORE]
     if request.app[DRAINING].is_set():
         return _json({"status": "draining", "store": store.name}, status=503)
     try:
@@ -163,11 +158,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    intake = request.app[INTAKE]
-    store = intake.engine.store
-    read = store.read_for_metrics if isinstance(store, RedisStore) else None
-    await capusage.refresh(intake.observer, intake.config, read, intake.clock())
-    response = web.Response(body=intake.observer.exposition())
+    intake, observer = request.app[INTAKE], request.app[OBSERVER]
+    await capusage.refresh(observer, intake.config, request.app[STORE], intake.clock())
+    response = web.Response(body=observer.exposition())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import InvalidFields, RateLimited, RequestError, StoreUnavailable
-from gateway.web.state import INTAKE
+from gateway.web.state import OBSERVER
 
 LOG = logging.getLogger("leadgate.web")
 CONTENT_TYPE = "application/problem+json"
@@ -81,7 +81,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     except RequestError as error:
         return render(error, path)
     except StoreUnavailable as error:
-        request.app[INTAKE].observer.store_errors.inc()
+        request.app[OBSERVER].store_errors.inc()
         if error.outcome_unknown:
             detail = (
                 "the decision store did not answer in time: the lead may or may not have been "

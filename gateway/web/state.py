@@ -1,15 +1,40 @@
-"""Typed application state (``web.AppKey``): what handlers may reach."""
+"""Typed application state (``web.AppKey``): what handlers may reach, and what the web layer is
+built from (``Services``: the composition root, ``app.root.App``, is one)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from aiohttp import web
 
 from gateway.decision.intake import Intake
+from gateway.observe.metrics import Observer
+from gateway.quality.feedback import FeedbackDesk
+from gateway.storage.base import Store
 from gateway.web.ratelimit import TokenBucket
 
+
+class Services(Protocol):
+    """The parts the HTTP listeners serve from."""
+
+    @property
+    def intake(self) -> Intake: ...
+
+    @property
+    def observer(self) -> Observer: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def feedback_desk(self) -> FeedbackDesk: ...
+
+
 INTAKE: web.AppKey[Intake] = web.AppKey("intake", Intake)
+OBSERVER: web.AppKey[Observer] = web.AppKey("observer", Observer)
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+FEEDBACK_DESK: web.AppKey[FeedbackDesk] = web.AppKey("feedback_desk", FeedbackDesk)
 BUCKETS: web.AppKey[dict[str, TokenBucket]] = web.AppKey("buckets", dict)
 DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 

@@ -138,7 +138,7 @@ async def test_an_evicting_redis_that_appears_after_start_is_not_used(
     spare_redis: Callable[[], RedisServer],
 ) -> None:
     """The start-up refusal of an evicting Redis (next test) must not depend on start order:
-    pods often start before Redis does. Fails today: ``runtime.build_intake`` runs
+    pods often start before Redis does. Fails today: ``App.open_store`` runs
     ``server_checks`` only when Redis answers at start, so a gateway started first decides
     leads on an ``allkeys-lru`` Redis, silently, for its whole life."""
     server = spare_redis()  # down while the gateway starts

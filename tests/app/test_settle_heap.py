@@ -19,7 +19,7 @@ def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_tha
         import gc, json, time, weakref
         import phonenumbers
         from gateway.config.load import load_config
-        from gateway.app.runtime import settle_heap
+        from gateway.app.heap import settle_heap
 
         config = load_config({str(EXAMPLE)!r})
         regions = sorted({{c.phone_region for c in config.campaigns.values()}})

@@ -3,7 +3,9 @@ checks and commits (pure: no store, no clock)."""
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -26,7 +28,6 @@ from gateway.config.model import (
     Partner,
     PressureUnit,
 )
-from gateway.decision import plan
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
 from gateway.decision.model import Decision, DecisionRequest
@@ -34,7 +35,6 @@ from gateway.decision.plan import Idempotency, build_request, dedup_check
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
-from gateway.observe.metrics import Observer
 from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
 from gateway.types import (
@@ -519,17 +519,20 @@ def test_the_keys_kept_between_leads_follow_the_window_as_time_goes_on(days_late
 
 async def test_a_replaced_config_leaves_nothing_of_itself_in_what_the_plan_keeps() -> None:
     # The plan keeps what each (campaign, partner, channel) shares, holding the config objects
-    # it came from; a reload must let the old config go.
+    # it came from; a reload swaps the whole plan, and nothing keeps the old one alive.
     old, new = parse_config(network(), checksum="c0"), parse_config(network(), checksum="c1")
-    intake = Intake(old, DecisionEngine(MemoryStore()), Fingerprinter([K1]), Observer(old))
+    intake = Intake(old, DecisionEngine(MemoryStore()), Fingerprinter([K1]))
     partner = old.partners[PartnerId("p-alpha")]
     assert intake.authenticate(KEYS["p-alpha"]) is partner
     await intake.submit(partner, {"campaign": "acme-main", "email": "kept@example.com"})
-    assert any(held[0] is old.campaigns[CampaignId("acme-main")] for held in plan._ROUTES.values())
+    acme = old.campaigns[CampaignId("acme-main")]
+    kept = intake.plan.route(acme, partner, partner.default_channel)
+    assert intake.plan.route(acme, partner, partner.default_channel) is kept  # worked out once
+    old_plan = weakref.ref(intake.plan)
 
     intake.replace_config(new)
+    gc.collect()
 
-    old_objects = {id(o) for o in (*old.campaigns.values(), *old.partners.values())}
-    assert not any(
-        id(c) in old_objects or id(p) in old_objects for c, p, _ in plan._ROUTES.values()
-    )
+    assert old_plan() is None
+    assert intake.plan.config is new
+    assert intake.authenticate(KEYS["p-alpha"]) is new.partners[PartnerId("p-alpha")]

@@ -13,16 +13,13 @@ from support import ADVERTISER, free_port
 
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
+from gateway.app.root import App
+from gateway.app.settings import Settings
+from gateway.config.environment import Environment
 from gateway.config.load import parse_config
-from gateway.decision.engine import DecisionEngine
-from gateway.decision.intake import Intake
 from gateway.delivery.queue_base import LastResponse
-from gateway.leads.fingerprint import Fingerprinter
-from gateway.observe.metrics import Observer
 from gateway.types import AdvertiserId, FingerprintKey, LeadId
-from gateway.web.admin import Admin, add_admin_routes
-from gateway.web.problems import problems_middleware
-from gateway.web.state import INTAKE
+from gateway.web.app import create_admin_app
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -35,7 +32,8 @@ async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         yield queued
 
 
-def intake_over(h: Harness) -> Intake:
+def app_over(h: Harness, token: str | None) -> App:
+    """The composition root over the harness's store and queue, with ``token`` the admin's."""
     config = parse_config(
         {
             "channels": [{"id": "email"}],
@@ -44,19 +42,16 @@ def intake_over(h: Harness) -> Intake:
             "partners": [],
         }
     )
-    return Intake(
-        config,
-        DecisionEngine(h.store),
-        Fingerprinter([FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0")]),
-        Observer(config),
+    environment = Environment(
+        fingerprint_keys=(FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0"),),
+        admin_token=token,
     )
+    return App(Settings.of(config, environment), store=h.store, queue=h.queue)
 
 
 async def serve(h: Harness, token: str | None) -> tuple[web.AppRunner, str]:
-    intake = intake_over(h)
-    app = web.Application(middlewares=[problems_middleware])
-    app[INTAKE] = intake
-    add_admin_routes(app, Admin(intake, h.queue, token) if token else None)
+    gateway = app_over(h, token)
+    app = create_admin_app(gateway.observer, gateway.admin_api())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

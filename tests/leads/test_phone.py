@@ -5,7 +5,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.leads.phone import MissingCountryCode, normalize_phone
+from gateway.errors import MissingCountryCode
+from gateway.leads.phone import normalize_phone
 
 
 @pytest.mark.parametrize(

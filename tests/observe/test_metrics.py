@@ -16,16 +16,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
+from gateway.app.root import App
+from gateway.app.settings import Settings
+from gateway.config.environment import Environment
 from gateway.config.load import parse_config
 from gateway.config.model import Config
 from gateway.decision.answer import Answer
-from gateway.decision.engine import DecisionEngine
-from gateway.decision.intake import Intake
 from gateway.decision.model import Decision
 from gateway.delivery.metrics import DEAD_LETTER_REASONS, DeliveryMetrics
 from gateway.delivery.model import Outcome
 from gateway.errors import FieldProblem, InvalidLead, StoreUnavailable
-from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe.metrics import Observer
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
@@ -51,14 +51,12 @@ def exposition(observer: Observer) -> str:
 @pytest_asyncio.fixture
 async def gateway() -> AsyncIterator[tuple[Client, Observer]]:
     config = parse_config(network(), checksum="c0")
-    observer = Observer(config)
-    intake = Intake(
-        config,
-        DecisionEngine(MemoryStore()),
-        Fingerprinter([FingerprintKey("t1", b"observability-metrics-test-key-0")]),
-        observer,
+    environment = Environment(
+        fingerprint_keys=(FingerprintKey("t1", b"observability-metrics-test-key-0"),)
     )
-    server = TestServer(create_app(intake))
+    gateway = App(Settings.of(config, environment), store=MemoryStore())
+    observer = gateway.observer
+    server = TestServer(create_app(gateway))
     await server.start_server(access_log=None)
     client = TestClient(server)
     await client.start_server()
@@ -243,7 +241,7 @@ def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
     capped = dataclasses.replace(duplicate, decision=Decision.CAPPED, reasons=("cap.partner.hour",))
     invalid = InvalidLead([FieldProblem("leads/0/email", "required")])
     for _ in range(3):
-        observer.decisions(partner, [duplicate, capped, invalid], 0.001)
+        observer.decided(partner, [duplicate, capped, invalid], 0.001)
 
     text = exposition(observer)
     where = {"partner": "p-beta", "campaign": "acme-main"}

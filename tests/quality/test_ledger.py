@@ -15,14 +15,13 @@ import pytest
 import redis
 from support import RedisServer
 
+from gateway.app.root import App
+from gateway.app.settings import Settings
+from gateway.config.environment import Environment
 from gateway.config.load import parse_config
 from gateway.config.model import Partner
 from gateway.decision.answer import Answer
-from gateway.decision.engine import DecisionEngine
-from gateway.decision.intake import Intake
-from gateway.leads.fingerprint import Fingerprinter
-from gateway.observe.metrics import Observer
-from gateway.quality.feedback import FeedbackDesk, FeedbackItem, Recorded
+from gateway.quality.feedback import FeedbackItem, Recorded
 from gateway.quality.ledger import QualityLedger, day_of
 from gateway.storage import keys
 from gateway.storage.base import Store
@@ -84,19 +83,16 @@ class Clock:
         return self.now_s
 
 
-def make_intake(store: Store, clock: Clock) -> Intake:
-    config = parse_config(config_data())
-    return Intake(
-        config,
-        DecisionEngine(store),
-        Fingerprinter([FingerprintKey("t1", b"ledger-tests-fingerprint-key-01")]),
-        Observer(config),
-        clock=clock,
+def make_app(store: Store, clock: Clock) -> App:
+    """The composition root over ``store``: its intake counts into its ledger."""
+    environment = Environment(
+        fingerprint_keys=(FingerprintKey("t1", b"ledger-tests-fingerprint-key-01"),)
     )
+    return App(Settings.of(parse_config(config_data()), environment), store=store, clock=clock)
 
 
-def partner(intake: Intake, pid: str) -> Partner:
-    return intake.config.partners[PartnerId(pid)]
+def partner(app: App, pid: str) -> Partner:
+    return app.config.partners[PartnerId(pid)]
 
 
 def lead(n: int, **extra: object) -> dict[str, object]:
@@ -107,8 +103,9 @@ async def test_decisions_are_counted_per_day_partner_campaign_without_tests_or_r
     store: Store,
 ) -> None:
     clock = Clock(T0)
-    intake = make_intake(store, clock)
-    p1, p2 = partner(intake, "p1"), partner(intake, "p2")
+    app = make_app(store, clock)
+    intake = app.intake
+    p1, p2 = partner(app, "p1"), partner(app, "p2")
     assert (await intake.submit(p1, lead(1))).decision.value == "accepted"
     assert (await intake.submit(p2, lead(1))).decision.value == "duplicate"
     assert (await intake.submit(p1, lead(2, test=True))).test  # not counted
@@ -125,7 +122,7 @@ async def test_decisions_are_counted_per_day_partner_campaign_without_tests_or_r
     clock.now_s += 3 * DAY_S
     assert (await intake.submit(p1, lead(7))).decision.value == "accepted"
 
-    assert await intake.ledger.read([FRIDAY, MONDAY, "2026-11-21"]) == {
+    assert await app.ledger.read([FRIDAY, MONDAY, "2026-11-21"]) == {
         FRIDAY: {
             "p1|acme-on|posted": 2,
             "p1|acme-on|accepted": 2,
@@ -139,14 +136,15 @@ async def test_decisions_are_counted_per_day_partner_campaign_without_tests_or_r
         MONDAY: {"p1|acme-on|posted": 1, "p1|acme-on|accepted": 1},
         "2026-11-21": {},
     }
-    assert intake.ledger.pending_fields == 0
+    assert app.ledger.pending_fields == 0
 
 
 async def test_feedback_counts_on_the_acceptance_day_once(store: Store) -> None:
     clock = Clock(T0)
-    intake = make_intake(store, clock)
-    desk = FeedbackDesk(intake)
-    p1 = partner(intake, "p1")
+    app = make_app(store, clock)
+    intake = app.intake
+    desk = app.feedback_desk
+    p1 = partner(app, "p1")
     ids = [(await intake.submit(p1, lead(n))).lead_id for n in (1, 2, 3)]
     clock.now_s += 3 * DAY_S  # the advertiser reports on Monday
     items = [
@@ -162,7 +160,7 @@ async def test_feedback_counts_on_the_acceptance_day_once(store: Store) -> None:
         "recorded",
         "already_recorded",
     ]
-    counts = await intake.ledger.read([FRIDAY, MONDAY])
+    counts = await app.ledger.read([FRIDAY, MONDAY])
     assert counts[MONDAY] == {}
     friday = counts[FRIDAY]
     assert {k: v for k, v in friday.items() if k.split("|")[2] in ("converted", "returned")} == {
@@ -178,13 +176,14 @@ async def test_a_flush_is_one_round_trip_to_a_day_hash_with_a_ttl_and_ids_only(
 ) -> None:
     store = RedisStore(redis_url)
     try:
-        intake = make_intake(store, Clock(T0))
-        p1 = partner(intake, "p1")
+        app = make_app(store, Clock(T0))
+        intake = app.intake
+        p1 = partner(app, "p1")
         for n in range(5):
             await intake.submit(p1, {"campaign": "acme-on", "email": f"x{n}.{EMAIL}"})
         await intake.submit(p1, {"campaign": "acme-summer", "email": EMAIL, "phone": PHONE})
         before = store.round_trips
-        assert await intake.ledger.flush()
+        assert await app.ledger.flush()
         assert store.round_trips - before == 1
     finally:
         await store.close()
@@ -212,9 +211,10 @@ async def test_a_flush_is_one_round_trip_to_a_day_hash_with_a_ttl_and_ids_only(
 
 async def test_the_embedded_store_keeps_only_ids_too() -> None:
     store = MemoryStore()
-    intake = make_intake(store, Clock(T0))
-    await intake.submit(partner(intake, "p2"), {"campaign": "acme-on", "email": EMAIL})
-    counts = await intake.ledger.read([FRIDAY])
+    app = make_app(store, Clock(T0))
+    intake = app.intake
+    await intake.submit(partner(app, "p2"), {"campaign": "acme-on", "email": EMAIL})
+    counts = await app.ledger.read([FRIDAY])
     assert counts == {FRIDAY: {"p2|acme-on|posted": 1, "p2|acme-on|accepted": 1}}
     names = store.keys()
     assert keys.quality_day(FRIDAY) in names
@@ -297,7 +297,7 @@ async def test_run_flushes_periodically_and_close_flushes_the_rest() -> None:
 
 
 def test_a_store_without_a_ledger_counts_nothing() -> None:
-    ledger = QualityLedger.for_store(object())
+    ledger = QualityLedger(None)
     ledger.feedback("p1", "acme-on", "converted", int(T0 * 1000))
     assert ledger.store is None
     assert ledger.pending_fields == 0

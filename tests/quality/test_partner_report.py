@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.cli import report as report_cli
 from gateway.config.load import parse_config
 from gateway.config.model import Config
 from gateway.delivery import ops
@@ -202,7 +203,7 @@ def test_the_table_aligns_columns_and_shows_percentages() -> None:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="leadgate")
-    report.register(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["report", "partners", *argv])
 
 
@@ -215,7 +216,7 @@ def config_file(tmp_path: Path) -> Path:
 
 async def run(environ: Mapping[str, str], *argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    status = await report.run(parse(*argv), environ, out)
+    status = await report_cli.run(parse(*argv), environ, out)
     return status, out.getvalue()
 
 

@@ -1,6 +1,7 @@
 """A gateway on a real socket, over either decision store, with an injected clock.
 
-``make_gateway`` builds ``create_app(Intake(...))`` from a config dict (``network()``, a small
+``make_gateway`` builds ``create_app(App(...))`` (the composition root, as ``leadgate serve``
+does) from a config dict (``network()``, a small
 network whose every campaign exists for one behaviour) or from ``examples/leadgate.yaml``, on
 the parametrized ``store`` fixture: every behavioural test runs on the embedded store and on a
 real Redis. ``make_embedded_gateway`` is the same on the embedded store only, for tests about
@@ -29,20 +30,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDictProxy
 from support import StoreView
 
-from gateway.app.runtime import ConfigReloader
+from gateway.app.root import App
+from gateway.app.settings import Settings
+from gateway.config.environment import Environment
 from gateway.config.load import load_config, parse_config
 from gateway.config.model import Config
-from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
 from gateway.delivery.memqueue import MemoryQueue
 from gateway.delivery.queue import RedisQueue
 from gateway.delivery.queue_base import Queue
-from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe.metrics import Observer
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.types import FingerprintKey
-from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.app import create_app
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
@@ -214,7 +214,7 @@ class Reply:
 @dataclass
 class Gateway:
     client: TestClient[web.Request, web.Application]
-    intake: Intake
+    app: App
     clock: FakeClock
     view: StoreView
     keys: Mapping[str, str] = field(default_factory=lambda: {**NETWORK_KEYS, **EXAMPLE_KEYS})
@@ -230,7 +230,15 @@ class Gateway:
 
     @property
     def store(self) -> Store:
-        return self.intake.engine.store
+        return self.app.store
+
+    @property
+    def intake(self) -> Intake:
+        return self.app.intake
+
+    @property
+    def observer(self) -> Observer:
+        return self.app.observer
 
     def auth(self, partner: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[partner]}"}
@@ -320,14 +328,8 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
         clock = FakeClock(now_s)
         own = MemoryStore()
         used = store or shared or own
-        intake = Intake(
-            built,
-            DecisionEngine(used),
-            Fingerprinter([FINGERPRINT_KEY]),
-            Observer(built),
-            clock=clock,
-        )
-        app = create_app(intake)
+        if store is not None:
+            stores.append(store)
         queue: Queue | None = None
         if admin:
             seen = view or StoreView(own, None)
@@ -336,25 +338,38 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
                 if isinstance(used, MemoryStore)
                 else RedisQueue(str(seen.redis_url))
             )
-            reloader = ConfigReloader(intake, str(config)) if isinstance(config, Path) else None
-            add_admin_routes(app, Admin(intake, queue, ADMIN_TOKEN, reloader))
             queues.append(queue)
-        server = TestServer(app)  # its cleanup closes the store
+        environment = Environment(
+            fingerprint_keys=(FINGERPRINT_KEY,), admin_token=ADMIN_TOKEN if admin else None
+        )
+        path = str(config) if isinstance(config, Path) else ""
+        gateway = App(
+            Settings.of(built, environment, config_path=path), store=used, queue=queue, clock=clock
+        )
+        apps.append(gateway)
+        app = create_app(gateway, gateway.admin_api())
+        server = TestServer(app)
         # As the CLI runs it: no access log (request lines carry query strings).
         await server.start_server(access_log=None)
         client = TestClient(server)
         opened.append(client)
         await client.start_server()
-        return Gateway(client, intake, clock, view or StoreView(own, None), queue=queue)
+        return Gateway(client, gateway, clock, view or StoreView(own, None), queue=queue)
 
     queues: list[Queue] = []
+    stores: list[Store] = []
+    apps: list[App] = []
     try:
         yield make
     finally:
         for client in opened:
             await client.close()
+        for gateway in apps:
+            await gateway.aclose()
         for queue in queues:
             await queue.close()
+        for given in stores:
+            await given.close()
 
 
 @pytest_asyncio.fixture

@@ -59,7 +59,7 @@ async def accepted(gw: Gateway, campaign: str = "acme-always-on", partner: str =
 
 def value_of(gw: Gateway, name: str, **labels: str) -> float:
     """The value of one sample of the gateway's metrics page."""
-    text = gw.intake.observer.exposition().decode()
+    text = gw.observer.exposition().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
@@ -102,7 +102,7 @@ async def test_a_return_maps_its_reason_to_the_fixed_table(make_gateway: Gateway
     labels = {"partner": "p-mail", "campaign": "acme-always-on"}
     assert value_of(gw, "leadgate_returns_total", reason="invalid_contact", **labels) == 2
     assert value_of(gw, "leadgate_returns_total", reason="other", **labels) == 1
-    exposition = gw.intake.observer.exposition().decode()
+    exposition = gw.observer.exposition().decode()
     assert "x@y.z" not in exposition
     assert "the guy" not in exposition
 
