@@ -4,6 +4,7 @@
 
     LeadgateError
     ├── ConfigError                 the config file or the environment is wrong (start-up, reload)
+    ├── UsageError                  a command line asks for what cannot be done (exit 2)
     ├── StoreError                  the decision store failed
     │   └── StoreUnavailable        it cannot be reached now; retry later (HTTP 503)
     └── RequestError                the request is wrong; carries the HTTP status (problem+json)
@@ -61,6 +62,11 @@ class ConfigError(LeadgateError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class UsageError(LeadgateError):
+    """A command's arguments or input files are not usable: the message says which and why,
+    the command prints it and exits 2."""
 
 
 class StoreError(LeadgateError):

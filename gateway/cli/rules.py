@@ -35,7 +35,7 @@ import orjson
 from gateway.config.load import load_config
 from gateway.config.model import Campaign, CampaignKind, Config
 from gateway.config.reader import Reader
-from gateway.errors import ConfigError, InvalidLead
+from gateway.errors import ConfigError, InvalidLead, UsageError
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.rules.model import Action, Rule, RuleSet, Verdict
@@ -76,10 +76,6 @@ class _Setup:
     min_score: float | None
 
 
-class _Refused(Exception):
-    """A usage or file problem: printed, exit 2."""
-
-
 def run(args: argparse.Namespace, out: IO[str], err: IO[str] | None = None) -> int:
     err = err or sys.stderr
     try:
@@ -87,7 +83,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str] | None = None) -> i
         if args.lead is not None:
             return _check_one(args, setup, out)
         return _check_many(args, setup, out)
-    except _Refused as refused:
+    except UsageError as refused:
         print(f"leadgate rules: {refused}", file=err)
         return 2
     except ConfigError as error:
@@ -102,10 +98,10 @@ def _setup(args: argparse.Namespace) -> _Setup:
     campaign = None
     if args.campaign is not None:
         if config is None:
-            raise _Refused("--campaign needs --config")
+            raise UsageError("--campaign needs --config")
         campaign = config.campaigns.get(CampaignId(args.campaign))
         if campaign is None:
-            raise _Refused(f"no campaign {args.campaign!r} in {args.config}")
+            raise UsageError(f"no campaign {args.campaign!r} in {args.config}")
     elif config is None:
         campaign = Campaign(
             id=STAND_IN,
@@ -132,9 +128,9 @@ def _instant(text: str) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise _Refused(f"--now {text!r} is not an ISO 8601 date-time") from None
+        raise UsageError(f"--now {text!r} is not an ISO 8601 date-time") from None
     if moment.tzinfo is None:
-        raise _Refused("--now needs a UTC offset (like Z or +01:00)")
+        raise UsageError("--now needs a UTC offset (like Z or +01:00)")
     return moment.timestamp()
 
 
@@ -165,9 +161,9 @@ def _read_json(path: str) -> object:
     try:
         return orjson.loads(Path(path).read_bytes())
     except OSError as exc:
-        raise _Refused(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except orjson.JSONDecodeError as exc:
-        raise _Refused(f"{path}: not JSON: {exc}") from None
+        raise UsageError(f"{path}: not JSON: {exc}") from None
 
 
 def _verdict(
@@ -182,7 +178,7 @@ def _verdict(
 def _check_one(args: argparse.Namespace, setup: _Setup, out: IO[str]) -> int:
     data = _read_json(args.lead)
     if not isinstance(data, dict):
-        raise _Refused(f"{args.lead}: expected a JSON object (one lead)")
+        raise UsageError(f"{args.lead}: expected a JSON object (one lead)")
     try:
         lead, campaign = _parse(setup, cast(dict[str, object], data))
     except InvalidLead as invalid:
@@ -236,7 +232,7 @@ def _lines(path: str) -> Iterator[tuple[int, object]]:
                 except orjson.JSONDecodeError:
                     yield number, None
     except OSError as exc:
-        raise _Refused(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _check_many(args: argparse.Namespace, setup: _Setup, out: IO[str]) -> int:

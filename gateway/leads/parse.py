@@ -18,9 +18,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
-from gateway.config.model import Campaign
 from gateway.errors import FieldProblem, InvalidLead, MissingCountryCode
 from gateway.leads.email import MAX_EMAIL_CHARS, normalize_email
 from gateway.leads.lead import LEAD_FIELDS, Consent, Lead
@@ -38,6 +37,21 @@ from gateway.leads.text import (
 from gateway.types import CampaignId, ChannelId
 
 T = TypeVar("T")
+
+
+class FieldRules(Protocol):
+    """What the parser needs of a lead's campaign (``config.model.Campaign`` is one): the
+    fields it must have, the ones it is deduplicated on, where its national numbers are."""
+
+    @property
+    def identity_fields(self) -> tuple[str, ...]: ...
+
+    @property
+    def required_fields(self) -> tuple[str, ...]: ...
+
+    @property
+    def phone_region(self) -> str: ...
+
 
 MAX_ID_CHARS = 64  # campaign, channel
 MAX_REF_CHARS = 128
@@ -77,7 +91,7 @@ KNOWN_FIELDS = frozenset(
 
 def parse_lead(
     data: Mapping[str, object],
-    campaigns: Mapping[CampaignId, Campaign],
+    campaigns: Mapping[CampaignId, FieldRules],
     *,
     field_prefix: str = "",
     now_s: float | None = None,
@@ -158,7 +172,7 @@ class _LeadParser:
             self.problem(name, str(exc))
             return None
 
-    def parse(self, campaigns: Mapping[CampaignId, Campaign]) -> Lead:
+    def parse(self, campaigns: Mapping[CampaignId, FieldRules]) -> Lead:
         campaign_id = self.field("campaign", _check_id, max_chars=MAX_ID_CHARS)
         campaign = None
         if campaign_id is not None:
@@ -219,7 +233,7 @@ class _LeadParser:
         # Most leads carry no birth date: today's date is worked out only for those that do.
         return normalize_birth_date(text, today=datetime.fromtimestamp(self.now_s, UTC).date())
 
-    def _phone(self, campaign: Campaign | None) -> str | None:
+    def _phone(self, campaign: FieldRules | None) -> str | None:
         region = None if campaign is None else campaign.phone_region
 
         def normalize(text: str) -> str | None:
@@ -232,7 +246,7 @@ class _LeadParser:
 
         return self.field("phone", normalize, max_chars=MAX_PHONE_CHARS, numbers=True)
 
-    def _postal_code(self, country: str | None, campaign: Campaign | None) -> str | None:
+    def _postal_code(self, country: str | None, campaign: FieldRules | None) -> str | None:
         # A lead that names no country is in its campaign's (the phone region); one whose
         # country is invalid gets no country-specific check rather than a wrong one.
         if country is None and "country" not in self.problem_fields and campaign is not None:
@@ -325,7 +339,7 @@ class _LeadParser:
                 extra[key] = text
         return extra
 
-    def _check_presence(self, campaign: Campaign) -> None:
+    def _check_presence(self, campaign: FieldRules) -> None:
         for name in campaign.required_fields:
             present = self._consent_present() if name == "consent" else self.present(name)
             if not present and name not in self.problem_fields:
