@@ -25,7 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import yaml
 
-from gateway.config.delivery import DeliverySettings, check_timeout, parse_endpoint, parse_settings
+from gateway.config.delivery import DeliverySettings
+from gateway.config.delivery_load import check_timeout, parse_settings
+from gateway.config.endpoint_load import parse_endpoint
 from gateway.config.model import (
     Advertiser,
     CalendarPeriod,
