@@ -6,7 +6,8 @@
   ``kinds/``: the kinds by family (field checks, email, phone, place, consent);
   ``fields``: the lead values a condition can read by name.
 - ``model``: ``RuleSet`` (a campaign's compiled rules), ``Verdict`` (what evaluation found).
-- ``cli``: ``leadgate rules check``, a dry run of packs against sample or recorded leads.
+- ``leadgate rules check`` (in ``gateway.cli.rules``): a dry run of packs against sample or
+  recorded leads.
 
 Evaluation does no I/O, allocates little and never raises on a validated ``Lead``.
 """
