@@ -196,6 +196,16 @@ class Reader:
             return 1
 
 
+def display_name(r: Reader, fields: Mapping[str, object], path: str, id_: str) -> str:
+    """An entry's optional display ``name`` (channels, advertisers, campaigns, partners,
+    suppression lists); its id when absent or invalid (reported)."""
+    name = opt(fields, "name", id_)
+    if not isinstance(name, str) or not name.strip():
+        r.fail(path + ".name", f"expected a display name (text), got {show(name)}")
+        return id_
+    return name
+
+
 # --- YAML --------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The values a rule can read, by name: ``field: email``, ``field: consent.at``, ``extra.sub_id``.
 
-Every value is the normalized one (``gateway.leads.model``): email lower-cased with an IDNA
+Every value is the normalized one (``gateway.leads.parse``): email lower-cased with an IDNA
 domain, phone in E.164, country ISO alpha-2, birth date ``YYYY-MM-DD``. A getter returns the
 value as text, or ``None`` when the lead does not carry it (absent or empty).
 """

@@ -1,0 +1,1 @@
+"""The rule kinds, one module per family; ``rules.conditions`` registers them in ``KINDS``."""
