@@ -47,7 +47,6 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: CIMultiDictProxy[str]
-    elapsed_s: float
 
 
 @dataclass
@@ -226,15 +225,9 @@ async def post_lead(
     headers = {"Authorization": f"Bearer {api_key}"}
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
-    started = time.monotonic()
     async with http.post(f"{gateway.url}/v1/leads", json=lead, headers=headers) as response:
         raw = await response.read()
-        return Reply(
-            response.status,
-            json.loads(raw) if raw else {},
-            response.headers,
-            time.monotonic() - started,
-        )
+        return Reply(response.status, json.loads(raw) if raw else {}, response.headers)
 
 
 def decided(reply: Reply, decision: str, reasons: list[str] | None = None) -> str:

@@ -1,8 +1,9 @@
 """Redis going away and coming back, under the real process, without restarting the gateway.
 
-While Redis is down every post is answered quickly with 503 problem+json and ``Retry-After``
-(never 500, never a decision), ``/healthz`` stays 200 (the process is alive) and ``/readyz``
-turns 503 (take it out of the load balancer). A Redis restarted on the same port is empty (it
+While Redis is down every post is answered with 503 problem+json and ``Retry-After`` (never
+500, never a decision, never left waiting: the test client gives up after
+``REQUEST_TIMEOUT_S``), ``/healthz`` stays 200 (the process is alive) and ``/readyz`` turns
+503 (take it out of the load balancer). A Redis restarted on the same port is empty (it
 lost even the scripts): the gateway reloads them on NOSCRIPT and decides again by itself.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +31,6 @@ from app.conftest import (
 )
 from gateway.storage import scripts
 
-#: Each post while Redis is down must be answered within this (the store's socket timeout is
-#: 2 s; a refused connection answers at once).
-OUTAGE_ANSWER_S = 3.0
 #: How long a gateway may take to decide again once Redis is back.
 RECOVERY_S = 10.0
 START_REFUSAL_S = 20.0
@@ -55,7 +52,6 @@ def assert_unavailable(reply: Reply) -> None:
     assert reply.body["type"] == "urn:leadgate:problem:store-unavailable"
     assert "decision" not in reply.body
     assert "lead_id" not in reply.body
-    assert reply.elapsed_s < OUTAGE_ANSWER_S, f"503 took {reply.elapsed_s:.2f}s"
 
 
 async def assert_outage_answers(http: aiohttp.ClientSession, gateway: GatewayProcess) -> None:
@@ -165,9 +161,7 @@ async def test_evicting_redis_is_refused_at_start_unless_allowed(
         client.config_set("maxmemory-policy", "allkeys-lru")
 
     refused = gateways.spawn(redis_url=server.url)
-    started = time.monotonic()
     assert await refused.wait_exit(START_REFUSAL_S) == 2, refused.log_tail()
-    assert time.monotonic() - started < START_REFUSAL_S
     log = refused.log_text()
     assert "maxmemory-policy is allkeys-lru" in log, log
     assert "LEADGATE_REDIS_ALLOW_EVICTION" in log, log
