@@ -23,17 +23,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from http_support import MAILFOX_KEY, decided, get_status, post_lead
+from processes import GatewayLauncher, GatewayProcess, wait_until
 from support import RedisServer
-
-from app.conftest import (
-    MAILFOX_KEY,
-    GatewayLauncher,
-    GatewayProcess,
-    decided,
-    get_status,
-    post_lead,
-    wait_until,
-)
 
 IN_FLIGHT = 20
 #: How long Redis is paused: below the store's 2 s socket timeout, so the posts wait, not fail.
@@ -160,7 +152,7 @@ async def signal_while_store_paused(
         # paused, they were in flight.
         assert decisions_before_draining(gateway) == decided_before, gateway.log_tail()
         results = await posts.results()
-        code = await gateway.wait_exit(GRACE_S + 5.0)
+        code = await gateway.await_exit(GRACE_S + 5.0)
         return Drain(results, code)
 
 
@@ -178,7 +170,7 @@ def assert_all_accepted(results: list[Outcome]) -> None:
 async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, own_redis: RedisServer
 ) -> None:
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     decided(await post_lead(http, gateway, new_person("warm")), "accepted")
     assert await get_status(http, f"{gateway.url}/readyz") == 200
 
@@ -207,7 +199,7 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
 async def test_sigint_also_drains_and_exits_0(
     gateways: GatewayLauncher, own_redis: RedisServer
 ) -> None:
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     drain = await signal_while_store_paused(gateway, own_redis, signal.SIGINT, 5)
     assert_all_accepted(drain.results)
     assert drain.exit_code == 0, gateway.log_tail()
@@ -223,7 +215,7 @@ async def test_readyz_never_says_ready_once_draining(
 ) -> None:
     """Once SIGTERM is acted on (the "draining" line), /readyz never answers 200: it is 503
     or, as cli.py closes the listener right after raising the draining flag, refused."""
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     seen: list[str] = []
     pause(own_redis, PAUSE_MS)
     async with Posts(gateway, 1) as posts:  # keeps the process draining while probing
@@ -242,7 +234,7 @@ async def test_readyz_never_says_ready_once_draining(
     assert not isinstance(result, BaseException), result
     assert result[0] == 200
     assert result[1]["decision"] == "accepted"
-    assert await gateway.wait_exit(10.0) == 0
+    assert await gateway.await_exit(10.0) == 0
 
 
 async def test_request_still_uploading_at_sigterm_is_answered(
@@ -256,12 +248,12 @@ async def test_request_still_uploading_at_sigterm_is_answered(
     for a body that can never come, is cancelled when the grace ends and the client is cut off;
     the process also needlessly takes the whole grace to exit.
     """
-    gateway = await gateways.start(drain_s=2.0)  # embedded store: only HTTP matters here
+    gateway = await gateways.astart(drain_s=2.0)  # embedded store: only HTTP matters here
     async with Posts(gateway, 5, stall_at_half=True) as posts:
         gateway.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
         results = await posts.results()
-    assert await gateway.wait_exit(10.0) == 0
+    assert await gateway.await_exit(10.0) == 0
     assert_all_accepted(results)
 
 
@@ -272,11 +264,11 @@ async def test_a_stalled_upload_cannot_hold_the_exit_past_the_grace(
     still ends the process with 0, while the upload is still stalled (aiohttp waits up to the
     grace for the handler, then cancels it and waits up to the grace again)."""
     grace_s = 1.0
-    gateway = await gateways.start(drain_s=grace_s)
+    gateway = await gateways.astart(drain_s=grace_s)
     async with Posts(gateway, 1, stall_at_half=True) as posts:
         gateway.send_signal(signal.SIGTERM)
         # The upload stays stalled until ``results()``: the process must exit without it.
-        code = await gateway.wait_exit(2 * grace_s + 5.0)
+        code = await gateway.await_exit(2 * grace_s + 5.0)
         (result,) = await posts.results()
     assert code == 0, gateway.log_tail()
     # The stalled client is refused or cut off: it never gets a decision.
@@ -293,9 +285,9 @@ async def test_a_stalled_upload_cannot_hold_the_exit_past_the_grace(
 async def test_idle_gateway_stops_at_once(gateways: GatewayLauncher, sig: signal.Signals) -> None:
     """With nothing in flight there is nothing to wait for: the process exits long before a
     grace it could have used (an hour here; the wait for its exit fails the test long before)."""
-    gateway = await gateways.start(drain_s=IDLE_GRACE_S)
+    gateway = await gateways.astart(drain_s=IDLE_GRACE_S)
     gateway.send_signal(sig)
-    assert await gateway.wait_exit(10.0) == 0
+    assert await gateway.await_exit(10.0) == 0
     assert gateway.messages()[-2:] == ["draining", "stopped"]
     (draining,) = [r for r in gateway.log_records() if r.get("msg") == "draining"]
     assert draining.get("in_flight") == 0, draining
