@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import ADVERTISER, free_port
-
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
+from support import ADVERTISER, free_port
+
 from gateway.config.load import parse_config
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
