@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: our own redis-server processes and both decision stores.
+"""Fixtures shared by every test: our own redis-server processes, both decision stores, and
+the real gateway processes (``gateways``) with an HTTP client for them (``http``).
 
 The tests never talk to a Redis they did not start (one may already run on 127.0.0.1:6379):
 the session server listens on a unix socket in a temporary directory, TCP disabled.
@@ -11,9 +12,12 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from cluster_support import RedisCluster
+from http_support import REQUEST_TIMEOUT_S
+from processes import GatewayLauncher
 from support import RedisServer, StoreView, free_port, redis_server_binary
 
 from gateway.decision.engine import DecisionEngine
@@ -110,3 +114,21 @@ def view(store: Store, request: pytest.FixtureRequest) -> StoreView:
     """Read back what ``store`` holds (its delivery streams, its key names)."""
     url = request.getfixturevalue("redis_url") if isinstance(store, RedisStore) else None
     return StoreView(store, url)
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[GatewayLauncher]:
+    """Starts ``leadgate serve`` and ``leadgate worker`` processes; all killed after the test."""
+    launcher = GatewayLauncher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.close()
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client for 127.0.0.1 only; every exchange is bounded by ``REQUEST_TIMEOUT_S``."""
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        yield session

@@ -47,12 +47,17 @@ INSTALL_HINT = "redis-server is not on PATH: run ./.ci/install-redis (tests star
 START_TIMEOUT_S = 10.0
 
 
+def installed(name: str, hint: str) -> str:
+    """The binary ``name`` on PATH; fails the test (never skips) with ``hint`` when missing."""
+    binary = shutil.which(name)
+    if binary is None:
+        pytest.fail(hint, pytrace=False)
+    return binary
+
+
 def redis_server_binary() -> str:
     """The Debian ``redis-server`` binary; fails the test run (never skips) when missing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    return binary
+    return installed("redis-server", INSTALL_HINT)
 
 
 def free_port() -> int:

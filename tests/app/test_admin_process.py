@@ -3,24 +3,16 @@ against the real gateway process on a real Redis: what an ops team runs."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 
 import aiohttp
 import redis
+from http_support import post_lead
+from processes import EXAMPLE_CONFIG, GatewayLauncher, run_leadgate
 from support import RedisServer, free_port
-
-from app.conftest import (
-    EXAMPLE_CONFIG,
-    FINGERPRINT_KEY,
-    REPO_ROOT,
-    GatewayLauncher,
-    post_lead,
-)
 
 ADMIN_TOKEN = "admin-" + "p" * 40
 
@@ -39,22 +31,9 @@ def lead(email: str, campaign: str = "acme-always-on") -> dict[str, object]:
 
 
 def leadgate(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-    env.update(
-        PYTHONPATH=str(REPO_ROOT),
-        LEADGATE_REDIS_URL=redis_url,
-        LEADGATE_FINGERPRINT_KEY=FINGERPRINT_KEY,
-        LEADGATE_CONFIG=str(EXAMPLE_CONFIG),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """A ``leadgate`` command on the example config and the Redis at ``redis_url``, with the
+    fingerprint key the gateways of these tests use."""
+    return run_leadgate(*args, redis_url=redis_url, env={"LEADGATE_CONFIG": str(EXAMPLE_CONFIG)})
 
 
 def stored_text(url: str) -> str:
@@ -84,7 +63,7 @@ async def test_admin_port_erase_and_report_against_the_real_process(
     server = spare_redis()
     server.start()
     admin_port = free_port()
-    gateway = await gateways.start(
+    gateway = await gateways.astart(
         redis_url=server.url,
         env={"LEADGATE_ADMIN_TOKEN": ADMIN_TOKEN, "LEADGATE_ADMIN_PORT": str(admin_port)},
     )
@@ -132,7 +111,7 @@ async def test_admin_port_erase_and_report_against_the_real_process(
 
     # The report: the gateway flushes its counts at shutdown; the command reads Redis.
     gateway.send_signal(signal.SIGTERM)
-    assert await gateway.wait_exit(15.0) == 0, gateway.log_tail()
+    assert await gateway.await_exit(15.0) == 0, gateway.log_tail()
     report = leadgate(server.url, "report", "partners", "--since", "7d")
     assert report.returncode == 0, report.stdout + report.stderr
     mailfox = next(line for line in report.stdout.splitlines() if "p-mailfox" in line)

@@ -8,15 +8,16 @@ import signal
 import uuid
 
 import aiohttp
+from http_support import post_lead
+from processes import GatewayLauncher
 
-from app.conftest import GatewayLauncher, post_lead
 from app.test_admin_process import lead, leadgate
 
 
 async def test_serve_on_a_redis_cluster(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, cluster_url: str
 ) -> None:
-    gateway = await gateways.start(redis_url=cluster_url)
+    gateway = await gateways.astart(redis_url=cluster_url)
     async with http.get(f"{gateway.url}/readyz") as response:
         assert response.status == 200, await response.text()
     people = [f"c{n}.{uuid.uuid4().hex[:8]}@example.fr" for n in range(12)]
@@ -30,7 +31,7 @@ async def test_serve_on_a_redis_cluster(
     assert '"undelivered_leads":1' in done.stdout
     assert (await post_lead(http, gateway, lead(people[0]))).body.get("decision") == "accepted"
     gateway.send_signal(signal.SIGTERM)
-    assert await gateway.wait_exit(15.0) == 0, gateway.log_tail()
+    assert await gateway.await_exit(15.0) == 0, gateway.log_tail()
     report = leadgate(cluster_url, "report", "partners", "--since", "1d")
     assert report.returncode == 0, report.stdout + report.stderr
     mailfox = next(line for line in report.stdout.splitlines() if "p-mailfox" in line)

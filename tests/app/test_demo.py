@@ -3,25 +3,13 @@ by itself, shows every decision kind, and the local CRM receives signed leads.""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
-from app.conftest import REPO_ROOT
+from processes import run_leadgate
 
 
 def test_the_demo_runs_end_to_end() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_leadgate("demo", timeout_s=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
     shown = ("accepted", "duplicate.advertiser", "cap.person", "cap.partner.rolling",

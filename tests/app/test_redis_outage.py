@@ -1,8 +1,9 @@
 """Redis going away and coming back, under the real process, without restarting the gateway.
 
-While Redis is down every post is answered quickly with 503 problem+json and ``Retry-After``
-(never 500, never a decision), ``/healthz`` stays 200 (the process is alive) and ``/readyz``
-turns 503 (take it out of the load balancer). A Redis restarted on the same port is empty (it
+While Redis is down every post is answered with 503 problem+json and ``Retry-After`` (never
+500, never a decision, never left waiting: the test client gives up after
+``REQUEST_TIMEOUT_S``), ``/healthz`` stays 200 (the process is alive) and ``/readyz`` turns
+503 (take it out of the load balancer). A Redis restarted on the same port is empty (it
 lost even the scripts): the gateway reloads them on NOSCRIPT and decides again by itself.
 """
 
@@ -10,30 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import redis.asyncio
+from http_support import Reply, decided, get_status, post_lead
+from processes import GatewayLauncher, GatewayProcess, wait_until
 from support import RedisServer
 
-from app.conftest import (
-    GatewayLauncher,
-    GatewayProcess,
-    Reply,
-    decided,
-    get_status,
-    post_lead,
-    wait_healthy,
-    wait_until,
-)
 from gateway.storage import scripts
 
-#: Each post while Redis is down must be answered within this (the store's socket timeout is
-#: 2 s; a refused connection answers at once).
-OUTAGE_ANSWER_S = 3.0
 #: How long a gateway may take to decide again once Redis is back.
 RECOVERY_S = 10.0
 START_REFUSAL_S = 20.0
@@ -55,7 +44,6 @@ def assert_unavailable(reply: Reply) -> None:
     assert reply.body["type"] == "urn:leadgate:problem:store-unavailable"
     assert "decision" not in reply.body
     assert "lead_id" not in reply.body
-    assert reply.elapsed_s < OUTAGE_ANSWER_S, f"503 took {reply.elapsed_s:.2f}s"
 
 
 async def assert_outage_answers(http: aiohttp.ClientSession, gateway: GatewayProcess) -> None:
@@ -65,9 +53,9 @@ async def assert_outage_answers(http: aiohttp.ClientSession, gateway: GatewayPro
     assert await get_status(http, f"{gateway.url}/readyz") == 503
 
 
-async def wait_deciding(http: aiohttp.ClientSession, gateway: GatewayProcess) -> float:
-    """Seconds until a fresh lead is accepted again; every reply on the way is a 200 decision
-    or a 503 problem (never a 500)."""
+async def wait_deciding(http: aiohttp.ClientSession, gateway: GatewayProcess) -> None:
+    """Until a fresh lead is accepted again; every reply on the way is a 200 decision or a 503
+    problem (never a 500)."""
 
     async def accepted() -> bool:
         reply = await post_lead(http, gateway, new_lead())
@@ -78,7 +66,7 @@ async def wait_deciding(http: aiohttp.ClientSession, gateway: GatewayProcess) ->
         assert reply.body["decision"] == "accepted", reply.body
         return True
 
-    return await wait_until(accepted, RECOVERY_S, interval_s=0.1)
+    await wait_until(accepted, RECOVERY_S, interval_s=0.1)
 
 
 def stream_length(server: RedisServer) -> int:
@@ -93,7 +81,7 @@ async def test_redis_killed_then_restarted_under_a_running_gateway(
 ) -> None:
     server = spare_redis()
     server.start()
-    gateway = await gateways.start(redis_url=server.url)
+    gateway = await gateways.astart(redis_url=server.url)
     for _ in range(3):
         decided(await post_lead(http, gateway, new_lead()), "accepted")
     assert await get_status(http, f"{gateway.url}/readyz") == 200
@@ -122,7 +110,7 @@ async def test_gateway_started_while_redis_is_down_serves_once_it_comes_up(
     spare_redis: Callable[[], RedisServer],
 ) -> None:
     server = spare_redis()  # not started: its port refuses connections
-    gateway = await gateways.start(redis_url=server.url)
+    gateway = await gateways.astart(redis_url=server.url)
     await assert_outage_answers(http, gateway)
     assert "redis unreachable at start" in gateway.log_text()
 
@@ -142,7 +130,7 @@ async def test_an_evicting_redis_that_appears_after_start_is_not_used(
     ``server_checks`` only when Redis answers at start, so a gateway started first decides
     leads on an ``allkeys-lru`` Redis, silently, for its whole life."""
     server = spare_redis()  # down while the gateway starts
-    gateway = await gateways.start(redis_url=server.url)
+    gateway = await gateways.astart(redis_url=server.url)
     await assert_outage_answers(http, gateway)
     server.start()
     with server.client() as client:
@@ -165,16 +153,14 @@ async def test_evicting_redis_is_refused_at_start_unless_allowed(
         client.config_set("maxmemory-policy", "allkeys-lru")
 
     refused = gateways.spawn(redis_url=server.url)
-    started = time.monotonic()
-    assert await refused.wait_exit(START_REFUSAL_S) == 2, refused.log_tail()
-    assert time.monotonic() - started < START_REFUSAL_S
+    assert await refused.await_exit(START_REFUSAL_S) == 2, refused.log_tail()
     log = refused.log_text()
     assert "maxmemory-policy is allkeys-lru" in log, log
     assert "LEADGATE_REDIS_ALLOW_EVICTION" in log, log
     assert "Traceback" not in log, log
 
     allowed = gateways.spawn(redis_url=server.url, env={"LEADGATE_REDIS_ALLOW_EVICTION": "true"})
-    await wait_healthy(allowed)
+    await allowed.await_healthy()
     decided(await post_lead(http, allowed, new_lead()), "accepted")
     assert await get_status(http, f"{allowed.url}/readyz") == 200
     # Started anyway, but it still says why it should not have been.
@@ -222,7 +208,7 @@ async def test_a_503_after_a_lost_reply_says_so_and_a_keyed_retry_gets_the_real_
     config.write_text(SOLO_CONFIG.format(key_hash=key_hash), encoding="utf-8")
     server = spare_redis()
     server.start()
-    gateway = await gateways.start(redis_url=server.url, config=config)
+    gateway = await gateways.astart(redis_url=server.url, config=config)
     decided(await post_lead(http, gateway, solo_lead(), api_key=SOLO_KEY), "accepted")
 
     lead = solo_lead()
@@ -255,7 +241,7 @@ async def test_a_503_while_redis_is_down_says_the_lead_was_not_accepted(
     spare_redis: Callable[[], RedisServer],
 ) -> None:
     server = spare_redis()  # never started: connections are refused, nothing can have run
-    gateway = await gateways.start(redis_url=server.url)
+    gateway = await gateways.astart(redis_url=server.url)
     reply = await post_lead(http, gateway, new_lead())
     assert_unavailable(reply)
     assert "the lead was not accepted" in str(reply.body["detail"])

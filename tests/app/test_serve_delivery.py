@@ -12,9 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest_asyncio
 from delivery.crm import CRM
+from http_support import post_lead
+from processes import EXAMPLE_CONFIG, REPO_ROOT, GatewayLauncher
 from standardwebhooks import Webhook
 
-from app.conftest import EXAMPLE_CONFIG, REPO_ROOT, GatewayLauncher, post_lead
 from gateway.app.demo import DEMO_TOKEN, DEMO_WEBHOOK_SECRET
 
 ADMIN_TOKEN = "admin-" + "t" * 40
@@ -61,7 +62,7 @@ async def crm() -> AsyncIterator[CRM]:
 async def test_serve_delivers_accepted_leads_signed_and_drains_on_sigterm(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, crm: CRM, tmp_path: Path
 ) -> None:
-    gateway = await gateways.start(config=example_for(crm, tmp_path), env=SECRETS)
+    gateway = await gateways.astart(config=example_for(crm, tmp_path), env=SECRETS)
     reply = await post_lead(http, gateway, marie())
     assert reply.body["decision"] == "accepted", reply.body
     (got,) = await crm.wait_for(1, timeout_s=10)
@@ -69,14 +70,14 @@ async def test_serve_delivers_accepted_leads_signed_and_drains_on_sigterm(
     assert got.headers["idempotency-key"] == reply.body["lead_id"]
     Webhook(DEMO_WEBHOOK_SECRET).verify(got.body, dict(got.headers))
     gateway.send_signal(signal.SIGTERM)
-    assert await gateway.wait_exit(15.0) == 0, gateway.log_tail()
+    assert await gateway.await_exit(15.0) == 0, gateway.log_tail()
 
 
 async def test_admin_routes_need_their_own_token(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, crm: CRM, tmp_path: Path
 ) -> None:
     config = example_for(crm, tmp_path)
-    gateway = await gateways.start(
+    gateway = await gateways.astart(
         config=config, env={**SECRETS, "LEADGATE_ADMIN_TOKEN": ADMIN_TOKEN}
     )
     url = f"{gateway.url}/v1/admin/deliveries"
@@ -87,7 +88,7 @@ async def test_admin_routes_need_their_own_token(
     async with http.get(url) as response:
         assert response.status == 401
 
-    without = await gateways.start(config=config, env=SECRETS)
+    without = await gateways.astart(config=config, env=SECRETS)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with http.get(f"{without.url}/v1/admin/deliveries", headers=admin) as response:
         assert response.status == 404
@@ -96,7 +97,7 @@ async def test_admin_routes_need_their_own_token(
 async def test_without_the_endpoint_secrets_it_serves_and_says_why_nothing_is_sent(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, crm: CRM, tmp_path: Path
 ) -> None:
-    gateway = await gateways.start(config=example_for(crm, tmp_path))
+    gateway = await gateways.astart(config=example_for(crm, tmp_path))
     assert (await post_lead(http, gateway, marie())).body["decision"] == "accepted"
     (line,) = [r for r in gateway.log_records() if r["msg"].startswith("delivery worker not")]
     assert "LEADGATE_WEBHOOK_SECRET_ACME" in line["msg"]

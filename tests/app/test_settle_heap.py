@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
 def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_thaws_them() -> None:
     script = textwrap.dedent(
         f"""
-        import gc, json, time, weakref
+        import gc, json, weakref
         import phonenumbers
         from gateway.config.load import load_config
         from gateway.app.heap import settle_heap
@@ -25,7 +25,6 @@ def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_tha
         regions = sorted({{c.phone_region for c in config.campaigns.values()}})
         before = gc.get_freeze_count()
         settle_heap(config)
-        started = time.perf_counter()
         gc.collect()
         tracked_after = len(gc.get_objects())
 

@@ -3,8 +3,12 @@
 "In flight" is made certain rather than hoped for. The gateway runs on its own Redis, which the
 test pauses (``CLIENT PAUSE``) for a bit over a second; the posts are sent in full and their
 handlers wait on the paused store when the signal arrives. Each must still get its decision
-after the listener has closed, and the process must then exit 0 within the grace. The log
-shows the order: ``draining``, then every in-flight decision, then ``stopped``.
+after the listener has closed, and the process must then exit 0 once the last one is answered,
+not when the grace runs out. The log shows the order: ``draining``, then every in-flight
+decision, then ``stopped``, and no ``drain grace over`` in between.
+
+No test here measures how fast anything was: each asserts what happened (answers, exit code,
+log lines) and waits for it with a generous deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,22 +23,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from http_support import MAILFOX_KEY, decided, get_status, post_lead
+from processes import GatewayLauncher, GatewayProcess, wait_until
 from support import RedisServer
-
-from app.conftest import (
-    MAILFOX_KEY,
-    GatewayLauncher,
-    GatewayProcess,
-    decided,
-    get_status,
-    post_lead,
-    wait_until,
-)
 
 IN_FLIGHT = 20
 #: How long Redis is paused: below the store's 2 s socket timeout, so the posts wait, not fail.
 PAUSE_MS = 1500
 GRACE_S = 5.0
+#: The grace of an idle gateway: far longer than any wait for its exit.
+IDLE_GRACE_S = 3600.0
 
 Outcome = tuple[int, dict[str, Any]] | BaseException
 
@@ -55,11 +52,25 @@ def own_redis(spare_redis: Callable[[], RedisServer]) -> RedisServer:
     return server
 
 
-def pause(server: RedisServer, pause_ms: int) -> float:
-    """Pause every client of ``server`` for ``pause_ms``; when the pause ends (monotonic s)."""
+def pause(server: RedisServer, pause_ms: int) -> None:
+    """Pause every client of ``server`` for ``pause_ms``."""
     with server.client() as client:
         client.client_pause(pause_ms, all=True)
-    return time.monotonic() + pause_ms / 1000
+
+
+def decisions_before_draining(gateway: GatewayProcess) -> int:
+    """The decisions logged before the ``draining`` line (which must be there)."""
+    text = gateway.log_text()
+    return text[: text.index('"msg":"draining"')].count('"msg":"decision"')
+
+
+async def wait_draining(gateway: GatewayProcess) -> None:
+    """Until the gateway has acted on SIGTERM or SIGINT (its ``draining`` line)."""
+
+    async def draining_logged() -> bool:
+        return '"msg":"draining"' in gateway.log_text()
+
+    await wait_until(draining_logged, timeout_s=5.0, interval_s=0.01)
 
 
 class Posts:
@@ -126,21 +137,23 @@ class Posts:
 class Drain:
     results: list[Outcome]
     exit_code: int
-    exit_after_s: float  # from the signal
 
 
 async def signal_while_store_paused(
     gateway: GatewayProcess, server: RedisServer, sig: signal.Signals, n: int
 ) -> Drain:
     """``n`` posts waiting on a paused Redis when ``sig`` arrives."""
-    pause_ends = pause(server, PAUSE_MS)
+    pause(server, PAUSE_MS)
     async with Posts(gateway, n) as posts:
-        signalled_at = time.monotonic()
+        decided_before = gateway.log_text().count('"msg":"decision"')
         gateway.send_signal(sig)
-        assert signalled_at < pause_ends - 0.3, "too slow to signal while the store is paused"
+        await wait_draining(gateway)
+        # Not one of the posts was decided before the signal was acted on: the store was still
+        # paused, they were in flight.
+        assert decisions_before_draining(gateway) == decided_before, gateway.log_tail()
         results = await posts.results()
-        code = await gateway.wait_exit(GRACE_S + 5.0)
-        return Drain(results, code, time.monotonic() - signalled_at)
+        code = await gateway.await_exit(GRACE_S + 5.0)
+        return Drain(results, code)
 
 
 def assert_all_accepted(results: list[Outcome]) -> None:
@@ -157,7 +170,7 @@ def assert_all_accepted(results: list[Outcome]) -> None:
 async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
     gateways: GatewayLauncher, http: aiohttp.ClientSession, own_redis: RedisServer
 ) -> None:
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     decided(await post_lead(http, gateway, new_person("warm")), "accepted")
     assert await get_status(http, f"{gateway.url}/readyz") == 200
 
@@ -165,11 +178,12 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
 
     assert_all_accepted(drain.results)
     assert drain.exit_code == 0, gateway.log_tail()
-    assert drain.exit_after_s < GRACE_S, f"exit {drain.exit_after_s:.2f}s after SIGTERM"
     records = gateway.log_records()  # fails unless every stderr line is a JSON object
     messages = [r.get("msg") for r in records]
     assert messages[0] == "serving", messages
     assert messages[-1] == "stopped", messages
+    # It stopped because the last in-flight request was answered, not because the grace ran out.
+    assert "drain grace over" not in messages, messages
     (draining,) = [r for r in records if r.get("msg") == "draining"]
     assert draining.get("grace_s") == GRACE_S
     # The in-flight leads were decided after the signal was acted on, before "stopped".
@@ -185,13 +199,13 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
 async def test_sigint_also_drains_and_exits_0(
     gateways: GatewayLauncher, own_redis: RedisServer
 ) -> None:
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     drain = await signal_while_store_paused(gateway, own_redis, signal.SIGINT, 5)
     assert_all_accepted(drain.results)
     assert drain.exit_code == 0, gateway.log_tail()
-    assert drain.exit_after_s < GRACE_S
     messages = gateway.messages()
     assert messages[-1] == "stopped", messages
+    assert "drain grace over" not in messages, messages
     assert messages[messages.index("draining") :].count("decision") == 5, messages
     assert "Traceback" not in gateway.log_text()
 
@@ -201,16 +215,12 @@ async def test_readyz_never_says_ready_once_draining(
 ) -> None:
     """Once SIGTERM is acted on (the "draining" line), /readyz never answers 200: it is 503
     or, as cli.py closes the listener right after raising the draining flag, refused."""
-    gateway = await gateways.start(redis_url=own_redis.url, drain_s=GRACE_S)
+    gateway = await gateways.astart(redis_url=own_redis.url, drain_s=GRACE_S)
     seen: list[str] = []
     pause(own_redis, PAUSE_MS)
     async with Posts(gateway, 1) as posts:  # keeps the process draining while probing
         gateway.send_signal(signal.SIGTERM)
-
-        async def draining_logged() -> bool:
-            return "draining" in gateway.log_text()
-
-        await wait_until(draining_logged, timeout_s=5.0, interval_s=0.01)
+        await wait_draining(gateway)
         timeout = aiohttp.ClientTimeout(total=2.0)
         async with aiohttp.ClientSession(timeout=timeout) as probe:
             for _ in range(5):
@@ -224,7 +234,7 @@ async def test_readyz_never_says_ready_once_draining(
     assert not isinstance(result, BaseException), result
     assert result[0] == 200
     assert result[1]["decision"] == "accepted"
-    assert await gateway.wait_exit(10.0) == 0
+    assert await gateway.await_exit(10.0) == 0
 
 
 async def test_request_still_uploading_at_sigterm_is_answered(
@@ -238,12 +248,12 @@ async def test_request_still_uploading_at_sigterm_is_answered(
     for a body that can never come, is cancelled when the grace ends and the client is cut off;
     the process also needlessly takes the whole grace to exit.
     """
-    gateway = await gateways.start(drain_s=2.0)  # embedded store: only HTTP matters here
+    gateway = await gateways.astart(drain_s=2.0)  # embedded store: only HTTP matters here
     async with Posts(gateway, 5, stall_at_half=True) as posts:
         gateway.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
         results = await posts.results()
-    assert await gateway.wait_exit(10.0) == 0
+    assert await gateway.await_exit(10.0) == 0
     assert_all_accepted(results)
 
 
@@ -251,28 +261,33 @@ async def test_a_stalled_upload_cannot_hold_the_exit_past_the_grace(
     gateways: GatewayLauncher,
 ) -> None:
     """A client that never finishes its body is cut off when the grace runs out: SIGTERM
-    still ends the process with 0, within about twice the grace (aiohttp waits up to the grace
-    for the handler, then cancels it and waits up to the grace again)."""
+    still ends the process with 0, while the upload is still stalled (aiohttp waits up to the
+    grace for the handler, then cancels it and waits up to the grace again)."""
     grace_s = 1.0
-    gateway = await gateways.start(drain_s=grace_s)
+    gateway = await gateways.astart(drain_s=grace_s)
     async with Posts(gateway, 1, stall_at_half=True) as posts:
-        signalled_at = time.monotonic()
         gateway.send_signal(signal.SIGTERM)
-        code = await gateway.wait_exit(2 * grace_s + 5.0)
-        exit_after_s = time.monotonic() - signalled_at
+        # The upload stays stalled until ``results()``: the process must exit without it.
+        code = await gateway.await_exit(2 * grace_s + 5.0)
         (result,) = await posts.results()
     assert code == 0, gateway.log_tail()
-    assert exit_after_s <= 2 * grace_s + 1.0, exit_after_s
     # The stalled client is refused or cut off: it never gets a decision.
     assert isinstance(result, BaseException) or result[0] != 200, result
+    # Cut off by the gateway, not given up by the client (whose own timeout is 15 s).
+    assert not isinstance(result, TimeoutError), result
+    records = gateway.log_records()
+    (grace_over,) = [r for r in records if r.get("msg") == "drain grace over"]
+    assert grace_over.get("in_flight") == 1, grace_over
     assert gateway.messages()[-1] == "stopped"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_idle_gateway_stops_at_once(gateways: GatewayLauncher, sig: signal.Signals) -> None:
-    gateway = await gateways.start(drain_s=GRACE_S)
-    started = time.monotonic()
+    """With nothing in flight there is nothing to wait for: the process exits long before a
+    grace it could have used (an hour here; the wait for its exit fails the test long before)."""
+    gateway = await gateways.astart(drain_s=IDLE_GRACE_S)
     gateway.send_signal(sig)
-    assert await gateway.wait_exit(5.0) == 0
-    assert time.monotonic() - started < 2.0
+    assert await gateway.await_exit(10.0) == 0
     assert gateway.messages()[-2:] == ["draining", "stopped"]
+    (draining,) = [r for r in gateway.log_records() if r.get("msg") == "draining"]
+    assert draining.get("in_flight") == 0, draining

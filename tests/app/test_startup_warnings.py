@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.conftest import GatewayLauncher
+from processes import GatewayLauncher
 
 
 async def test_a_misspelt_variable_is_named_in_a_warning_without_its_value(
@@ -11,7 +11,8 @@ async def test_a_misspelt_variable_is_named_in_a_warning_without_its_value(
     # LEADGATE_REDIS_URI instead of LEADGATE_REDIS_URL: the gateway would quietly run on its
     # embedded store (per-process memory); ops must be told at start.
     secret = "redis://:s3cret-password@10.0.0.7:6379/0"
-    gateway = await gateways.start(env={"LEADGATE_REDIS_URI": secret, "LEADGATE_LOGLEVEL": "debug"})
+    misspelt = {"LEADGATE_REDIS_URI": secret, "LEADGATE_LOGLEVEL": "debug"}
+    gateway = await gateways.astart(env=misspelt)
     gateway.kill()
 
     records = gateway.log_records()
@@ -23,7 +24,7 @@ async def test_a_misspelt_variable_is_named_in_a_warning_without_its_value(
 
 
 async def test_known_variables_alone_give_no_such_warning(gateways: GatewayLauncher) -> None:
-    gateway = await gateways.start(env={"LEADGATE_LOG_LEVEL": "info"})
+    gateway = await gateways.astart(env={"LEADGATE_LOG_LEVEL": "info"})
     gateway.kill()
 
     assert not any(m.startswith("unknown LEADGATE_") for m in gateway.messages())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -135,7 +134,6 @@ def test_py_spy_on_a_real_process_finds_where_it_spends_its_time(tmp_path: Path)
         assert busy.stdout is not None
         assert busy.stdout.readline() == b"ready\n"
         out = tmp_path / "busy.pyspy.txt"
-        started = time.monotonic()
         done = subprocess.run(
             record_argv(exe, busy.pid, 1, out, subprocesses=False),
             capture_output=True,
@@ -145,7 +143,8 @@ def test_py_spy_on_a_real_process_finds_where_it_spends_its_time(tmp_path: Path)
         if done.returncode != 0 and b"ermission" in done.stderr:
             pytest.skip("ptrace not permitted here (py-spy needs root or CAP_SYS_PTRACE)")
         assert done.returncode == 0, done.stderr.decode()
-        assert time.monotonic() - started < 20
+        # It stopped after its 1 s on its own, the profiled process still running.
+        assert busy.poll() is None
     finally:
         busy.kill()
         busy.wait()

@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from observe.conftest import KEYS, network
+from network_support import KEYS, network
 
 from gateway.config.load import parse_config
 from gateway.config.model import (

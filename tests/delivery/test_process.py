@@ -12,25 +12,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 import pytest_asyncio
+from processes import GatewayLauncher, GatewayProcess
 from standardwebhooks import Webhook
-from support import ADVERTISER, free_port
+from support import ADVERTISER
 
 from delivery.crm import CRM, Reply
 from delivery.harness import OTHER, Harness, harnesses
 from delivery.records import SECRET
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_S = float(os.environ.get("LEADGATE_TEST_OUTAGE_S", "3"))
-START_TIMEOUT_S = 20.0
 #: Enough attempts (waits of at most 2 s) to outlast the outage, plus a margin.
 SCHEDULE = ", ".join(["0s", "0.5", "1"] + ["2"] * (int(OUTAGE_S / 2) + 10))
 
@@ -68,69 +65,19 @@ partners:
 """
 
 
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-
+@dataclass(frozen=True)
 class Workers:
-    def __init__(self, workdir: Path, config: Path, redis_url: str) -> None:
-        self.workdir = workdir
-        self.config = config
-        self.redis_url = redis_url
-        self.started: list[WorkerProcess] = []
+    """``leadgate worker`` processes on the test's config and Redis; ``gateways`` kills them."""
 
-    def spawn(self) -> WorkerProcess:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-        env.update(
-            PYTHONPATH=str(REPO_ROOT),
-            LEADGATE_REDIS_URL=self.redis_url,
-            LEADGATE_LOG_LEVEL="info",
-            CRM_SECRET=SECRET,
+    gateways: GatewayLauncher
+    config: Path
+    redis_url: str
+
+    async def start(self) -> GatewayProcess:
+        """One more worker, once its ``/healthz`` answers."""
+        return await self.gateways.astart_worker(
+            self.config, redis_url=self.redis_url, env={"CRM_SECRET": SECRET}
         )
-        log = self.workdir / f"worker-{len(self.started)}.log"
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "worker", "--config", str(self.config),
-                 "--metrics-port", str(port)],
-                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-            )  # fmt: skip
-        worker = WorkerProcess(process, port, log)
-        self.started.append(worker)
-        return worker
-
-    async def start(self) -> WorkerProcess:
-        """Spawn a worker and wait until its ``/healthz`` answers."""
-        worker = self.spawn()
-        process, port = worker.process, worker.port
-        deadline = time.monotonic() + START_TIMEOUT_S
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    pytest.fail(f"worker exited with {process.returncode}:\n{worker.log_tail()}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            return worker
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.05)
-        pytest.fail(f"worker did not answer /healthz in {START_TIMEOUT_S}s:\n{worker.log_tail()}")
-
-    def kill_all(self) -> None:
-        for worker in self.started:
-            worker.kill()
 
 
 @pytest_asyncio.fixture
@@ -152,7 +99,9 @@ async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, crms: tuple[CRM, CRM], h: Harness) -> Iterator[Workers]:
+def workers(
+    tmp_path: Path, crms: tuple[CRM, CRM], h: Harness, gateways: GatewayLauncher
+) -> Workers:
     acme, nova = crms
     config = tmp_path / "leadgate.yaml"
     config.write_text(
@@ -162,11 +111,7 @@ def workers(tmp_path: Path, crms: tuple[CRM, CRM], h: Harness) -> Iterator[Worke
         )
     )  # fmt: skip
     assert h.redis_url is not None
-    made = Workers(tmp_path, config, h.redis_url)
-    try:
-        yield made
-    finally:
-        made.kill_all()
+    return Workers(gateways, config, h.redis_url)
 
 
 async def wait_settled(h: Harness, timeout_s: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from observe.conftest import DEPLOY, promtool
+from prom_support import DEPLOY, promtool
 
 RULES = DEPLOY / "prometheus" / "alerts.yaml"
 RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yaml"

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from processes import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -159,8 +160,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _leadgate(installed: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-    env["PYTHONPATH"] = str(installed)
+    env = child_env(pythonpath=installed)
     return subprocess.run(
         [str(installed / "bin" / "leadgate"), *args],
         capture_output=True,

@@ -13,35 +13,37 @@ log, its /metrics and the Redis key names after delivery are searched too.
 from __future__ import annotations
 
 import signal
-import time
 import urllib.parse
 from pathlib import Path
 
 import redis
+from http_support import request
+from network_support import KEYS, WORKER_ENV, CrmReceiver, batch, network, post, write_config
+from processes import GatewayLauncher, GatewayProcess, wait_for
 from web.test_privacy import BAD_CANARY, CANARY, leaks
-
-from .conftest import KEYS, CrmReceiver, Launcher, Server, network, request, write_config
 
 
 def test_no_canary_in_the_logs_metrics_or_redis_keys_of_gateway_and_delivery(
-    servers: Launcher, tmp_path: Path, redis_url: str
+    gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     with CrmReceiver() as crm:
         config = write_config(tmp_path / "leadgate.yaml", network(crm.url))
-        server = servers.start(config, redis_url=redis_url, workers=2)
-        worker = servers.start_worker(config, redis_url=redis_url)
+        server = gateways.start(config, redis_url=redis_url, workers=2)
+        worker = gateways.start_worker(config, redis_url=redis_url, env=WORKER_ENV)
         run_canaries(server, worker, crm, redis_url)
 
 
-def run_canaries(server: Server, worker: Server, crm: CrmReceiver, redis_url: str) -> None:
+def run_canaries(
+    server: GatewayProcess, worker: GatewayProcess, crm: CrmReceiver, redis_url: str
+) -> None:
     alpha = {"Authorization": f"Bearer {KEYS['p-alpha']}"}
     lead = {**CANARY, "campaign": "acme-main", "ref": "canary-1"}
     form = {"Content-Type": "application/x-www-form-urlencoded"}
 
     decided = [
-        server.post("p-alpha", lead),
-        server.post("p-beta", lead),  # a duplicate
-        server.post("p-alpha", {**lead, "campaign": "nova-summer"}),  # campaign inactive
+        post(server, "p-alpha", lead),
+        post(server, "p-beta", lead),  # a duplicate
+        post(server, "p-alpha", {**lead, "campaign": "nova-summer"}),  # campaign inactive
         request(
             "POST",
             f"{server.url}/v1/leads",
@@ -55,13 +57,13 @@ def run_canaries(server: Server, worker: Server, crm: CrmReceiver, redis_url: st
                 {**{k: str(v) for k, v in lead.items()}, "api_key": KEYS["p-beta"]}
             ),
         ),
-        server.batch("p-alpha", [lead, {**BAD_CANARY, "campaign": "acme-main"}]),
+        batch(server, "p-alpha", [lead, {**BAD_CANARY, "campaign": "acme-main"}]),
     ]
     for reply in decided:
         assert reply.status == 200, reply
     bad = {**BAD_CANARY, "campaign": "acme-main"}
     refused = [
-        server.post("p-alpha", bad),
+        post(server, "p-alpha", bad),
         request(
             "GET",
             f"{server.url}/v1/leads?" + urllib.parse.urlencode({k: str(v) for k, v in bad.items()}),
@@ -85,20 +87,16 @@ def run_canaries(server: Server, worker: Server, crm: CrmReceiver, redis_url: st
         assert 400 <= reply.status < 500, reply
 
     # One lead accepted for acme (delivered) and one for nova (refused: a dead letter).
-    deadline = time.monotonic() + 15
-    while sorted(crm.paths()) != ["/acme", "/nova"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: sorted(crm.paths()) == ["/acme", "/nova"], 15, "both CRMs reached")
     assert sorted(crm.paths()) == ["/acme", "/nova"]
     assert all(leaks([body.decode()]) for _, body in crm.received), "the CRM gets the lead"
-    deadline = time.monotonic() + 10
-    while "dead letter" not in worker.messages() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "dead letter" in worker.messages(), 10, "the dead letter logged")
 
     metrics = server.metrics() + worker.metrics()
     with redis.Redis.from_url(redis_url) as client:
         key_names = [key.decode() for key in client.scan_iter(count=1000)]
     for process in (server, worker):
-        process.signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         assert process.wait_exit(15) == 0
     logs = server.log_text().splitlines() + worker.log_text().splitlines()
 

@@ -14,6 +14,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from network_support import KEYS, key_hash, network
+from prom_support import sample, samples
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.app.root import App
@@ -38,8 +40,6 @@ from gateway.types import (
     PartnerId,
 )
 from gateway.web.app import create_app
-
-from .conftest import KEYS, key_hash, network, sample, samples
 
 Client = TestClient[web.Request, web.Application]
 

@@ -18,20 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from http_support import request
+from network_support import WORKER_ENV, CrmReceiver, batch, network, post, write_config
+from processes import GatewayLauncher, GatewayProcess
+from prom_support import DEPLOY, Prometheus, promtool, start_prometheus
 from support import RedisServer, free_port
-
-from .conftest import (
-    DEPLOY,
-    CrmReceiver,
-    Launcher,
-    Prometheus,
-    Server,
-    network,
-    promtool,
-    request,
-    start_prometheus,
-    write_config,
-)
 
 DASHBOARD = DEPLOY / "grafana" / "leadgate.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
@@ -47,44 +38,45 @@ GRAFANA_VARIABLES = {
 
 @dataclass
 class Loaded:
-    server: Server
-    worker: Server
+    server: GatewayProcess
+    worker: GatewayProcess
     prometheus: Prometheus
     #: (partner, campaign, decision) -> leads, as the gateway answered them.
     decisions: collections.Counter[tuple[str, str, str]]
     singles: int
 
 
-def drive_load(server: Server) -> tuple[collections.Counter[tuple[str, str, str]], int]:
+def drive_load(server: GatewayProcess) -> tuple[collections.Counter[tuple[str, str, str]], int]:
     """A short, bounded mix: accepted, duplicates, caps, an inactive campaign, an invalid
     lead in a batch and an unknown key. The tally of decisions and the single posts sent."""
     tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
     singles = 0
 
-    def post(partner: str, campaign: str, email: str) -> None:
+    def send(partner: str, campaign: str, email: str) -> None:
         nonlocal singles
-        reply = server.post(partner, {"campaign": campaign, "email": email})
+        reply = post(server, partner, {"campaign": campaign, "email": email})
         singles += 1
         assert reply.status == 200, reply
         tally[(partner, campaign, reply.body["decision"])] += 1
 
     for n in range(12):
-        post("p-alpha", "acme-main", f"alpha{n}@example.com")
+        send("p-alpha", "acme-main", f"alpha{n}@example.com")
     for n in range(6):  # the first three were already sent by p-alpha
-        post("p-beta", "acme-main", f"alpha{n}@example.com" if n < 3 else f"beta{n}@example.com")
+        send("p-beta", "acme-main", f"alpha{n}@example.com" if n < 3 else f"beta{n}@example.com")
     for n in range(4):
-        post("p-alpha", "nova-main", f"nova-a{n}@example.com")
+        send("p-alpha", "nova-main", f"nova-a{n}@example.com")
     for n in range(3):
-        post("p-beta", "nova-main", f"nova-b{n}@example.com")
+        send("p-beta", "nova-main", f"nova-b{n}@example.com")
     for n in range(2):
-        post("p-alpha", "nova-summer", f"summer{n}@example.com")
-    batch = server.batch(
+        send("p-alpha", "nova-summer", f"summer{n}@example.com")
+    batched = batch(
+        server,
         "p-alpha",
         [{"campaign": "acme-main", "email": f"batch{n}@example.com"} for n in range(3)]
         + [{"campaign": "acme-main", "email": "not an email"}],
     )
-    assert batch.status == 200, batch
-    for item in batch.body["results"]:
+    assert batched.status == 200, batched
+    for item in batched.body["results"]:
         if "decision" in item:
             tally[("p-alpha", "acme-main", item["decision"])] += 1
     unknown = request(
@@ -102,7 +94,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     workdir = tmp_path_factory.mktemp("prometheus-e2e")
     redis = RedisServer(workdir / "redis", port=free_port())
     redis.start()
-    launcher = Launcher(workdir)
+    launcher = GatewayLauncher(workdir)
     prometheus: Prometheus | None = None
     crm = CrmReceiver().__enter__()
     try:
@@ -115,7 +107,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
             rule_files=[ALERTS],
         )
         server = launcher.start(config, redis_url=redis.url, workers=2, port=port)
-        worker = launcher.start_worker(config, redis_url=redis.url, port=worker_port)
+        worker = launcher.start_worker(
+            config, redis_url=redis.url, env=WORKER_ENV, port=worker_port
+        )
         # Scrapes of the all-zero series first, so rates have a "before".
         prometheus.wait_for("up{job='leadgate'} == 1", lambda r: len(r) == 2)
         prometheus.wait_for(

@@ -5,15 +5,14 @@ decision then runs in-process on the same Redis with the same fingerprint key.""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import yaml
+from processes import FINGERPRINT_KEY, run_leadgate
 
 from gateway.config.environment import Environment
 from gateway.config.load import load_config
@@ -26,7 +25,6 @@ from gateway.leads.parse import parse_lead
 from gateway.storage.redis import RedisStore
 from gateway.types import CampaignId, ChannelId, PartnerId
 
-FINGERPRINT_KEY = "t1:suppression-tests-secret-0123456789"
 CANARIES = ("marie.canary", "jean.canary", "612345678", "0612", "example.org")
 CSV = """Email,Phone
 marie.canary@gmail.com,06 12 34 56 78
@@ -64,18 +62,9 @@ def config(tmp_path: Path) -> Path:
 
 
 def suppress(redis_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-    env["LEADGATE_FINGERPRINT_KEY"] = FINGERPRINT_KEY
-    if redis_url:
-        env["LEADGATE_REDIS_URL"] = redis_url
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "suppress", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """``leadgate suppress ARGS`` with the test fingerprint key, on ``redis_url`` if any."""
+    key = {"LEADGATE_FINGERPRINT_KEY": FINGERPRINT_KEY}
+    return run_leadgate("suppress", *args, redis_url=redis_url, env=key)
 
 
 async def decide(redis_url: str, cfg: Path, lead: dict[str, object]) -> tuple[str, list[str]]:

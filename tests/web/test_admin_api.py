@@ -3,8 +3,8 @@ left untouched), suppression entries, caps status, config reload, and what it re
 
 from __future__ import annotations
 
+import asyncio
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -114,20 +114,19 @@ async def test_erasure_leaves_no_trace_and_touches_no_one_else(
         assert answer["decision"] == "accepted", answer
     assert traces(await everything_stored(gateway), alice)
 
-    started = time.perf_counter()
-    reply = await gateway.admin(
-        "DELETE",
-        "/identities",
-        # Another spelling of both: the erasure normalizes like the intake does.
-        {"email": str(alice["email"]).upper(), "phone": "0" + str(alice["phone"])[4:]},
-    )
-    took = time.perf_counter() - started
+    # Answered while the request waits (a generous deadline: a hung erasure fails the test).
+    async with asyncio.timeout(10.0):
+        reply = await gateway.admin(
+            "DELETE",
+            "/identities",
+            # Another spelling of both: the erasure normalizes like the intake does.
+            {"email": str(alice["email"]).upper(), "phone": "0" + str(alice["phone"])[4:]},
+        )
     assert reply.status == 200, reply.body
     report = reply.json()
     assert report["erased"]["undelivered_leads"] == 3
     assert report["erased"]["keys"] >= 6  # dedup marks in each scope, network, pressure
     assert report["still_on_suppression_lists"] == []
-    assert took < 1.0
 
     stored = await everything_stored(gateway)
     assert traces(stored, alice) == []

@@ -20,8 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from http_support import Reply, decided, post_lead
+from processes import GatewayLauncher, GatewayProcess
 
-from app.conftest import GatewayLauncher, GatewayProcess, Reply, decided, post_lead
 from gateway.storage import keys
 from gateway.types import AdvertiserId
 
@@ -101,7 +102,7 @@ async def post_and_crash(
     """Post ``lead`` to a gateway armed with a failpoint: no answer, the process exits 137."""
     with pytest.raises(aiohttp.ClientConnectionError):
         await post_lead(http, gateway, lead, api_key=api_key, idempotency_key=idempotency_key)
-    assert await gateway.wait_exit(10.0) == CRASH_EXIT_CODE, gateway.log_tail()
+    assert await gateway.await_exit(10.0) == CRASH_EXIT_CODE, gateway.log_tail()
     # It died at the failpoint: no decision was logged, nothing was answered.
     assert "decision" not in gateway.messages()
 
@@ -113,7 +114,7 @@ async def test_crash_after_person_reserve_accepts_nothing_and_holds_one_pressure
     pressure_config: Path,
 ) -> None:
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
-    crashing = await gateways.start(config=pressure_config, redis_url=redis_url, env=env)
+    crashing = await gateways.astart(config=pressure_config, redis_url=redis_url, env=env)
     p = person()
     await post_and_crash(http, crashing, {**p, "campaign": "one-always-on"}, api_key=API_KEY)
 
@@ -124,7 +125,7 @@ async def test_crash_after_person_reserve_accepts_nothing_and_holds_one_pressure
     assert unit == "adv-one"
     assert crashed_lead
 
-    gateway = await gateways.start(config=pressure_config, redis_url=redis_url)
+    gateway = await gateways.astart(config=pressure_config, redis_url=redis_url)
 
     async def send(campaign: str) -> Reply:
         return await post_lead(http, gateway, {**p, "campaign": campaign}, api_key=API_KEY)
@@ -157,13 +158,13 @@ async def test_retry_after_crash_at_reserve_is_decided_once(
     under the crashed request's lead id (the claim keeps it), so the reservation it left is
     the retry's own and no second pressure slot is taken."""
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
-    crashing = await gateways.start(config=pressure_config, redis_url=redis_url, env=env)
+    crashing = await gateways.astart(config=pressure_config, redis_url=redis_url, env=env)
     lead = {**person(), "campaign": "one-always-on"}
     key = f"retry-{uuid.uuid4().hex}"
     await post_and_crash(http, crashing, lead, api_key=API_KEY, idempotency_key=key)
     ((_, crashed_lead),) = [slot.split("|") for slot in pressure_slots(redis_url)]
 
-    gateway = await gateways.start(config=pressure_config, redis_url=redis_url)
+    gateway = await gateways.astart(config=pressure_config, redis_url=redis_url)
     first = await post_lead(http, gateway, lead, api_key=API_KEY, idempotency_key=key)
     accepted = decided(first, "accepted")
     assert "Idempotent-Replayed" not in first.headers
@@ -182,7 +183,7 @@ async def test_keyed_retry_after_crash_at_reserve_with_network_dedup_is_not_its_
     """With an Idempotency-Key, the network mark the crashed attempt left carries the lead id
     the retry reuses: the retry is accepted, not refused as a duplicate of itself."""
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
-    crashing = await gateways.start(redis_url=redis_url, env=env)
+    crashing = await gateways.astart(redis_url=redis_url, env=env)
     lead: dict[str, object] = {
         "email": f"net-{uuid.uuid4().hex[:12]}@example.fr",
         "phone": "+33 6 12 34 56 78",
@@ -192,7 +193,7 @@ async def test_keyed_retry_after_crash_at_reserve_with_network_dedup_is_not_its_
     }
     key = f"net-retry-{uuid.uuid4().hex}"
     await post_and_crash(http, crashing, lead, api_key="demo-mailfox-key", idempotency_key=key)
-    gateway = await gateways.start(redis_url=redis_url)
+    gateway = await gateways.astart(redis_url=redis_url)
     retry = await post_lead(http, gateway, lead, idempotency_key=key)
     accepted = decided(retry, "accepted")
     assert deliveries(redis_url) == {NOVABANK: [accepted]}
@@ -209,7 +210,7 @@ async def test_crash_at_reserve_with_network_dedup_leaves_a_network_mark(
     campaigns until that window ends. The documented cost of a crash (engine.py): safe (never
     an extra acceptance), but a genuine lead is lost for up to the network window."""
     env = {"LEADGATE_FAILPOINTS": "after-person-reserve"}
-    crashing = await gateways.start(redis_url=redis_url, env=env)
+    crashing = await gateways.astart(redis_url=redis_url, env=env)
     p = {
         "email": f"net-{uuid.uuid4().hex[:12]}@example.fr",
         "phone": "+33 6 12 34 56 78",
@@ -221,7 +222,7 @@ async def test_crash_at_reserve_with_network_dedup_leaves_a_network_mark(
     )
     assert all_delivered(redis_url) == []
 
-    gateway = await gateways.start(redis_url=redis_url)
+    gateway = await gateways.astart(redis_url=redis_url)
     again = await post_lead(http, gateway, {**p, "campaign": "novabank-credit"})
     decided(again, "duplicate", ["duplicate.network"])
     # ACME (no network dedup) still buys the person: pressure holds novabank (stale) + acme.
@@ -236,7 +237,7 @@ async def test_crash_after_decide_replays_the_original_answer_and_delivers_once(
     pressure_config: Path,
 ) -> None:
     env = {"LEADGATE_FAILPOINTS": "after-decide"}
-    crashing = await gateways.start(config=pressure_config, redis_url=redis_url, env=env)
+    crashing = await gateways.astart(config=pressure_config, redis_url=redis_url, env=env)
     p = person()
     lead = {**p, "campaign": "one-always-on"}
     key = f"decide-{uuid.uuid4().hex}"
@@ -246,7 +247,7 @@ async def test_crash_after_decide_replays_the_original_answer_and_delivers_once(
     ((stream, (committed,)),) = deliveries(redis_url).items()
     assert stream == ONE
 
-    gateway = await gateways.start(config=pressure_config, redis_url=redis_url)
+    gateway = await gateways.astart(config=pressure_config, redis_url=redis_url)
     retry = await post_lead(http, gateway, lead, api_key=API_KEY, idempotency_key=key)
     assert decided(retry, "accepted", []) == committed
     assert retry.headers.get("Idempotent-Replayed") == "true"

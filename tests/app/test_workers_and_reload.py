@@ -17,18 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from http_support import Reply, request
+from network_support import key_hash, network, post, write_config
+from processes import GatewayLauncher, GatewayProcess, wait_for
+from prom_support import sample
 from support import RedisServer
-
-from .conftest import (
-    Launcher,
-    Reply,
-    Server,
-    key_hash,
-    network,
-    request,
-    sample,
-    write_config,
-)
 
 PAUSE_MS = 1500
 
@@ -67,7 +60,7 @@ def with_gamma(data: dict[str, object]) -> dict[str, object]:
     return changed
 
 
-def post_as_gamma(server: Server, n: int) -> Reply:
+def post_as_gamma(server: GatewayProcess, n: int) -> Reply:
     return request(
         "POST",
         f"{server.url}/v1/leads",
@@ -76,29 +69,20 @@ def post_as_gamma(server: Server, n: int) -> Reply:
     )
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout_s}s")
-
-
 def pause(redis: RedisServer, pause_ms: int) -> None:
     with redis.client() as client:
         client.client_pause(pause_ms, all=True)
 
 
 def test_two_workers_report_the_totals_of_both(
-    servers: Launcher, tmp_path: Path, redis_url: str
+    gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     config = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(config, redis_url=redis_url, workers=2)
+    server = gateways.start(config, redis_url=redis_url, workers=2)
     posts = 40
     for n in range(posts):
         partner = "p-alpha" if n % 2 else "p-beta"
-        reply = server.post(partner, lead(n))
+        reply = post(server, partner, lead(n))
         assert reply.status == 200, reply
         assert reply.body["decision"] == "accepted", reply.body
     decided_by = {r["pid"] for r in server.log_records() if r.get("msg") == "decision"}
@@ -117,25 +101,25 @@ def test_two_workers_report_the_totals_of_both(
             )
             == posts
         )
-    server.signal(signal.SIGTERM)
+    server.send_signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0
     assert server.messages().count("stopped") == 3  # two workers, then the supervisor
 
 
 def test_sigterm_drains_every_worker_then_exits_0(
-    servers: Launcher, tmp_path: Path, spare_redis: Callable[[], RedisServer]
+    gateways: GatewayLauncher, tmp_path: Path, spare_redis: Callable[[], RedisServer]
 ) -> None:
     redis = spare_redis()
     redis.start()
     config = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(config, redis_url=redis.url, workers=2)
-    assert server.post("p-alpha", lead(0, tag="warm")).status == 200
+    server = gateways.start(config, redis_url=redis.url, workers=2)
+    assert post(server, "p-alpha", lead(0, tag="warm")).status == 200
     in_flight = 8
     pause(redis, PAUSE_MS)
     with ThreadPoolExecutor(in_flight) as pool:
-        futures = [pool.submit(server.post, "p-alpha", lead(n, tag="drain")) for n in range(8)]
+        futures = [pool.submit(post, server, "p-alpha", lead(n, tag="drain")) for n in range(8)]
         time.sleep(0.4)  # the posts are sent and wait on the paused store
-        server.signal(signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         replies = [f.result(timeout=15) for f in futures]
     assert [r.status for r in replies] == [200] * in_flight
     assert {r.body["decision"] for r in replies} == {"accepted"}
@@ -148,17 +132,17 @@ def test_sigterm_drains_every_worker_then_exits_0(
 
 
 def test_sighup_reloads_without_dropping_in_flight_requests(
-    servers: Launcher, tmp_path: Path, spare_redis: Callable[[], RedisServer]
+    gateways: GatewayLauncher, tmp_path: Path, spare_redis: Callable[[], RedisServer]
 ) -> None:
     redis = spare_redis()
     redis.start()
     path = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(path, redis_url=redis.url, args=["--reload-poll-s", "0"])
+    server = gateways.start(path, redis_url=redis.url, args=["--reload-poll-s", "0"])
     assert post_as_gamma(server, 0).status == 401
 
     # A broken edit is refused: the old config keeps serving.
     path.write_text("partners: [unclosed\n", encoding="utf-8")
-    server.signal(signal.SIGHUP)
+    server.send_signal(signal.SIGHUP)
     wait_for(
         lambda: "config reload refused; the running config keeps serving" in server.messages(),
         10,
@@ -167,16 +151,16 @@ def test_sighup_reloads_without_dropping_in_flight_requests(
     refusal = next(r for r in server.log_records() if r["msg"].startswith("config reload refused"))
     assert refusal["level"] == "error"
     assert any("YAML syntax error" in issue for issue in refusal["issues"])
-    assert server.post("p-alpha", lead(1)).status == 200
+    assert post(server, "p-alpha", lead(1)).status == 200
     assert post_as_gamma(server, 1).status == 401
 
     # A valid edit, while requests wait on a paused store: they finish, the new partner works.
     write_config(path, with_gamma(network()))
     pause(redis, PAUSE_MS)
     with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(server.post, "p-beta", lead(n, tag="inflight")) for n in range(6)]
+        futures = [pool.submit(post, server, "p-beta", lead(n, tag="inflight")) for n in range(6)]
         time.sleep(0.3)
-        server.signal(signal.SIGHUP)
+        server.send_signal(signal.SIGHUP)
         wait_for(lambda: "config reloaded" in server.messages(), 10, "reload logged")
         replies = [f.result(timeout=15) for f in futures]
     assert [r.status for r in replies] == [200] * 6
@@ -203,15 +187,15 @@ def test_sighup_reloads_without_dropping_in_flight_requests(
         )
         == 1
     )
-    server.signal(signal.SIGTERM)
+    server.send_signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0
 
 
 def test_a_changed_file_is_picked_up_by_polling_and_a_broken_one_reported_once(
-    servers: Launcher, tmp_path: Path, redis_url: str
+    gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     path = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(path, redis_url=redis_url, args=["--reload-poll-s", "0.2"])
+    server = gateways.start(path, redis_url=redis_url, args=["--reload-poll-s", "0.2"])
     assert post_as_gamma(server, 0).status == 401
     write_config(path, with_gamma(network()))
     wait_for(lambda: post_as_gamma(server, 1).status == 200, 10, "new partner accepted")
@@ -232,27 +216,27 @@ def test_a_changed_file_is_picked_up_by_polling_and_a_broken_one_reported_once(
 
 
 def test_sighup_to_the_supervisor_reloads_every_worker(
-    servers: Launcher, tmp_path: Path, redis_url: str
+    gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     path = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(path, redis_url=redis_url, workers=2, args=["--reload-poll-s", "0"])
+    server = gateways.start(path, redis_url=redis_url, workers=2, args=["--reload-poll-s", "0"])
     write_config(path, with_gamma(network()))
-    server.signal(signal.SIGHUP)
+    server.send_signal(signal.SIGHUP)
     wait_for(lambda: server.messages().count("config reloaded") == 2, 10, "both workers reloaded")
     # New connections land on either worker: every one of them knows the new partner.
     for n in range(10):
         assert post_as_gamma(server, n).status == 200
     assert sample(server.metrics(), "leadgate_config_reloads_total", result="success") == 2
-    assert server.post("p-alpha", lead(99)).status == 200
+    assert post(server, "p-alpha", lead(99)).status == 200
 
 
 def test_a_worker_killed_is_replaced_and_its_counts_are_kept(
-    servers: Launcher, tmp_path: Path, redis_url: str
+    gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     config = write_config(tmp_path / "leadgate.yaml", network())
-    server = servers.start(config, redis_url=redis_url, workers=2)
+    server = gateways.start(config, redis_url=redis_url, workers=2)
     for n in range(10):
-        assert server.post("p-alpha", lead(n, tag="before")).status == 200
+        assert post(server, "p-alpha", lead(n, tag="before")).status == 200
     workers = [r["worker_pid"] for r in server.log_records() if r["msg"] == "worker started"]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
@@ -260,8 +244,8 @@ def test_a_worker_killed_is_replaced_and_its_counts_are_kept(
     exited = next(r for r in server.log_records() if r["msg"] == "worker exited unexpectedly")
     assert exited["worker_pid"] == workers[0]
     for n in range(10):
-        assert server.post("p-beta", lead(n, tag="after")).status == 200
+        assert post(server, "p-beta", lead(n, tag="after")).status == 200
     # The dead worker's counts stay in the totals.
     assert accepted_total(server.metrics()) == 20
-    server.signal(signal.SIGTERM)
+    server.send_signal(signal.SIGTERM)
     assert server.wait_exit(15) == 0

@@ -5,7 +5,7 @@ the gateway died there: after ``reserve`` (step 1 done, the decision never ran) 
 ``decide`` (step 2 committed, the release never ran). Whatever happens, the crashed request
 accepts nothing it did not commit, a slot it took is held at worst until its window ends, and
 no later request is ever accepted twice. (The real ``kill -9`` of a gateway process is in
-``tests/process``.)
+``test_crash_protocol.py``.)
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import ADVERTISER, free_port
-
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
+from support import ADVERTISER, free_port
+
 from gateway.app.root import App
 from gateway.app.settings import Settings
 from gateway.config.environment import Environment

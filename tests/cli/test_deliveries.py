@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from support import ADVERTISER
-
 from delivery.harness import OTHER, Harness, harnesses, now_ms
 from delivery.records import lead
+from support import ADVERTISER
+
 from gateway.cli import deliveries as cli
 from gateway.delivery.queue_base import LastResponse
 from gateway.errors import ConfigError
