@@ -57,9 +57,12 @@ PROJECT = "leadgate-imagetest"
 #: Services of compose.yaml that run here (prometheus and grafana need images we cannot pull).
 RUNNABLE = ("redis", "gateway", "worker", "crm")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-#: Where the gateway's /metrics is: the compose port variable of its listener and the path.
-#: Issue 17 moves it to the admin listener (LEADGATE_ADMIN_PORT): change these two names.
-METRICS_PORT_VAR, METRICS_PATH = "LEADGATE_PORT", "/metrics"
+#: What the Helm chart's probes hit (tests/deploy/test_compose.py checks they are the same):
+#: service -> (container port, paths that must answer 200).
+PROBES = {"gateway": (8080, ("/healthz", "/readyz")), "worker": (9102, ("/healthz", "/readyz"))}
+#: Where the gateway serves /metrics: container port and path. Issue 17 moves it to the
+#: admin listener (LEADGATE_ADMIN_PORT): change this line (and compose.yaml's ports).
+METRICS_PORT, METRICS_PATH = 8080, "/metrics"
 #: The published-port variables of compose.yaml; the test gives each a free port.
 PORT_VARS = ("LEADGATE_PORT", "LEADGATE_WORKER_PORT", "LEADGATE_CRM_PORT")
 PARTNER_KEY = "demo-mailfox-key"  # deploy/compose/leadgate.yaml's demo partner
@@ -156,6 +159,23 @@ class ImageTest:
 
     def url(self, var: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[var]}{path}"
+
+    def published(self, service: str, container_port: int, path: str) -> str:
+        """The URL on 127.0.0.1 that compose published ``container_port`` of ``service`` at."""
+        mapped = podman("port", self.container(service), f"{container_port}/tcp")
+        host, _, port = mapped.splitlines()[0].rpartition(":")
+        if host != "127.0.0.1":
+            raise Failure(f"{service}:{container_port} published on {mapped}, not 127.0.0.1")
+        return f"http://127.0.0.1:{port}{path}"
+
+    def probes(self, service: str) -> str:
+        container_port, paths = PROBES[service]
+        for path in paths:
+            url = self.published(service, container_port, path)
+            status, body = http("GET", url)
+            if status != 200:
+                raise Failure(f"{service} {path} on {container_port}: {status} {body[:200]!r}")
+        return f"{' '.join(paths)} 200 on :{container_port}"
 
     def container(self, service: str) -> str:
         names = podman(
@@ -292,12 +312,8 @@ class ImageTest:
             say("WARN", "podman-compose down", (result.stdout + result.stderr)[-500:])
 
     def serve_checks(self) -> None:
-        gateway = self.url("LEADGATE_PORT")
-        status, body = http("GET", f"{gateway}/healthz")
-        if status != 200:
-            raise Failure(f"/healthz: {status} {body!r}")
-        metrics_url = self.url(METRICS_PORT_VAR, METRICS_PATH)
-        status, body = http("GET", metrics_url)
+        probes = self.probes("gateway")
+        status, body = http("GET", self.published("gateway", METRICS_PORT, METRICS_PATH))
         if status != 200 or b"leadgate_leads_total" not in body:
             raise Failure(f"{METRICS_PATH}: {status} {body[:200]!r}")
         for service in ("gateway", "worker", "crm"):
@@ -313,8 +329,8 @@ class ImageTest:
         say(
             "PASS",
             "serve --workers 2",
-            f"/healthz 200, /readyz 200 (store redis), "
-            f"{METRICS_PATH} 200 ({METRICS_PORT_VAR}), {len(serving)} processes; gateway, "
+            f"{probes} (store redis), {METRICS_PATH} 200 on :{METRICS_PORT}, "
+            f"{len(serving)} processes; gateway, "
             "worker, crm run as uid 10001 on a read-only root",
         )
 
@@ -363,12 +379,8 @@ class ImageTest:
             or got["path"] != "/acme/leads"
         ):
             raise Failure(f"the crm got {got}")
-        worker = self.url("LEADGATE_WORKER_PORT")
-        for path in ("/healthz", "/readyz"):
-            status, body = http("GET", worker + path)
-            if status != 200:
-                raise Failure(f"worker {path}: {status} {body!r}")
-        status, body = http("GET", worker + "/metrics")
+        probes = self.probes("worker")
+        status, body = http("GET", self.published("worker", PROBES["worker"][0], "/metrics"))
         delivered = re.search(
             rb'leadgate_delivery_attempts_total\{[^}]*outcome="delivered"[^}]*\} (\S+)', body
         )
@@ -379,7 +391,7 @@ class ImageTest:
             "decide and deliver",
             f"accepted then duplicate; the worker delivered the "
             f"lead to the crm in {took:.1f} s (signature verified by the crm); worker "
-            "/healthz /readyz /metrics 200",
+            f"{probes}, /metrics counts it delivered",
         )
 
     # -- 5: kill -9 of Redis mid-load ----------------------------------------------------------
@@ -553,7 +565,9 @@ def main() -> int:
     with step_timer(test):
         try:
             for step in steps:
+                started = time.monotonic()
                 step()
+                test.timings.setdefault(step.__name__, time.monotonic() - started)
         except Failure as exc:
             say("FAIL", step.__name__.replace("_", " "), str(exc))
             for service in ("gateway", "worker", "crm", "redis"):

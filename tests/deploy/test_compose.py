@@ -8,6 +8,7 @@ gateway, worker and crm services for real."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import re
@@ -287,3 +288,64 @@ def test_grafana_finds_prometheus_and_the_dashboard(normalized: dict[str, Any]) 
     [provider] = yaml.safe_load(providers.read_text(encoding="utf-8"))["providers"]
     dashboards = [t for t in mounts if t.startswith(provider["options"]["path"] + "/")]
     assert [mounts[t] for t in dashboards] == [DEPLOY / "grafana" / "leadgate.json"]
+
+
+def test_the_chart_probes_what_make_image_test_proves(normalized: dict[str, Any]) -> None:
+    """The Helm chart's liveness and readiness probes hit the paths and container ports that
+    `make image-test` checks on the running image (deploy/image/image_test.py's PROBES)."""
+    from .gotemplate import Template
+    from .test_helm_chart import container, one, render
+
+    spec = importlib.util.spec_from_file_location("image_test", DEPLOY / "image" / "image_test.py")
+    assert spec is not None
+    assert spec.loader is not None
+    image_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_test)
+    docs = render(Template(ROOT / "helm" / "leadgate"), _chart_defaults())
+    for service, suffix in (("gateway", "-api"), ("worker", "-worker")):
+        c = container(one(docs, "Deployment", suffix))
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        probed = {
+            (c[probe]["httpGet"]["path"], ports[c[probe]["httpGet"]["port"]])
+            for probe in ("livenessProbe", "readinessProbe")
+        }
+        port, paths = image_test.PROBES[service]
+        assert probed == {(path, port) for path in paths}, service
+        published = {m["target"] for m in normalized["services"][service]["ports"]}
+        assert port in published, service
+
+
+def _chart_defaults() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(
+        (ROOT / "helm" / "leadgate" / "values.yaml").read_text(encoding="utf-8")
+    )
+    return values
+
+
+def redis_settings(text: str) -> dict[str, str]:
+    """``appendonly``, ``appendfsync`` and ``maxmemory-policy`` as a redis.conf text sets them."""
+    wanted = ("appendonly", "appendfsync", "maxmemory-policy")
+    found = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in wanted:
+            found[words[0]] = words[1]
+    return found
+
+
+def test_redis_persistence_is_the_same_in_the_docs_the_chart_and_the_stack(
+    normalized: dict[str, Any],
+) -> None:
+    docs = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"## Redis persistence\n.*?```\n(.*?)```", docs, re.S)
+    documented = redis_settings(block)
+    assert documented == {
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "maxmemory-policy": "noeviction",
+    }
+    chart = _chart_defaults()["redis"]["commonConfiguration"]
+    assert redis_settings(chart) == documented
+    command = normalized["services"]["redis"]["command"][1:]
+    stack = " ".join(command).replace("--", "\n")
+    assert redis_settings(stack) == documented
