@@ -148,6 +148,31 @@ def post_lead(base: str, email: str, ref: str) -> dict[str, Any]:
     return answer
 
 
+def post_lead_as_a_publisher_would(
+    base: str, email: str, ref: str, timeout_s: float = 30
+) -> tuple[dict[str, Any], int]:
+    """Posts until a decision, retrying 503 (store unavailable) every 0.5 s for at most
+    ``timeout_s``, as publishers are told to; returns the answer and how many 503s came
+    first. After a Redis restart one serving process may still be reconnecting while the
+    other is ready."""
+    started = time.monotonic()
+    refused = 0
+    while True:
+        status, body = http(
+            "POST",
+            f"{base}/v1/leads",
+            {"campaign": CAMPAIGN, "email": email, "first_name": "Marie", "ref": ref},
+            {"Authorization": f"Bearer {PARTNER_KEY}", "Content-Type": "application/json"},
+        )
+        if status == 200:
+            answer: dict[str, Any] = json.loads(body)
+            return answer, refused
+        if status != 503 or time.monotonic() - started > timeout_s:
+            raise Failure(f"POST /v1/leads: {status} {body[:300]!r} (after {refused} 503s)")
+        refused += 1
+        time.sleep(0.5)
+
+
 class ImageTest:
     def __init__(self) -> None:
         self.ports = {name: free_port() for name in PORT_VARS}
@@ -284,7 +309,6 @@ class ImageTest:
 
     def compose_up(self) -> None:
         self.compose_down(quiet=True)  # what a killed earlier run may have left
-        started = time.monotonic()
         run(*self.compose, "up", "-d", *RUNNABLE, env=self.env, timeout_s=180)
         gateway = self.url("LEADGATE_PORT")
         took = wait_for(
@@ -297,7 +321,6 @@ class ImageTest:
             lambda: http("GET", self.url("LEADGATE_CRM_PORT", "/healthz"))[0] == 200,
             timeout_s=30,
         )
-        self.timings["stack up"] = time.monotonic() - started
         say(
             "PASS",
             "podman-compose up " + " ".join(RUNNABLE),
@@ -428,9 +451,13 @@ class ImageTest:
         )
         if not accepted:
             raise Failure("no lead was accepted before the kill")
-        forgotten = [
-            e for e in accepted if post_lead(gateway, e, "again")["decision"] != "duplicate"
-        ]
+        forgotten = []
+        retried = 0
+        for email in accepted:
+            answer, unavailable = post_lead_as_a_publisher_would(gateway, email, "again")
+            retried += unavailable
+            if answer["decision"] != "duplicate":
+                forgotten.append(email)
         if forgotten:
             raise Failure(f"{len(forgotten)} of {len(accepted)} accepted leads forgotten")
         wanted = set(accepted.values())
@@ -443,7 +470,8 @@ class ImageTest:
             "PASS",
             "kill -9 of Redis (AOF everysec) mid-load",
             f"{len(accepted)} leads accepted before/around the kill, {refused} refused "
-            f"(503/reset) while it was down; 0 accepted leads lost: all remembered as "
+            f"(503/reset) while it was down, {retried} 503 retried after the restart; "
+            "0 accepted leads lost: all remembered as "
             "duplicates after restart and all delivered to the crm",
         )
 
@@ -572,7 +600,7 @@ def main() -> int:
             say("FAIL", step.__name__.replace("_", " "), str(exc))
             for service in ("gateway", "worker", "crm", "redis"):
                 with contextlib.suppress(Failure):
-                    tail = run("podman", "logs", "--tail", "15", test.container(service))
+                    tail = run("podman", "logs", "--tail", "30", test.container(service))
                     print(f"--- {service} log (last lines)\n{tail.stdout}{tail.stderr}")
             failed = True
         finally:
