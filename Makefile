@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo run test lint fmt typecheck bench check-config clean
+.PHONY: setup demo run test lint fmt typecheck bench check-config image-test clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,13 +30,14 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench deploy
+	$(BIN)/ruff format --check gateway tests bench deploy
 	$(BIN)/mypy
+	$(BIN)/mypy --strict deploy/image/image_test.py deploy/compose/crm_receiver.py
 
 fmt: $(STAMP)
-	$(BIN)/ruff format gateway tests bench
-	$(BIN)/ruff check --fix gateway tests bench
+	$(BIN)/ruff format gateway tests bench deploy
+	$(BIN)/ruff check --fix gateway tests bench deploy
 
 check-config: $(STAMP)
 	$(BIN)/leadgate check-config examples/leadgate.yaml
@@ -44,6 +45,13 @@ check-config: $(STAMP)
 ## Realistic load beside its baselines and ceilings (BENCHMARKS.md); e.g. make bench SCENARIOS="single c1000".
 bench: $(STAMP)
 	$(BIN)/python -m bench --ceilings $(SCENARIOS)
+
+## Builds the Dockerfile with podman (on a local stand-in of the python base image: no Docker
+## Hub here) and runs the image and the compose stack's runnable services for real
+## (deploy/image/image_test.py). Installs podman, runc and debootstrap if missing.
+image-test: $(STAMP)
+	./.ci/install-podman
+	$(BIN)/python deploy/image/image_test.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
-"""The Dockerfile, checked without a container engine (none on these machines): hadolint finds
-nothing; every COPY source exists and passes .dockerignore; the wheel the build stage makes
-installs a `leadgate` command that starts from the image's layout (the example config with
-its rule packs at the paths the COPY lines give them)."""
+"""The Dockerfile, checked statically on every test run: hadolint finds nothing; every COPY
+source exists and passes .dockerignore; the wheel the build stage makes installs a `leadgate`
+command that starts from the image's layout (the example config with its rule packs at the
+paths the COPY lines give them). `make image-test` (deploy/image/image_test.py) builds the
+image with podman and runs it for real."""
 
 from __future__ import annotations
 
