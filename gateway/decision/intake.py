@@ -19,7 +19,7 @@ from gateway.config.model import Config, Partner
 from gateway.decision.answer import Answer
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
-from gateway.decision.plan import Idempotency, Plan, build_request, digest
+from gateway.decision.plan import Idempotency, Plan, build_refusal, build_request, digest
 from gateway.errors import (
     FieldProblem,
     Forbidden,
@@ -62,7 +62,8 @@ class Recorder(Protocol):
 class _Prepared:
     lead: Lead
     channel: ChannelId
-    request: DecisionRequest | None  # None: decided without the store (inactive, rules)
+    #: None: rejected without the store (inactive, rules) and no Idempotency-Key to record.
+    request: DecisionRequest | None
     verdict: Verdict | None = None  # the campaign's rules' (None: the campaign has none)
 
 
@@ -207,14 +208,31 @@ class Intake:
         if problems:
             raise InvalidLead(problems)
         campaign = plan.config.campaigns[lead.campaign]
-        if not campaign.is_active(now_s):
-            return _Prepared(lead, channel, None)
         verdict = None
-        if campaign.rules is not None:
-            # Pure and in-process: a lead the rules reject costs the store nothing.
+        rejected: tuple[str, ...] = ()
+        if not campaign.is_active(now_s):
+            rejected = ("campaign.inactive",)
+        elif campaign.rules is not None:
+            # Pure and in-process: a lead the rules reject costs the store nothing, unless
+            # its Idempotency-Key must be recorded.
             verdict = campaign.rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
             if verdict.rejected:
+                rejected = verdict.reasons
+        if rejected:
+            if idem is None or lead.test:  # test mode remembers nothing, not even a key
                 return _Prepared(lead, channel, None, verdict)
+            # Every answer is replayable (docs/api.md): the store records this one under the
+            # key, and answers a retry with it or a key reused with another body with a
+            # conflict, whatever the campaign's state or rules are by then.
+            refusal = build_refusal(
+                lead_id=new_lead_id(),
+                campaign=campaign,
+                partner=partner,
+                now_s=now_s,
+                idempotency=idem,
+                reasons=rejected,
+            )
+            return _Prepared(lead, channel, refusal, verdict)
         request = build_request(
             lead=lead,
             lead_id=new_lead_id(),

@@ -190,6 +190,41 @@ def build_request(
     )
 
 
+def build_refusal(
+    *,
+    lead_id: LeadId,
+    campaign: Campaign,
+    partner: Partner,
+    now_s: float,
+    idempotency: Idempotency,
+    reasons: tuple[str, ...],
+) -> DecisionRequest:
+    """The request that records a rejection decided before the store (an inactive campaign,
+    the rules) under its Idempotency-Key: no check, no reservation, no delivery record; the
+    store answers ``rejected`` with ``reasons`` and keeps the answer for a retry, or answers
+    a replay or a conflict like any keyed request."""
+    advertiser = campaign.advertiser
+    return DecisionRequest(
+        lead_id=lead_id,
+        now_ms=int(now_s * 1000),
+        dry_run=False,
+        dedup=(),
+        caps=(),
+        person=(),
+        stream_key=keys.deliveries(advertiser),
+        payload=b"",
+        idempotency=IdempotencyRef(
+            claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
+            answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
+            body_digest=idempotency.body_digest,
+            ttl_ms=idempotency.ttl_s * 1000,
+            lead_id=lead_id,
+        ),
+        slot_anchor=keys.slot_anchor(advertiser),
+        rejected=reasons,
+    )
+
+
 def dedup_check(
     reason: str,
     space: keys.SeenSpace,
