@@ -58,6 +58,11 @@ STORE_BACKOFF_S = 0.5
 PROMOTE_BATCH = 500
 #: After the grace period, cancelled deliveries get this long to leave their settle step.
 SETTLE_GRACE_S = 5.0
+#: How long a stop waits for the readers and loops to see the stop flag: a read blocks at most
+#: ``READ_BLOCK_MS``, a store command at most the queue's socket timeout, and a reconnect
+#: may add as much again. Past it they are cancelled (a command cut mid-reply only loses its
+#: connection: the lead it was about stays pending and is read again).
+LOOPS_STOP_S = 30.0
 #: The retention loop's period at most (shorter when a retention is: half of it).
 RETENTION_EVERY_S = 60.0
 
@@ -161,6 +166,7 @@ class Worker:
         rng: random.Random | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
         read_block_ms: int = READ_BLOCK_MS,
+        loops_stop_s: float = LOOPS_STOP_S,
     ) -> None:
         self.config = config
         self.settings = config.delivery
@@ -170,6 +176,7 @@ class Worker:
         self._rng = rng or random.Random()
         self._on_close = on_close
         self._block_ms = read_block_ms
+        self._loops_stop_s = loops_stop_s
         self.lanes: dict[AdvertiserId, Lane] = {}
         for advertiser in config.advertisers:
             client = endpoints.client(advertiser)
@@ -252,8 +259,19 @@ class Worker:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
         # Readers and loops see the flag within one read block or one step; nothing is
-        # cancelled mid-command (that would drop a Redis connection mid-reply).
-        await asyncio.gather(*self._readers, *self._loops, return_exceptions=True)
+        # cancelled mid-command (that would drop a Redis connection mid-reply) unless a
+        # command hangs past every timeout: a stop must end whatever the store does.
+        loops = [*self._readers, *self._loops]
+        if loops:
+            _, stuck = await asyncio.wait(loops, timeout=self._loops_stop_s)
+            if stuck:
+                LOG.warning(
+                    "delivery queue did not answer: its readers are cancelled",
+                    extra={"fields": {"stuck": len(stuck)}},
+                )
+                for task in stuck:
+                    task.cancel()
+                await asyncio.wait(stuck, timeout=SETTLE_GRACE_S)
         # Claimed but not started: delivered within the grace like the ones in flight (past
         # it, they stay pending for a reclaim). Idle senders are told to leave.
         self._draining = True

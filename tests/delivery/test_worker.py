@@ -383,3 +383,49 @@ async def test_retention_holds_for_an_advertiser_no_lane_delivers_to(rig: Rig) -
         await worker.stop(0)
         rig.workers.remove(worker)
         await queue.close()
+
+
+class _HangingReads:
+    """A queue whose reads never come back (a store that stopped answering mid-command)."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def read(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        self.reads += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@REDIS_ONLY
+async def test_a_stop_ends_even_when_a_read_never_returns(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = rig.config(FAST)
+    metrics = DeliveryMetrics(config, CollectorRegistry())
+    transport = Transport(config, ENV, metrics)
+    hanging = _HangingReads(rig.h.queue)
+    worker = Worker(
+        config,
+        hanging,
+        transport,
+        metrics,
+        on_close=transport.close,
+        read_block_ms=50,
+        loops_stop_s=0.5,
+    )
+    await worker.start()
+    for _ in range(200):  # both lanes' readers are inside a read
+        if hanging.reads >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert hanging.reads >= 2
+
+    with caplog.at_level("WARNING", logger="leadgate.delivery"):
+        await asyncio.wait_for(worker.stop(0), timeout=30)
+
+    assert any("readers are cancelled" in r.getMessage() for r in caplog.records)
