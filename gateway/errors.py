@@ -79,12 +79,18 @@ class StoreUnavailable(StoreError):
     ``outcome_unknown``: the commands were sent but no reply came back (a timeout, a reset), so
     the store may have run them: a lead may have been accepted. Only a retry with the same
     Idempotency-Key can tell.
+
+    ``deadline_s``: when the wait ended because the caller's own deadline passed (the event
+    loop time of that deadline, ``storage.deadline``); None when the transport failed first.
     """
 
     retry_after_s = 1
 
-    def __init__(self, detail: str, *, outcome_unknown: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, outcome_unknown: bool = False, deadline_s: float | None = None
+    ) -> None:
         self.outcome_unknown = outcome_unknown
+        self.deadline_s = deadline_s
         super().__init__(detail)
 
 

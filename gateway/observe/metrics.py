@@ -134,7 +134,8 @@ class Observer:
         )
         self.redis_errors = Counter(
             "leadgate_redis_errors",
-            "Redis round trips that failed, by kind (timeout, connection).",
+            "Redis round trips that failed, by kind (timeout, connection), and callers whose "
+            "own deadline passed first (deadline).",
             ["kind"],
             registry=r,
         )
@@ -188,7 +189,7 @@ class Observer:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
-        for kind in ("timeout", "connection"):
+        for kind in ("timeout", "connection", "deadline"):
             self.redis_errors.labels(kind)
         self.delivery = DeliveryMetrics(config, r)
         self.feedback = FeedbackMetrics(config, r)
@@ -269,7 +270,7 @@ class Observer:
 
     def redis_round_trip(self, elapsed_s: float, error: str | None) -> None:
         """Called by the Redis pipeline after every round trip; ``error`` is ``timeout``,
-        ``connection`` or None."""
+        ``connection`` or None; and for every caller whose own deadline passed (``deadline``)."""
         if error is None:
             self.redis_seconds.observe(elapsed_s)
         else:
