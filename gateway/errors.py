@@ -13,6 +13,7 @@
         ├── Forbidden               403: the partner may not post to that campaign
         ├── NotFound                404: no such list, campaign, dead letter (admin API)
         │   └── UnknownLead         404: feedback on a lead that is unknown, not yours, too old
+        ├── RequestTimeout          408: the body did not arrive within the body deadline
         ├── ReturnWindowOver        409: a return after the campaign's return window
         ├── PayloadTooLarge         413
         ├── UnsupportedMediaType    415
@@ -139,6 +140,14 @@ class NotFound(RequestError):
 class UnknownLead(NotFound):
     type_slug = "unknown-lead"
     title = "Unknown lead"
+
+
+class RequestTimeout(RequestError):
+    """408: the request's body did not arrive within ``server.body_timeout_s``."""
+
+    status = 408
+    title = "Request timeout"
+    type_slug = "request-timeout"
 
 
 class ReturnWindowOver(RequestError):

@@ -251,11 +251,25 @@ class Partner:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
+    """The ``server:`` section: HTTP limits and connection deadlines (docs/configuration.md),
+    reloaded with the rest of the file."""
+
     max_body_bytes: int = 64 * 1024
     batch_max_leads: int = 1000
     #: Larger bound for the batch endpoint's body.
     batch_max_body_bytes: int = 4 * 1024 * 1024
     idempotency_ttl_s: int = 24 * 3600
+    #: A request's line and headers must arrive within this many seconds of the connection
+    #: opening, or of the first byte of a later request on a kept-alive connection.
+    head_timeout_s: int = 10
+    #: A request's body must arrive within this many seconds once the handler reads it.
+    body_timeout_s: int = 30
+    #: An idle kept-alive connection is closed after this many seconds (above the idle
+    #: timeout of the load balancers in front, so they never reuse a connection being closed).
+    keepalive_timeout_s: int = 75
+    #: Open connections per process on the public listener; beyond, new ones are refused
+    #: with 503. None: derived at start from the open-file limit (``app.limits``).
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,7 @@ class Intake:
         if isinstance(campaign_id, str) and campaign_id and campaign_id not in partner.campaigns:
             # Same answer whether the campaign exists or not: partners must not discover
             # the network's other campaigns.
-            raise Forbidden(f"campaign {campaign_id[:64]!r} is not open to this partner")
+            raise Forbidden("the campaign is not open to this partner")
         channel_raw = data.get("channel")
         problems: list[FieldProblem] = []
         channel = partner.default_channel

@@ -28,7 +28,7 @@ from gateway.errors import (
 from gateway.quality.feedback import FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
 from gateway.web.handlers import _api_key
-from gateway.web.problems import problem_body
+from gateway.web.problems import problem_body, route_path
 from gateway.web.state import FEEDBACK_DESK, INTAKE
 
 
@@ -53,7 +53,7 @@ async def _one(request: web.Request, advertiser: Advertiser, item: FeedbackItem)
 async def post_feedback(request: web.Request) -> web.Response:
     advertiser = _advertiser(request)
     server = request.app[INTAKE].config.server
-    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    raw = await bodies.read_body(request, server.batch_max_body_bytes, server.body_timeout_s)
     if bodies.media_type(request) != "application/json":
         raise UnsupportedMediaType("feedback takes application/json")
     data = bodies.parse_json_object(raw)
@@ -66,9 +66,9 @@ async def post_feedback(request: web.Request) -> web.Response:
         raise InvalidLead(
             [FieldProblem("feedback", f"at most {server.batch_max_leads} items per request")]
         )
-    extra = sorted(set(data) - {"feedback"})
+    extra = [name for name in data if name != "feedback"]
     if extra:
-        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+        raise InvalidLead([FieldProblem(name, "unknown field") for name in extra[:20]])
     parsed: list[FeedbackItem | RequestError] = []
     for index, entry in enumerate(listed):
         try:
@@ -86,7 +86,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             results.append({"index": index, **answer.to_json()})
         else:
             counts["refused"] += 1
-            results.append({"index": index, "error": problem_body(answer, request.path)})
+            results.append({"index": index, "error": problem_body(answer, route_path(request))})
     return _json({"results": results, "counts": counts})
 
 

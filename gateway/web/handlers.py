@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from importlib import resources
 
@@ -23,9 +24,9 @@ from gateway.errors import (
 )
 from gateway.observe import caps as capusage
 from gateway.web import body as bodies
-from gateway.web.problems import problem_body
+from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
-from gateway.web.state import BUCKETS, DRAINING, INTAKE, OBSERVER, STORE
+from gateway.web.state import BUCKETS, DRAINING, INTAKE, METRICS_TOKEN, OBSERVER, STORE
 
 _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
@@ -89,7 +90,8 @@ async def post_lead(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     partner = _partner(request)
     key = _idempotency_key(request)
-    raw = await bodies.read_body(request, intake.config.server.max_body_bytes)
+    server = intake.config.server
+    raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
     data = bodies.parse_lead_body(request, raw)
     answer = await intake.submit(partner, data, idempotency_key=key, body=raw)
     return _answer_response(answer)
@@ -112,7 +114,7 @@ async def post_batch(request: web.Request) -> web.Response:
     # Authenticate before reading a body of up to several MiB.
     _partner(request, cost=0)
     key = _idempotency_key(request)
-    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    raw = await bodies.read_body(request, server.batch_max_body_bytes, server.body_timeout_s)
     if bodies.media_type(request) != "application/json":
         raise UnsupportedMediaType("the batch endpoint takes application/json")
     data = bodies.parse_json_object(raw)
@@ -123,9 +125,9 @@ async def post_batch(request: web.Request) -> web.Response:
         raise InvalidLead(
             [FieldProblem("leads", f"at most {server.batch_max_leads} leads per batch")]
         )
-    extra = sorted(set(data) - {"leads"})
+    extra = [name for name in data if name != "leads"]
     if extra:
-        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+        raise InvalidLead([FieldProblem(name, "unknown field") for name in extra[:20]])
     partner = _partner(request, cost=len(leads))
     answers = await intake.submit_batch(partner, leads, idempotency_key=key, body=raw)
     counts = {"accepted": 0, "duplicate": 0, "capped": 0, "rejected": 0, "invalid": 0}
@@ -136,7 +138,7 @@ async def post_batch(request: web.Request) -> web.Response:
             results.append({"index": index, **answer.to_json()})
         else:
             counts["invalid"] += 1
-            problem = problem_body(answer, request.path)
+            problem = problem_body(answer, route_path(request))
             results.append({"index": index, "error": problem})
     return _json({"results": results, "counts": counts})
 
@@ -158,6 +160,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus page, on an ops listener only (``create_ops_app``); behind
+    ``LEADGATE_METRICS_TOKEN`` when one is set."""
+    token = request.app[METRICS_TOKEN]
+    if token is not None:
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'")
     intake, observer = request.app[INTAKE], request.app[OBSERVER]
     await capusage.refresh(observer, intake.config, request.app[STORE], intake.clock())
     response = web.Response(body=observer.exposition())

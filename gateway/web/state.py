@@ -37,6 +37,8 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 FEEDBACK_DESK: web.AppKey[FeedbackDesk] = web.AppKey("feedback_desk", FeedbackDesk)
 BUCKETS: web.AppKey[dict[str, TokenBucket]] = web.AppKey("buckets", dict)
 DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
+#: The bearer token ``/metrics`` requires (None: none).
+METRICS_TOKEN: web.AppKey[str | None] = web.AppKey("metrics_token")
 
 
 class InFlight:
