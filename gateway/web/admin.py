@@ -41,6 +41,7 @@ from gateway.errors import (
     InvalidValue,
     NotFound,
     RequestError,
+    Unauthorized,
 )
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe import caps as capusage
@@ -51,6 +52,7 @@ from gateway.quality.ledger import QualityLedger
 from gateway.storage.base import Store
 from gateway.types import AdvertiserId, LeadId
 from gateway.web import body as bodies
+from gateway.web.auth import authenticate
 from gateway.web.problems import Handler, problem_response, route_path
 
 PREFIX = "/v1/admin"
@@ -330,12 +332,19 @@ def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
-            if not admin.authorized(request):
+            try:
+                authenticate(
+                    request,
+                    admin.config().server,
+                    lambda r: True if admin.authorized(r) else None,
+                    "send the admin token as 'Authorization: Bearer <token>'",
+                )
+            except Unauthorized as refused:
                 return problem_response(
                     401,
                     "unauthorized",
                     "Unauthorized",
-                    "send the admin token as 'Authorization: Bearer <token>'",
+                    refused.detail,
                     route_path(request),
                     {"WWW-Authenticate": 'Bearer realm="leadgate-admin"'},
                 )

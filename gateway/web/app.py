@@ -16,7 +16,9 @@ from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.connections import GuardedHandler
 from gateway.web.feedback import add_feedback_routes
 from gateway.web.problems import Handler, client_gone, problems_middleware, route_path
+from gateway.web.ratelimit import AddressLimits
 from gateway.web.state import (
+    ADDRESS_LIMITS,
     BUCKETS,
     DRAINING,
     FEEDBACK_DESK,
@@ -125,6 +127,7 @@ def create_app(
     app[FEEDBACK_DESK] = services.feedback_desk
     app[INFLIGHT] = InFlight()
     app[BUCKETS] = {}
+    app[ADDRESS_LIMITS] = AddressLimits()
     app[DRAINING] = draining if draining is not None else asyncio.Event()
     app.router.add_post("/v1/leads", handlers.post_lead)
     app.router.add_get("/v1/leads", handlers.get_lead, allow_head=False)

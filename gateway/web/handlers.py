@@ -24,6 +24,7 @@ from gateway.errors import (
 )
 from gateway.observe import caps as capusage
 from gateway.web import body as bodies
+from gateway.web.auth import api_key, authenticate
 from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
 from gateway.web.state import BUCKETS, DRAINING, INTAKE, METRICS_TOKEN, OBSERVER, STORE
@@ -37,38 +38,30 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _api_key(request: web.Request, *, allow_query: bool) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer " and auth[7:].strip():
-        return auth[7:].strip()
-    key = request.headers.get("X-Api-Key", "").strip()
-    if key:
-        return key
-    if allow_query:
-        key = request.rel_url.query.get("api_key", "").strip()
-        if key:
-            return key
-    raise Unauthorized("send your API key as 'Authorization: Bearer <key>' or 'X-Api-Key'")
-
-
 def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) -> Partner:
-    partner = request.app[INTAKE].authenticate(_api_key(request, allow_query=allow_query))
-    if partner is None:
-        raise Unauthorized("unknown API key")
-    limit = partner.rate_limit
-    if limit is not None:
-        buckets = request.app[BUCKETS]
-        now_s = time.monotonic()
-        bucket = buckets.get(partner.id)
-        if bucket is None or bucket.rate_per_s != limit.per_s or bucket.burst != limit.burst:
-            # A partner new to this process, or whose limit a reload changed: a full bucket.
-            bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
-        wait_s = bucket.take(cost, now_s)
-        if wait_s > 0:
-            raise RateLimited(
-                f"rate limit of {limit.per_s:g} leads/s exceeded",
-                retry_after_s(wait_s),
-            )
+    """The partner whose API key the request carries, within its rate limit (its own or
+    ``server.default_rate_limit``); ``cost``: leads counted against it."""
+    intake = request.app[INTAKE]
+    server = intake.config.server
+    partner = authenticate(
+        request,
+        server,
+        lambda r: intake.authenticate(api_key(r, allow_query=allow_query)),
+        "unknown API key",
+    )
+    limit = partner.rate_limit or server.default_rate_limit
+    buckets = request.app[BUCKETS]
+    now_s = time.monotonic()
+    bucket = buckets.get(partner.id)
+    if bucket is None or not bucket.matches(limit):
+        # A partner new to this process, or whose limit a reload changed: a full bucket.
+        bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
+    wait_s = bucket.take(cost, now_s)
+    if wait_s > 0:
+        raise RateLimited(
+            f"rate limit of {limit.per_s:g} leads/s exceeded",
+            retry_after_s(wait_s),
+        )
     return partner
 
 
