@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from gateway.errors import InvalidFields, RateLimited, RequestError, StoreUnavailable
+from gateway.errors import (
+    IdempotencyInProgress,
+    InvalidFields,
+    RateLimited,
+    RequestError,
+    StoreUnavailable,
+)
 from gateway.web.state import OBSERVER
 
 LOG = logging.getLogger("leadgate.web")
@@ -52,7 +58,7 @@ def problem_response(
 
 def render(error: RequestError, instance: str) -> web.Response:
     headers: dict[str, str] = {}
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | IdempotencyInProgress):
         headers["Retry-After"] = str(error.retry_after_s)
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="leadgate"'
