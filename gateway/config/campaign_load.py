@@ -24,6 +24,7 @@ from gateway.config.model import (
     Campaign,
     CampaignKind,
     CapSubject,
+    DedupRule,
     DedupScope,
     Distribution,
     SaleMode,
@@ -54,9 +55,9 @@ def parse_campaign(
     channels: Collection[str],
     packs: PackLibrary,
     *,
-    network_pressure: bool = False,
+    pressure_window_s: int | None = None,
 ) -> Campaign:
-    """``network_pressure``: the configuration has a ``contact_pressure`` section."""
+    """``pressure_window_s``: the window of the configuration's ``contact_pressure``, if any."""
     at = path + "."
     advertiser = None
     if "advertiser" in fields:
@@ -94,6 +95,10 @@ def parse_campaign(
     pressure = r.boolean(opt(fields, "contact_pressure", True), at + "contact_pressure")
     cpl = opt(fields, "cpl", None)
     payout = opt(fields, "payout", None)
+    dedup = dedup_rules(
+        r, opt(fields, "dedup", []), at + "dedup", channels,
+        refused=_NO_ADVERTISER_SCOPE if distributed else None,
+    )  # fmt: skip
     distribution: Distribution | None = None
     if distributed:
         distribution = parse_distribution(
@@ -101,13 +106,8 @@ def parse_campaign(
         )
         if cpl is not None:
             r.fail(at + "cpl", "a campaign sold to buyers is priced per buyer (buyers[i].price)")
-        if distribution.mode is SaleMode.SHARED and pressure and network_pressure:
-            r.fail(
-                at + "contact_pressure",
-                "a shared campaign sells a person to up to max_buyers buyers at once, which "
-                "the network's contact pressure cannot count before they are known: set "
-                "contact_pressure: false here (or make the campaign exclusive)",
-            )
+        if pressure and pressure_window_s is not None:
+            _check_pressure(r, at, dedup, distribution, pressure_window_s)
     min_score = opt(fields, "min_score", None)
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float):
@@ -138,13 +138,7 @@ def parse_campaign(
         start_at=start_at,
         end_at=end_at,
         cpl=None if cpl is None else r.number(cpl, at + "cpl", positive=False),
-        dedup=dedup_rules(
-            r,
-            opt(fields, "dedup", []),
-            at + "dedup",
-            channels,
-            refused=_NO_ADVERTISER_SCOPE if distributed else None,
-        ),
+        dedup=dedup,
         caps=cap_rules(
             r,
             opt(fields, "caps", []),
@@ -160,6 +154,36 @@ def parse_campaign(
         distribution=distribution,
         payout=None if payout is None else r.number(payout, at + "payout", positive=False),
     )
+
+
+def _check_pressure(
+    r: Reader,
+    at: str,
+    dedup: tuple[DedupRule, ...],
+    distribution: Distribution,
+    window_s: int,
+) -> None:
+    """A distributed campaign counts toward the network's contact pressure as one unit (its
+    buyers are not known when the person's slot is reserved). That is exact only when the
+    campaign sells a person at most once per pressure window, to one buyer: exclusive, with a
+    campaign-scope dedup at least as long as the pressure window (on every channel)."""
+    if distribution.mode is SaleMode.SHARED:
+        r.fail(
+            at + "contact_pressure",
+            "a shared campaign sells a person to up to max_buyers buyers at once, which the "
+            "network's contact pressure cannot count before they are known: set "
+            "contact_pressure: false here (or make the campaign exclusive)",
+        )
+        return
+    own = [rule for rule in dedup if rule.scope is DedupScope.CAMPAIGN]
+    if not own or min([own[0].window_s, *own[0].channel_windows_s.values()]) < window_s:
+        r.fail(
+            at + "contact_pressure",
+            "a campaign sold to buyers counts as one unit of the network's contact pressure: "
+            "it needs a campaign-scope dedup at least as long as the pressure window "
+            f"({window_s // 86_400}d) so that it sells a person once per window, or "
+            "contact_pressure: false",
+        )
 
 
 def _zone(r: Reader, value: object, path: str) -> ZoneInfo:

@@ -130,7 +130,7 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
             advertisers,
             channels,
             packs,
-            network_pressure=pressure is not None,
+            pressure_window_s=pressure.window_s if pressure is not None else None,
         )
         if id_:
             campaigns[CampaignId(id_)] = campaign
