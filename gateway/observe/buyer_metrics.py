@@ -6,8 +6,10 @@ and windows): never request input. Every configured (campaign, buyer) series exi
 from the start, so the dashboard and the alerts have series before the first lead.
 
 ``result``: ``sold``; ``duplicate`` and ``capped`` (offered: its script refused it);
-``filtered``, ``closed``, ``disabled`` (not offered: decided in the gateway). A buyer the
-waterfall did not reach (an earlier one bought the lead) is not counted for that lead.
+``filtered``, ``closed``, ``disabled`` (not offered: decided in the gateway, before the
+waterfall, so counted for every lead whoever buys it). ``sold``, ``duplicate`` and ``capped``
+are counted only for the buyers the waterfall reached: a buyer after the one that bought the
+lead is not counted for it.
 """
 
 from __future__ import annotations

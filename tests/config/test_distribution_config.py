@@ -38,7 +38,7 @@ def config(campaign: dict[str, Any], **root: Any) -> dict[str, Any]:
     }
 
 
-SOLD = {
+SOLD: dict[str, Any] = {
     "id": "sold",
     "kind": "always_on",
     "timezone": "Europe/Paris",
@@ -103,10 +103,9 @@ def test_a_campaign_with_buyers_reads_every_key() -> None:
 
 
 def test_a_shared_campaign_sells_to_max_buyers() -> None:
-    shared = {**copy.deepcopy(SOLD), "distribution": "shared", "max_buyers": 2}
-    shared["order"] = "weighted"
-    for buyer in shared["buyers"]:
-        buyer["weight"] = 2
+    buyers = [{**b, "weight": 2} for b in copy.deepcopy(SOLD["buyers"])]
+    shared = {**SOLD, "distribution": "shared", "max_buyers": 2, "order": "weighted"}
+    shared["buyers"] = buyers
     distribution = parse_config(config(shared)).campaigns[CampaignId("sold")].distribution
     assert distribution is not None
     assert (distribution.mode, distribution.max_buyers) == (SaleMode.SHARED, 2)

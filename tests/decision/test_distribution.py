@@ -114,8 +114,8 @@ async def test_shares_over_10000_leads_are_within_2_percent_of_the_target(
 # -- opening hours ---------------------------------------------------------------------------
 
 
-def paris(*args: int) -> float:
-    return datetime(*args, tzinfo=PARIS).timestamp()  # type: ignore[misc]
+def paris(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=PARIS).timestamp()
 
 
 OFFICE = OpeningHours(

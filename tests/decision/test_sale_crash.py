@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -96,7 +97,7 @@ async def received(url: str, leaving_out: str) -> dict[str, list[str]]:
 
 
 async def retry(
-    http: aiohttp.ClientSession, gateway: GatewayProcess, lead: dict[str, object], key: str
+    http: aiohttp.ClientSession, gateway: GatewayProcess, lead: Mapping[str, object], key: str
 ) -> Reply:
     """Post again with the key until the crashed attempt's lease lets the retry through."""
     deadline = time.monotonic() + RETRY_WITHIN_S

@@ -112,7 +112,7 @@ async def test_shared_sells_to_at_most_n_buyers_and_never_twice_to_one(memories:
 
     answers = answered(await shop.race(posts))
 
-    person_of = {a.lead_id: a.ref for a in answers}
+    person_of: dict[str, str | None] = {a.lead_id: a.ref for a in answers}
     for answer in answers:
         assert answer.sales is not None
         buyers = await shop.sold_to(answer.lead_id)
