@@ -219,3 +219,27 @@ async def test_caps_status_shows_each_buyers_caps(make_gateway: GatewayFactory) 
     assert metric(gw, "leadgate_buyer_cap_used", buyer="b-one", window="day") == 1
     assert metric(gw, "leadgate_buyer_cap_limit", buyer="b-one", window="day") == 1
     assert metric(gw, "leadgate_campaign_buyers", campaign="sold-excl") == 3
+
+
+async def test_an_erasure_forgets_a_person_sold_to_buyers(make_gateway: GatewayFactory) -> None:
+    """The campaign's own marks and the buyers' are found from the configuration and deleted,
+    with the queued sales: afterwards the person is new to the campaign and to every buyer."""
+    gw = await make_gateway(sold_network(), admin=True)
+    ann = person(campaign="sold-shared")
+    first = await gw.decide("p-mail", {**ann, "campaign": "sold-excl"})
+    shared = await gw.decide("p-mail", ann)
+    # b-one bought her first (through sold-excl): the shared sale passes it by.
+    assert (first["buyers"], shared["sold_to"]) == (1, ["b-two", "b-three"])
+
+    reply = await gw.admin("DELETE", "/identities", {"email": ann["email"], "phone": ann["phone"]})
+
+    assert reply.status == 200, reply.body
+    assert reply.json()["erased"]["undelivered_leads"] == 3
+    for buyer in ("b-one", "b-two", "b-three"):
+        assert await gw.view.deliveries(AdvertiserId(buyer)) == []
+    gw.clock.advance(DAY_S)  # b-one's cap of 1 a day resets
+    again = await gw.decide("p-mail", {**ann, "campaign": "sold-excl"})
+    assert (again["decision"], again["buyers"]) == ("accepted", 1), again  # no duplicate.campaign
+    assert [d.lead_id for d in await gw.view.deliveries(AdvertiserId("b-one"))] == [
+        again["lead_id"]
+    ]  # b-one had forgotten her too
