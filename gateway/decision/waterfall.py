@@ -61,8 +61,9 @@ from gateway.types import AdvertiserId
 @dataclass(frozen=True, slots=True)
 class SaleResult:
     """A distributed campaign's decision: the answer (its ``buyers`` when sold) and each
-    buyer's part in it, for metrics (``sold``, or its refusal code; a buyer the waterfall did
-    not reach is not listed)."""
+    buyer's part in it, for metrics and the decision log (``sold``, or its refusal code): the
+    buyers tried in order, then those not offered; a buyer the waterfall did not reach is not
+    listed."""
 
     outcome: DecisionOutcome
     offers: tuple[tuple[AdvertiserId, str], ...] = ()
@@ -285,7 +286,9 @@ class Waterfall:
 
 def _result(lead: _Lead) -> SaleResult:
     rq = lead.request
-    offers = tuple([*((b, r.value) for b, r in rq.passed), *lead.offers])
+    # The buyers tried, in the order they were, then those not offered (filtered, closed,
+    # disabled): the waterfall as ops read it in the decision log.
+    offers = tuple([*lead.offers, *((b, r.value) for b, r in rq.passed)])
     if lead.sold:
         outcome = DecisionOutcome(Decision.ACCEPTED, (), rq.lead_id, buyers=tuple(lead.sold))
     elif lead.refused is not None:
