@@ -48,17 +48,17 @@ REFUSAL_DECISIONS = {
 
 
 class EndpointView(Protocol):
-    """Whether an advertiser's CRM endpoint is disabled, as this process last saw it (a
-    cached view: never a store call on the decision path)."""
+    """Which advertisers' CRM endpoints are disabled, as this process last saw them (a cached
+    view: never a store call on the decision path)."""
 
-    def disabled(self, advertiser: AdvertiserId) -> bool: ...
+    def disabled_now(self) -> frozenset[AdvertiserId]: ...
 
 
 class NoEndpointView:
     """Every endpoint enabled (a process that watches none)."""
 
-    def disabled(self, advertiser: AdvertiserId) -> bool:
-        return False
+    def disabled_now(self) -> frozenset[AdvertiserId]:
+        return frozenset()
 
 
 def in_process_refusal(
@@ -69,12 +69,13 @@ def in_process_refusal(
     *,
     channel: str,
     partner: str,
-    endpoints: EndpointView,
+    disabled: frozenset[AdvertiserId],
 ) -> Refusal | None:
-    """Why ``buyer`` is not offered ``lead`` at all, or ``None``: it is offered."""
+    """Why ``buyer`` is not offered ``lead`` at all, or ``None``: it is offered.
+    ``disabled``: the advertisers whose endpoints are disabled (``EndpointView``)."""
     if buyer.hours is not None and not buyer.hours.open_at(now_s, zone):
         return Refusal.CLOSED
-    if endpoints.disabled(buyer.advertiser):
+    if buyer.advertiser in disabled:
         return Refusal.DISABLED
     if buyer.filter is not None:
         verdict = buyer.filter.evaluate(lead, now_s, channel=channel, partner=partner)
@@ -112,7 +113,7 @@ class BuyerTurns:
     ``price`` sort, and buyers that tie take turns. The rest of the list is the waterfall.
     """
 
-    __slots__ = ("_current", "_order", "_turn", "_turns")
+    __slots__ = ("_all", "_current", "_fixed", "_order", "_turn", "_turns")
 
     def __init__(self, distribution: Distribution) -> None:
         self._order = distribution.order
@@ -121,19 +122,35 @@ class BuyerTurns:
         self._turns: dict[float, int] = {}
         #: Smooth weighted round robin: each buyer's current weight.
         self._current: dict[AdvertiserId, int] = {b.advertiser: 0 for b in distribution.buyers}
+        self._all = distribution.buyers
+        #: Priority or price without ties: the order of all the buyers never changes, and the
+        #: lead offered to all of them (the usual case) needs no sort.
+        self._fixed: list[Buyer] | None = None
+        rank = self._rank()
+        if rank is not None and len({rank(b) for b in self._all}) == len(self._all):
+            self._fixed = sorted(self._all, key=rank)
+
+    def _rank(self) -> _Rank | None:
+        if self._order is BuyerOrder.PRICE:
+            return lambda b: -(b.price or 0.0)
+        if self._order is BuyerOrder.PRIORITY:
+            return lambda b: float(b.priority)
+        return None
 
     def order(self, eligible: Sequence[Buyer]) -> list[Buyer]:
         if not eligible:
             return []
+        if self._fixed is not None and len(eligible) == len(self._all):
+            return self._fixed
         if self._order is BuyerOrder.ROUND_ROBIN:
             start = self._turn % len(eligible)
             self._turn += 1
             return [*eligible[start:], *eligible[:start]]
         if self._order is BuyerOrder.WEIGHTED:
             return self._weighted(eligible)
-        if self._order is BuyerOrder.PRICE:
-            return self._grouped(eligible, lambda b: -(b.price or 0.0))
-        return self._grouped(eligible, lambda b: float(b.priority))
+        rank = self._rank()
+        assert rank is not None
+        return self._grouped(eligible, rank)
 
     def _weighted(self, eligible: Sequence[Buyer]) -> list[Buyer]:
         current = self._current

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.config.model import Config, Partner
+from gateway.config.model import Buyer, Config, Partner
 from gateway.decision.answer import Answer, Sale
 from gateway.decision.distribution import EndpointView, NoEndpointView, unsold
 from gateway.decision.engine import DecisionEngine
@@ -36,7 +36,7 @@ from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.rules.model import Verdict
-from gateway.types import ChannelId
+from gateway.types import AdvertiserId, ChannelId
 
 Clock = Callable[[], float]
 
@@ -356,7 +356,7 @@ def _sold_answer(item: _Prepared, result: SaleResult, config: Config) -> Answer:
     outcome = result.outcome
     campaign = config.campaigns.get(item.lead.campaign)
     distribution = campaign.distribution if campaign is not None else None
-    prices = {b.advertiser: b.price for b in distribution.buyers} if distribution else {}
+    buyers = distribution.buyers if distribution is not None else ()
     return Answer(
         lead_id=outcome.lead_id,
         decision=outcome.decision,
@@ -367,8 +367,13 @@ def _sold_answer(item: _Prepared, result: SaleResult, config: Config) -> Answer:
         test=item.lead.test,
         replayed=outcome.replayed,
         score=item.verdict.score if item.verdict is not None else None,
-        sales=tuple(Sale(b, prices.get(b)) for b in outcome.buyers),
+        sales=tuple(Sale(b, _price(buyers, b)) for b in outcome.buyers),
         payout=campaign.payout if campaign is not None else None,
         show_buyers=distribution.show_buyers if distribution is not None else False,
         offers=result.offers,
     )
+
+
+def _price(buyers: Sequence[Buyer], advertiser: AdvertiserId) -> float | None:
+    """The price of ``advertiser`` among ``buyers`` (a lead has one to a few sales)."""
+    return next((b.price for b in buyers if b.advertiser == advertiser), None)

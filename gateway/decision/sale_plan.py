@@ -169,7 +169,7 @@ class SalePlan:
     (campaign, partner, channel) like ``Plan``'s, and each campaign's ``BuyerTurns`` in this
     process (a reload starts the turns again)."""
 
-    __slots__ = ("_routes", "_turns", "config")
+    __slots__ = ("_buyers", "_plain", "_routes", "_turns", "config")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -179,6 +179,27 @@ class SalePlan:
             for c in config.campaigns.values()
             if c.distribution is not None
         }
+        #: The campaigns whose buyers have neither hours nor filters: with no endpoint
+        #: disabled, every buyer may be offered every lead.
+        self._plain = {
+            c.id
+            for c in config.campaigns.values()
+            if c.distribution is not None
+            and all(b.hours is None and b.filter is None for b in c.distribution.buyers)
+        }
+
+        self._buyers = {
+            c.id: tuple(b.advertiser for b in c.distribution.buyers)
+            for c in config.campaigns.values()
+            if c.distribution is not None
+        }
+
+    def plain(self, campaign: Campaign) -> bool:
+        return campaign.id in self._plain
+
+    def buyers(self, campaign: Campaign) -> tuple[AdvertiserId, ...]:
+        """Every buyer of ``campaign``, in its list's order."""
+        return self._buyers[campaign.id]
 
     def route(self, campaign: Campaign, partner: Partner, channel: ChannelId) -> SaleRoute:
         at = (campaign.id, partner.id, channel)
@@ -239,19 +260,23 @@ def build_sale(
 ) -> SaleRequest | NoOffer:
     """The complete sale request for one lead of a distributed campaign, or ``NoOffer``."""
     distribution = _distribution(campaign)
-    eligible: list[Buyer] = []
+    disabled = endpoints.disabled_now()
     passed: list[tuple[AdvertiserId, Refusal]] = []
-    for buyer in distribution.buyers:
-        refusal = in_process_refusal(
-            buyer, lead, now_s, campaign.timezone, channel=channel, partner=partner.id,
-            endpoints=endpoints,
-        )  # fmt: skip
-        if refusal is None:
-            eligible.append(buyer)
-        else:
-            passed.append((buyer.advertiser, refusal))
-    if not eligible:
-        return NoOffer(tuple(passed))
+    if sales.plain(campaign) and not disabled:
+        eligible: tuple[Buyer, ...] | list[Buyer] = distribution.buyers
+    else:
+        eligible = []
+        for buyer in distribution.buyers:
+            refusal = in_process_refusal(
+                buyer, lead, now_s, campaign.timezone, channel=channel, partner=partner.id,
+                disabled=disabled,
+            )  # fmt: skip
+            if refusal is None:
+                eligible.append(buyer)
+            else:
+                passed.append((buyer.advertiser, refusal))
+        if not eligible:
+            return NoOffer(tuple(passed))
     offers = tuple(sales.turns(campaign).order(eligible))
 
     now_ms = int(now_s * 1000)
@@ -268,14 +293,15 @@ def build_sale(
             ttl_ms=idempotency.ttl_s * 1000,
             lead_id=lead_id,
         )
-    caps = cap_checks(route.campaign.caps, campaign.timezone, now_s)
+    own = route.campaign
+    caps = cap_checks(own.caps, campaign.timezone, now_s) if own.caps else []
     if lead.ip is not None and campaign.velocity:
         ip_fp = fingerprinter.fingerprint("ip", lead.ip)
         caps += [
             velocity_check(v, keys.campaign_ip_velocity(campaign.id, v.id, ip_fp))
             for v in campaign.velocity
         ]
-    dedup = dedup_checks(route.campaign.scopes, identities, now_ms)
+    dedup = dedup_checks(own.scopes, identities, now_ms) if own.scopes else ()
     reservation = None
     if dedup or caps:
         reservation = CampaignReservation(
@@ -302,7 +328,7 @@ def build_sale(
         max_buyers=distribution.max_buyers,
         offers=offers,
         passed=tuple(passed),
-        buyers=tuple(b.advertiser for b in distribution.buyers),
+        buyers=sales.buyers(campaign),
         person=person,
         reservation=reservation,
         idempotency=idem,

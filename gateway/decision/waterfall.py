@@ -69,13 +69,13 @@ class SaleResult:
     offers: tuple[tuple[AdvertiserId, str], ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lead:
     """One lead's progress through the protocol."""
 
     request: SaleRequest
     #: Buyers still to offer it to, in order.
-    queue: list[AdvertiserId]
+    queue: list[Buyer]
     sold: list[AdvertiserId] = field(default_factory=list)
     offers: list[tuple[AdvertiserId, str]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
@@ -122,10 +122,7 @@ class Waterfall:
         a retry with the key after the lease finds it)."""
         started = self._clock()
         results: list[SaleResult | RequestError | None] = [None] * len(given)
-        leads: dict[int, _Lead] = {
-            i: _Lead(rq, [b.advertiser for b in rq.offers]) for i, rq in enumerate(given)
-        }
-        offered = {i: {b.advertiser: b for b in rq.offers} for i, rq in enumerate(given)}
+        leads: dict[int, _Lead] = {i: _Lead(rq, list(rq.offers)) for i, rq in enumerate(given)}
         keyed = [i for i, rq in enumerate(given) if rq.idempotency is not None]
         budget_s = min((given[i].lease_ms for i in keyed), default=0) / 2000
 
@@ -142,7 +139,7 @@ class Waterfall:
         await self._open(leads)
         while any(lead.wanted for lead in leads.values()):
             check_budget()
-            await self._offer(leads, offered)
+            await self._offer(leads)
         self._failpoints.hit("after-waterfall")
         check_budget()
         await self._close(leads)
@@ -209,7 +206,7 @@ class Waterfall:
                 # them again. Refusals now would be of the lead itself: they do not apply.
                 lead.sold = found
                 lead.offers = [(b, SOLD) for b in found]
-                lead.queue = [b for b in lead.queue if b not in found]
+                lead.queue = [b for b in lead.queue if b.advertiser not in found]
                 continue
             refusal = result.refused or next(
                 (
@@ -222,19 +219,17 @@ class Waterfall:
             lead.refused = refusal
         self._failpoints.hit("after-sale-open")
 
-    async def _offer(
-        self, leads: dict[int, _Lead], offered: dict[int, dict[AdvertiserId, Buyer]]
-    ) -> None:
+    async def _offer(self, leads: dict[int, _Lead]) -> None:
         """One round of the waterfall: each lead still wanting buyers is offered to the next
         ones (as many as it may still be sold to), in one round trip for all."""
         tries: list[tuple[_Lead, AdvertiserId]] = []
         requests: list[DecisionRequest] = []
-        for i, lead in leads.items():
+        for lead in leads.values():
             for _ in range(lead.wanted):
-                buyer = lead.queue.pop(0)
-                tries.append((lead, buyer))
+                offered = lead.queue.pop(0)
+                tries.append((lead, offered.advertiser))
                 rq = lead.request
-                requests.append(rq.requests.request(offered[i][buyer], rq.lead_id))
+                requests.append(rq.requests.request(offered, rq.lead_id))
         decided = await self.store.decide([(rq, None) for rq in requests])
         any_sold = False
         for (lead, buyer), outcome in zip(tries, decided, strict=True):

@@ -47,14 +47,14 @@ class EndpointWatch:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
-    def disabled(self, advertiser: AdvertiserId) -> bool:
-        """Whether ``advertiser``'s endpoint was disabled at the last look; starts a new look
+    def disabled_now(self) -> frozenset[AdvertiserId]:
+        """The advertisers whose endpoints were disabled at the last look; starts a new look
         in the background when that one is older than ``every_s``."""
-        if self._clock() - self._checked_at >= self._every_s and self._task is None:
+        if self._task is None and self._clock() - self._checked_at >= self._every_s:
             self._checked_at = self._clock()
             self._task = asyncio.get_running_loop().create_task(self._refresh())
             self._task.add_done_callback(self._done)
-        return advertiser in self._disabled
+        return self._disabled
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._task = None
