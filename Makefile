@@ -30,14 +30,14 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench deploy
-	$(BIN)/ruff format --check gateway tests bench deploy
+	$(BIN)/ruff check gateway tests bench deploy tools
+	$(BIN)/ruff format --check gateway tests bench deploy tools
 	$(BIN)/mypy
 	$(BIN)/mypy --strict deploy/image/image_test.py deploy/compose/crm_receiver.py
 
 fmt: $(STAMP)
-	$(BIN)/ruff format gateway tests bench deploy
-	$(BIN)/ruff check --fix gateway tests bench deploy
+	$(BIN)/ruff format gateway tests bench deploy tools
+	$(BIN)/ruff check --fix gateway tests bench deploy tools
 
 check-config: $(STAMP)
 	$(BIN)/leadgate check-config examples/leadgate.yaml

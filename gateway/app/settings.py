@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config.environment import Environment, unknown_variables
+from gateway.config.environment import Environment, referenced_variables, unknown_variables
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigError, ConfigIssue
@@ -71,9 +71,10 @@ def load_settings(environ: Mapping[str, str], config_path: str | None) -> Settin
 def start_logging(settings: Settings, environ: Mapping[str, str]) -> None:
     """Logging at the configured level, then a warning naming each ``LEADGATE_*`` variable
     leadgate does not know: a misspelt ``LEADGATE_REDIS_URL`` would otherwise select the
-    embedded store without a word. Names only: values may be secrets."""
+    embedded store without a word. The names the config gives its secrets (``secret_env``)
+    are known. Names only: values may be secrets."""
     configure_logging(settings.environment.log_level)
-    unknown = unknown_variables(environ)
+    unknown = unknown_variables(environ, referenced_variables(settings.config))
     if unknown:
         LOG.warning(
             "unknown LEADGATE_* variables ignored (misspelt?)",

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.file, sys.stdout)
+        return check_config(args.file, sys.stdout, os.environ)
     if args.command == "rules":
         return rules.run(args, sys.stdout)
     if args.command == "hash-key":

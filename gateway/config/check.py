@@ -7,19 +7,34 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from typing import TextIO
 
+from gateway.config.environment import Environment
 from gateway.config.load import load_config
-from gateway.errors import ConfigError
+from gateway.config.model import Config
+from gateway.errors import ConfigError, ConfigIssue
 
 
-def check_config(path: str, out: TextIO) -> int:
-    """Validate the file at ``path``; print a one-line summary, or every problem one per line
-    as ``path: message``. Returns the process exit code: 0 valid, 1 invalid or unreadable."""
+def check_config(path: str, out: TextIO, environ: Mapping[str, str] | None = None) -> int:
+    """Validate the file at ``path`` and the ``LEADGATE_*`` variables of ``environ`` (the CLI
+    passes the process's; ``None``: the file alone) with the very checks ``serve`` runs at
+    start, so what this calls OK, ``serve`` does not refuse. Print a one-line summary, or
+    every problem one per line as ``path: message`` (a variable's name for the environment,
+    never its value). Returns the exit code: 0 valid, 1 invalid or unreadable."""
+    issues: list[ConfigIssue] = []
+    config: Config | None = None
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
+        issues += exc.issues
+    if environ is not None:
+        try:
+            Environment.from_environ(environ)
+        except ConfigError as exc:
+            issues += exc.issues
+    if issues or config is None:
+        for issue in issues:
             # A problem with the whole document has no path inside it: name the file instead.
             print(f"{issue.path or path}: {issue.message}", file=out)
         return 1

@@ -11,12 +11,13 @@ An empty variable counts as unset (``LEADGATE_REDIS_URL=`` in a compose file mea
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from gateway.config.model import Config
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.types import FingerprintKey
 
@@ -136,10 +137,29 @@ class Environment:
         )
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(environ: Mapping[str, str], referenced: Collection[str] = ()) -> list[str]:
     """``LEADGATE_*`` names leadgate does not know: likely typos, worth a warning at start
-    (a misspelt ``LEADGATE_REDIS_URL`` would silently select the embedded store)."""
-    return sorted(n for n in environ if n.startswith("LEADGATE_") and n not in KNOWN_VARIABLES)
+    (a misspelt ``LEADGATE_REDIS_URL`` would silently select the embedded store).
+
+    ``referenced``: the names the config itself gives its secrets (``referenced_variables``):
+    ``LEADGATE_WEBHOOK_SECRET_ACME`` is the docs' own naming style, not a typo."""
+    known = KNOWN_VARIABLES | frozenset(referenced)
+    return sorted(n for n in environ if n.startswith("LEADGATE_") and n not in known)
+
+
+def referenced_variables(config: Config) -> frozenset[str]:
+    """Every environment variable ``config`` names for a secret: each endpoint's signing
+    secret and auth secret given as ``secret_env``."""
+    names: set[str] = set()
+    for advertiser in config.advertisers.values():
+        endpoint = advertiser.endpoint
+        if endpoint is None:
+            continue
+        auth = endpoint.auth.secret if endpoint.auth is not None else None
+        for ref in (endpoint.signing, auth):
+            if ref is not None and ref.env is not None:
+                names.add(ref.env)
+    return frozenset(names)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:

@@ -8,7 +8,8 @@ Round trips, each one pipelined for the whole batch and skipped when nothing nee
    identity, in the person's own slot: check the lists, then check and take a pressure slot /
    network mark for this lead.
 3. **decide**: the atomic check-and-commit in the advertiser's slot. A lead refused in step 2
-   still passes here (as a forced outcome) so its idempotent answer is recorded atomically.
+   still passes here (as a forced outcome) so its idempotent answer is recorded atomically,
+   and so does a keyed lead rejected before the store (``DecisionRequest.rejected``).
 4. **release**: give back the reservations of leads that were not accepted.
 
 A crash after 2 leaves a reservation that holds a slot until its window ends; a crash after 3
@@ -72,7 +73,11 @@ class DecisionEngine:
             (i, r) for i in todo for r in requests[i].person
         ]
         reserved: list[ReserveResult] = []
-        forced: dict[int, ForcedOutcome] = {}
+        forced: dict[int, ForcedOutcome] = {
+            i: ForcedOutcome(Decision.REJECTED.value, requests[i].rejected)
+            for i in todo
+            if requests[i].rejected
+        }
         if reservations:
             reserved = await self.store.reserve([r for _, r in reservations])
             for (i, _), result in zip(reservations, reserved, strict=True):

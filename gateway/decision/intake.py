@@ -21,7 +21,7 @@ from gateway.decision.answer import Answer, Sale
 from gateway.decision.distribution import EndpointView, NoEndpointView, unsold
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
-from gateway.decision.plan import Idempotency, Plan, build_request, digest
+from gateway.decision.plan import Idempotency, Plan, build_refusal, build_request, digest
 from gateway.decision.sale_plan import NoOffer, SalePlan, SaleRequest, build_sale
 from gateway.decision.waterfall import SaleResult, Waterfall
 from gateway.errors import (
@@ -66,10 +66,11 @@ class Recorder(Protocol):
 class _Prepared:
     lead: Lead
     channel: ChannelId
-    request: DecisionRequest | None  # None: decided without the store (inactive, rules)
+    #: None: rejected without the store (inactive, rules) and no Idempotency-Key to record.
+    request: DecisionRequest | None
     verdict: Verdict | None = None  # the campaign's rules' (None: the campaign has none)
     #: A distributed campaign's lead: its sale (``decision.waterfall``), or its answer when no
-    #: buyer may be offered it (decided without the store).
+    #: buyer may be offered it (decided without the store, but for recording its key).
     sale: SaleRequest | None = None
     decided: SaleResult | None = None
 
@@ -223,14 +224,31 @@ class Intake:
         if problems:
             raise InvalidLead(problems)
         campaign = plan.config.campaigns[lead.campaign]
-        if not campaign.is_active(now_s):
-            return _Prepared(lead, channel, None)
         verdict = None
-        if campaign.rules is not None:
-            # Pure and in-process: a lead the rules reject costs the store nothing.
+        rejected: tuple[str, ...] = ()
+        if not campaign.is_active(now_s):
+            rejected = ("campaign.inactive",)
+        elif campaign.rules is not None:
+            # Pure and in-process: a lead the rules reject costs the store nothing, unless
+            # its Idempotency-Key must be recorded.
             verdict = campaign.rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
             if verdict.rejected:
+                rejected = verdict.reasons
+        if rejected:
+            if idem is None or lead.test:  # test mode remembers nothing, not even a key
                 return _Prepared(lead, channel, None, verdict)
+            # Every answer is replayable (docs/api.md): the store records this one under the
+            # key, and answers a retry with it or a key reused with another body with a
+            # conflict, whatever the campaign's state or rules are by then.
+            refusal = build_refusal(
+                lead_id=new_lead_id(),
+                campaign=campaign,
+                partner=partner,
+                now_s=now_s,
+                idempotency=idem,
+                reasons=rejected,
+            )
+            return _Prepared(lead, channel, refusal, verdict)
         if campaign.distribution is not None:
             return self._prepare_sale(plan, partner, lead, channel, now_s, idem, verdict)
         request = build_request(
@@ -276,7 +294,16 @@ class Intake:
             decision, reasons = unsold(refusal for _, refusal in sale.passed)
             outcome = DecisionOutcome(decision, reasons, new_lead_id())
             offers = tuple((buyer, refusal.value) for buyer, refusal in sale.passed)
-            return _Prepared(lead, channel, None, verdict, decided=SaleResult(outcome, offers))
+            decided = SaleResult(outcome, offers)
+            if idem is None or lead.test:
+                return _Prepared(lead, channel, None, verdict, decided=decided)
+            # Replayable like every answer: recorded under its key (always ``rejected``: the
+            # buyers' filters, hours and endpoints are the gateway's own refusals).
+            refusal = build_refusal(
+                lead_id=outcome.lead_id, campaign=campaign, partner=partner, now_s=now_s,
+                idempotency=idem, reasons=reasons,
+            )  # fmt: skip
+            return _Prepared(lead, channel, refusal, verdict, decided=decided)
         return _Prepared(lead, channel, None, verdict, sale=sale)
 
     async def _decide(
@@ -311,16 +338,18 @@ class Intake:
             if isinstance(item, RequestError):
                 answers.append(item)
                 continue
-            if item.sale is not None or item.decided is not None:
-                result = next(sales) if item.sale is not None else item.decided
+            if item.sale is not None:
+                result = next(sales)
                 if isinstance(result, RequestError):
                     answers.append(result)
                 else:
-                    assert result is not None
                     answers.append(_sold_answer(item, result, config))
                 continue
             outcome: DecisionOutcome | None
             if item.request is None:
+                if item.decided is not None:  # no buyer may be offered it, no key to record
+                    answers.append(_sold_answer(item, item.decided, config))
+                    continue
                 why = item.verdict.reasons if item.verdict is not None else ("campaign.inactive",)
                 outcome = DecisionOutcome(Decision.REJECTED, why, new_lead_id())
             else:
@@ -331,6 +360,12 @@ class Intake:
                 )
                 continue
             campaign = config.campaigns.get(item.lead.campaign)
+            if campaign is not None and campaign.distribution is not None:
+                # A distributed campaign's lead rejected before its buyers, recorded under its
+                # key: the buyers' part is the one decided in the gateway (none on a replay).
+                offers = item.decided.offers if item.decided and not outcome.replayed else ()
+                answers.append(_sold_answer(item, SaleResult(outcome, offers), config))
+                continue
             answer = Answer(
                 lead_id=outcome.lead_id,
                 decision=outcome.decision,

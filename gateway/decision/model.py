@@ -111,6 +111,10 @@ class DecisionRequest:
     index_key: str = ""
     index_value: str = ""
     index_ttl_ms: int = 0
+    #: Not empty: the lead was rejected before the store (an inactive campaign, the rules) with
+    #: these reasons. Only its Idempotency-Key brings it to the store, which checks nothing
+    #: and records the answer, so a retry is answered with it (``plan.build_refusal``).
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

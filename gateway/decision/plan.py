@@ -235,6 +235,51 @@ def person_reservations(
     return tuple(person)
 
 
+def build_refusal(
+    *,
+    lead_id: LeadId,
+    campaign: Campaign,
+    partner: Partner,
+    now_s: float,
+    idempotency: Idempotency,
+    reasons: tuple[str, ...],
+) -> DecisionRequest:
+    """The request that records a rejection decided before the store (an inactive campaign,
+    the rules) under its Idempotency-Key: no check, no reservation, no delivery record; the
+    store answers ``rejected`` with ``reasons`` and keeps the answer for a retry, or answers
+    a replay or a conflict like any keyed request. A campaign sold to buyers records it in its
+    own slot, where its sales' answers are (the stream key is then its anchor: a forced
+    outcome never writes to it)."""
+    advertiser = campaign.advertiser
+    if advertiser is None:
+        anchor = keys.campaign_anchor(campaign.id)
+        answer_key = keys.campaign_answer(campaign.id, partner.id, idempotency.key_digest)
+        stream_key = anchor
+    else:
+        anchor = keys.slot_anchor(advertiser)
+        answer_key = keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest)
+        stream_key = keys.deliveries(advertiser)
+    return DecisionRequest(
+        lead_id=lead_id,
+        now_ms=int(now_s * 1000),
+        dry_run=False,
+        dedup=(),
+        caps=(),
+        person=(),
+        stream_key=stream_key,
+        payload=b"",
+        idempotency=IdempotencyRef(
+            claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
+            answer_key=answer_key,
+            body_digest=idempotency.body_digest,
+            ttl_ms=idempotency.ttl_s * 1000,
+            lead_id=lead_id,
+        ),
+        slot_anchor=anchor,
+        rejected=reasons,
+    )
+
+
 def dedup_check(
     reason: str,
     space: keys.SeenSpace,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.delivery.policy import EXPIRED, INVALID
 from gateway.delivery.queue_base import (
     Claimed,
     DeadLetter,
@@ -145,16 +146,70 @@ class MemoryQueue:
         q = self._ack(claimed)
         if q is None:
             return False
+        self._bury(q, claimed, reason, last, now_ms)
+        return True
+
+    def _bury(
+        self, q: _Queue, claimed: Claimed, reason: str, last: LastResponse, now_ms: int
+    ) -> None:
+        """Append a dead letter (the lead leaves the age index) and trim past the retention."""
         q.age.pop(claimed.delivery.lead_id, None)
         fields = {
             k.encode(): v if isinstance(v, bytes) else v.encode()
             for k, v in dead_fields(claimed, reason, last, now_ms).items()
         }
         q.dead.append((f"{now_ms}-{next(self._ids)}", fields))
+        self._trim(q, now_ms)
+
+    def _trim(self, q: _Queue, now_ms: int) -> int:
         keep_from = now_ms - self._retention_ms
-        while q.dead and int(q.dead[0][0].split("-")[0]) < keep_from:
-            q.dead.pop(0)
-        return True
+        kept = [(i, f) for i, f in q.dead if entry_key(i)[0] >= keep_from]
+        removed = len(q.dead) - len(kept)
+        q.dead = kept
+        return removed
+
+    async def trim(self, advertiser: AdvertiserId, now_ms: int) -> int:
+        return self._trim(self._q(advertiser), now_ms)
+
+    async def expire(self, advertiser: AdvertiserId, max_age_ms: int, now_ms: int) -> int:
+        q = self._q(advertiser)
+
+        def old(claimed: Claimed) -> bool:
+            return claimed.invalid or now_ms - claimed.age_base_ms > max_age_ms
+
+        doomed: list[Claimed] = []
+        new = self._store.streams.get(keys.deliveries(advertiser), [])
+        kept_new = []
+        for entry in new:
+            claimed = new_entry(
+                advertiser, self._id(), entry.lead_id, entry.accepted_at_ms, entry.record
+            )
+            if old(claimed):
+                doomed.append(claimed)
+            else:
+                kept_new.append(entry)
+        new[:] = kept_new
+        kept_due: list[tuple[str, bytes]] = []
+        for entry_id, packed in q.due:
+            claimed = unpack(advertiser, entry_id, packed)
+            if old(claimed):
+                doomed.append(claimed)
+            else:
+                kept_due.append((entry_id, packed))
+        q.due = kept_due
+        for key, pending in list(q.pending.items()):
+            if old(pending.claimed):
+                del q.pending[key]  # its worker's settle finds it no longer pending
+                doomed.append(pending.claimed)
+        for lead, (_, packed) in list(q.waiting.items()):
+            claimed = unpack(advertiser, "", packed)
+            if old(claimed):
+                del q.waiting[lead]  # its heap entry is skipped by promote
+                doomed.append(claimed)
+        for claimed in doomed:
+            reason = INVALID if claimed.invalid else EXPIRED
+            self._bury(q, claimed, reason, claimed.last, now_ms)
+        return len(doomed)
 
     async def promote(self, advertiser: AdvertiserId, now_ms: int, limit: int) -> int:
         q = self._q(advertiser)

@@ -22,6 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.delivery.model import Delivery
+from gateway.delivery.policy import EXPIRED, INVALID
 from gateway.delivery.queue_base import (
     GROUP,
     Claimed,
@@ -46,7 +48,7 @@ from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys, scripts
 from gateway.storage.base import Command
 from gateway.storage.cluster import is_cluster_url, node_url, open_pipeline
-from gateway.types import AdvertiserId
+from gateway.types import AdvertiserId, LeadId
 
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
 _RECLAIM_BATCH = 100
@@ -62,7 +64,9 @@ ACK = scripts.load("ack", "gateway.delivery")
 PROMOTE = scripts.load("promote", "gateway.delivery")
 REPLAY = scripts.load("replay", "gateway.delivery")
 ERASE = scripts.load("erase", "gateway.delivery")
-SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY, ERASE)
+TRIM = scripts.load("trim", "gateway.delivery")
+EXPIRE = scripts.load("expire", "gateway.delivery")
+SCRIPTS = (SETTLE, ACK, PROMOTE, REPLAY, ERASE, TRIM, EXPIRE)
 
 #: Stream entries (XRANGE COUNT) and hash fields (HSCAN COUNT) an erasure reads at a time.
 _ERASE_CHUNK = 1000
@@ -275,7 +279,87 @@ class RedisQueue:
         for name, value in dead_fields(claimed, reason, last, now_ms).items():
             flat += (name, value)
         keep_from = f"{max(0, now_ms - self._retention_ms)}-0"
-        return await self._settle_one(claimed, ["dead", keep_from, *flat])
+        return await self._settle_one(claimed, ["dead", keep_from, self._retention_ms, *flat])
+
+    async def trim(self, advertiser: AdvertiserId, now_ms: int) -> int:
+        keep_from = f"{max(0, now_ms - self._retention_ms)}-0"
+        args = [keep_from, now_ms, self._retention_ms]
+        return int(await self._eval(TRIM, [keys.delivery_dead(advertiser)], args))
+
+    async def expire(self, advertiser: AdvertiserId, max_age_ms: int, now_ms: int) -> int:
+        """Scan the streams and the waiting hash in chunks; each chunk's expired leads move in
+        one ``expire.lua``. The new-leads stream is in acceptance order (its ids are the
+        decision's time): only the part older than the maximum age is read."""
+        cutoff = now_ms - max_age_ms
+        moved = 0
+        for source, stream in _streams(advertiser).items():
+            after: str | None = None
+            while True:
+                start = "-" if after is None else f"({after}"
+                end = f"{cutoff}-0" if source is Source.NEW else "+"
+                async with _translated():
+                    entries: Any = await self._client.xrange(stream, start, end, count=_ERASE_CHUNK)
+                if not entries:
+                    break
+                after = _text(entries[-1][0])
+                doomed: list[Claimed] = []
+                for entry_id, fields in entries:
+                    claimed = _claimed(advertiser, source, _text(entry_id), fields)
+                    if claimed.invalid or now_ms - claimed.age_base_ms > max_age_ms:
+                        doomed.append(claimed)
+                moved += await self._expire(advertiser, doomed, now_ms)
+                if len(entries) < _ERASE_CHUNK:
+                    break
+        cursor = 0
+        while True:
+            async with _translated():
+                reply: Any = await self._client.hscan(
+                    keys.delivery_waiting(advertiser), cursor, count=_ERASE_CHUNK
+                )
+            cursor = int(reply[0])
+            doomed = []
+            for lead, packed in reply[1].items():
+                try:
+                    claimed = unpack(advertiser, "", packed)
+                except (ValueError, KeyError, TypeError):  # only this queue writes them
+                    delivery = Delivery(LeadId(_text(lead)), advertiser, 0, 1, packed)
+                    claimed = Claimed(delivery, Source.DUE, "", invalid=True)
+                if claimed.invalid or now_ms - claimed.age_base_ms > max_age_ms:
+                    doomed.append(claimed)
+            moved += await self._expire(advertiser, doomed, now_ms, waiting=True)
+            if cursor == 0:
+                return moved
+
+    async def _expire(
+        self,
+        advertiser: AdvertiserId,
+        doomed: Sequence[Claimed],
+        now_ms: int,
+        *,
+        waiting: bool = False,
+    ) -> int:
+        if not doomed:
+            return 0
+        args: list[Any] = [
+            GROUP,
+            f"{max(0, now_ms - self._retention_ms)}-0",
+            self._retention_ms,
+        ]
+        for claimed in doomed:
+            place = "waiting" if waiting else claimed.source.value
+            args += (place, "" if waiting else claimed.entry_id, claimed.delivery.lead_id)
+            reason = INVALID if claimed.invalid else EXPIRED
+            for name, value in dead_fields(claimed, reason, claimed.last, now_ms).items():
+                args += (name, value)
+        keys_ = [
+            keys.deliveries(advertiser),
+            keys.delivery_retries(advertiser),
+            keys.delivery_dead(advertiser),
+            keys.delivery_delayed(advertiser),
+            keys.delivery_waiting(advertiser),
+            keys.delivery_retrying(advertiser),
+        ]
+        return int(await self._eval(EXPIRE, keys_, args))
 
     async def promote(self, advertiser: AdvertiserId, now_ms: int, limit: int) -> int:
         keys_ = [

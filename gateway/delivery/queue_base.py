@@ -6,7 +6,8 @@ One advertiser's queue has four places a lead can be:
 * **new**: the advertiser's delivery stream, where ``decide.lua`` appends accepted leads;
 * **due**: a second stream of retries whose time has come (and replayed dead letters);
 * **delayed**: leads waiting for their next attempt, by due time; a promoter moves them to *due*;
-* **dead**: leads given up on, with their last response, until ops replay them.
+* **dead**: leads given up on, with their last response, until ops replay them or their
+  retention ends.
 
 Workers read *new* and *due* with one consumer group, in the same read, so first attempts are
 never stuck behind retries (an advertiser's or anyone else's: each advertiser has its own
@@ -14,6 +15,13 @@ streams and its own reader). A read entry stays *pending* (owned by one worker) 
 settled: delivered (acknowledged and deleted), put back to *delayed*, or dead-lettered, each
 in one atomic step. A pending entry whose worker died is reclaimed after an idle time; an entry
 reclaimed too many times (it keeps crashing workers) is dead-lettered.
+
+Lead bodies (personal data) never outlive their documented retention, whatever traffic comes
+or stops: an undelivered lead is dead-lettered once older than ``max_lead_age`` (by the worker
+that reads it, or by ``expire`` where no worker delivers), and a dead letter is removed once
+older than ``dead_letter_retention`` (``trim``, on the worker's timer; the dead-letter stream
+also expires as a whole when its newest entry does). docs/delivery.md, "Retention", has the
+rule of every key.
 
 Every method raises ``StoreError`` (``StoreUnavailable`` when the store cannot be reached).
 """
@@ -341,6 +349,19 @@ class Queue(Protocol):
         for an unreadable entry whatever bytes it holds (maybe ``b""``). A worker holding an
         erased lead cannot settle it any more: ``delivered``/``later``/``dead`` return
         ``False`` and change nothing, so the lead never comes back."""
+        ...
+
+    async def trim(self, advertiser: AdvertiserId, now_ms: int) -> int:
+        """Remove this advertiser's dead letters dead-lettered more than the retention before
+        ``now_ms``; how many. The worker runs it on a timer and at start, so a dead letter is
+        gone at most one timer period after its retention, newer dead letters or not."""
+        ...
+
+    async def expire(self, advertiser: AdvertiserId, max_age_ms: int, now_ms: int) -> int:
+        """Dead-letter every undelivered lead of this advertiser (new, due, delayed, and
+        pending with a worker) older than ``max_age_ms`` at ``now_ms``, as ``expired`` (an
+        unreadable entry as ``invalid_record``); how many. For advertisers no worker delivers
+        to (no endpoint, or the endpoint disabled), whose leads no read would ever age out."""
         ...
 
     async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None: ...

@@ -10,7 +10,11 @@ second: see "Delivery" in BENCHMARKS.md). Beside the lanes:
 * the **reclaimer** takes over leads held by dead workers (idle longer than ``reclaim_idle``),
   dead-letters the ones that keep crashing workers, and keeps this worker's own in-flight
   leads fresh (so a slow but live delivery is never taken over);
-* the **reporter** publishes queue depth, oldest undelivered age and dead letters.
+* the **reporter** publishes queue depth, oldest undelivered age and dead letters;
+* the **retention** loop, at start and then every ``retention_every_s``, removes the dead
+  letters past ``dead_letter_retention`` and dead-letters (``expired``) the leads past
+  ``max_lead_age`` of every advertiser no lane delivers to (no endpoint, or the endpoint
+  disabled): lead bodies never outlive their retention because traffic stopped.
 
 ``stop(grace_s)`` stops reading, lets in-flight deliveries finish within ``grace_s``, then
 cancels the requests still running: their leads stay pending and are redelivered later (the
@@ -54,6 +58,13 @@ STORE_BACKOFF_S = 0.5
 PROMOTE_BATCH = 500
 #: After the grace period, cancelled deliveries get this long to leave their settle step.
 SETTLE_GRACE_S = 5.0
+#: How long a stop waits for the readers and loops to see the stop flag: a read blocks at most
+#: ``READ_BLOCK_MS``, a store command at most the queue's socket timeout, and a reconnect
+#: may add as much again. Past it they are cancelled (a command cut mid-reply only loses its
+#: connection: the lead it was about stays pending and is read again).
+LOOPS_STOP_S = 30.0
+#: The retention loop's period at most (shorter when a retention is: half of it).
+RETENTION_EVERY_S = 60.0
 
 
 class Sender(Protocol):
@@ -155,6 +166,7 @@ class Worker:
         rng: random.Random | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
         read_block_ms: int = READ_BLOCK_MS,
+        loops_stop_s: float = LOOPS_STOP_S,
     ) -> None:
         self.config = config
         self.settings = config.delivery
@@ -164,6 +176,7 @@ class Worker:
         self._rng = rng or random.Random()
         self._on_close = on_close
         self._block_ms = read_block_ms
+        self._loops_stop_s = loops_stop_s
         self.lanes: dict[AdvertiserId, Lane] = {}
         for advertiser in config.advertisers:
             client = endpoints.client(advertiser)
@@ -191,6 +204,10 @@ class Worker:
         positive = [s for s in self.settings.retry_schedule_s if s > 0]
         #: The promoter's tick: fine enough for the shortest wait of the schedule.
         self.tick_s = min(1.0, max(0.02, min(positive, default=2.0) / 4))
+        #: How often retention is enforced: what a dead letter or an undelivered lead may
+        #: outlive its retention by, at most.
+        shortest = min(self.settings.dead_letter_retention_s, self.settings.max_lead_age_s)
+        self.retention_every_s = min(RETENTION_EVERY_S, max(0.05, shortest / 2))
         self.started = False
 
     # --- life ---------------------------------------------------------------------------------
@@ -203,7 +220,8 @@ class Worker:
         for advertiser in self.config.advertisers:
             if advertiser not in self.lanes:
                 LOG.warning(
-                    "advertiser without a delivery endpoint: its accepted leads stay queued",
+                    "advertiser without a delivery endpoint: its accepted leads stay queued "
+                    "until max_lead_age, then become dead letters (expired)",
                     extra={"fields": {"advertiser": advertiser}},
                 )
         for lane in self.lanes.values():
@@ -216,6 +234,7 @@ class Worker:
             asyncio.create_task(self._promote_loop()),
             asyncio.create_task(self._reclaim_loop()),
             asyncio.create_task(self._report_loop()),
+            asyncio.create_task(self._retention_loop()),
         ]
         self.started = True
         LOG.info(
@@ -240,8 +259,19 @@ class Worker:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
         # Readers and loops see the flag within one read block or one step; nothing is
-        # cancelled mid-command (that would drop a Redis connection mid-reply).
-        await asyncio.gather(*self._readers, *self._loops, return_exceptions=True)
+        # cancelled mid-command (that would drop a Redis connection mid-reply) unless a
+        # command hangs past every timeout: a stop must end whatever the store does.
+        loops = [*self._readers, *self._loops]
+        if loops:
+            _, stuck = await asyncio.wait(loops, timeout=self._loops_stop_s)
+            if stuck:
+                LOG.warning(
+                    "delivery queue did not answer: its readers are cancelled",
+                    extra={"fields": {"stuck": len(stuck)}},
+                )
+                for task in stuck:
+                    task.cancel()
+                await asyncio.wait(stuck, timeout=SETTLE_GRACE_S)
         # Claimed but not started: delivered within the grace like the ones in flight (past
         # it, they stay pending for a reclaim). Idle senders are told to leave.
         self._draining = True
@@ -508,6 +538,36 @@ class Worker:
         # A third of the idle time: an in-flight lead is touched well before it could be
         # taken over, and a dead worker's leads wait at most 4/3 of the idle time.
         await self._every(self.settings.reclaim_idle_s / 3, step)
+
+    async def _retention_loop(self) -> None:
+        async def step() -> None:
+            await self.enforce_retention()
+
+        await self._every(self.retention_every_s, step)
+
+    async def enforce_retention(self) -> None:
+        """Now, for every configured advertiser: trim its dead letters past the retention,
+        and expire its undelivered leads past ``max_lead_age`` when no lane delivers them."""
+        now = _now_ms()
+        max_age_ms = int(self.settings.max_lead_age_s * 1000)
+        for advertiser in self.config.advertisers:
+            trimmed = await self.queue.trim(advertiser, now)
+            expired = 0
+            if advertiser not in self.lanes or await self.queue.disabled(advertiser):
+                expired = await self.queue.expire(advertiser, max_age_ms, now)
+                for _ in range(expired):
+                    self.events.dead_lettered(advertiser, policy.EXPIRED)
+            if trimmed or expired:
+                LOG.info(
+                    "retention enforced",
+                    extra={
+                        "fields": {
+                            "advertiser": advertiser,
+                            "dead_letters_removed": trimmed,
+                            "expired_to_dead_letters": expired,
+                        }
+                    },
+                )
 
     async def _report_loop(self) -> None:
         async def step() -> None:

@@ -4,7 +4,9 @@ Two forms come out of one address because they serve different people. The adver
 the address the person typed (tidied, never rewritten to another mailbox). Dedup gets the
 mailbox: ``Jean.Dupont+promo@GoogleMail.com`` and ``jeandupont@gmail.com`` reach the same inbox,
 so a publisher must not be paid twice for them. Which spellings are the same mailbox depends on
-the provider; that knowledge is data (``ProviderRule``), replaceable by the caller.
+the provider; that knowledge is data (``ProviderRule``), replaceable by the caller. Before the
+provider's rules, the identity folds lookalike characters (``leads.lookalike``): a Cyrillic
+o or a fullwidth m makes a respelling for a reader, not a new person.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from email_validator import EmailNotValidError, validate_email
+
+from gateway.leads.lookalike import fold
 
 #: RFC 5321 path limit (256) minus the angle brackets; longer addresses cannot be delivered.
 MAX_EMAIL_CHARS = 254
@@ -40,6 +44,8 @@ class ProviderRule:
     namespace (``googlemail.com`` is ``gmail.com``); ``None`` keeps each domain separate, as for
     ``hotmail.com`` and ``outlook.com``, where the same local part can be two different people.
     ``strip_chars``: further characters the provider treats as transparent (Proton: ``-``, ``_``).
+    ``ascii_only``: the provider's mailbox names are ASCII (letters, digits, a few signs): an
+    address there with any other character in its local part reaches nobody and is refused.
     """
 
     domains: frozenset[str]
@@ -47,6 +53,7 @@ class ProviderRule:
     strip_plus_tag: bool = False
     canonical_domain: str | None = None
     strip_chars: str = ""
+    ascii_only: bool = False
 
 
 def provider_table(rules: Iterable[ProviderRule]) -> Mapping[str, ProviderRule]:
@@ -72,7 +79,11 @@ def provider_table(rules: Iterable[ProviderRule]) -> Mapping[str, ProviderRule]:
 #   +aliases exist, and that @protonmail.com, @protonmail.ch, @pm.me (and @proton.me) addresses
 #   of one username belong to one account.
 # - Yahoo has no +tags; its "disposable addresses" are basename-keyword@ where the basename is
-#   not the account name, so nothing maps them back to the person: no rule.
+#   not the account name, so nothing maps them back to the person: no mapping, only ASCII.
+# Every one of these providers documents its mailbox names as ASCII letters, digits and a few
+# of . _ - (Google's "Create a username", Microsoft's account help, Apple's iCloud Mail help,
+# Yahoo's "username requirements", Fastmail's and Proton's address help): a non-ASCII local
+# part there is a lookalike respelling, never a person's mailbox (``ascii_only``).
 DEFAULT_PROVIDER_RULES: Mapping[str, ProviderRule] = provider_table(
     [
         ProviderRule(
@@ -80,25 +91,39 @@ DEFAULT_PROVIDER_RULES: Mapping[str, ProviderRule] = provider_table(
             strip_dots=True,
             strip_plus_tag=True,
             canonical_domain="gmail.com",
+            ascii_only=True,
         ),
         ProviderRule(
             domains=frozenset(
                 {"outlook.com", "hotmail.com", "live.com", "outlook.fr", "hotmail.fr", "live.fr"}
             ),
             strip_plus_tag=True,
+            ascii_only=True,
         ),
         ProviderRule(
             domains=frozenset({"icloud.com", "me.com", "mac.com"}),
             strip_plus_tag=True,
             canonical_domain="icloud.com",
+            ascii_only=True,
         ),
-        ProviderRule(domains=frozenset({"fastmail.com", "fastmail.fm"}), strip_plus_tag=True),
+        ProviderRule(
+            domains=frozenset({"fastmail.com", "fastmail.fm"}),
+            strip_plus_tag=True,
+            ascii_only=True,
+        ),
         ProviderRule(
             domains=frozenset({"proton.me", "protonmail.com", "protonmail.ch", "pm.me"}),
             strip_dots=True,
             strip_plus_tag=True,
             canonical_domain="proton.me",
             strip_chars="-_",
+            ascii_only=True,
+        ),
+        ProviderRule(
+            domains=frozenset(
+                {"yahoo.com", "yahoo.fr", "yahoo.co.uk", "yahoo.de", "ymail.com", "rocketmail.com"}
+            ),
+            ascii_only=True,
         ),
     ]
 )
@@ -130,12 +155,25 @@ def normalize_email(
     # (xn--mnchen-3ya.de and MÜNCHEN.de both become münchen.de), so both spellings agree.
     domain = valid.domain
     address = f"{local}@{domain}"
+    if not local.isascii():
+        # The provider is the one the address reads as: "gmail.com" spelt with a Cyrillic a
+        # is a lookalike of Gmail, whose mailbox names are ASCII.
+        rule = rules.get(fold(domain))
+        if rule is not None and rule.ascii_only:
+            raise ValueError(
+                "not a valid email address: this provider's mailbox names are ASCII only "
+                "(letters, digits, '.', '_', '-' before the @)"
+            )
     return NormalizedEmail(address=address, identity=email_identity(address, rules))
 
 
 def email_identity(address: str, rules: Mapping[str, ProviderRule] = DEFAULT_PROVIDER_RULES) -> str:
-    """The dedup identity of an address already normalized (``NormalizedEmail.address``): the
-    provider's rules applied. Cheap (no validation): erasure runs it over every queued lead."""
+    """The dedup identity of an address already normalized (``NormalizedEmail.address``):
+    lookalikes folded (``lookalike.fold``), then the provider's rules applied. Cheap (no
+    validation, nothing but a dict look-up for an ASCII address): erasure runs it over every
+    queued lead."""
+    if not address.isascii():
+        address = fold(address)
     local, _, domain = address.rpartition("@")
     rule = rules.get(domain)
     if rule is None:

@@ -130,15 +130,24 @@ async def post_batch(request: web.Request) -> web.Response:
     answers = await intake.submit_batch(partner, leads, idempotency_key=key, body=raw)
     counts = {"accepted": 0, "duplicate": 0, "capped": 0, "rejected": 0, "invalid": 0}
     results: list[dict[str, object]] = []
+    decided = replayed = 0
     for index, answer in enumerate(answers):
         if isinstance(answer, Answer):
             counts[answer.decision.value] += 1
-            results.append({"index": index, **answer.to_json()})
+            result = {"index": index, **answer.to_json()}
+            decided += 1
+            if answer.replayed:
+                result["replayed"] = True
+                replayed += 1
+            results.append(result)
         else:
             counts["invalid"] += 1
             problem = problem_body(answer, request.path)
             results.append({"index": index, "error": problem})
-    return _json({"results": results, "counts": counts})
+    # The header says the whole batch is a replay: every decided item's answer is the stored
+    # one (items refused as invalid are never stored; the same body refuses them again).
+    headers = {"Idempotent-Replayed": "true"} if decided and replayed == decided else None
+    return _json({"results": results, "counts": counts}, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -28,3 +28,22 @@ async def test_known_variables_alone_give_no_such_warning(gateways: GatewayLaunc
     gateway.kill()
 
     assert not any(m.startswith("unknown LEADGATE_") for m in gateway.messages())
+
+
+async def test_the_configs_own_secret_variables_are_not_called_misspelt(
+    gateways: GatewayLauncher,
+) -> None:
+    """The example config names its CRM secrets ``LEADGATE_WEBHOOK_SECRET_ACME`` …, the docs'
+    own style: set, they are known; a real typo beside them is still named."""
+    env = {
+        "LEADGATE_WEBHOOK_SECRET_ACME": "whsec_" + "A" * 44,
+        "LEADGATE_NOVABANK_TOKEN": "t" * 40,
+        "LEADGATE_SOLARIS_API_KEY": "k" * 40,
+        "LEADGATE_REDIS_URI": "redis://127.0.0.1:1/0",
+    }
+    gateway = await gateways.astart(env=env)
+    gateway.kill()
+
+    records = gateway.log_records()
+    warnings = [r for r in records if str(r.get("msg")).startswith("unknown LEADGATE_")]
+    assert [w["variables"] for w in warnings] == [["LEADGATE_REDIS_URI"]]

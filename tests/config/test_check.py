@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from processes import run_leadgate
 
 from gateway.config.check import check_config, hash_api_key, new_api_key
 from gateway.config.load import load_config, parse_config
@@ -135,3 +136,30 @@ def test_a_new_key_is_random_and_its_hash_is_accepted_by_the_config() -> None:
     assert next(iter(config.partners.values())).api_key_hashes == (
         hashlib.sha256(key.encode()).hexdigest(),
     )
+
+
+SHORT_TOKEN = "admin-token-too-short"
+
+
+def test_the_environment_is_checked_as_serve_checks_it() -> None:
+    out = io.StringIO()
+    assert check_config(str(EXAMPLE), out, {"LEADGATE_ADMIN_TOKEN": SHORT_TOKEN}) == 1
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("LEADGATE_ADMIN_TOKEN: at least 32 characters")
+    assert SHORT_TOKEN not in line
+    good = {"LEADGATE_ADMIN_TOKEN": "a" * 32, "LEADGATE_PORT": "8080"}
+    assert check_config(str(EXAMPLE), io.StringIO(), good) == 0
+
+
+def test_check_config_refuses_what_serve_refuses() -> None:
+    """The commands, as ops run them: one validation, so never OK from one and a refusal
+    from the other."""
+    env = {"LEADGATE_ADMIN_TOKEN": SHORT_TOKEN}
+    checked = run_leadgate("check-config", str(EXAMPLE), env=env)
+    served = run_leadgate("serve", "--config", str(EXAMPLE), "--port", "0", env=env)
+    assert checked.returncode == 1, checked.stdout
+    assert served.returncode != 0, served.stderr
+    for output in (checked.stdout, served.stderr):
+        assert "LEADGATE_ADMIN_TOKEN: at least 32 characters" in output
+        assert SHORT_TOKEN not in output
+    assert run_leadgate("check-config", str(EXAMPLE), env={}).returncode == 0

@@ -7,8 +7,11 @@ from typing import Final
 
 import pytest
 
-from gateway.config.environment import Environment, unknown_variables
+from gateway.config.environment import Environment, referenced_variables, unknown_variables
+from gateway.config.load import load_config
 from gateway.errors import ConfigError
+
+EXAMPLE: Final = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
 
 SECRET: Final = "s3cr3t-" + "x" * 40
 OLD_SECRET: Final = "0ld-s3cr3t-" + "y" * 40
@@ -217,3 +220,20 @@ def test_unknown_variables_are_listed_for_a_warning() -> None:
         "HOME": "/root",
     }
     assert unknown_variables(environ) == ["LEADGATE_REDIS_URI"]
+
+
+def test_the_configs_own_secret_names_are_not_flagged() -> None:
+    """``secret_env: LEADGATE_WEBHOOK_SECRET_ACME`` is the docs' own naming style."""
+    config = load_config(EXAMPLE)
+    referenced = referenced_variables(config)
+    assert referenced == {
+        "LEADGATE_WEBHOOK_SECRET_ACME",
+        "LEADGATE_NOVABANK_TOKEN",
+        "LEADGATE_SOLARIS_API_KEY",
+        "LEADGATE_WEBHOOK_SECRET_HELIO",
+        "LEADGATE_VOLTAIC_TOKEN",
+    }
+    environ = {name: "x" for name in referenced} | {"LEADGATE_REDIS_URI": "redis://x"}
+    assert unknown_variables(environ, referenced) == ["LEADGATE_REDIS_URI"]
+    # Without the config, they would look like typos.
+    assert len(unknown_variables(environ)) == len(referenced) + 1

@@ -253,7 +253,7 @@ def _worker_parks(client: redis.Redis, claimed: Claimed) -> None:
 
 def _worker_dead_letters(client: redis.Redis, claimed: Claimed) -> None:
     fields = ["lead_id", claimed.delivery.lead_id, "record", claimed.delivery.record]
-    args = _settle_args(claimed, "dead", "0-0", *fields)
+    args = _settle_args(claimed, "dead", "0-0", 86_400_000, *fields)  # retention: a day
     assert client.eval(SETTLE.source, 5, *_queue_keys(ADVERTISER), *args) == 1
 
 

@@ -327,3 +327,97 @@ async def test_an_unreadable_entry_is_flagged_not_fatal(request: pytest.FixtureR
         assert not good.invalid
         assert good.delivery.lead_id == lead
         assert await h.queue.dead(bad, "invalid_record", LastResponse(), now_ms())
+
+
+# --- retention: nothing with a lead in it outlives its rule (docs/delivery.md, "Retention") ---
+
+
+async def test_trim_removes_dead_letters_past_the_retention_with_no_newer_one(
+    make: Harnesses,
+) -> None:
+    h = await make.make(retention_s=60.0)
+    await h.queue.prepare([ADVERTISER])
+    await h.accept(2)
+    for claimed in await read_all(h):
+        assert await h.queue.dead(claimed, "expired", LastResponse(), now_ms())
+    assert await h.queue.trim(ADVERTISER, now_ms()) == 0
+    assert len(await h.queue.dead_letters(ADVERTISER)) == 2
+    # A minute later, with no new dead letter to trim them on its way in:
+    assert await h.queue.trim(ADVERTISER, now_ms() + 61_000) == 2
+    assert await h.queue.dead_letters(ADVERTISER) == []
+    assert (await h.queue.state(ADVERTISER)).dead_letters == 0
+
+
+async def test_the_dead_letter_stream_expires_by_itself_with_no_worker_left(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Redis removes the dead-letter stream when its newest entry passes the retention, even
+    if no process is left to trim it."""
+    async for made in harnesses("redis", request):
+        h = await made.make(retention_s=0.5)
+        await h.queue.prepare([ADVERTISER])
+        await h.accept(1)
+        (claimed,) = await read_all(h)
+        assert await h.queue.dead(claimed, "expired", LastResponse(), now_ms())
+        assert h.redis_url is not None
+        client = plain_client(h.redis_url)
+        try:
+            ttl_ms = await client.pttl(keys.delivery_dead(ADVERTISER))
+            assert 0 < ttl_ms <= 500
+            deadline = asyncio.get_running_loop().time() + 5.0
+            while await client.exists(keys.delivery_dead(ADVERTISER)):
+                assert asyncio.get_running_loop().time() < deadline, "the stream outlived its TTL"
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+
+async def test_trim_keeps_the_streams_ttl_on_its_newest_dead_letter(
+    request: pytest.FixtureRequest,
+) -> None:
+    async for made in harnesses("redis", request):
+        h = await made.make(retention_s=60.0)
+        await h.queue.prepare([ADVERTISER])
+        await h.accept(1)
+        (claimed,) = await read_all(h)
+        dead_at = now_ms()
+        assert await h.queue.dead(claimed, "expired", LastResponse(), dead_at)
+        assert h.redis_url is not None
+        client = plain_client(h.redis_url)
+        try:
+            await client.persist(keys.delivery_dead(ADVERTISER))  # as a restore would leave it
+            assert await h.queue.trim(ADVERTISER, dead_at + 30_000) == 0
+            ttl_ms = await client.pttl(keys.delivery_dead(ADVERTISER))
+            assert 0 < ttl_ms <= 30_000 + 1_000  # the newest entry's remaining half, ± clocks
+        finally:
+            await client.aclose()
+
+
+async def test_expire_dead_letters_undelivered_leads_past_the_maximum_age_wherever_they_are(
+    h: Harness,
+) -> None:
+    """For advertisers no worker delivers to: new, pending, delayed and due leads past the
+    maximum age become ``expired`` dead letters; younger ones stay."""
+    due, pending, delayed, new = await h.accept(4)
+    claims = {c.delivery.lead_id: c for c in await read_all(h, count=3)}
+    assert set(claims) == {due, pending, delayed}
+    assert await h.queue.later(claims[delayed], now_ms() + 3_600_000, 2, HTTP_503)
+    assert await h.queue.later(claims[due], now_ms(), 2, HTTP_503)  # due at once
+    assert await h.queue.promote(ADVERTISER, now_ms(), 10) == 1
+    # Now: `pending` is held by worker A, `delayed` waits an hour, `due` is in the due
+    # stream, and `new` (never read) is in the new-leads stream.
+    now = now_ms()
+    assert await h.queue.expire(ADVERTISER, 60_000, now) == 0  # all younger than a minute
+    assert (await h.queue.state(ADVERTISER)).depth == 4
+    moved = await h.queue.expire(ADVERTISER, 60_000, now + 61_000)
+    assert moved == 4
+    dead = await h.queue.dead_letters(ADVERTISER)
+    assert sorted(d.lead_id for d in dead) == sorted([due, pending, delayed, new])
+    assert {d.reason for d in dead} == {"expired"}
+    assert {d.lead_id: d.last for d in dead}[delayed] == HTTP_503
+    state = await h.queue.state(ADVERTISER)
+    assert (state.depth, state.delayed, state.oldest_accepted_at_ms) == (0, 0, None)
+    # The worker that held `pending` can no longer settle it: it is a dead letter once.
+    assert not await h.queue.delivered(claims[pending])
+    assert await read_all(h, B) == []
+    assert await h.queue.expire(ADVERTISER, 60_000, now + 61_000) == 0

@@ -37,6 +37,7 @@ from gateway.config.delivery import (
     SecretRef,
 )
 from gateway.delivery.model import AttemptResult, Outcome
+from gateway.delivery.netguard import Guard
 from gateway.delivery.transport import EndpointClient, Transport
 from gateway.errors import ConfigError
 from gateway.types import AdvertiserId
@@ -256,6 +257,32 @@ async def test_loopback_is_refused_unless_allow_listed(crm: CRM, make: Make, hos
         allowed = make(webhook_endpoint(url))
         assert (await allowed.send(delivery())).outcome is Outcome.DELIVERED
         assert len(crm.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:0:7f00:1",  # SIIT
+        "64:ff9b::7f00:1",  # NAT64 to loopback
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the cloud metadata service
+        "64:ff9b:1::7f00:1",  # local-use NAT64
+        "2002:7f00:1::1",  # 6to4
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "fec0::1",  # site-local
+    ],
+)
+async def test_ipv6_forms_carrying_a_private_ipv4_are_refused_before_connecting(
+    crm: CRM, make: Make, host: str
+) -> None:
+    # A connection attempt to one of these would leave the machine (by its default IPv6
+    # route): the guard must refuse it first, checked here before anything is sent.
+    assert not Guard().allowed(host)
+    client = make(webhook_endpoint(f"http://[{host}]:{crm.port}/hook"), DeliverySettings())
+    result = await client.send(delivery())
+    assert (result.outcome, result.status) == (Outcome.RETRY, None)
+    assert result.detail == "destination not allowed (private or reserved address)"
+    assert crm.requests == []
 
 
 async def test_form_post_with_bearer_auth_and_static_headers(crm: CRM, make: Make) -> None:

@@ -22,10 +22,13 @@ from delivery.harness import OTHER, Harness, harnesses
 from delivery.records import LOOPBACK, SECRET, SECRET_ENV, webhook_endpoint
 from gateway.config.delivery import BreakerSettings, DeliverySettings
 from gateway.config.model import Advertiser, Config, ServerSettings
+from gateway.delivery.memqueue import MemoryQueue
 from gateway.delivery.metrics import DeliveryMetrics
-from gateway.delivery.queue_base import Claimed, Source, new_entry
+from gateway.delivery.queue import RedisQueue
+from gateway.delivery.queue_base import Claimed, Queue, Source, new_entry
 from gateway.delivery.transport import Transport
 from gateway.delivery.worker import Buffer, Worker
+from gateway.storage.memory import MemoryStore
 from gateway.types import AdvertiserId
 
 FAST = DeliverySettings(
@@ -336,3 +339,93 @@ def test_the_buffer_takes_new_leads_and_due_retries_in_turn() -> None:
     ]
     with pytest.raises(IndexError):
         buffer.take()
+
+
+async def test_retention_holds_for_an_advertiser_no_lane_delivers_to(rig: Rig) -> None:
+    """Leads of an advertiser without an endpoint expire into dead letters after
+    ``max_lead_age``, and the dead letters leave after ``dead_letter_retention``: the worker's
+    timer does both, with no other traffic to trigger it."""
+    settings = dataclasses.replace(FAST, max_lead_age_s=0.3, dead_letter_retention_s=0.6)
+    config = rig.config(settings)
+    config = dataclasses.replace(
+        config,
+        advertisers={**config.advertisers, OTHER: Advertiser(OTHER, OTHER, None)},
+    )
+    metrics = DeliveryMetrics(config, rig.registry)
+    transport = Transport(config, ENV, metrics)
+    # The queue as the process builds it: with the configured retention.
+    queue: Queue
+    if rig.h.redis_url is None:
+        assert isinstance(rig.h.store, MemoryStore)
+        queue = MemoryQueue(rig.h.store, dead_letter_retention_s=0.6)
+    else:
+        queue = RedisQueue(rig.h.redis_url, dead_letter_retention_s=0.6)
+    ids = await rig.h.accept(2, advertiser=OTHER)
+    worker = Worker(config, queue, transport, metrics, on_close=transport.close)
+    rig.workers.append(worker)
+    try:
+        await worker.start()
+        assert worker.retention_every_s == pytest.approx(0.15)
+
+        deadline = time.monotonic() + 10
+        while sorted(d.lead_id for d in await queue.dead_letters(OTHER)) != sorted(ids):
+            assert time.monotonic() < deadline, "undelivered leads outlived max_lead_age"
+            await asyncio.sleep(0.02)
+        assert {d.reason for d in await queue.dead_letters(OTHER)} == {"expired"}
+        assert (await queue.state(OTHER)).depth == 0
+        expired = {"advertiser": "novabank", "reason": "expired"}
+        assert rig.count("leadgate_delivery_dead_letters_total", **expired) == 2
+
+        while await queue.dead_letters(OTHER):
+            assert time.monotonic() < deadline, "dead letters outlived their retention"
+            await asyncio.sleep(0.02)
+    finally:
+        await worker.stop(0)
+        rig.workers.remove(worker)
+        await queue.close()
+
+
+class _HangingReads:
+    """A queue whose reads never come back (a store that stopped answering mid-command)."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def read(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        self.reads += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@REDIS_ONLY
+async def test_a_stop_ends_even_when_a_read_never_returns(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = rig.config(FAST)
+    metrics = DeliveryMetrics(config, CollectorRegistry())
+    transport = Transport(config, ENV, metrics)
+    hanging = _HangingReads(rig.h.queue)
+    worker = Worker(
+        config,
+        hanging,
+        transport,
+        metrics,
+        on_close=transport.close,
+        read_block_ms=50,
+        loops_stop_s=0.5,
+    )
+    await worker.start()
+    for _ in range(200):  # both lanes' readers are inside a read
+        if hanging.reads >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert hanging.reads >= 2
+
+    with caplog.at_level("WARNING", logger="leadgate.delivery"):
+        await asyncio.wait_for(worker.stop(0), timeout=30)
+
+    assert any("readers are cancelled" in r.getMessage() for r in caplog.records)

@@ -243,3 +243,28 @@ async def test_an_erasure_forgets_a_person_sold_to_buyers(make_gateway: GatewayF
     assert [d.lead_id for d in await gw.view.deliveries(AdvertiserId("b-one"))] == [
         again["lead_id"]
     ]  # b-one had forgotten her too
+
+
+async def test_an_answer_decided_before_the_buyers_is_replayed_under_its_key(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Every answer is replayable: a lead no buyer may be offered (b-three's filter) is
+    recorded under its key in the campaign's slot, as its sales' answers are."""
+    config = sold_network()
+    only_paris = next(c for c in config["campaigns"] if c["id"] == "sold-excl")
+    only_paris["buyers"] = [b for b in only_paris["buyers"] if b["advertiser"] == "b-three"]
+    gw = await make_gateway(config)
+    lead = person(campaign="sold-excl")  # no postal code: b-three's filter refuses it
+    key = {"Idempotency-Key": "no-offer-1"}
+
+    first = await gw.post("p-mail", lead, headers=key)
+    again = await gw.post("p-mail", lead, headers=key)
+    other = await gw.post("p-mail", {**lead, "postal_code": "75011"}, headers=key)
+
+    assert first.json()["reasons"] == ["buyer.filtered"]
+    assert (first.json()["buyers"], "Idempotent-Replayed" in first.headers) == (0, False)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["lead_id"] == first.json()["lead_id"]
+    assert again.json()["buyers"] == 0
+    assert other.status == 422  # the key reused with another body
+    assert metric(gw, "leadgate_buyer_offers_total", buyer="b-three", result="filtered") == 1

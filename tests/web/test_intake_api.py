@@ -671,7 +671,11 @@ async def test_idempotent_batch_retry(make_gateway: GatewayFactory) -> None:
     first = await gw.batch("p-mail", leads, headers=key)
     retry = await gw.batch("p-mail", leads, headers=key)
     assert first.status == retry.status == 200
-    assert retry.json() == first.json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json() == {
+        "results": [{**item, "replayed": True} for item in first.json()["results"]],
+        "counts": first.json()["counts"],
+    }
     assert first.json()["counts"]["accepted"] == 3
     assert len(await gw.view.deliveries(AdvertiserId("acme"))) == 3
 

@@ -333,6 +333,26 @@ async def _batch(gw: Gateway) -> Reply:
     return await gw.batch("p-comp", leads)
 
 
+@case("batch-replayed", "POST", "/v1/leads/batch", 200)
+async def _batch_replayed(gw: Gateway) -> Reply:
+    leads = [person(campaign="nova-ten"), person(campaign="acme-summer")]
+    key = {"Idempotency-Key": "batch-k1"}
+    await gw.batch("p-comp", leads, headers=key)
+    reply = await gw.batch("p-comp", leads, headers=key)
+    assert reply.headers["Idempotent-Replayed"] == "true"
+    assert [item["replayed"] for item in reply.json()["results"]] == [True, True]
+    return reply
+
+
+@case("post-replayed-rejected", "POST", "/v1/leads", 200)
+async def _post_replayed_rejected(gw: Gateway) -> Reply:
+    lead = person(campaign="acme-summer")
+    await gw.post("p-mail", lead, headers={"Idempotency-Key": "k2"})
+    reply = await gw.post("p-mail", lead, headers={"Idempotency-Key": "k2"})
+    assert reply.headers["Idempotent-Replayed"] == "true"
+    return reply
+
+
 @case("post-400-json", "POST", "/v1/leads", 400)
 async def _post_400_json(gw: Gateway) -> Reply:
     return await _raw(gw, "/v1/leads", b'{"campaign": ', JSON_TYPE)

@@ -16,7 +16,9 @@ ARGV[3]  lead id
 ARGV[4]  mode: "done" | "later" | "dead"
 later:   ARGV[5] due time (epoch ms), ARGV[6] acceptance time (epoch ms), ARGV[7] packed entry
 dead:    ARGV[5] oldest dead-letter id to keep ("<epoch ms>-0"; older ones are trimmed),
-         ARGV[6 ..] field, value, field, value ... of the dead letter
+         ARGV[6] the dead-letter retention, ms: the stream's TTL (its newest entry is this
+         one, so the whole stream is past its retention when the TTL ends),
+         ARGV[7 ..] field, value, field, value ... of the dead letter
 
 Returns 1 when settled, 0 when the entry was no longer pending (nothing changed).
 ]]
@@ -35,10 +37,11 @@ end
 redis.call("ZREM", KEYS[4], ARGV[3])
 if mode == "dead" then
   local fields = {}
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     fields[#fields + 1] = ARGV[i]
   end
   redis.call("XADD", KEYS[5], "*", unpack(fields))
   redis.call("XTRIM", KEYS[5], "MINID", ARGV[5])
+  redis.call("PEXPIRE", KEYS[5], ARGV[6])
 end
 return 1

@@ -1,0 +1,1 @@
+"""Developer tools run by hand, not shipped: generators of the package's data tables."""
