@@ -40,8 +40,9 @@ WORKDIR /app
 COPY rules ./rules
 COPY examples ./examples
 USER 10001:10001
-# 8080: the API (`serve`); 9102: the worker's /metrics, /healthz, /readyz.
-EXPOSE 8080 9102
+# 8080: the API (`serve`); 9101: its /metrics, /healthz, /readyz (LEADGATE_METRICS_PORT);
+# 9102: the worker's.
+EXPOSE 8080 9101 9102
 # Exec form: leadgate is PID 1 and receives SIGTERM itself, so `serve` drains (readyz 503,
 # in-flight requests finish within --drain-s) and `worker` finishes its deliveries.
 ENTRYPOINT ["leadgate"]

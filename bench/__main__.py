@@ -172,7 +172,7 @@ async def _sample_metrics(
 
 
 async def _run_wrk(
-    base_url: str, scenario: Scenario, bodies: Path, *, sample: bool
+    base_url: str, scenario: Scenario, bodies: Path, *, sample: bool, metrics_url: str = ""
 ) -> tuple[dict[str, Any], list[tuple[float, MetricsSnapshot]]]:
     connections = scenario.concurrency or 1
     threads = 2 if connections >= 500 and (os.cpu_count() or 1) > 1 else 1
@@ -197,7 +197,11 @@ async def _run_wrk(
     ]
     samples: list[tuple[float, MetricsSnapshot]] = []
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_metrics(base_url, stop, samples)) if sample else None
+    sampler = (
+        asyncio.create_task(_sample_metrics(metrics_url or base_url, stop, samples))
+        if sample
+        else None
+    )
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -480,12 +484,15 @@ async def _gateway_run(
     bodies = tmp / f"{scenario.name}.bodies"
     if scenario.client is Client.WRK:
         write_bodies(requests, bodies)
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     base_url = f"http://127.0.0.1:{port}"
+    # /metrics is served on its own listener, never on the API's port.
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
     env = {
         **os.environ,
         "LEADGATE_LOG_LEVEL": "warning",
         "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
+        "LEADGATE_METRICS_PORT": str(metrics_port),
     }
     env.pop("LEADGATE_REDIS_URL", None)
     if scenario.store is Store.REDIS:
@@ -515,7 +522,7 @@ async def _gateway_run(
             if scenario.workers > 1:
                 _wait_children(proc, scenario.workers)
             pids = process_tree(proc.pid)
-            metrics_before = await asyncio.to_thread(fetch_metrics, base_url)
+            metrics_before = await asyncio.to_thread(fetch_metrics, metrics_url)
             cpu_before = cpu_seconds(pids)
             print(
                 f"[{scenario.name}] {scenario.client.value} against {scenario.workers} "
@@ -528,7 +535,7 @@ async def _gateway_run(
             spy = await _start_profile(scenario, proc.pid, profile_out) if profile_out else None
             if scenario.client is Client.WRK:
                 result, samples = await _run_wrk(
-                    base_url, scenario, bodies, sample=scenario.timeline
+                    base_url, scenario, bodies, sample=scenario.timeline, metrics_url=metrics_url
                 )
                 record = _wrk_record(result, scenario)
                 record["timeline"] = timeline_from_metrics(samples)
@@ -537,7 +544,7 @@ async def _gateway_run(
                 record = await _run_aiohttp(base_url, scenario, requests)
                 record["timeline_source"] = "client"
             cpu_after = cpu_seconds(pids)
-            metrics_after = await asyncio.to_thread(fetch_metrics, base_url)
+            metrics_after = await asyncio.to_thread(fetch_metrics, metrics_url)
             profiled = await _finish_profile(spy, profile_out) if profile_out else None
         except BaseException:
             tail = log.read_text(errors="replace").splitlines()[-20:]

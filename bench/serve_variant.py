@@ -28,8 +28,10 @@ from gateway.decision.answer import Answer
 from gateway.errors import RequestError
 from gateway.observe.logs import configure_logging
 from gateway.observe.metrics import Observer
+from gateway.web import handlers
 from gateway.web.app import counted_metrics_middleware, create_app
 from gateway.web.problems import problems_middleware
+from gateway.web.state import METRICS_TOKEN
 
 
 class SilentObserver(Observer):
@@ -62,6 +64,10 @@ async def run(port: int, with_metrics: bool) -> None:
     gateway = App(settings, observer=observer)
     await gateway.open_store()
     app = create_app(gateway)
+    # /metrics on the same port, for the bench's own scrapes (`leadgate serve` serves it on
+    # its metrics listener only): a bench server is never partner-facing.
+    app[METRICS_TOKEN] = None
+    app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     if not with_metrics:
         # The lead app's one middleware also answers errors as problem+json: that part stays.
         app.middlewares[app.middlewares.index(counted_metrics_middleware)] = problems_middleware

@@ -13,6 +13,7 @@
         ├── Forbidden               403: the partner may not post to that campaign
         ├── NotFound                404: no such list, campaign, dead letter (admin API)
         │   └── UnknownLead         404: feedback on a lead that is unknown, not yours, too old
+        ├── RequestTimeout          408: the body did not arrive within the body deadline
         ├── ReturnWindowOver        409: a return after the campaign's return window
         ├── IdempotencyInProgress   409: a request with this Idempotency-Key is being decided
         ├── PayloadTooLarge         413
@@ -80,12 +81,18 @@ class StoreUnavailable(StoreError):
     ``outcome_unknown``: the commands were sent but no reply came back (a timeout, a reset), so
     the store may have run them: a lead may have been accepted. Only a retry with the same
     Idempotency-Key can tell.
+
+    ``deadline_s``: when the wait ended because the caller's own deadline passed (the event
+    loop time of that deadline, ``storage.deadline``); None when the transport failed first.
     """
 
     retry_after_s = 1
 
-    def __init__(self, detail: str, *, outcome_unknown: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, outcome_unknown: bool = False, deadline_s: float | None = None
+    ) -> None:
         self.outcome_unknown = outcome_unknown
+        self.deadline_s = deadline_s
         super().__init__(detail)
 
 
@@ -134,6 +141,14 @@ class NotFound(RequestError):
 class UnknownLead(NotFound):
     type_slug = "unknown-lead"
     title = "Unknown lead"
+
+
+class RequestTimeout(RequestError):
+    """408: the request's body did not arrive within ``server.body_timeout_s``."""
+
+    status = 408
+    title = "Request timeout"
+    type_slug = "request-timeout"
 
 
 class ReturnWindowOver(RequestError):

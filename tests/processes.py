@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -118,10 +119,20 @@ class GatewayProcess:
     argv: list[str] = field(repr=False)
     #: ``serving`` log lines that say every serving process is up (0: none is logged).
     serving_lines: int = 0
+    #: A serving process's ``/metrics`` port (``LEADGATE_METRICS_PORT``); a worker's is
+    #: ``port``.
+    metrics_port: int | None = None
+    #: What its ``/metrics`` requires (``LEADGATE_METRICS_TOKEN``), if anything.
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where ``/metrics`` is: the metrics listener of ``serve``, a worker's own port."""
+        return f"http://127.0.0.1:{self.metrics_port or self.port}/metrics"
 
     @property
     def returncode(self) -> int | None:
@@ -154,8 +165,9 @@ class GatewayProcess:
         return "\n".join(self.log_text().splitlines()[-lines:]) or "(empty stderr)"
 
     def metrics(self) -> str:
-        """The ``/metrics`` page."""
-        reply = request("GET", f"{self.url}/metrics")
+        """The ``/metrics`` page (on the metrics listener, never the public port)."""
+        token = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token else {}
+        reply = request("GET", self.metrics_url, headers=token)
         assert reply.status == 200, reply
         assert isinstance(reply.body, str)
         return reply.body
@@ -212,6 +224,7 @@ class ServeOptions(TypedDict, total=False):
     drain_s: float
     args: Sequence[str]
     port: int | None
+    open_files: int | None
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -239,12 +252,22 @@ class GatewayLauncher:
         drain_s: float = 5.0,
         args: Sequence[str] = (),
         port: int | None = None,
+        open_files: int | None = None,
     ) -> GatewayProcess:
-        """Start ``leadgate serve`` without waiting for it (for tests of refusals to start)."""
+        """Start ``leadgate serve`` without waiting for it (for tests of refusals to start).
+        Its ``/metrics`` listens on a free port (``LEADGATE_METRICS_PORT``) unless ``env``
+        names one; ``open_files``: the process's ``RLIMIT_NOFILE`` (soft and hard)."""
         port = free_port() if port is None else port
         flags = ["--host", "127.0.0.1", "--port", str(port), "--drain-s", str(drain_s)]
         flags += ["--workers", str(workers), *args]
-        return self._popen("serve", config, flags, port, redis_url, env, serving_lines=workers)
+        env = {"LEADGATE_METRICS_PORT": str(free_port()), **(env or {})}
+        given = env["LEADGATE_METRICS_PORT"]
+        gateway = self._popen(
+            "serve", config, flags, port, redis_url, env, serving_lines=workers,
+            open_files=open_files,
+        )  # fmt: skip
+        gateway.metrics_port = int(given) if given.isdigit() and given != "0" else None
+        return gateway
 
     def start(
         self, config: Path = EXAMPLE_CONFIG, **options: Unpack[ServeOptions]
@@ -295,6 +318,7 @@ class GatewayLauncher:
         env: Mapping[str, str] | None,
         *,
         serving_lines: int,
+        open_files: int | None = None,
     ) -> GatewayProcess:
         argv = [sys.executable, "-m", "gateway.cli", command, "--config", str(config), *flags]
         name = f"{command}-{len(self.started)}"
@@ -312,11 +336,23 @@ class GatewayLauncher:
                 stderr=stderr,
                 # Its own process group: teardown kills a supervisor's workers with it.
                 start_new_session=True,
+                preexec_fn=None if open_files is None else _open_file_limit(open_files),
             )
         gateway = GatewayProcess(process, port, stderr_path, argv, serving_lines)
+        gateway.metrics_token = env.get("LEADGATE_METRICS_TOKEN")
         self.started.append(gateway)
         return gateway
 
     def close(self) -> None:
         for gateway in self.started:
             gateway.kill()
+
+
+def _open_file_limit(limit: int) -> Callable[[], None]:
+    """Set in the child before it runs: ``RLIMIT_NOFILE`` soft and hard at ``limit`` (a
+    gateway with few file descriptors, without touching the test runner's)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply

@@ -90,18 +90,26 @@ class Prometheus:
 
 
 def start_prometheus(
-    workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = ()
+    workdir: Path,
+    targets: Sequence[str],
+    rule_files: Sequence[Path] = (),
+    *,
+    bearer_token: str | None = None,
 ) -> Prometheus:
     """Prometheus with only our scrape job (no self-scrape, no other listener than its API on
-    127.0.0.1), TSDB in ``workdir``; waits until it is ready."""
+    127.0.0.1), TSDB in ``workdir``; waits until it is ready. ``bearer_token``: sent with
+    every scrape (``LEADGATE_METRICS_TOKEN``), from a file as a deployment would."""
     binary = prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
+    job: dict[str, Any] = {"job_name": "leadgate", "static_configs": [{"targets": list(targets)}]}
+    if bearer_token is not None:
+        token_file = workdir / "metrics-token"
+        token_file.write_text(bearer_token, encoding="utf-8")
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": "leadgate", "static_configs": [{"targets": list(targets)}]}
-        ],
+        "scrape_configs": [job],
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -165,12 +165,24 @@ class RedisServer:
     def stop(self) -> None:
         self._stop(signal.SIGTERM)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets (connections are accepted by the kernel) and
+        answers nothing, as a Redis hung on a slow disk or a paused VM."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``: the server answers again."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def _stop(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
         if process is None:
             return
         if process.poll() is None:
             process.send_signal(sig)
+            process.send_signal(signal.SIGCONT)  # a frozen server must run to die of SIGTERM
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

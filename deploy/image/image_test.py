@@ -58,13 +58,17 @@ PROJECT = "leadgate-imagetest"
 RUNNABLE = ("redis", "gateway", "worker", "crm")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: What the Helm chart's probes hit (tests/deploy/test_compose.py checks they are the same):
-#: service -> (container port, paths that must answer 200).
-PROBES = {"gateway": (8080, ("/healthz", "/readyz")), "worker": (9102, ("/healthz", "/readyz"))}
-#: Where the gateway serves /metrics: container port and path. Issue 17 moves it to the
-#: admin listener (LEADGATE_ADMIN_PORT): change this line (and compose.yaml's ports).
-METRICS_PORT, METRICS_PATH = 8080, "/metrics"
+#: service -> {path that must answer 200: container port}. The gateway's liveness is on its
+#: metrics listener, its readiness on the API port.
+PROBES = {
+    "gateway": {"/healthz": 9101, "/readyz": 8080},
+    "worker": {"/healthz": 9102, "/readyz": 9102},
+}
+#: Where the gateway serves /metrics: its metrics listener (LEADGATE_METRICS_PORT), never the
+#: API port (API_PORT answers 404 there: a partner must not read other partners' volumes).
+METRICS_PORT, METRICS_PATH, API_PORT = 9101, "/metrics", 8080
 #: The published-port variables of compose.yaml; the test gives each a free port.
-PORT_VARS = ("LEADGATE_PORT", "LEADGATE_WORKER_PORT", "LEADGATE_CRM_PORT")
+PORT_VARS = ("LEADGATE_PORT", "LEADGATE_METRICS_PORT", "LEADGATE_WORKER_PORT", "LEADGATE_CRM_PORT")
 PARTNER_KEY = "demo-mailfox-key"  # deploy/compose/leadgate.yaml's demo partner
 CAMPAIGN = "acme-always-on"
 #: Paths podman itself creates in a container (mount points of /etc/hosts and friends).
@@ -194,13 +198,12 @@ class ImageTest:
         return f"http://127.0.0.1:{port}{path}"
 
     def probes(self, service: str) -> str:
-        container_port, paths = PROBES[service]
-        for path in paths:
+        for path, container_port in PROBES[service].items():
             url = self.published(service, container_port, path)
             status, body = http("GET", url)
             if status != 200:
                 raise Failure(f"{service} {path} on {container_port}: {status} {body[:200]!r}")
-        return f"{' '.join(paths)} 200 on :{container_port}"
+        return " ".join(f"{path} 200 on :{port}" for path, port in PROBES[service].items())
 
     def container(self, service: str) -> str:
         names = podman(
@@ -339,6 +342,9 @@ class ImageTest:
         status, body = http("GET", self.published("gateway", METRICS_PORT, METRICS_PATH))
         if status != 200 or b"leadgate_leads_total" not in body:
             raise Failure(f"{METRICS_PATH}: {status} {body[:200]!r}")
+        status, body = http("GET", self.published("gateway", API_PORT, METRICS_PATH))
+        if status != 404 or b"leadgate_" in body:
+            raise Failure(f"{METRICS_PATH} on the API port :{API_PORT}: {status} {body[:200]!r}")
         for service in ("gateway", "worker", "crm"):
             name = self.container(service)
             uid = podman("exec", name, "id", "-u")
@@ -352,7 +358,8 @@ class ImageTest:
         say(
             "PASS",
             "serve --workers 2",
-            f"{probes} (store redis), {METRICS_PATH} 200 on :{METRICS_PORT}, "
+            f"{probes} (store redis), {METRICS_PATH} 200 on :{METRICS_PORT} and 404 on "
+            f":{API_PORT}, "
             f"{len(serving)} processes; gateway, "
             "worker, crm run as uid 10001 on a read-only root",
         )
@@ -403,7 +410,8 @@ class ImageTest:
         ):
             raise Failure(f"the crm got {got}")
         probes = self.probes("worker")
-        status, body = http("GET", self.published("worker", PROBES["worker"][0], "/metrics"))
+        worker_port = PROBES["worker"]["/healthz"]
+        status, body = http("GET", self.published("worker", worker_port, METRICS_PATH))
         delivered = re.search(
             rb'leadgate_delivery_attempts_total\{[^}]*outcome="delivered"[^}]*\} (\S+)', body
         )
@@ -508,7 +516,7 @@ class ImageTest:
                 raise Failure(f"{service} wrote outside /tmp: {sorted(changed)}")
         # The documented `docker run` (example config, embedded store), but with a WRITABLE
         # root: whatever it writes outside /tmp shows in podman diff.
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         name = f"{PROJECT}-writable"
         podman("rm", "-f", name, check=False)
         podman(
@@ -519,7 +527,9 @@ class ImageTest:
             "--tmpfs",
             "/tmp",
             "-p",
-            f"127.0.0.1:{port}:8080",
+            f"127.0.0.1:{port}:{API_PORT}",
+            "-p",
+            f"127.0.0.1:{metrics_port}:{METRICS_PORT}",
             IMAGE,
             "serve",
             "--workers",
@@ -535,7 +545,9 @@ class ImageTest:
             answer = post_lead(base, f"w.{uuid.uuid4().hex[:8]}@example.org", "w-1")
             if answer.get("decision") != "accepted":
                 raise Failure(f"writable run: {answer}")
-            http("GET", f"{base}/metrics")
+            status, _ = http("GET", f"http://127.0.0.1:{metrics_port}{METRICS_PATH}")
+            if status != 200:
+                raise Failure(f"writable run {METRICS_PATH}: {status}")
             podman("stop", "-t", "15", name, timeout_s=45)
             changed = self.changes(name)
             if changed:

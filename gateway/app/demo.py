@@ -38,7 +38,7 @@ from gateway.delivery.signing import signature
 from gateway.delivery.worker import Worker
 from gateway.observe.logs import configure_logging
 from gateway.types import AdvertiserId
-from gateway.web.app import create_app
+from gateway.web.app import create_app, create_ops_app
 
 KEYS = {
     "p-mailfox": "demo-mailfox-key",
@@ -370,7 +370,14 @@ async def _run(
     port = port or _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
-    print(f"leadgate demo: gateway on {base} (embedded store), config {config_path}\n")
+    # /metrics on a listener of its own, as `leadgate serve` does (never the partners' port).
+    ops_runner = web.AppRunner(create_ops_app(gateway), access_log=None)
+    await ops_runner.setup()
+    metrics_port = _free_port()
+    await web.TCPSite(ops_runner, "127.0.0.1", metrics_port).start()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    print(f"leadgate demo: gateway on {base} (embedded store), config {config_path}")
+    print(f"               metrics on {metrics_url}\n")
 
     log = DecisionLog()
     decisions = logging.getLogger("leadgate.decision")
@@ -424,14 +431,14 @@ async def _run(
         async with http.post(f"{base}/v1/leads/batch", json=batch, headers=headers) as resp:
             result = await resp.json()
         print(f"\nbatch of 20 from cashmoon -> {result['counts']}")
-        async with http.get(f"{base}/metrics") as resp:
+        async with http.get(metrics_url) as resp:
             metrics_lines = sum(1 for line in (await resp.text()).splitlines()
                                 if line.startswith("leadgate_leads_total"))  # fmt: skip
 
     print("\nsingle posts: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     await _wait_delivered(worker, DELIVERY_WAIT_S)
     _print_deliveries(settings.config, crm, crm_port)
-    print(f"metrics: {base}/metrics ({metrics_lines} leadgate_leads_total series)")
+    print(f"metrics: {metrics_url} ({metrics_lines} leadgate_leads_total series)")
     try:
         if keep_running:
             print(f"\nstill serving on {base}; Ctrl-C to stop")
@@ -439,6 +446,7 @@ async def _run(
     finally:
         await worker.stop(5.0)
         await runner.cleanup()
+        await ops_runner.cleanup()
         await crm_runner.cleanup()
     return 0
 

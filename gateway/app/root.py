@@ -186,8 +186,10 @@ class App:
         )
         self._resources.push_async_callback(store.close)
         try:
-            await store.load_scripts()
+            # The settings first: a refused Redis is not one to load scripts on.
             problems = await store.server_checks()
+            if not problems or self.settings.allow_eviction:
+                await store.load_scripts()
         except StoreError as unreachable:
             LOG.error("redis unreachable at start; serving 503 until it answers: %s", unreachable)
             problems = []

@@ -2,9 +2,13 @@
 
 ``serve(settings, options)`` builds the ``App``, opens its store, and runs a ``Server``:
 
-1. **start**: the lead listener (and the admin listener when ``LEADGATE_ADMIN_PORT`` is set),
-   the in-process delivery worker when there is one, the ledger's periodic flush, the config
-   watcher; the heap is settled before the first request;
+1. **start**: the soft open-file limit raised to the hard one, the public listener bounded by
+   ``server.max_connections`` (derived from that limit: ``app.limits``), the metrics listener
+   (``LEADGATE_METRICS_PORT``: ``/metrics``, ``/healthz``, ``/readyz``; never on the public
+   port) and the admin listener when ``LEADGATE_ADMIN_PORT`` is set, every one with the
+   connection deadlines of ``web.connections``; the in-process delivery worker when there is
+   one, the ledger's periodic flush, the config watcher; the heap is settled before the first
+   request;
 2. **serve** until SIGTERM/SIGINT; SIGHUP reloads the config (so do the admin API and a
    changed file);
 3. **drain**: ``/readyz`` turns 503, the listener closes (open connections stay up, so
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +32,15 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app.heap import settle_heap
+from gateway.app.limits import OPS_CONNECTIONS, connection_bound, raise_open_file_limit
 from gateway.app.root import App
 from gateway.app.settings import Settings
+from gateway.config.model import ServerSettings
 from gateway.delivery.worker import Worker
 from gateway.errors import ConfigError
-from gateway.web.app import create_admin_app, create_app
+from gateway.web.admin import Admin
+from gateway.web.app import create_app, create_ops_app
+from gateway.web.connections import ConnectionGuard, GuardedSite, Limits
 from gateway.web.state import DRAINING, INFLIGHT
 
 LOG = logging.getLogger("leadgate")
@@ -76,11 +84,18 @@ class Server:
         store = await app.open_store()
         worker = self._in_process_worker()
         admin = app.admin_api()
+        soft_limit = raise_open_file_limit()
+        concurrency = app.config.delivery.worker_concurrency if worker is not None else 0
+        public = ConnectionGuard(
+            "public",
+            self._limits(soft_limit, concurrency),
+            app.observer.connections.events("public"),
+        )
         own_admin_port = admin is not None and env.admin_port is not None
-        lead_app = create_app(app, None if own_admin_port else admin)
-        # access_log=None: aiohttp's access log writes client IPs and full request lines
-        # (query strings can hold emails); the decision log replaces it. The drain waits for
-        # in-flight requests itself; aiohttp's own shutdown then only closes what is left.
+        draining = asyncio.Event()
+        lead_app = create_app(app, None if own_admin_port else admin, draining=draining)
+        # The drain waits for in-flight requests itself; aiohttp's own shutdown then only
+        # closes what is left.
         runner = web.AppRunner(
             lead_app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
@@ -88,17 +103,10 @@ class Server:
         host = options.host or env.host
         port = options.port if options.port is not None else env.port
         reuse = options.reuse_port or None
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse)
-        admin_runner = None
-        if admin is not None and env.admin_port is not None:
-            # Its own listener: the admin API is then unreachable through the public port.
-            admin_runner = web.AppRunner(
-                create_admin_app(app.observer, admin), access_log=None, handle_signals=False
-            )
-            await admin_runner.setup()
-            await web.TCPSite(
-                admin_runner, env.admin_host or host, env.admin_port, reuse_port=reuse
-            ).start()
+        site = GuardedSite(runner, public, host, port, backlog=4096, reuse_port=reuse)
+        ops_runners = await self._start_ops_listeners(
+            admin if own_admin_port else None, draining, host, reuse
+        )
         settle_heap(app.config)
         await site.start()
         if worker is not None:
@@ -109,7 +117,10 @@ class Server:
             extra={
                 "fields": {
                     "version": __version__,
-                    "listen": f"{host}:{port}",
+                    "listen": f"{host}:{site.port}",
+                    "metrics": self._metrics_address(host),
+                    "max_connections": public.limits().max_connections,
+                    "open_file_limit": soft_limit,
                     "store": store.name,
                     "config_checksum": app.config.checksum,
                 }
@@ -120,10 +131,66 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await runner.cleanup()
-        if admin_runner is not None:
-            await admin_runner.cleanup()
+        for ops_runner in ops_runners:
+            await ops_runner.cleanup()
         LOG.info("stopped")
         return 0
+
+    def _limits(self, soft_limit: int, worker_concurrency: int) -> Callable[[], Limits]:
+        """The public listener's limits from the config served now (a reload changes them)."""
+        served: list[tuple[ServerSettings, Limits]] = []
+
+        def limits() -> Limits:
+            server = self.app.config.server
+            if not served or served[0][0] is not server:
+                bound = connection_bound(server.max_connections, soft_limit, worker_concurrency)
+                served[:] = [(server, _limits(server, bound))]
+            return served[0][1]
+
+        return limits
+
+    async def _start_ops_listeners(
+        self, admin: Admin | None, draining: asyncio.Event, host: str, reuse: bool | None
+    ) -> list[web.AppRunner]:
+        """The admin listener (``LEADGATE_ADMIN_PORT``) and the metrics listener
+        (``LEADGATE_METRICS_PORT``: ``/metrics``, ``/healthz``, ``/readyz``); one listener
+        when both name the same port. Each with the same deadlines as the public one and its
+        own small bound, so a flood of partners' connections never locks ops out."""
+        app, env = self.app, self.app.settings.environment
+        wanted: dict[int, tuple[str, Admin | None, bool]] = {}
+        if admin is not None and env.admin_port is not None:
+            wanted[env.admin_port] = (env.admin_host or host, admin, False)
+        if env.metrics_port is not None:
+            at, admin_there, _ = wanted.get(
+                env.metrics_port, (env.metrics_host or host, None, True)
+            )
+            wanted[env.metrics_port] = (at, admin_there, True)
+        runners: list[web.AppRunner] = []
+        for port, (at, admin_there, metrics) in wanted.items():
+            name = "metrics" if metrics else "admin"
+            guard = ConnectionGuard(
+                name,
+                lambda: _limits(self.app.config.server, OPS_CONNECTIONS),
+                app.observer.connections.events(name),
+            )
+            ops = create_ops_app(
+                app,
+                admin=admin_there,
+                metrics=metrics,
+                metrics_token=env.metrics_token,
+                draining=draining,
+            )
+            ops_runner = web.AppRunner(ops, access_log=None, handle_signals=False)
+            await ops_runner.setup()
+            await GuardedSite(ops_runner, guard, at, port, reuse_port=reuse).start()
+            runners.append(ops_runner)
+        return runners
+
+    def _metrics_address(self, host: str) -> str | None:
+        env = self.app.settings.environment
+        if env.metrics_port is None:
+            return None
+        return f"{env.metrics_host or host}:{env.metrics_port}"
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -148,7 +215,7 @@ class Server:
         await stop.wait()
 
     async def _drain(
-        self, lead_app: web.Application, site: web.TCPSite, worker: Worker | None
+        self, lead_app: web.Application, site: web.BaseSite, worker: Worker | None
     ) -> None:
         drain_s = self.options.drain_s
         lead_app[DRAINING].set()
@@ -184,3 +251,11 @@ class Server:
                 "; ".join(str(issue) for issue in error.issues),
             )
             return None
+
+
+def _limits(server: ServerSettings, max_connections: int) -> Limits:
+    return Limits(
+        head_timeout_s=server.head_timeout_s,
+        keepalive_timeout_s=server.keepalive_timeout_s,
+        max_connections=max_connections,
+    )

@@ -8,6 +8,7 @@ process exits 0.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import signal
 
 from aiohttp import web
@@ -24,10 +25,24 @@ from gateway.errors import StoreError
 DEFAULT_METRICS_PORT = 9102
 
 
-def metrics_app(registry: CollectorRegistry, queue: Queue) -> web.Application:
-    """The worker's own small listener: its delivery metrics, liveness and readiness."""
+def metrics_app(
+    registry: CollectorRegistry, queue: Queue, token: str | None = None
+) -> web.Application:
+    """The worker's own small listener: its delivery metrics (behind ``token``, the
+    ``LEADGATE_METRICS_TOKEN``, when one is set), liveness and readiness."""
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if token is not None:
+            auth = request.headers.get("Authorization", "")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.json_response(
+                    {"type": "urn:leadgate:problem:unauthorized", "title": "Unauthorized",
+                     "status": 401, "detail": "send the metrics token as a bearer token"},
+                    status=401,
+                    content_type="application/problem+json",
+                    headers={"WWW-Authenticate": 'Bearer realm="leadgate-metrics"'},
+                )  # fmt: skip
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
@@ -57,7 +72,8 @@ async def run_worker(settings: Settings, metrics_host: str | None, metrics_port:
         worker = app.delivery_worker(DeliveryMetrics(settings.config, registry))
         runner: web.AppRunner | None = None
         if metrics_port:
-            runner = web.AppRunner(metrics_app(registry, worker.queue), access_log=None)
+            token = settings.environment.metrics_token
+            runner = web.AppRunner(metrics_app(registry, worker.queue, token), access_log=None)
             await runner.setup()
             host = metrics_host or settings.environment.host
             await web.TCPSite(runner, host, metrics_port).start()

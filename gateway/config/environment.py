@@ -31,11 +31,18 @@ LOG_LEVEL = "LEADGATE_LOG_LEVEL"
 ADMIN_TOKEN = "LEADGATE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
 ADMIN_HOST = "LEADGATE_ADMIN_HOST"
 ADMIN_PORT = "LEADGATE_ADMIN_PORT"
+METRICS_HOST = "LEADGATE_METRICS_HOST"
+METRICS_PORT = "LEADGATE_METRICS_PORT"
+METRICS_TOKEN = "LEADGATE_METRICS_TOKEN"  # noqa: S105 (a variable name, not a secret)
+#: Where ``/metrics`` is served unless ``LEADGATE_METRICS_PORT`` says otherwise (never on the
+#: public port: it tells every partner's volumes and rates).
+DEFAULT_METRICS_PORT = 9101
 _SECRETS = (
     REDIS_URL,
     FINGERPRINT_KEY,
     PREVIOUS_KEYS,
     ADMIN_TOKEN,
+    METRICS_TOKEN,
 )  # each also readable from `<name>_FILE`
 #: Read elsewhere at start (``runtime``, ``failpoints``); known so they are not flagged as typos.
 _READ_ELSEWHERE = ("LEADGATE_REDIS_ALLOW_EVICTION", "LEADGATE_FAILPOINTS")
@@ -48,6 +55,8 @@ KNOWN_VARIABLES: Final = frozenset(
         LOG_LEVEL,
         ADMIN_HOST,
         ADMIN_PORT,
+        METRICS_HOST,
+        METRICS_PORT,
         *_SECRETS,
         *_SECRET_FILES,
         *_READ_ELSEWHERE,
@@ -80,6 +89,12 @@ class Environment:
     #: public listener, behind its token. ``admin_host`` None: the public address.
     admin_port: int | None = None
     admin_host: str | None = None
+    #: The ops listener of ``/metrics`` (and ``/healthz``, ``/readyz``); None: no metrics
+    #: listener (``LEADGATE_METRICS_PORT=0``). ``metrics_host`` None: the public address.
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    metrics_host: str | None = None
+    #: Bearer token ``/metrics`` requires; None: none (keep the port private instead).
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Environment:
@@ -122,6 +137,18 @@ class Environment:
             issues.append(ConfigIssue(ADMIN_PORT, f"the admin API needs {ADMIN_TOKEN} too"))
         if admin_port is not None and admin_port == port:
             issues.append(ConfigIssue(ADMIN_PORT, f"must differ from {PORT} ({port})"))
+        metrics_port = _metrics_port(_get(environ, METRICS_PORT), issues)
+        if metrics_port is not None and metrics_port == port:
+            issues.append(
+                ConfigIssue(METRICS_PORT, f"must differ from {PORT} ({port}): /metrics is private")
+            )
+        metrics_token = _secret(environ, METRICS_TOKEN, issues)
+        if metrics_token is not None and len(metrics_token[1]) < MIN_SECRET_CHARS:
+            issues.append(
+                ConfigIssue(
+                    metrics_token[0], f"at least {MIN_SECRET_CHARS} characters {_NOT_SHOWN}"
+                )
+            )
         if issues:
             raise ConfigError(issues)
         return cls(
@@ -134,6 +161,9 @@ class Environment:
             admin_token=None if admin is None else admin[1],
             admin_port=admin_port,
             admin_host=_get(environ, ADMIN_HOST),
+            metrics_port=metrics_port,
+            metrics_host=_get(environ, METRICS_HOST),
+            metrics_token=None if metrics_token is None else metrics_token[1],
         )
 
 
@@ -254,3 +284,13 @@ def _port(text: str | None, issues: list[ConfigIssue], name: str = PORT) -> int:
         return int(text)
     issues.append(ConfigIssue(name, f"{text!r} is not a TCP port (1-65535)"))
     return 8080
+
+
+def _metrics_port(text: str | None, issues: list[ConfigIssue]) -> int | None:
+    """``LEADGATE_METRICS_PORT``: a port, ``0`` for no metrics listener, unset for the
+    default."""
+    if text is None:
+        return DEFAULT_METRICS_PORT
+    if text == "0":
+        return None
+    return _port(text, issues, METRICS_PORT)

@@ -10,9 +10,9 @@ a harmless fallback, so the rest of the file is still checked. The objects built
 fallbacks are thrown away: ``parse_config`` raises whenever anything was reported.
 
 This module reads the file, walks its lists of entries and reads the small sections
-(server, channels, advertisers, suppression lists, contact pressure, partners); a campaign
-is read by ``config.campaign_load``, the delivery sections by ``config.delivery_load`` and
-``config.endpoint_load``.
+(channels, advertisers, suppression lists, contact pressure, partners); the server section is
+read by ``config.server_load``, a campaign by ``config.campaign_load``, the delivery sections
+by ``config.delivery_load`` and ``config.endpoint_load``.
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ from gateway.config.model import (
     ContactPressure,
     Partner,
     PressureUnit,
-    RateLimit,
-    ServerSettings,
     SuppressionList,
     SuppressionRule,
 )
 from gateway.config.reader import MISSING, Reader, display_name, join, load_yaml, opt, show
+from gateway.config.server_load import parse_rate_limit, parse_server
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.rules.pack import PackLibrary
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
@@ -97,7 +96,7 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
         required=("channels", "advertisers", "campaigns", "partners"),
         optional=("server", "contact_pressure", "suppression_lists", "delivery", "rules_dir"),
     )
-    server = _server(r, opt(root, "server", {}), "server")
+    server = parse_server(r, opt(root, "server", {}), "server")
     channels = {
         ChannelId(id_): Channel(ChannelId(id_), name)
         for id_, name in _named(r, root.get("channels", MISSING), "channels", "channel").items()
@@ -156,21 +155,6 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
 
 
 # --- sections ----------------------------------------------------------------------------
-
-
-def _server(r: Reader, value: object, path: str) -> ServerSettings:
-    defaults = ServerSettings()
-    names = (
-        *("max_body_bytes", "batch_max_leads", "batch_max_body_bytes", "idempotency_ttl_s"),
-        "sale_lease_s",
-    )
-    fields = r.mapping(value, path, "a mapping", optional=names)
-    given = {
-        name: r.integer(fields[name], join(path, name), minimum=1, fallback=1)
-        for name in names
-        if fields.get(name) is not None
-    }
-    return ServerSettings(**{name: given.get(name, getattr(defaults, name)) for name in names})
 
 
 def _named(r: Reader, value: object, path: str, kind: str) -> dict[str, str]:
@@ -305,15 +289,7 @@ def _partner(
                 empty=True,
             )
         ),
-        rate_limit=None if rate is None else _rate_limit(r, rate, at + "rate_limit"),
-    )
-
-
-def _rate_limit(r: Reader, value: object, path: str) -> RateLimit:
-    fields = r.mapping(value, path, "a mapping", required=("per_s", "burst"))
-    return RateLimit(
-        per_s=r.number(fields.get("per_s", MISSING), path + ".per_s", positive=True),
-        burst=r.integer(fields.get("burst", MISSING), path + ".burst", 1, fallback=1),
+        rate_limit=None if rate is None else parse_rate_limit(r, rate, at + "rate_limit"),
     )
 
 

@@ -50,12 +50,15 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from ipaddress import IPv4Network, IPv6Network
 from zoneinfo import ZoneInfo
 
 from gateway.config.delivery import DeliverySettings, Endpoint
 from gateway.leads.lead import IDENTITY_FIELDS
 from gateway.rules.model import RuleSet
 from gateway.types import AdvertiserId, CampaignId, ChannelId, PartnerId
+
+IPNetwork = IPv4Network | IPv6Network
 
 
 class CampaignKind(enum.StrEnum):
@@ -338,11 +341,34 @@ class Partner:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
+    """The ``server:`` section: HTTP limits, connection deadlines and default rate limits
+    (docs/configuration.md). Reloaded with the rest of the file, except where a field says."""
+
     max_body_bytes: int = 64 * 1024
     batch_max_leads: int = 1000
     #: Larger bound for the batch endpoint's body.
     batch_max_body_bytes: int = 4 * 1024 * 1024
     idempotency_ttl_s: int = 24 * 3600
+    #: A request's line and headers must arrive within this many seconds of the connection
+    #: opening, or of the first byte of a later request on a kept-alive connection.
+    head_timeout_s: int = 10
+    #: A request's body must arrive within this many seconds once the handler reads it.
+    body_timeout_s: int = 30
+    #: An idle kept-alive connection is closed after this many seconds (above the idle
+    #: timeout of the load balancers in front, so they never reuse a connection being closed).
+    keepalive_timeout_s: int = 75
+    #: Open connections per process on the public listener; beyond, new ones are refused
+    #: with 503. None: derived at start from the open-file limit (``app.limits``).
+    max_connections: int | None = None
+    #: The rate limit of partners that do not configure their own (per process).
+    default_rate_limit: RateLimit = RateLimit(per_s=100.0, burst=1000)
+    #: Failed authentications allowed per client address (per process), brute force bound.
+    auth_failure_limit: RateLimit = RateLimit(per_s=1.0, burst=20)
+    #: Feedback items per client address (per process).
+    feedback_rate_limit: RateLimit = RateLimit(per_s=100.0, burst=1000)
+    #: Networks of the reverse proxies in front: a request from one of them is attributed to
+    #: the address its ``X-Forwarded-For`` names (the rightmost one not itself trusted).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     #: How long a keyed request to a distributed campaign holds its Idempotency-Key against a
     #: concurrent request with the same key (a crashed request: until then a retry is told to
     #: wait). A request gives up (503) after half of it (docs/decision.md, "Distribution").

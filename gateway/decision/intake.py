@@ -39,6 +39,8 @@ from gateway.rules.model import Verdict
 from gateway.types import AdvertiserId, ChannelId
 
 Clock = Callable[[], float]
+#: A batch's leads are prepared this many at a time between two turns of the event loop.
+PREPARE_SLICE = 50
 
 
 class Recorder(Protocol):
@@ -167,6 +169,10 @@ class Intake:
         plan = self._plan
         prepared: list[_Prepared | RequestError] = []
         for index, item in enumerate(items):
+            if index and index % PREPARE_SLICE == 0:
+                # Preparing a lead costs ~0.2 ms: a 1,000-lead batch in one go would hold the
+                # event loop for ~200 ms, and every other partner and /healthz with it.
+                await asyncio.sleep(0)
             where = f"leads/{index}/"
             try:
                 if not isinstance(item, Mapping):
@@ -202,7 +208,7 @@ class Intake:
         if isinstance(campaign_id, str) and campaign_id and campaign_id not in partner.campaigns:
             # Same answer whether the campaign exists or not: partners must not discover
             # the network's other campaigns.
-            raise Forbidden(f"campaign {campaign_id[:64]!r} is not open to this partner")
+            raise Forbidden("the campaign is not open to this partner")
         channel_raw = data.get("channel")
         problems: list[FieldProblem] = []
         channel = partner.default_channel

@@ -29,6 +29,7 @@ from gateway.decision.model import Decision
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.errors import RequestError
 from gateway.observe.buyer_metrics import BuyerMetrics
+from gateway.observe.connections import ConnectionMetrics
 from gateway.quality.metrics import FeedbackMetrics
 from gateway.rules.model import SCORE_BELOW_MINIMUM
 
@@ -47,8 +48,22 @@ CAP_CODES: Mapping[str, tuple[str, str]] = {
     },
     "cap.person": ("person", "rolling"),
 }
-#: HTTP statuses the lead routes answer, pre-initialised so error-rate queries have series.
-_LEAD_STATUSES = ("200", "400", "401", "403", "413", "415", "422", "429", "500", "503")
+#: HTTP statuses the lead routes answer, pre-initialised so error-rate queries have series;
+#: 499 is no answer at all: the client closed the connection before it (``web.app``).
+_LEAD_STATUSES = (
+    "200",
+    "400",
+    "401",
+    "403",
+    "408",
+    "413",
+    "415",
+    "422",
+    "429",
+    "499",
+    "500",
+    "503",
+)
 #: Statuses of leads refused inside a batch (invalid, campaign not open, key reused).
 _REFUSED_STATUSES = ("403", "422")
 _REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
@@ -135,7 +150,8 @@ class Observer:
         )
         self.redis_errors = Counter(
             "leadgate_redis_errors",
-            "Redis round trips that failed, by kind (timeout, connection).",
+            "Redis round trips that failed, by kind (timeout, connection), and callers whose "
+            "own deadline passed first (deadline).",
             ["kind"],
             registry=r,
         )
@@ -189,8 +205,9 @@ class Observer:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
-        for kind in ("timeout", "connection"):
+        for kind in ("timeout", "connection", "deadline"):
             self.redis_errors.labels(kind)
+        self.connections = ConnectionMetrics(r)
         self.delivery = DeliveryMetrics(config, r)
         self.feedback = FeedbackMetrics(config, r)
         self.buyers = BuyerMetrics(config, r)
@@ -272,7 +289,7 @@ class Observer:
 
     def redis_round_trip(self, elapsed_s: float, error: str | None) -> None:
         """Called by the Redis pipeline after every round trip; ``error`` is ``timeout``,
-        ``connection`` or None."""
+        ``connection`` or None; and for every caller whose own deadline passed (``deadline``)."""
         if error is None:
             self.redis_seconds.observe(elapsed_s)
         else:

@@ -26,7 +26,8 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseErr
 
 from gateway.errors import StoreUnavailable
 from gateway.storage.base import Command
-from gateway.storage.pipeline import AutoPipeline, RoundTripHook, connection_factory
+from gateway.storage.deadline import request_deadline
+from gateway.storage.pipeline import AutoPipeline, ConnectCheck, RoundTripHook, connection_factory
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SLOTS = 16384
@@ -81,6 +82,7 @@ class ClusterPipeline:
         decode_responses: bool,
         connections: int = 2,
         on_round_trip: RoundTripHook | None = None,
+        on_connect: ConnectCheck | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.hostname is None:
@@ -91,6 +93,7 @@ class ClusterPipeline:
         self._decode = decode_responses
         self._connections = connections
         self._on_round_trip = on_round_trip
+        self._on_connect = on_connect
         self._nodes: dict[Node, AutoPipeline] = {}
         self._slots: list[Node] = []
         self._refreshing: asyncio.Task[None] | None = None
@@ -108,6 +111,8 @@ class ClusterPipeline:
                                    decode_responses=self._decode),
                 connections=self._connections,
                 on_round_trip=self._on_round_trip,
+                timeout_s=self._timeout_s,
+                on_connect=self._on_connect,
             )  # fmt: skip
         return pipe
 
@@ -192,7 +197,16 @@ class ClusterPipeline:
             if not again or attempt == _MAX_REDIRECTS:
                 return results
             if settle:
-                await asyncio.sleep(_SETTLE_S[min(attempt, len(_SETTLE_S) - 1)])
+                pause_s = _SETTLE_S[min(attempt, len(_SETTLE_S) - 1)]
+                deadline = request_deadline()
+                if deadline is not None and asyncio.get_running_loop().time() + pause_s > deadline:
+                    # TRYAGAIN and CLUSTERDOWN mean the command did not run: a 503 that says so,
+                    # within the request's deadline, rather than a wait past it.
+                    raise StoreUnavailable(
+                        "redis cluster: still failing over at the request's deadline",
+                        deadline_s=deadline,
+                    )
+                await asyncio.sleep(pause_s)
             if moved or settle:
                 await self.refresh()
             todo = again
@@ -233,8 +247,10 @@ def open_pipeline(
     decode_responses: bool,
     connections: int = 4,
     on_round_trip: RoundTripHook | None = None,
+    on_connect: ConnectCheck | None = None,
 ) -> AutoPipeline | ClusterPipeline:
-    """The auto-pipeline for ``url``: over one Redis, or over the cluster it names."""
+    """The auto-pipeline for ``url``: over one Redis, or over the cluster it names.
+    ``on_connect`` runs on every new connection (each node's) before anything else."""
     if is_cluster_url(url):
         return ClusterPipeline(
             url,
@@ -242,9 +258,12 @@ def open_pipeline(
             decode_responses=decode_responses,
             connections=max(1, connections // 2),
             on_round_trip=on_round_trip,
+            on_connect=on_connect,
         )
     return AutoPipeline(
         connection_factory(url, socket_timeout_s, decode_responses=decode_responses),
         connections=connections,
         on_round_trip=on_round_trip,
+        timeout_s=socket_timeout_s,
+        on_connect=on_connect,
     )

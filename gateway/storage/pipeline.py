@@ -12,6 +12,14 @@ Redis error replies are returned in place (never raised), so one bad command doe
 neighbours. A transport failure fails the batch with ``StoreUnavailable``, marked
 ``outcome_unknown`` once the batch may have reached Redis; nothing is retried here, because a
 command whose reply was lost may have run.
+
+Every caller also has a deadline of its own (``storage.deadline``: its request's, else the
+socket timeout from the call): when it passes, the caller gets ``StoreUnavailable`` at once,
+whether its commands still wait in the queue behind a Redis that stopped answering (they are
+then never sent) or were sent and await their replies. So a frozen Redis costs each request
+the socket timeout, not the timeouts of every round trip queued before it plus a reconnect.
+A reconnect (handshake included) is bounded by the socket timeout too, and runs the
+``on_connect`` check before anything else is sent on the new connection.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hiredis import pack_command
@@ -35,11 +43,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
 from gateway.storage.base import Command
+from gateway.storage.deadline import deadline_for
 
 Connect = Callable[[], AbstractConnection]
 #: Told about every round trip: its duration in seconds (write to last reply) and, when it
-#: failed, the kind of failure (``timeout`` or ``connection``), else None. For metrics.
+#: failed, the kind of failure (``timeout`` or ``connection``), else None; and about every
+#: caller whose own deadline passed first (``deadline``, 0 seconds). For metrics.
 RoundTripHook = Callable[[float, str | None], None]
+#: Run on every new connection before anything else is sent on it (a reconnect included);
+#: raises ``StoreUnavailable`` to refuse the server (``RedisStore`` checks its settings).
+ConnectCheck = Callable[[AbstractConnection], Awaitable[None]]
 
 _TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
@@ -48,6 +61,22 @@ _TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.T
 class _Pending:
     commands: Sequence[Command]
     future: asyncio.Future[list[Any]]
+    #: Event-loop time after which the caller is answered ``StoreUnavailable``.
+    deadline: float
+    #: Written to Redis (a failure then leaves the outcome unknown).
+    sent: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def expire(self) -> None:
+        """The caller's deadline passed before its replies were all read."""
+        if not self.future.done():
+            self.future.set_exception(
+                StoreUnavailable(
+                    "redis: no answer within the deadline",
+                    outcome_unknown=self.sent,
+                    deadline_s=self.deadline,
+                )
+            )
 
 
 class AutoPipeline:
@@ -58,6 +87,8 @@ class AutoPipeline:
         connections: int = 4,
         max_batch_commands: int = 2048,
         on_round_trip: RoundTripHook | None = None,
+        timeout_s: float | None = None,
+        on_connect: ConnectCheck | None = None,
     ) -> None:
         self._idle: list[AbstractConnection] = [connect() for _ in range(connections)]
         self._all = list(self._idle)
@@ -66,23 +97,56 @@ class AutoPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self.round_trips = 0  # observable by tests and metrics
         self._on_round_trip = on_round_trip
+        # A caller's deadline without a request's: the connections' socket timeout.
+        given = self._all[0].socket_timeout if self._all else None
+        self._timeout_s = timeout_s if timeout_s is not None else (given or 2.0)
+        self._on_connect = on_connect
+
+    @property
+    def timeout_s(self) -> float:
+        """How long a caller waits at most (from its request's first store call)."""
+        return self._timeout_s
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip (possibly shared); one result per command,
-        a ``ResponseError`` in place of a command Redis refused."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(commands, future))
+        a ``ResponseError`` in place of a command Redis refused. Raises ``StoreUnavailable``
+        on a transport failure or once the caller's deadline has passed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        pending = _Pending(commands, future, deadline_for(loop.time(), self._timeout_s))
+        # An earlier round trip of the same request may have used its whole budget: then the
+        # timer fires at once, and the commands are never sent (``_take_batch``).
+        pending.timer = loop.call_at(pending.deadline, pending.expire)
+        self._queue.append(pending)
         if self._idle:
-            task = asyncio.get_running_loop().create_task(self._drain(self._idle.pop()))
+            task = loop.create_task(self._drain(self._idle.pop()))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        try:
+            return await future
+        except StoreUnavailable as failed:
+            if failed.deadline_s is not None and self._on_round_trip is not None:
+                self._on_round_trip(0.0, "deadline")
+            raise
+        finally:
+            pending.timer.cancel()
 
     def _take_batch(self) -> list[_Pending]:
-        batch = [self._queue.popleft()]
-        size = len(batch[0].commands)
-        while self._queue and size + len(self._queue[0].commands) <= self._max_batch:
-            item = self._queue.popleft()
+        """The next batch: queued callers still waiting (one whose deadline passed, or who
+        went away, is dropped unsent), up to ``max_batch_commands`` commands."""
+        batch: list[_Pending] = []
+        size = 0
+        queue = self._queue
+        now = asyncio.get_running_loop().time()
+        while queue:
+            item = queue[0]
+            if item.future.done() or item.deadline <= now:
+                queue.popleft()
+                item.expire()
+                continue
+            if batch and size + len(item.commands) > self._max_batch:
+                break
+            queue.popleft()
             size += len(item.commands)
             batch.append(item)
         return batch
@@ -90,7 +154,9 @@ class AutoPipeline:
     async def _drain(self, conn: AbstractConnection) -> None:
         try:
             while self._queue:
-                await self._round_trip(conn, self._take_batch())
+                batch = self._take_batch()
+                if batch:
+                    await self._round_trip(conn, batch)
         finally:
             self._idle.append(conn)
 
@@ -98,17 +164,26 @@ class AutoPipeline:
         answered = 0
         sending = False
         try:
+            self.round_trips += 1
+            if not conn.is_connected:
+                # The TCP connect and the handshake together, within one socket timeout (a
+                # frozen Redis accepts the connection and never answers the handshake).
+                async with asyncio.timeout(self._timeout_s):
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                    if self._on_connect is not None:
+                        await self._on_connect(conn)
+                # Callers told meanwhile that their commands were not sent must stay right.
+                batch = [item for item in batch if not item.future.done()]
             # hiredis packs in C what redis-py packs in Python: about 7 times cheaper for a
             # decision script's ~100 arguments, the same bytes.
             # (hiredis' stub types the argument as a 1-tuple; any tuple is packed.)
             packed = b"".join(
                 [pack_command(c) for item in batch for c in item.commands]  # type: ignore[arg-type]
             )
-            self.round_trips += 1
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]
             # From here on, bytes may reach Redis: a failure no longer proves nothing ran.
             sending = True
+            for item in batch:
+                item.sent = True
             started = time.perf_counter()
             await conn.send_packed_command(packed, check_health=False)
             # One deadline for the replies, not one per reply (a timer each: about three

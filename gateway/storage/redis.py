@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.decision.model import (
@@ -64,10 +65,11 @@ class RedisStore(Store):
             decode_responses=True,
             connections=connections,
             on_round_trip=on_round_trip,
+            on_connect=self._check_connection,
         )
         self._allow_eviction = allow_eviction
-        #: Set once the server's settings were read and found safe (or allowed anyway).
-        self._checked = False
+        #: Why the last connection opened was refused (None: it was not).
+        self._refusal: str | None = None
         self._last_warning_s = -60.0
 
     @property
@@ -78,8 +80,6 @@ class RedisStore(Store):
         """Run commands in one (shared) round trip; reload scripts if Redis lost them (a
         restart, a failover), then re-send only the refused commands: NOSCRIPT means they did
         not run; up to ``scripts.RELOADS`` times."""
-        if not self._checked:
-            await self._check_server()
         results = await self._pipe.execute(commands)
         for _ in range(scripts.RELOADS):
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
@@ -94,18 +94,25 @@ class RedisStore(Store):
                 raise StoreError(f"redis refused a command: {result}")
         return results
 
-    async def _check_server(self) -> None:
-        """Refuse to decide on a Redis that may evict, however late it comes up: a gateway
-        started before its Redis must not use an evicting one silently."""
-        problems = await self.server_checks()
-        if problems and not self._allow_eviction:
-            now_s = time.monotonic()
-            if now_s - self._last_warning_s >= 60:
-                self._last_warning_s = now_s
-                for problem in problems:
-                    LOG.error(problem)
-            raise StoreUnavailable("redis settings put decisions at risk: " + problems[0])
-        self._checked = True
+    async def _check_connection(self, conn: AbstractConnection) -> None:
+        """Refuse to decide on a Redis that may evict, on every connection before it carries
+        anything else: a gateway started before its Redis, or whose Redis was replaced
+        behind it (a failover, a restart with another config), must not use an evicting one
+        silently. Raises ``StoreUnavailable`` (nothing was sent: the callers get a 503)."""
+        await conn.send_command("CONFIG", "GET", "maxmemory-policy")
+        try:
+            reply = await conn.read_response()
+        except ResponseError as refused:
+            reply = refused
+        problem = _policy_problem(reply)
+        self._refusal = None if self._allow_eviction else problem
+        if problem is None or self._allow_eviction:
+            return
+        now_s = time.monotonic()
+        if now_s - self._last_warning_s >= 60:
+            self._last_warning_s = now_s
+            LOG.error(problem)
+        raise StoreUnavailable("redis settings put decisions at risk: " + problem)
 
     async def load_scripts(self) -> None:
         """Load every script on every primary (a cluster's too)."""
@@ -117,21 +124,16 @@ class RedisStore(Store):
 
     async def server_checks(self) -> list[str]:
         """Problems with the server's settings that put decisions at risk, as log lines."""
-        problems: list[str] = []
         # Every primary of a cluster: one evicting shard loses its advertisers' memory.
-        for (reply,) in await self._pipe.broadcast([("CONFIG", "GET", "maxmemory-policy")]):
-            if isinstance(reply, ResponseError):
-                # Some managed services refuse CONFIG: say so, do not guess.
-                problems.append(f"could not read maxmemory-policy ({reply}); make it noeviction")
-                continue
-            # RESP3 answers a map, RESP2 a flat [name, value] list.
-            policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else reply[1]
-            if policy != "noeviction":
-                problems.append(
-                    f"maxmemory-policy is {policy}: Redis may evict dedup memory, caps and "
-                    "queued leads under memory pressure; set it to noeviction"
-                )
-        return list(dict.fromkeys(problems))
+        try:
+            replies = await self._pipe.broadcast([("CONFIG", "GET", "maxmemory-policy")])
+        except StoreUnavailable:
+            # The connection itself was refused for these settings (``_check_connection``).
+            if self._refusal is not None:
+                return [self._refusal]
+            raise
+        problems = [_policy_problem(reply) for (reply,) in replies]
+        return list(dict.fromkeys(p for p in problems if p is not None))
 
     async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
         commands: list[Command] = []
@@ -382,6 +384,22 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
         keys.append(rq.index_key)
         args += (rq.index_value, rq.index_ttl_ms)
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
+
+
+def _policy_problem(reply: Any) -> str | None:
+    """What is wrong with a ``CONFIG GET maxmemory-policy`` reply, as a log line; None if
+    the policy is ``noeviction``."""
+    if isinstance(reply, ResponseError):
+        # Some managed services refuse CONFIG: say so, do not guess.
+        return f"could not read maxmemory-policy ({reply}); make it noeviction"
+    # RESP3 answers a map, RESP2 a flat [name, value] list.
+    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else reply[1]
+    if policy == "noeviction":
+        return None
+    return (
+        f"maxmemory-policy is {policy}: Redis may evict dedup memory, caps and queued leads "
+        "under memory pressure; set it to noeviction"
+    )
 
 
 def _hash_counts(reply: Any) -> dict[str, int]:

@@ -34,12 +34,14 @@ from gateway.config.model import Config
 from gateway.delivery import ops
 from gateway.delivery.queue_base import Queue
 from gateway.errors import (
+    BadRequest,
     FieldProblem,
     InvalidFields,
+    InvalidLead,
     InvalidValue,
     NotFound,
-    PayloadTooLarge,
     RequestError,
+    Unauthorized,
 )
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.observe import caps as capusage
@@ -49,7 +51,9 @@ from gateway.quality import report
 from gateway.quality.ledger import QualityLedger
 from gateway.storage.base import Store
 from gateway.types import AdvertiserId, LeadId
-from gateway.web.problems import Handler, problem_response
+from gateway.web import body as bodies
+from gateway.web.auth import authenticate
+from gateway.web.problems import Handler, problem_response, route_path
 
 PREFIX = "/v1/admin"
 #: An admin body holds at most a few thousand people; a bigger one is a mistake.
@@ -86,6 +90,19 @@ class Admin:
             return False
         return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
 
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The JSON object body (at most ``MAX_BODY_BYTES``, within the body deadline)."""
+        raw = await bodies.read_body(request, MAX_BODY_BYTES, self.config().server.body_timeout_s)
+        try:
+            return bodies.parse_json_object(raw)
+        except BadRequest:
+            raise RequestError("the body must be a JSON object") from None
+        except InvalidLead as invalid:
+            # Repeated names, or no object at all: the admin API's own problem types.
+            if invalid.problems[0].field == "body":
+                raise RequestError("the body must be a JSON object") from None
+            raise InvalidFields(invalid.problems) from None
+
     @property
     def advertisers(self) -> list[AdvertiserId]:
         return list(self.config().advertisers)
@@ -98,7 +115,7 @@ class Admin:
     # --- erasure ---------------------------------------------------------------------------
 
     async def erase_identity(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         _only(body, ("email", "phone", "region"))
         try:
             person = Person.parse(
@@ -134,7 +151,7 @@ class Admin:
 
     async def _suppression_change(self, request: web.Request, *, add: bool) -> web.Response:
         list_id, store = self._list_id(request), self.store
-        body = await _body(request)
+        body = await self._body(request)
         _only(body, ("email", "phone", "region", "entries"))
         region = _text(body, "region") or "FR"
         if "entries" in body:
@@ -203,7 +220,8 @@ class Admin:
         config = await self.reloader.reload(trigger="api")
         if config is None and self.reloader.refusal:
             raise InvalidFields(
-                [FieldProblem(self.reloader.path, issue) for issue in self.reloader.refusal]
+                # The file's problems as check-config prints them, under one field.
+                [FieldProblem("config", issue) for issue in self.reloader.refusal]
             )
         return _json(
             {
@@ -275,7 +293,7 @@ class Admin:
         return _json({"dead_letters": rows})
 
     async def replay(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         lead_id = body.get("lead_id")
         if isinstance(lead_id, str):
             entry = await ops.find_dead(self.queue, self.advertisers, LeadId(lead_id))
@@ -299,7 +317,7 @@ class Admin:
         return _json({"replayed": moved, "advertiser": advertiser})
 
     async def enable(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         advertiser = self.advertiser(body.get("advertiser"))
         if advertiser is None:
             raise NotFound("no such advertiser in the configuration")
@@ -314,13 +332,20 @@ def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
-            if not admin.authorized(request):
+            try:
+                authenticate(
+                    request,
+                    admin.config().server,
+                    lambda r: True if admin.authorized(r) else None,
+                    "send the admin token as 'Authorization: Bearer <token>'",
+                )
+            except Unauthorized as refused:
                 return problem_response(
                     401,
                     "unauthorized",
                     "Unauthorized",
-                    "send the admin token as 'Authorization: Bearer <token>'",
-                    request.path,
+                    refused.detail,
+                    route_path(request),
                     {"WWW-Authenticate": 'Bearer realm="leadgate-admin"'},
                 )
             return await handler(request)
@@ -347,31 +372,11 @@ def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
             app.router.add_route(method, PREFIX + path, guarded(handler))
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"an admin request body is at most {MAX_BODY_BYTES} bytes")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(65_536):
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"an admin request body is at most {MAX_BODY_BYTES} bytes")
-    try:
-        body = orjson.loads(raw or b"null")
-    except orjson.JSONDecodeError:
-        raise RequestError("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
-    return body
-
-
 def _only(body: dict[str, Any], allowed: Sequence[str]) -> None:
     unknown = [name for name in body if name not in allowed]
     if unknown:
         raise InvalidFields(
-            [
-                FieldProblem(name[:64], f"unknown field (known: {', '.join(allowed)})")
-                for name in unknown
-            ]
+            [FieldProblem(name, f"unknown field (known: {', '.join(allowed)})") for name in unknown]
         )
 
 

@@ -3,61 +3,97 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.observe.metrics import Observer
+from gateway.storage.deadline import close_budget, open_budget
 from gateway.web import handlers
 from gateway.web.admin import Admin, add_admin_routes
+from gateway.web.connections import GuardedHandler
 from gateway.web.feedback import add_feedback_routes
-from gateway.web.problems import Handler, problems_middleware
+from gateway.web.problems import Handler, client_gone, problems_middleware, route_path
+from gateway.web.ratelimit import AddressLimits
 from gateway.web.state import (
+    ADDRESS_LIMITS,
     BUCKETS,
     DRAINING,
     FEEDBACK_DESK,
     INFLIGHT,
     INTAKE,
+    METRICS_TOKEN,
     OBSERVER,
     STORE,
     InFlight,
     Services,
 )
 
+LOG = logging.getLogger("leadgate.web")
 _ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
 
 def _metrics(counted: bool) -> Middleware:
-    """A listener's one middleware: errors answered as problem+json (``problems_middleware``,
-    called in the same layer: each aiohttp middleware layer costs every request), then the
-    request's latency and count by route and method; ``counted``: also the request counted in
-    flight (what a drain waits for). The route is the matched route's canonical path
-    (``/v1/leads``), or ``unmatched`` (404, 405): never the raw path, which is request input."""
+    """A listener's one middleware (each aiohttp middleware layer costs every request):
+
+    - the connection's phase (``web.connections``: its head deadline off while the request is
+      handled, its idle deadline on once answered);
+    - the request's store deadline (``storage.deadline``);
+    - errors answered as problem+json (``problems_middleware``);
+    - the request's latency and count by route, method and status; a client that closed
+      the connection before its answer counts as ``499``, logged at info: its leaving is not
+      a server error;
+    - ``counted``: the request in flight (what a drain waits for).
+
+    The route is the matched route's canonical path (``/v1/leads``), or ``unmatched`` (404,
+    405): never the raw path, which is request input."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        protocol = request.protocol
+        guarded = protocol if isinstance(protocol, GuardedHandler) else None
+        if guarded is not None:
+            guarded.request_started()
         inflight = request.app[INFLIGHT] if counted else None
         if inflight is not None:
             inflight.enter()
+        budget = open_budget()
         started = time.perf_counter()
         status = 500
+        closing = False
         try:
-            response = await problems_middleware(request, handler)
+            try:
+                response = await problems_middleware(request, handler)
+            except ConnectionResetError:
+                response = web.Response(status=400)  # never sent: nobody is there
             status = response.status
+            closing = response.keep_alive is False
+            if status == 408 and guarded is not None:
+                guarded.body_timed_out()
+            if client_gone(request):
+                status = 499
+                LOG.info(
+                    "client closed the connection before its answer",
+                    extra={"fields": {"route": route_path(request) or "unmatched"}},
+                )
             return response
         except web.HTTPException as http:
             status = http.status
             raise
         finally:
+            close_budget(budget)
             if inflight is not None:
                 inflight.leave()
+            if guarded is not None:
+                guarded.request_finished(closing=closing)
             _observe(request, status, started)
 
     return middleware
 
 
-#: The admin listener's middleware.
+#: The ops listeners' middleware (admin, metrics).
 metrics_middleware = _metrics(counted=False)
 #: The lead listener's: its requests are what a drain waits for.
 counted_metrics_middleware = _metrics(counted=True)
@@ -70,9 +106,13 @@ def _observe(request: web.Request, status: int, started: float) -> None:
     request.app[OBSERVER].request(route, method, status, time.perf_counter() - started)
 
 
-def create_app(services: Services, admin: Admin | None = None) -> web.Application:
-    """The partner-facing listener's app: leads, feedback, health, metrics, the OpenAPI
-    document; and the admin API when ``admin`` is given (without a listener of its own)."""
+def create_app(
+    services: Services, admin: Admin | None = None, *, draining: asyncio.Event | None = None
+) -> web.Application:
+    """The partner-facing listener's app: leads, feedback, health, the OpenAPI document; and
+    the admin API when ``admin`` is given (without a listener of its own). Never ``/metrics``:
+    it tells every partner's volumes (``create_ops_app`` serves it). ``draining``: shared
+    with the ops listener's ``/readyz``."""
     intake = services.intake
     # Bodies are read (and bounded) by the handlers themselves; aiohttp's own limit only has
     # to be above the largest of ours.
@@ -87,13 +127,13 @@ def create_app(services: Services, admin: Admin | None = None) -> web.Applicatio
     app[FEEDBACK_DESK] = services.feedback_desk
     app[INFLIGHT] = InFlight()
     app[BUCKETS] = {}
-    app[DRAINING] = asyncio.Event()
+    app[ADDRESS_LIMITS] = AddressLimits()
+    app[DRAINING] = draining if draining is not None else asyncio.Event()
     app.router.add_post("/v1/leads", handlers.post_lead)
     app.router.add_get("/v1/leads", handlers.get_lead, allow_head=False)
     app.router.add_post("/v1/leads/batch", handlers.post_batch)
     app.router.add_get("/healthz", handlers.healthz, allow_head=False)
     app.router.add_get("/readyz", handlers.readyz, allow_head=False)
-    app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
     add_feedback_routes(app)
     add_admin_routes(app, admin)
@@ -101,13 +141,30 @@ def create_app(services: Services, admin: Admin | None = None) -> web.Applicatio
     return app
 
 
-def create_admin_app(observer: Observer, admin: Admin | None) -> web.Application:
-    """The admin API alone, for its own listener (``LEADGATE_ADMIN_PORT``); without ``admin``
-    (no token) every path answers 404."""
+def create_ops_app(
+    services: Services,
+    *,
+    admin: Admin | None = None,
+    metrics: bool = True,
+    metrics_token: str | None = None,
+    draining: asyncio.Event | None = None,
+) -> web.Application:
+    """An ops listener's app (``LEADGATE_METRICS_PORT``, ``LEADGATE_ADMIN_PORT``, or both on
+    one port): with ``metrics``, ``/metrics`` (behind ``metrics_token`` when given) and the
+    probes ``/healthz`` and ``/readyz``; with ``admin``, the admin API. Without either (an
+    admin port and no token), every path answers 404."""
     app = web.Application(middlewares=[metrics_middleware])
-    app[OBSERVER] = observer
+    app[OBSERVER] = services.observer
+    if metrics:
+        app[INTAKE] = services.intake
+        app[STORE] = services.store
+        app[DRAINING] = draining if draining is not None else asyncio.Event()
+        app[METRICS_TOKEN] = metrics_token
+        app.router.add_get("/metrics", handlers.metrics, allow_head=False)
+        app.router.add_get("/healthz", handlers.healthz, allow_head=False)
+        app.router.add_get("/readyz", handlers.readyz, allow_head=False)
     add_admin_routes(app, admin)
-    _known_routes(app, observer)
+    _known_routes(app, services.observer)
     return app
 
 

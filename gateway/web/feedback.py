@@ -14,6 +14,8 @@ one result or problem per item, in order, and counts.
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from aiohttp import web
 
@@ -21,22 +23,40 @@ from gateway.config.model import Advertiser
 from gateway.errors import (
     FieldProblem,
     InvalidLead,
+    RateLimited,
     RequestError,
-    Unauthorized,
     UnsupportedMediaType,
 )
 from gateway.quality.feedback import FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
-from gateway.web.handlers import _api_key
-from gateway.web.problems import problem_body
-from gateway.web.state import FEEDBACK_DESK, INTAKE
+from gateway.web.auth import api_key, authenticate
+from gateway.web.problems import problem_body, route_path
+from gateway.web.ratelimit import client_address, retry_after_s
+from gateway.web.state import ADDRESS_LIMITS, FEEDBACK_DESK, INTAKE
 
 
 def _advertiser(request: web.Request, *, allow_query: bool = False) -> Advertiser:
-    advertiser = request.app[FEEDBACK_DESK].authenticate(_api_key(request, allow_query=allow_query))
-    if advertiser is None:
-        raise Unauthorized("unknown API key (feedback takes an advertiser's key)")
-    return advertiser
+    desk = request.app[FEEDBACK_DESK]
+    return authenticate(
+        request,
+        request.app[INTAKE].config.server,
+        lambda r: desk.authenticate(api_key(r, allow_query=allow_query)),
+        "unknown API key (feedback takes an advertiser's key)",
+    )
+
+
+def _within_limit(request: web.Request, items: int) -> None:
+    """``items`` feedback items against the client address's ``server.feedback_rate_limit``
+    (per process; a list larger than the burst passes when the bucket is full, in debt)."""
+    server = request.app[INTAKE].config.server
+    address = client_address(request, server.trusted_proxies)
+    limit = server.feedback_rate_limit
+    wait_s = request.app[ADDRESS_LIMITS].feedback.take(address, limit, items, time.monotonic())
+    if wait_s > 0:
+        raise RateLimited(
+            f"feedback limit of {limit.per_s:g} items/s from this address exceeded",
+            retry_after_s(wait_s),
+        )
 
 
 def _json(data: object) -> web.Response:
@@ -53,11 +73,12 @@ async def _one(request: web.Request, advertiser: Advertiser, item: FeedbackItem)
 async def post_feedback(request: web.Request) -> web.Response:
     advertiser = _advertiser(request)
     server = request.app[INTAKE].config.server
-    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    raw = await bodies.read_body(request, server.batch_max_body_bytes, server.body_timeout_s)
     if bodies.media_type(request) != "application/json":
         raise UnsupportedMediaType("feedback takes application/json")
     data = bodies.parse_json_object(raw)
     if "feedback" not in data:
+        _within_limit(request, 1)
         return await _one(request, advertiser, parse_item(data))
     listed = data["feedback"]
     if not isinstance(listed, list) or not listed:
@@ -66,9 +87,10 @@ async def post_feedback(request: web.Request) -> web.Response:
         raise InvalidLead(
             [FieldProblem("feedback", f"at most {server.batch_max_leads} items per request")]
         )
-    extra = sorted(set(data) - {"feedback"})
+    extra = [name for name in data if name != "feedback"]
     if extra:
-        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+        raise InvalidLead([FieldProblem(name, "unknown field") for name in extra[:20]])
+    _within_limit(request, len(listed))
     parsed: list[FeedbackItem | RequestError] = []
     for index, entry in enumerate(listed):
         try:
@@ -86,7 +108,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             results.append({"index": index, **answer.to_json()})
         else:
             counts["refused"] += 1
-            results.append({"index": index, "error": problem_body(answer, request.path)})
+            results.append({"index": index, "error": problem_body(answer, route_path(request))})
     return _json({"results": results, "counts": counts})
 
 
@@ -94,6 +116,7 @@ async def get_feedback(request: web.Request) -> web.Response:
     advertiser = _advertiser(request, allow_query=True)
     query = request.rel_url.query
     data = bodies.query_fields(query, ((k, v) for k, v in query.items() if k != "api_key"))
+    _within_limit(request, 1)
     return await _one(request, advertiser, parse_item(data))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from importlib import resources
 
@@ -23,9 +24,10 @@ from gateway.errors import (
 )
 from gateway.observe import caps as capusage
 from gateway.web import body as bodies
-from gateway.web.problems import problem_body
+from gateway.web.auth import api_key, authenticate
+from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
-from gateway.web.state import BUCKETS, DRAINING, INTAKE, OBSERVER, STORE
+from gateway.web.state import BUCKETS, DRAINING, INTAKE, METRICS_TOKEN, OBSERVER, STORE
 
 _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
@@ -36,38 +38,30 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _api_key(request: web.Request, *, allow_query: bool) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer " and auth[7:].strip():
-        return auth[7:].strip()
-    key = request.headers.get("X-Api-Key", "").strip()
-    if key:
-        return key
-    if allow_query:
-        key = request.rel_url.query.get("api_key", "").strip()
-        if key:
-            return key
-    raise Unauthorized("send your API key as 'Authorization: Bearer <key>' or 'X-Api-Key'")
-
-
 def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) -> Partner:
-    partner = request.app[INTAKE].authenticate(_api_key(request, allow_query=allow_query))
-    if partner is None:
-        raise Unauthorized("unknown API key")
-    limit = partner.rate_limit
-    if limit is not None:
-        buckets = request.app[BUCKETS]
-        now_s = time.monotonic()
-        bucket = buckets.get(partner.id)
-        if bucket is None or bucket.rate_per_s != limit.per_s or bucket.burst != limit.burst:
-            # A partner new to this process, or whose limit a reload changed: a full bucket.
-            bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
-        wait_s = bucket.take(cost, now_s)
-        if wait_s > 0:
-            raise RateLimited(
-                f"rate limit of {limit.per_s:g} leads/s exceeded",
-                retry_after_s(wait_s),
-            )
+    """The partner whose API key the request carries, within its rate limit (its own or
+    ``server.default_rate_limit``); ``cost``: leads counted against it."""
+    intake = request.app[INTAKE]
+    server = intake.config.server
+    partner = authenticate(
+        request,
+        server,
+        lambda r: intake.authenticate(api_key(r, allow_query=allow_query)),
+        "unknown API key",
+    )
+    limit = partner.rate_limit or server.default_rate_limit
+    buckets = request.app[BUCKETS]
+    now_s = time.monotonic()
+    bucket = buckets.get(partner.id)
+    if bucket is None or not bucket.matches(limit):
+        # A partner new to this process, or whose limit a reload changed: a full bucket.
+        bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
+    wait_s = bucket.take(cost, now_s)
+    if wait_s > 0:
+        raise RateLimited(
+            f"rate limit of {limit.per_s:g} leads/s exceeded",
+            retry_after_s(wait_s),
+        )
     return partner
 
 
@@ -89,7 +83,8 @@ async def post_lead(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     partner = _partner(request)
     key = _idempotency_key(request)
-    raw = await bodies.read_body(request, intake.config.server.max_body_bytes)
+    server = intake.config.server
+    raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
     data = bodies.parse_lead_body(request, raw)
     answer = await intake.submit(partner, data, idempotency_key=key, body=raw)
     return _answer_response(answer)
@@ -112,7 +107,7 @@ async def post_batch(request: web.Request) -> web.Response:
     # Authenticate before reading a body of up to several MiB.
     _partner(request, cost=0)
     key = _idempotency_key(request)
-    raw = await bodies.read_body(request, server.batch_max_body_bytes)
+    raw = await bodies.read_body(request, server.batch_max_body_bytes, server.body_timeout_s)
     if bodies.media_type(request) != "application/json":
         raise UnsupportedMediaType("the batch endpoint takes application/json")
     data = bodies.parse_json_object(raw)
@@ -123,9 +118,9 @@ async def post_batch(request: web.Request) -> web.Response:
         raise InvalidLead(
             [FieldProblem("leads", f"at most {server.batch_max_leads} leads per batch")]
         )
-    extra = sorted(set(data) - {"leads"})
+    extra = [name for name in data if name != "leads"]
     if extra:
-        raise InvalidLead([FieldProblem(name[:64], "unknown field") for name in extra[:20]])
+        raise InvalidLead([FieldProblem(name, "unknown field") for name in extra[:20]])
     partner = _partner(request, cost=len(leads))
     answers = await intake.submit_batch(partner, leads, idempotency_key=key, body=raw)
     counts = {"accepted": 0, "duplicate": 0, "capped": 0, "rejected": 0, "invalid": 0}
@@ -142,7 +137,7 @@ async def post_batch(request: web.Request) -> web.Response:
             results.append(result)
         else:
             counts["invalid"] += 1
-            problem = problem_body(answer, request.path)
+            problem = problem_body(answer, route_path(request))
             results.append({"index": index, "error": problem})
     # The header says the whole batch is a replay: every decided item's answer is the stored
     # one (items refused as invalid are never stored; the same body refuses them again).
@@ -167,6 +162,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus page, on an ops listener only (``create_ops_app``); behind
+    ``LEADGATE_METRICS_TOKEN`` when one is set."""
+    token = request.app[METRICS_TOKEN]
+    if token is not None:
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'")
     intake, observer = request.app[INTAKE], request.app[OBSERVER]
     await capusage.refresh(observer, intake.config, request.app[STORE], intake.clock())
     response = web.Response(body=observer.exposition())

@@ -12,7 +12,7 @@ from gateway.decision.intake import Intake
 from gateway.observe.metrics import Observer
 from gateway.quality.feedback import FeedbackDesk
 from gateway.storage.base import Store
-from gateway.web.ratelimit import TokenBucket
+from gateway.web.ratelimit import AddressLimits, TokenBucket
 
 
 class Services(Protocol):
@@ -37,6 +37,10 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 FEEDBACK_DESK: web.AppKey[FeedbackDesk] = web.AppKey("feedback_desk", FeedbackDesk)
 BUCKETS: web.AppKey[dict[str, TokenBucket]] = web.AppKey("buckets", dict)
 DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
+#: Per client address: failed authentications, feedback (``web.ratelimit``).
+ADDRESS_LIMITS: web.AppKey[AddressLimits] = web.AppKey("address_limits", AddressLimits)
+#: The bearer token ``/metrics`` requires (None: none).
+METRICS_TOKEN: web.AppKey[str | None] = web.AppKey("metrics_token")
 
 
 class InFlight:

@@ -19,6 +19,7 @@ import aiohttp
 import redis.asyncio
 from http_support import Reply, decided, get_status, post_lead
 from processes import GatewayLauncher, GatewayProcess, wait_until
+from prom_support import sample
 from support import RedisServer
 
 from gateway.storage import scripts
@@ -140,6 +141,65 @@ async def test_an_evicting_redis_that_appears_after_start_is_not_used(
     assert [r.status for r in replies] == [503] * 3, [r.body for r in replies]
     assert await get_status(http, f"{gateway.url}/readyz") == 503
     assert stream_length(server) == 0
+
+
+async def test_a_redis_replaced_by_an_evicting_one_is_refused_after_the_reconnect(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """The settings are checked on every connection the gateway opens, not once per process:
+    a Redis restarted (or failed over) with an evicting policy behind a running gateway is
+    refused as soon as the gateway reconnects, before any lead reaches it."""
+    server = spare_redis()
+    server.start()
+    gateway = await gateways.astart(redis_url=server.url)
+    decided(await post_lead(http, gateway, new_lead()), "accepted")
+
+    server.kill()
+    server.start()  # the same address, now an evicting Redis
+    with server.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+    replies = [await post_lead(http, gateway, new_lead()) for _ in range(3)]
+    assert [r.status for r in replies] == [503] * 3, [r.body for r in replies]
+    for reply in replies:
+        assert_unavailable(reply)
+    assert "maxmemory-policy is allkeys-lru" in gateway.log_text()
+    assert stream_length(server) == 0  # nothing was decided on it
+
+    with server.client() as client:  # fixed: the next connection is accepted
+        client.config_set("maxmemory-policy", "noeviction")
+    await wait_deciding(http, gateway)
+
+
+async def test_a_frozen_redis_under_load_answers_every_request_503(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """SIGSTOP, not a kill: connections are accepted and nothing answers. Every request of a
+    load that queues thousands of commands behind the stuck round trips gets its 503 with
+    Retry-After, each failed by its own deadline (``leadgate_redis_errors_total{kind=
+    "deadline"}`` counts them; the in-process test in tests/storage checks the deadline
+    itself), and the gateway decides again once Redis runs."""
+    server = spare_redis()
+    server.start()
+    gateway = await gateways.astart(redis_url=server.url)
+    decided(await post_lead(http, gateway, new_lead()), "accepted")
+    server.freeze()
+    try:
+        connector = aiohttp.TCPConnector(limit=600)
+        async with aiohttp.ClientSession(connector=connector) as many:
+            replies = await asyncio.gather(
+                *(post_lead(many, gateway, new_lead()) for _ in range(900))
+            )
+    finally:
+        server.thaw()
+    for reply in replies:
+        assert_unavailable(reply)
+    deadline_failures = sample(gateway.metrics(), "leadgate_redis_errors_total", kind="deadline")
+    assert deadline_failures >= len(replies)
+    await wait_deciding(http, gateway)
 
 
 async def test_evicting_redis_is_refused_at_start_unless_allowed(

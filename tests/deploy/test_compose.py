@@ -155,29 +155,30 @@ def test_our_services_run_the_image_built_from_the_dockerfile_read_only(
 def test_every_port_is_published_on_loopback_to_what_listens(normalized: dict[str, Any]) -> None:
     """Each published target is the port the service's process listens on."""
     services = normalized["services"]
+    gateway = Environment.from_environ({**dockerfile_env(), **service_env(normalized, "gateway")})
     listening = {
-        "gateway": int(
-            Environment.from_environ(
-                {**dockerfile_env(), **service_env(normalized, "gateway")}
-            ).port
-        ),
-        "worker": int(flag(services["worker"]["command"], "--metrics-port")),
-        "crm": int(flag(services["crm"]["command"], "--port")),
-        "prometheus": 9090,
-        "grafana": 3000,
+        # The API and, on its own port, /metrics (never the API's).
+        "gateway": {gateway.port, gateway.metrics_port},
+        "worker": {int(flag(services["worker"]["command"], "--metrics-port"))},
+        "crm": {int(flag(services["crm"]["command"], "--port"))},
+        "prometheus": {9090},
+        "grafana": {3000},
     }
+    assert gateway.metrics_port not in (None, gateway.port)
     published = []
-    for name, port in listening.items():
-        [mapping] = services[name]["ports"]
-        assert mapping["host_ip"] == "127.0.0.1", name
-        assert mapping["target"] == port, name
-        published.append(mapping["published"])
+    for name, ports in listening.items():
+        mappings = services[name]["ports"]
+        assert {m["target"] for m in mappings} == ports, name
+        assert len(mappings) == len(ports), name
+        for mapping in mappings:
+            assert mapping["host_ip"] == "127.0.0.1", name
+            published.append(mapping["published"])
     assert len(set(published)) == len(published), published
     assert "ports" not in services["redis"], "Redis stays on the stack's network"
     # Each published port can be moved by a variable (make image-test picks free ones).
     for name in listening:
-        [port] = RAW["services"][name]["ports"]
-        assert re.fullmatch(r"127\.0\.0\.1:\$\{[A-Z_]+:-\d+\}:\d+", port), port
+        for port in RAW["services"][name]["ports"]:
+            assert re.fullmatch(r"127\.0\.0\.1:\$\{[A-Z_]+:-\d+\}:\d+", port), port
 
 
 def test_redis_keeps_what_was_accepted(normalized: dict[str, Any]) -> None:
@@ -250,14 +251,14 @@ def test_prometheus_scrapes_the_gateway_and_the_worker_and_loads_the_alerts(
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    gateway_port = Environment.from_environ(
-        {**dockerfile_env(), **service_env(normalized, "gateway")}
-    ).port
+    gateway = Environment.from_environ({**dockerfile_env(), **service_env(normalized, "gateway")})
     worker_port = flag(services["worker"]["command"], "--metrics-port")
+    # The gateway's metrics listener, never its API port (/metrics is 404 there).
     assert targets == {
-        "leadgate": f"gateway:{gateway_port}",
+        "leadgate": f"gateway:{gateway.metrics_port}",
         "leadgate-worker": f"worker:{worker_port}",
     }
+    assert gateway.metrics_port != gateway.port
     for rule_file in config["rule_files"]:  # relative to the config file's directory
         assert mounts[f"/etc/prometheus/{rule_file}"] == DEPLOY / "prometheus" / "alerts.yaml"
     promtool = shutil.which("promtool")
@@ -309,10 +310,9 @@ def test_the_chart_probes_what_make_image_test_proves(normalized: dict[str, Any]
             (c[probe]["httpGet"]["path"], ports[c[probe]["httpGet"]["port"]])
             for probe in ("livenessProbe", "readinessProbe")
         }
-        port, paths = image_test.PROBES[service]
-        assert probed == {(path, port) for path in paths}, service
+        assert probed == set(image_test.PROBES[service].items()), service
         published = {m["target"] for m in normalized["services"][service]["ports"]}
-        assert port in published, service
+        assert set(image_test.PROBES[service].values()) <= published, service
 
 
 def _chart_defaults() -> dict[str, Any]:

@@ -158,8 +158,9 @@ def test_manifests_are_valid_kubernetes(chart: Template, name: str) -> None:
 
 def test_defaults_render_every_always_on_kind(chart: Template) -> None:
     kinds = sorted(d["kind"] for d in render(chart, values_for("default")))
-    twice = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
-    assert kinds == sorted([*twice, *twice, "ServiceAccount"])
+    twice = ["ConfigMap", "Deployment", "PodDisruptionBudget"]
+    # Services: the public API, and the api's and the workers' metrics (headless).
+    assert kinds == sorted([*twice, *twice, *["Service"] * 3, "ServiceAccount"])
 
 
 def test_optional_features_are_off_by_default_and_render_when_on(chart: Template) -> None:
@@ -187,7 +188,8 @@ def test_components_labels_and_selectors_agree(chart: Template, name: str) -> No
     service = one(docs, "Service", "leadgate")
     api_labels = api["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= api_labels.items()
-    assert service["spec"]["ports"][0]["targetPort"] == container(api)["ports"][0]["name"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # the API only
+    assert container(api)["ports"][0]["name"] == "http"
     for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
         for doc in (d for d in docs if d["kind"] == kind):
             target = one(docs, "Deployment", doc["metadata"]["name"][-4:])
@@ -205,10 +207,16 @@ def test_probes_and_shutdown_timing(chart: Template, name: str, tmp_path: Path) 
     docs = render(chart, values)
     api = one(docs, "Deployment", "-api")
     c = container(api)
-    ports = {p["name"] for p in c["ports"]}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    # Liveness on the metrics listener (a flood of partner connections must not get a live
+    # pod restarted), readiness on the public port (can partners be served?).
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert {"http"} == ports
+    assert ports == {"http": 8080, "metrics": values["api"]["metricsPort"]}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LEADGATE_METRICS_PORT"]["value"] == str(values["api"]["metricsPort"])
+    token = values["secrets"]["metricsToken"]
+    assert ("LEADGATE_METRICS_TOKEN" in env) == bool(token["name"])
     args = c["args"]
     assert args[0] == "serve"
     drain_s = float(args[args.index("--drain-s") + 1])
@@ -344,10 +352,13 @@ def test_secrets_reach_only_the_pods_that_need_them(chart: Template) -> None:
         "LEADGATE_FINGERPRINT_KEY": {"name": "leadgate-keys", "key": "current"},
         "LEADGATE_FINGERPRINT_PREVIOUS_KEYS": {"name": "leadgate-keys", "key": "previous"},
         "LEADGATE_ADMIN_TOKEN": {"name": "leadgate-admin", "key": "token"},
+        "LEADGATE_METRICS_TOKEN": {"name": "leadgate-metrics", "key": "token"},
+        "LEADGATE_METRICS_PORT": "9101",
     }
     assert worker == {
         "LEADGATE_LOG_LEVEL": "warning",
         "LEADGATE_REDIS_URL": {"name": "leadgate-redis", "key": "url"},
+        "LEADGATE_METRICS_TOKEN": {"name": "leadgate-metrics", "key": "token"},
         "LEADGATE_WEBHOOK_SECRET_ACME": {"name": "leadgate-crm", "key": "acme"},
     }
     # With the worker inside the api process, the CRM secrets go to the api pods too.
@@ -360,7 +371,10 @@ def test_secrets_reach_only_the_pods_that_need_them(chart: Template) -> None:
 
 def test_the_embedded_demo_has_no_secrets_and_no_worker(chart: Template) -> None:
     docs = render(chart, values_for("embedded-values.yaml"))
-    assert env_refs(container(one(docs, "Deployment", "-api"))) == {"LEADGATE_LOG_LEVEL": "info"}
+    assert env_refs(container(one(docs, "Deployment", "-api"))) == {
+        "LEADGATE_LOG_LEVEL": "info",
+        "LEADGATE_METRICS_PORT": "9101",  # a port, not a secret
+    }
     assert not [d for d in docs if d["metadata"]["name"].endswith("-worker")]
 
 
@@ -408,17 +422,36 @@ def test_prometheus_rule_holds_the_projects_alert_rules(chart: Template) -> None
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_service_monitor_scrapes_api_and_worker_ports(chart: Template) -> None:
-    docs = render(chart, values_for("production-values.yaml"))
+def test_service_monitor_scrapes_the_metrics_ports_never_the_public_one(chart: Template) -> None:
+    values = values_for("production-values.yaml")
+    docs = render(chart, values)
     monitor = one(docs, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [d for d in docs if d["kind"] == "Service"]
     selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
-    assert len(selected) == 2
     scraped = {e["port"] for e in monitor["spec"]["endpoints"]}
-    offered = {p["name"] for s in selected for p in s["spec"]["ports"]}
-    assert scraped == offered == {"http", "metrics"}
+    assert scraped == {"metrics"}
     assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
+    # The api's and the workers' metrics ports are offered by headless Services of their own;
+    # the public Service has the API port only, so nothing scrapes (or exposes) it there.
+    offering = {
+        s["spec"]["selector"]["app.kubernetes.io/component"]
+        for s in selected
+        if "metrics" in {p["name"] for p in s["spec"]["ports"]}
+    }
+    assert offering == {"api", "worker"}
+    public = one(docs, "Service", "leadgate")
+    assert [p["name"] for p in public["spec"]["ports"]] == ["http"]
+    for service in selected:
+        if service is not public:
+            assert service["spec"]["clusterIP"] == "None"
+    token = values["secrets"]["metricsToken"]
+    for endpoint in monitor["spec"]["endpoints"]:
+        credentials = endpoint["authorization"]["credentials"]
+        assert (credentials["name"], credentials["key"]) == (token["name"], token["key"])
+        assert endpoint["authorization"]["type"] == "Bearer"
+    worker_env = {e["name"] for e in container(one(docs, "Deployment", "-worker"))["env"]}
+    assert "LEADGATE_METRICS_TOKEN" in worker_env
 
 
 def test_network_policy_opens_the_ports_the_pods_declare(chart: Template) -> None:

@@ -25,6 +25,8 @@ from prom_support import DEPLOY, Prometheus, promtool, start_prometheus
 from support import RedisServer, free_port
 
 DASHBOARD = DEPLOY / "grafana" / "leadgate.json"
+#: What ``/metrics`` requires here (``LEADGATE_METRICS_TOKEN``), at least 32 characters.
+METRICS_TOKEN = "metrics-token-of-the-prometheus-test-0123"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 #: What Grafana would put in place of its variables, for "All" selections.
 GRAFANA_VARIABLES = {
@@ -108,16 +110,26 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     crm = CrmReceiver().__enter__()
     try:
         config = write_config(workdir / "leadgate.yaml", network(crm.url, buyers=True))
-        # Prometheus first: it takes a few seconds to start scraping a new target.
-        port, worker_port = free_port(), free_port()
+        # Prometheus first: it takes a few seconds to start scraping a new target. It scrapes
+        # the gateway's metrics listener (never its public port) and the worker's, both
+        # behind the metrics token, as the Helm chart's ServiceMonitor does.
+        port, metrics_port, worker_port = free_port(), free_port(), free_port()
         prometheus = start_prometheus(
             workdir / "prometheus",
-            [f"127.0.0.1:{port}", f"127.0.0.1:{worker_port}"],
+            [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{worker_port}"],
             rule_files=[ALERTS],
+            bearer_token=METRICS_TOKEN,
         )
-        server = launcher.start(config, redis_url=redis.url, workers=2, port=port)
+        token = {"LEADGATE_METRICS_TOKEN": METRICS_TOKEN}
+        server = launcher.start(
+            config,
+            redis_url=redis.url,
+            workers=2,
+            port=port,
+            env={"LEADGATE_METRICS_PORT": str(metrics_port), **token},
+        )
         worker = launcher.start_worker(
-            config, redis_url=redis.url, env=WORKER_ENV, port=worker_port
+            config, redis_url=redis.url, env={**WORKER_ENV, **token}, port=worker_port
         )
         # Scrapes of the all-zero series first, so rates have a "before".
         prometheus.wait_for("up{job='leadgate'} == 1", lambda r: len(r) == 2)

@@ -207,7 +207,7 @@ async def test_rule_codes_are_counted_per_partner_in_the_metrics(
     gw = await make_embedded_gateway(_config("nova-ten", ["default"]))
     for _ in range(2):
         await gw.decide("p-coreg", person(campaign="nova-ten", email="noreply@acme.fr"))
-    metrics = (await gw.request("GET", "/metrics")).body.decode()
+    metrics = await gw.metrics()
     line = next(
         line
         for line in metrics.splitlines()

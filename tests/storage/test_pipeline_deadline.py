@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import redis.asyncio
 from support import RedisServer
 
 from gateway.errors import StoreUnavailable
+from gateway.storage.deadline import close_budget, open_budget
 from gateway.storage.pipeline import AutoPipeline, connection_factory
 
 #: Keeps Redis busy for ARGV[1] milliseconds, then answers the time it took.
@@ -97,3 +98,83 @@ async def test_a_redis_silent_past_the_deadline_fails_the_batch_not_the_next_one
     await asyncio.sleep(TIMEOUT_S * 1.5 + 0.2)
     assert not await still_running_a_script(server)
     assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
+
+
+# --- a frozen Redis: every caller answered by its own deadline -------------------------------
+
+
+async def _request(
+    pipe: AutoPipeline, deadline: float, command: tuple[str, ...] = ("PING",)
+) -> StoreUnavailable | list[object]:
+    """One request's store call under a deadline the test fixed: the reply, or the error."""
+    token = open_budget(deadline)
+    try:
+        return await pipe.execute([command])
+    except StoreUnavailable as failed:
+        return failed
+    finally:
+        close_budget(token)
+
+
+async def test_a_frozen_redis_fails_every_queued_caller_at_its_own_deadline(
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """SIGSTOP, not a kill: the kernel still accepts connections and takes the bytes, nothing
+    answers. Callers keep arriving while the round trips already sent are stuck (thousands of
+    them queue behind), and each one must be answered by the deadline of its own request: not
+    by the timeout of a round trip sent before it came, nor after a reconnect's handshake
+    waited a further timeout. The error says which deadline ended the wait; the test compares
+    it with the deadline it gave each request."""
+    server = spare_redis()
+    server.start()
+    pipe = AutoPipeline(
+        connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=4
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        # Connected and answering, then frozen.
+        assert await pipe.execute([("PING",)]) in ([True], ["PONG"])
+        server.freeze()
+        given: list[float] = []
+        calls: list[asyncio.Task[StoreUnavailable | list[object]]] = []
+        # Waves across more than two socket timeouts: later ones queue behind round trips
+        # that were sent into the frozen server, and behind the reconnects that follow.
+        for _ in range(6):
+            for _ in range(500):
+                deadline = loop.time() + TIMEOUT_S
+                given.append(deadline)
+                calls.append(asyncio.create_task(_request(pipe, deadline)))
+            await asyncio.sleep(TIMEOUT_S / 2.5)
+        async with asyncio.timeout(30):  # a hang fails the test instead of the run
+            outcomes = await asyncio.gather(*calls)
+    finally:
+        server.thaw()
+        await pipe.close()
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    failed = [o for o in outcomes if isinstance(o, StoreUnavailable)]
+    # Each caller was failed by its own request's deadline, the one the test gave it.
+    assert [f.deadline_s for f in failed] == given
+    # Those already written to Redis may have run; those still queued were never sent.
+    assert any(f.outcome_unknown for f in failed)
+    assert any(not f.outcome_unknown for f in failed)
+
+
+async def test_a_request_whose_deadline_has_passed_sends_nothing(server: RedisServer) -> None:
+    """A request that spent its whole budget on earlier round trips is refused at once, as
+    not sent: nothing reaches Redis after the time it was promised an answer by."""
+    pipe = AutoPipeline(
+        connection_factory(server.url, TIMEOUT_S, decode_responses=True), connections=1
+    )
+    key = "deadline-test:counter"
+    try:
+        await pipe.execute([("DEL", key)])
+        before = pipe.round_trips
+        past = asyncio.get_running_loop().time() - 0.001
+        failed = await _request(pipe, past, ("INCR", key))
+        assert isinstance(failed, StoreUnavailable)
+        assert failed.deadline_s == past
+        assert not failed.outcome_unknown
+        assert pipe.round_trips == before
+        assert await pipe.execute([("GET", key)]) == [None]
+    finally:
+        await pipe.close()

@@ -43,7 +43,7 @@ from gateway.observe.metrics import Observer
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.types import FingerprintKey
-from gateway.web.app import create_app
+from gateway.web.app import create_app, create_ops_app
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
 #: The demo keys published at the top of the example config.
@@ -278,9 +278,24 @@ class Gateway:
     app: App
     clock: FakeClock
     view: StoreView
+    #: The metrics listener (``create_ops_app``: ``/metrics``, ``/healthz``, ``/readyz``).
+    ops: TestClient[web.Request, web.Application]
     keys: Mapping[str, str] = field(default_factory=lambda: {**NETWORK_KEYS, **EXAMPLE_KEYS})
     #: The delivery queue behind the admin API (``make(admin=True)``).
     queue: Queue | None = None
+
+    async def ops_request(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """A request to the metrics listener."""
+        async with self.ops.request(method, path, headers=headers or {}) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+    async def metrics(self) -> str:
+        """The ``/metrics`` page, from the metrics listener."""
+        reply = await self.ops_request("GET", "/metrics")
+        assert reply.status == 200, reply.body
+        return reply.body.decode()
 
     async def admin(self, method: str, path: str, body: object = None) -> Reply:
         """A request to the admin API (``/v1/admin`` + ``path``) with the admin token."""
@@ -358,6 +373,7 @@ class GatewayFactory(Protocol):
         now_s: float = T0,
         store: Store | None = None,
         admin: bool = False,
+        metrics_token: str | None = None,
     ) -> Awaitable[Gateway]: ...
 
 
@@ -380,11 +396,13 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
         now_s: float = T0,
         store: Store | None = None,
         admin: bool = False,
+        metrics_token: str | None = None,
     ) -> Gateway:
         """A gateway on ``config`` (default ``network()``) at ``now_s``. ``store`` replaces
         the fixture's (outage tests; ``Gateway.view`` does not read it then). ``admin``: with
         the admin API (token ``ADMIN_TOKEN``) over the store's delivery queue; a config given
-        as a file can be reloaded through it."""
+        as a file can be reloaded through it. ``metrics_token``: what ``/metrics`` on the
+        metrics listener (``Gateway.ops``) requires."""
         built = build_config(config)
         clock = FakeClock(now_s)
         own = MemoryStore()
@@ -415,7 +433,12 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
         client = TestClient(server)
         opened.append(client)
         await client.start_server()
-        return Gateway(client, gateway, clock, view or StoreView(own, None), queue=queue)
+        ops_server = TestServer(create_ops_app(gateway, metrics_token=metrics_token))
+        await ops_server.start_server(access_log=None)
+        ops = TestClient(ops_server)
+        opened.append(ops)
+        await ops.start_server()
+        return Gateway(client, gateway, clock, view or StoreView(own, None), ops, queue=queue)
 
     queues: list[Queue] = []
     stores: list[Store] = []
@@ -450,17 +473,23 @@ async def make_embedded_gateway() -> AsyncIterator[GatewayFactory]:
 PROBLEM_MEMBERS = ("type", "title", "status", "detail", "instance")
 
 
-def assert_problem(reply: Reply, status: int, slug: str, *, instance: str = "") -> dict[str, Any]:
+def assert_problem(
+    reply: Reply, status: int, slug: str, *, instance: str | None = ""
+) -> dict[str, Any]:
     """``reply`` is an RFC 9457 problem of this status and ``urn:leadgate:problem:<slug>``
-    with every standard member; its body."""
+    with every standard member; its body. ``instance``: the route it must name; ``None``:
+    it must have none (a path no route matched is request input, never echoed)."""
     assert reply.status == status, reply.body
     assert reply.content_type == "application/problem+json", reply.headers
     problem: dict[str, Any] = reply.json()
-    missing = [m for m in PROBLEM_MEMBERS if not isinstance(problem.get(m), str | int)]
+    members = [m for m in PROBLEM_MEMBERS if instance is not None or m != "instance"]
+    missing = [m for m in members if not isinstance(problem.get(m), str | int)]
     assert not missing, f"problem without {missing}: {problem}"
     assert problem["type"] == f"urn:leadgate:problem:{slug}", problem
     assert problem["status"] == status
-    if instance:
+    if instance is None:
+        assert "instance" not in problem, problem
+    elif instance:
         assert problem["instance"] == instance
     return problem
 

@@ -19,7 +19,7 @@ from gateway.config.environment import Environment
 from gateway.config.load import parse_config
 from gateway.delivery.queue_base import LastResponse
 from gateway.types import AdvertiserId, FingerprintKey, LeadId
-from gateway.web.app import create_admin_app
+from gateway.web.app import create_ops_app
 
 TOKEN = "admin-token-for-tests-0123456789"
 
@@ -51,7 +51,7 @@ def app_over(h: Harness, token: str | None) -> App:
 
 async def serve(h: Harness, token: str | None) -> tuple[web.AppRunner, str]:
     gateway = app_over(h, token)
-    app = create_admin_app(gateway.observer, gateway.admin_api())
+    app = create_ops_app(gateway, admin=gateway.admin_api(), metrics=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

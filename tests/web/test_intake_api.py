@@ -853,7 +853,8 @@ async def test_unknown_routes_and_methods_are_problems_too(
 ) -> None:
     gw = await make_embedded_gateway()
     reply = await gw.request(method, path, partner="p-mail")
-    assert_problem(reply, status, slug, instance=path)
+    # No route matched: the path is what was sent, and is not echoed.
+    assert_problem(reply, status, slug, instance=None)
     if status == 405:
         assert reply.headers["Allow"]
 

@@ -195,7 +195,7 @@ async def test_no_canary_in_logs_metrics_keys_or_error_messages(
     assert len(decision_lines) >= 8, "the decision log was not captured"
     assert leaks(lines) == []
 
-    metrics = (await gw.request("GET", "/metrics")).body.decode()
+    metrics = await gw.metrics()
     assert 'leadgate_leads_total{campaign="acme-always-on",channel="email"' in metrics
     assert leaks([metrics]) == []
 
