@@ -126,28 +126,34 @@ class Waterfall:
         keyed = [i for i, rq in enumerate(given) if rq.idempotency is not None]
         budget_s = min((given[i].lease_ms for i in keyed), default=0) / 2000
 
-        def check_budget() -> None:
-            if keyed and self._clock() - started > budget_s:
-                raise StoreUnavailable(
-                    "a keyed sale ran past half its lease: stopped before its next step",
-                    outcome_unknown=True,
-                )
-
         if keyed:
             await self._claim(keyed, leads, results, given[keyed[0]].now_ms)
             self._failpoints.hit("after-sale-claim")
-        await self._open(leads)
+        if any(lead.resumed or lead.request.person or lead.request.reservation for lead in
+               leads.values()):  # fmt: skip
+            await self._open(leads)
         while any(lead.wanted for lead in leads.values()):
-            check_budget()
+            if keyed:
+                self._check_budget(started, budget_s)
             await self._offer(leads)
         self._failpoints.hit("after-waterfall")
-        check_budget()
+        if keyed:
+            self._check_budget(started, budget_s)
         await self._close(leads)
         for i, lead in leads.items():
             results[i] = _result(lead)
         done = [r for r in results if r is not None]
         assert len(done) == len(given), "every request is answered"
         return done
+
+    def _check_budget(self, started: float, budget_s: float) -> None:
+        """A keyed request stops before its next step once half its lease is spent: after the
+        lease, a retry may take it over, and this request must no longer be able to sell."""
+        if self._clock() - started > budget_s:
+            raise StoreUnavailable(
+                "a keyed sale ran past half its lease: stopped before its next step",
+                outcome_unknown=True,
+            )
 
     async def _claim(
         self,
@@ -182,6 +188,8 @@ class Waterfall:
             del leads[i]
 
     async def _open(self, leads: dict[int, _Lead]) -> None:
+        """Step 2 for the leads that need it (a retry of a crashed attempt, person checks,
+        campaign-level dedup or caps)."""
         opening = {
             i: SaleOpening(
                 lead.request.probes() if lead.resumed else (),
@@ -250,6 +258,8 @@ class Waterfall:
         closing: list[SaleClosing] = []
         for lead in leads.values():
             rq = lead.request
+            if rq.idempotency is None and rq.reservation is None and not rq.person:
+                continue  # nothing to store or give back
             sold = bool(lead.sold)
             releases: tuple[tuple[PersonReservation, ReserveResult], ...] = ()
             if not sold:
