@@ -18,7 +18,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip wheel --wheel-dir /wheels .
+# The wheels' digests, kept in the image (below): a record of what was installed, and what
+# makes a builder's cache of the install step follow the wheels (podman/buildah key a RUN
+# with a bind mount from another stage by its text alone, and would reuse a stale install).
+RUN pip wheel --wheel-dir /wheels . && sha256sum /wheels/*.whl > /wheels.sha256
 
 FROM ${PYTHON_IMAGE}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -31,6 +34,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN groupadd --system --gid 10001 leadgate \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /nonexistent \
        --shell /usr/sbin/nologin leadgate
+COPY --from=build /wheels.sha256 /usr/local/share/leadgate/wheels.sha256
 # The wheels are mounted from the build stage, not copied: they never become a layer here.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/leadgate-*.whl

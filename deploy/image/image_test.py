@@ -252,6 +252,24 @@ class ImageTest:
         app_version = re.search(r'^appVersion:\s*"?([^"\s]+)"?', chart, re.M)
         if app_version is None or app_version.group(1) != self.version:
             raise Failure(f"image is leadgate {self.version}; chart appVersion {app_version}")
+        # The image holds this tree's code, not a builder's cached install of an older one:
+        # the same digest of every gateway/**/*.py, here and in the image's installed package.
+        digest = (
+            "import gateway, hashlib, pathlib; root = pathlib.Path(gateway.__file__).parent; "
+            "files = sorted(p for p in root.rglob('*.py') if '__pycache__' not in p.parts); "
+            "print(hashlib.sha256(b''.join(p.relative_to(root).as_posix().encode() + b'\\0' "
+            "+ p.read_bytes() for p in files)).hexdigest())"
+        )
+        local = subprocess.run(
+            [sys.executable, "-c", digest],
+            capture_output=True, text=True, check=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout.strip()  # fmt: skip
+        installed = podman(
+            "run", "--rm", "--network", "none", "--entrypoint", "python", IMAGE, "-c", digest
+        ).strip()  # fmt: skip
+        if installed != local:
+            raise Failure("the image's gateway/ is not this tree's (a stale build cache?)")
         probe = (
             "import hashlib, os, pathlib; "
             f"print(hashlib.sha256(pathlib.Path('{CA_BUNDLE}').read_bytes()).hexdigest()); "
@@ -272,8 +290,8 @@ class ImageTest:
             "PASS",
             "image metadata",
             f"user 10001:10001, ENTRYPOINT [leadgate], leadgate {self.version} = chart "
-            f"appVersion (tagged localhost/leadgate:{self.version}), no wheels, CA bundle "
-            "= the base's",
+            f"appVersion (tagged localhost/leadgate:{self.version}), its gateway/ = this "
+            "tree's, no wheels, CA bundle = the base's",
         )
 
     # -- 3: check-config -----------------------------------------------------------------------
