@@ -389,6 +389,8 @@ async def _run(
     print(_row(header, widths))
     print(_row(["-" * max(w, 6) for w in widths[:-1]] + ["-" * 30], widths))
     tally: Counter[str] = Counter()
+    #: Leads sold to several buyers: (who, lead id, buyers), to follow to their CRMs.
+    shared: list[tuple[str, str, list[str]]] = []
     async with aiohttp.ClientSession() as http:
         for n, step in enumerate(scenario(), 1):
             headers = {"Authorization": f"Bearer {KEYS[step.partner]}", **step.headers}
@@ -408,6 +410,8 @@ async def _run(
                     why = f"{why}; {shown}" if why != "-" else shown
                 channel = body["channel"]
                 tally[body["decision"]] += 1
+                if len(body.get("sold_to", [])) > 1:
+                    shared.append((step.who, body["lead_id"], body["sold_to"]))
             else:
                 decision = f"HTTP {resp.status}"
                 why = "; ".join(f"{e['field']}: {e['message']}" for e in body.get("errors", []))
@@ -438,6 +442,10 @@ async def _run(
     print("\nsingle posts: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     await _wait_delivered(worker, DELIVERY_WAIT_S)
     _print_deliveries(settings.config, crm, crm_port)
+    for who, lead_id, buyers in shared:
+        reached = [b for b in buyers if lead_id in crm.lead_ids.get(AdvertiserId(b), set())]
+        print(f"shared sale of {who} (lead {lead_id[:13]}…): sold to {', '.join(buyers)}; "
+              f"reached the CRMs of {', '.join(reached) or 'none yet'}")  # fmt: skip
     print(f"metrics: {metrics_url} ({metrics_lines} leadgate_leads_total series)")
     try:
         if keep_running:

@@ -34,3 +34,8 @@ def test_the_demo_runs_end_to_end() -> None:
     helio = re.search(r"helio-install\s+webhook\s+(\d+)\s+signature verified \((\d+)\)", out)
     assert helio is not None, out
     assert (helio[1], helio[2]) == ("3", "3")
+    assert re.search(
+        r"shared sale of Élise \(lead [0-9a-f-]+…\): sold to acme-energy, helio-install; "
+        r"reached the CRMs of acme-energy, helio-install",
+        out,
+    ), out
