@@ -268,3 +268,23 @@ async def test_an_answer_decided_before_the_buyers_is_replayed_under_its_key(
     assert again.json()["buyers"] == 0
     assert other.status == 422  # the key reused with another body
     assert metric(gw, "leadgate_buyer_offers_total", buyer="b-three", result="filtered") == 1
+
+
+async def test_a_test_lead_is_sold_on_paper_and_remembered_nowhere(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(sold_network())
+    ann = person(campaign="sold-shared", test=True)
+
+    first = await gw.decide("p-mail", ann)
+    again = await gw.decide("p-mail", ann)
+
+    assert (first["decision"], first["sold_to"], first["test"]) == (
+        "accepted",
+        ["b-one", "b-two"],
+        True,
+    )
+    assert again["sold_to"] == ["b-one", "b-two"]  # no buyer remembered her
+    for buyer in ("b-one", "b-two", "b-three"):
+        assert await gw.view.deliveries(AdvertiserId(buyer)) == []
+    assert metric(gw, "leadgate_buyer_offers_total", buyer="b-one", result="sold") == 0
