@@ -466,3 +466,37 @@ async def test_the_ledger_counts_sales_per_buyer_and_the_payout_once_per_lead() 
         "alpha|sold|returned": 1,
         "alpha|sold|returned|b2": 1,
     }
+
+
+async def test_the_command_prints_the_buyers_table(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "sold.yaml"
+    data = config_data()
+    data["advertisers"] += [{"id": "b1"}, {"id": "b2"}]
+    data["campaigns"].append(
+        {
+            "id": "sold",
+            "kind": "always_on",
+            "distribution": "shared",
+            "max_buyers": 2,
+            "payout": 5,
+            "buyers": [{"advertiser": "b1", "price": 12}, {"advertiser": "b2", "price": 8}],
+        }
+    )
+    data["partners"][0]["campaigns"].append("sold")
+    path.write_text(yaml.safe_dump(data))
+    store = RedisStore(redis_url)
+    try:
+        await store.ledger_add({day_of(ops.now_ms()): SOLD_DAY})
+    finally:
+        await store.close()
+    environ = {"LEADGATE_CONFIG": str(path), "LEADGATE_REDIS_URL": redis_url}
+
+    status, out = await run(environ, "--since", "1d")
+
+    assert status == 0, out
+    lines = out.splitlines()
+    at = lines.index("buyers of distributed campaigns")
+    assert lines[at + 2].split() == ["b1", "6", "72.00", "20.00", "52.00", "0.0%", "33.3%"]
+    assert lines[at + 3].split() == ["b2", "4", "32.00", "10.00", "22.00", "25.0%", "0.0%"]
+    alpha = next(line for line in lines if line.startswith("alpha"))
+    assert alpha.split()[-3:] == ["204.00", "60.00", "144.00"]  # revenue, payout, margin
