@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.scenario import CAMPAIGN, PARTNERS, Scenario
+from bench.scenario import PARTNERS, Scenario
 
 FIRST_NAMES = (
     "Jean",
@@ -200,10 +200,9 @@ class LeadGenerator:
         self.people.append(person)
         return person
 
-    @staticmethod
-    def _body(person: Person, channel: str, email: str, phone: str) -> dict[str, object]:
+    def _body(self, person: Person, channel: str, email: str, phone: str) -> dict[str, object]:
         return {
-            "campaign": CAMPAIGN,
+            "campaign": self.scenario.campaign,
             "channel": channel,
             "email": email,
             "phone": phone,

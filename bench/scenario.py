@@ -17,6 +17,9 @@ A scenario is a YAML mapping (see ``bench/scenarios/*.yaml``)::
     seed: 1
     bodies: 200000                                  # requests pre-generated (default: estimate)
     identities: 1000000                             # memory scenario: remember this many, once each
+    campaign: bench                                 # the campaign posted to (gateway.yaml:
+                                                    # bench, or bench-sold / bench-waterfall,
+                                                    # sold to buyers)
     timeline: true                                  # wrk runs: scrape /metrics each second for the
                                                     # latency curve (false: no scraping, as the
                                                     # one-connection runs, whose p99 it raises)
@@ -47,6 +50,8 @@ PARTNERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 CHANNELS = ("email", "coreg", "comparator")
 CAMPAIGN = "bench"
+#: The campaigns of ``gateway.yaml`` a scenario may post to.
+CAMPAIGNS = (CAMPAIGN, "bench-sold", "bench-waterfall")
 #: The dedup scopes of the bench campaign (memory is reported per scope).
 DEDUP_SCOPES = 2
 DUPLICATE_KINDS = ("same", "respelled", "other_channel")
@@ -68,6 +73,7 @@ _KEYS = (
     "bodies",
     "identities",
     "timeline",
+    "campaign",
 )
 
 
@@ -108,6 +114,8 @@ class Scenario:
     #: run. Scraping is not free (the exposition holds the event loop a few ms, the fetch takes
     #: CPU beside wrk and Redis): on one connection it raised p99 from ~1.2 to 1.5-2.2 ms.
     timeline: bool = True
+    #: The campaign posted to: ``bench``, or one sold to buyers.
+    campaign: str = CAMPAIGN
 
     @property
     def open_loop(self) -> bool:
@@ -150,6 +158,7 @@ class Scenario:
             "seed": self.seed,
             "identities": self.identities,
             "timeline": self.timeline,
+            "campaign": self.campaign,
         }
 
 
@@ -222,6 +231,10 @@ def parse_scenario(data: object, name: str) -> Scenario:
         if duplicates or invalid:
             r.fail("identities", "a memory scenario sends new people only (no duplicates/invalid)")
     timeline = r.boolean(root.get("timeline", True), "timeline")
+    campaign = root.get("campaign", CAMPAIGN)
+    if campaign not in CAMPAIGNS:
+        r.fail("campaign", f"{show(campaign)} is not one of {', '.join(CAMPAIGNS)}")
+        campaign = CAMPAIGN
     if r.issues:
         raise ConfigError(r.issues)
     return Scenario(
@@ -243,6 +256,7 @@ def parse_scenario(data: object, name: str) -> Scenario:
         bodies=bodies if isinstance(bodies, int) else None,
         identities=identities if isinstance(identities, int) else None,
         timeline=timeline,
+        campaign=str(campaign),
     )
 
 

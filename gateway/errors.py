@@ -15,6 +15,7 @@
         │   └── UnknownLead         404: feedback on a lead that is unknown, not yours, too old
         ├── RequestTimeout          408: the body did not arrive within the body deadline
         ├── ReturnWindowOver        409: a return after the campaign's return window
+        ├── IdempotencyInProgress   409: a request with this Idempotency-Key is being decided
         ├── PayloadTooLarge         413
         ├── UnsupportedMediaType    415
         ├── InvalidFields           422: lists every bad field (admin and feedback bodies)
@@ -154,6 +155,20 @@ class ReturnWindowOver(RequestError):
     status = 409
     title = "Return window over"
     type_slug = "return-window-over"
+
+
+class IdempotencyInProgress(RequestError):
+    """409: another request with the same Idempotency-Key holds its lease (it is being decided,
+    or it crashed less than the lease ago): retry after ``retry_after_s``. Sold leads of a
+    distributed campaign take this lease so that one lead id is never sold twice at once."""
+
+    status = 409
+    title = "A request with this Idempotency-Key is being decided"
+    type_slug = "idempotency-in-progress"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
 
 
 class PayloadTooLarge(RequestError):

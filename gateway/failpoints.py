@@ -1,7 +1,8 @@
 """Named crash points for the tests that prove the decision protocol survives a crash.
 
-``LEADGATE_FAILPOINTS=after-person-reserve`` makes the process die with ``os._exit`` (as
-``kill -9`` would: no cleanup, no answer) the first time it reaches that point. Read once at
+``LEADGATE_FAILPOINTS=after-person-reserve`` (``KNOWN`` lists them) makes the process die
+with ``os._exit`` (as ``kill -9`` would: no cleanup, no answer) the first time it reaches that
+point. Read once at
 start from the environment mapping; empty in production, where ``hit`` is one set lookup.
 """
 
@@ -10,7 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-KNOWN = frozenset({"after-person-reserve", "after-decide"})
+KNOWN = frozenset(
+    {
+        "after-person-reserve",
+        "after-decide",
+        # A distributed campaign's sale protocol (decision.waterfall), after each step.
+        "after-sale-claim",
+        "after-sale-open",
+        "after-sale",
+        "after-waterfall",
+        "after-sale-close",
+    }
+)
 
 
 class Failpoints:

@@ -24,7 +24,7 @@ def key_hash(api_key: str) -> str:
     return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def network(crm_url: str | None = None) -> dict[str, Any]:
+def network(crm_url: str | None = None, *, buyers: bool = False) -> dict[str, Any]:
     """A small network with something for every metric.
 
     - ``acme-main`` (acme): advertiser-wide dedup, a day cap of 1000 and 30 per partner per hour.
@@ -33,6 +33,8 @@ def network(crm_url: str | None = None) -> dict[str, Any]:
     ``p-alpha`` (email) posts everywhere; ``p-beta`` (coreg) to acme-main and nova-main.
     With ``crm_url`` (a ``CrmReceiver``), leads are delivered as signed webhooks to
     ``<crm_url>/acme`` (answered 200) and ``<crm_url>/nova`` (answered 422: dead letters).
+    With ``buyers``: ``sold-main``, sold exclusively to acme (at most 2 a day, price 10) then
+    nova (price 7), naming its buyers; p-alpha posts to it.
     """
     data: dict[str, Any] = {
         "channels": [{"id": "email"}, {"id": "coreg"}],
@@ -84,6 +86,26 @@ def network(crm_url: str | None = None) -> dict[str, Any]:
             },
         ],
     }
+    if buyers:
+        data["campaigns"].append(
+            {
+                "id": "sold-main",
+                "kind": "always_on",
+                "timezone": "Europe/Paris",
+                "required": ["email"],
+                "show_buyers": True,
+                "payout": 3,
+                "buyers": [
+                    {
+                        "advertiser": "acme",
+                        "price": 10,
+                        "caps": [{"subject": "buyer", "window": "day", "limit": 2}],
+                    },
+                    {"advertiser": "nova", "price": 7},
+                ],
+            }
+        )
+        data["partners"][0]["campaigns"].append("sold-main")
     if crm_url is not None:
         data["delivery"] = {
             "retry_schedule": ["0s", 0.2],

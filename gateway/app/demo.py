@@ -3,7 +3,10 @@
 It starts the real HTTP server on loopback and posts through real HTTP, like publishers would:
 the same person through several channels and spellings, an always-on and a peak campaign of
 one advertiser competing for the same people, caps filling up, a closed campaign, test mode,
-an idempotent retry, a batch and an invalid lead. The delivery worker runs in-process and
+an idempotent retry, a batch and an invalid lead; then leads of campaigns sold to buyers: one
+flowing down the waterfall (a capped buyer, a filtering one, a buyer that already has the
+person), a shared sale reaching two CRMs. Each of those rows is followed by its waterfall,
+buyer by buyer, as the decision log records it. The delivery worker runs in-process and
 forwards the accepted leads to a local CRM receiver (port 8099, the example config's endpoint
 URLs; another free port, with the URLs rewritten, when 8099 is taken), which checks each
 request's signature or credentials the way the advertiser's CRM would.
@@ -15,6 +18,7 @@ import asyncio
 import base64
 import dataclasses
 import hmac
+import logging
 import os
 import socket
 import time
@@ -115,6 +119,7 @@ def scenario() -> list[Step]:
                 "Black Friday: 4/hour for this partner",
             )
         )
+    steps += sale_steps()
     steps.append(
         Step(
             "p-mailfox",
@@ -130,6 +135,69 @@ def scenario() -> list[Step]:
         )
     )
     return steps
+
+
+def _installer_lead(n: int, name: str, postal_code: str, campaign: str) -> dict[str, object]:
+    return {"email": f"{name.lower()}.solar{n}@example.fr", "first_name": name,
+            "last_name": "Leroy", "phone": f"+33 6 44 {n:02d} 12 34",
+            "postal_code": postal_code, "consent": True, "campaign": campaign,
+            "ref": f"sq-{n}"}  # fmt: skip
+
+
+def sale_steps() -> list[Step]:
+    """Leads of the example's campaigns sold to buyers (docs/distribution.md)."""
+    anne = _installer_lead(1, "Anne", "69003", "solar-quotes")
+    chloe = _installer_lead(3, "Chloé", "31000", "solar-quotes")
+    return [
+        Step("p-mailfox", "Anne, 69003", anne, "solar: sold to Solaris (priority 1)"),
+        Step("p-coregia", "Bruno, 13001", _installer_lead(2, "Bruno", "13001", "solar-quotes"),
+             "Solaris again: its 2nd of the day"),
+        Step("p-mailfox", "Chloé, 31000", chloe, "Solaris capped: down the waterfall"),
+        Step("p-coregia", "Damien, 97400 (Réunion)",
+             _installer_lead(4, "Damien", "97400", "solar-quotes"),
+             "Solaris' filter: mainland only"),
+        Step("p-coregia", "Anne (another partner)", {**anne, "ref": "sq-1b"},
+             "the campaign sold her already"),
+        Step("p-mailfox", "Élise", _installer_lead(5, "Élise", "75011", "energy-week-2026"),
+             "shared: sold to both buyers"),
+        Step("p-coregia", "Chloé", {**chloe, "campaign": "energy-week-2026", "ref": "ew-3"},
+             "shared: Hélio already has her"),
+    ]  # fmt: skip
+
+
+class DecisionLog(logging.Handler):
+    """The decision log lines of campaigns sold to buyers, kept to print their waterfall."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.offers: dict[str, list[str]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and "offers" in fields:
+            self.offers[str(fields.get("lead_id"))] = list(fields["offers"])
+
+
+#: How each buyer's part reads in the demo's table.
+_PARTS = {"sold": "SOLD", "buyer.duplicate": "has the person", "buyer.capped": "capped",
+          "buyer.filtered": "filtered out", "buyer.closed": "closed",
+          "buyer.disabled": "endpoint disabled"}  # fmt: skip
+#: Refusals decided before the waterfall: those buyers were not offered the lead.
+_NOT_OFFERED = ("buyer.filtered", "buyer.closed", "buyer.disabled")
+
+
+def waterfall(offers: list[str]) -> str:
+    """``["solaris:buyer.capped", "helio-install:sold", "voltaic-call:buyer.closed"]`` as ops
+    read it: ``solaris capped -> helio-install SOLD; not offered: voltaic-call closed``."""
+    tried: list[str] = []
+    passed: list[str] = []
+    for offer in offers:
+        buyer, _, result = offer.partition(":")
+        (passed if result in _NOT_OFFERED else tried).append(
+            f"{buyer} {_PARTS.get(result, result)}"
+        )
+    shown = " -> ".join(tried) or "offered to no buyer"
+    return f"{shown}; not offered: {', '.join(passed)}" if passed else shown
 
 
 def _free_port() -> int:
@@ -311,11 +379,18 @@ async def _run(
     print(f"leadgate demo: gateway on {base} (embedded store), config {config_path}")
     print(f"               metrics on {metrics_url}\n")
 
+    log = DecisionLog()
+    decisions = logging.getLogger("leadgate.decision")
+    decisions.addHandler(log)
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False  # the demo prints the waterfall itself, not JSON lines
     header = ["#", "partner", "channel", "campaign", "person", "decision", "reasons / note"]
     widths = [3, 11, 10, 18, 40, 10, 0]
     print(_row(header, widths))
     print(_row(["-" * max(w, 6) for w in widths[:-1]] + ["-" * 30], widths))
     tally: Counter[str] = Counter()
+    #: Leads sold to several buyers: (who, lead id, buyers), to follow to their CRMs.
+    shared: list[tuple[str, str, list[str]]] = []
     async with aiohttp.ClientSession() as http:
         for n, step in enumerate(scenario(), 1):
             headers = {"Authorization": f"Bearer {KEYS[step.partner]}", **step.headers}
@@ -325,8 +400,18 @@ async def _run(
             if resp.status == 200:
                 decision = body["decision"] + (" (replay)" if replayed else "")
                 why = ", ".join(body["reasons"]) or "-"
+                if "buyers" in body:
+                    sold = ", ".join(body.get("sold_to", [])) or "no buyer"
+                    shown = (
+                        f"{body['buyers']} buyer(s): {sold}"
+                        if "sold_to" in body
+                        else (f"{body['buyers']} buyer(s)")
+                    )
+                    why = f"{why}; {shown}" if why != "-" else shown
                 channel = body["channel"]
                 tally[body["decision"]] += 1
+                if len(body.get("sold_to", [])) > 1:
+                    shared.append((step.who, body["lead_id"], body["sold_to"]))
             else:
                 decision = f"HTTP {resp.status}"
                 why = "; ".join(f"{e['field']}: {e['message']}" for e in body.get("errors", []))
@@ -335,6 +420,9 @@ async def _run(
             campaign = str(step.lead.get("campaign", ""))
             cols = [str(n), step.partner[2:], channel, campaign, step.who[:40], decision]
             print(_row([*cols, f"{why}  [{step.note}]"], widths))
+            offers = log.offers.get(str(body.get("lead_id"))) if resp.status == 200 else None
+            if offers:
+                print(f"{'':>{sum(widths[:4]) + 8}}waterfall: {waterfall(offers)}")
 
         people = _people(20, "batch.client", "7", 60)
         batch = {
@@ -354,6 +442,10 @@ async def _run(
     print("\nsingle posts: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     await _wait_delivered(worker, DELIVERY_WAIT_S)
     _print_deliveries(settings.config, crm, crm_port)
+    for who, lead_id, buyers in shared:
+        reached = [b for b in buyers if lead_id in crm.lead_ids.get(AdvertiserId(b), set())]
+        print(f"shared sale of {who} (lead {lead_id[:13]}…): sold to {', '.join(buyers)}; "
+              f"reached the CRMs of {', '.join(reached) or 'none yet'}")  # fmt: skip
     print(f"metrics: {metrics_url} ({metrics_lines} leadgate_leads_total series)")
     try:
         if keep_running:

@@ -14,6 +14,7 @@ part               what it is
 ``fingerprinter``  keyed hashes of identities, every configured key
 ``intake``         decides leads (the config's compiled plan inside)
 ``feedback_desk``  records advertisers' verdicts
+``endpoints``      which buyers' CRM endpoints are disabled (distributed campaigns)
 ``reloader``       reads the config file again (``adopt`` puts it in service)
 ``eraser``         forgets a person everywhere
 ``admin_api``      what the admin routes act on (with ``LEADGATE_ADMIN_TOKEN``)
@@ -41,6 +42,8 @@ from gateway.app.settings import Settings, fingerprint_keys
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
+from gateway.decision.waterfall import Waterfall
+from gateway.delivery.endpoint_watch import EndpointWatch
 from gateway.delivery.memqueue import MemoryQueue
 from gateway.delivery.model import DeliveryEvents
 from gateway.delivery.queue import RedisQueue
@@ -56,6 +59,7 @@ from gateway.quality.ledger import QualityLedger
 from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
+from gateway.types import AdvertiserId
 from gateway.web.admin import Admin
 
 LOG = logging.getLogger("leadgate")
@@ -96,6 +100,7 @@ class App:
         self._intake: Intake | None = None
         self._feedback_desk: FeedbackDesk | None = None
         self._reloader: ConfigReloader | None = None
+        self._endpoints: EndpointWatch | None = None
         #: What ``aclose`` undoes, newest first.
         self._resources = contextlib.AsyncExitStack()
 
@@ -232,8 +237,30 @@ class App:
                 self.fingerprinter,
                 recorders=(self.observer, self.ledger),
                 clock=self.clock,
+                waterfall=Waterfall(self.store, self.settings.failpoints),
+                endpoints=self.endpoints,
             )
         return self._intake
+
+    @property
+    def endpoints(self) -> EndpointWatch:
+        """Which buyers' endpoints are disabled, refreshed in the background while asked; it
+        opens the delivery queue only when the configuration sells to buyers."""
+        if self._endpoints is None:
+            watch = EndpointWatch(self.open_queue, self._buyers)
+            self._resources.push_async_callback(watch.close)
+            self._endpoints = watch
+        return self._endpoints
+
+    def _buyers(self) -> list[AdvertiserId]:
+        return list(
+            dict.fromkeys(
+                b.advertiser
+                for c in self._config.campaigns.values()
+                if c.distribution is not None
+                for b in c.distribution.buyers
+            )
+        )
 
     @property
     def feedback_desk(self) -> FeedbackDesk:

@@ -51,6 +51,9 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO)
     else:
         print(report.title(body), file=out)
         print(report.format_table(report.rows_from_json(body)), file=out)
+        buyers = report.format_buyers(report.buyers_from_json(body))
+        if buyers:
+            print(f"\n{buyers}", file=out)
     return 0
 
 

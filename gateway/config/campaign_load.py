@@ -1,6 +1,7 @@
-"""Reading one ``campaigns[]`` entry of the YAML file into a ``Campaign``: its advertiser,
-kind and dates (in its time zone), identity and required fields, phone region, dedup rules,
-caps, scoring and feedback windows, and the rule packs it names.
+"""Reading one ``campaigns[]`` entry of the YAML file into a ``Campaign``: its advertiser (or
+its buyers, read by ``config.buyer_load``), payout, kind and dates (in its time zone), identity
+and required fields, phone region, dedup rules, caps, scoring and feedback windows, and the
+rule packs it names.
 
 Every problem is reported into the ``Reader`` with its path (``campaigns[2].caps[0].window``);
 ``config.load`` walks the list, checks each entry's keys and id, and calls ``parse_campaign``.
@@ -17,23 +18,32 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from gateway.config.buyer_load import DISTRIBUTION_KEYS, parse_distribution
+from gateway.config.limits_load import cap_rules, dedup_rules
 from gateway.config.model import (
-    CalendarPeriod,
     Campaign,
     CampaignKind,
-    CapRule,
     CapSubject,
-    CapWindow,
     DedupRule,
     DedupScope,
+    Distribution,
+    SaleMode,
 )
-from gateway.config.reader import MISSING, Reader, display_name, duration_of, opt, show
+from gateway.config.reader import MISSING, Reader, display_name, opt, show
 from gateway.leads.lead import IDENTITY_FIELDS, LEAD_FIELDS
 from gateway.rules.pack import PackLibrary
-from gateway.types import AdvertiserId, CampaignId, ChannelId
+from gateway.types import AdvertiserId, CampaignId
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_PERIODS: Final = tuple(period.value for period in CalendarPeriod)
+#: What a campaign sold to buyers cannot have, and why: it has no advertiser of its own.
+_NO_ADVERTISER_SCOPE: Final = {
+    DedupScope.ADVERTISER: "a campaign sold to buyers has no advertiser of its own: "
+    "advertiser-wide dedup is each buyer's (buyers[i].dedup, the default)"
+}
+_NO_ADVERTISER_CAP: Final = {
+    CapSubject.ADVERTISER: "a campaign sold to buyers has no advertiser of its own: "
+    "cap each buyer (buyers[i].caps, subject buyer)"
+}
 
 
 def parse_campaign(
@@ -44,11 +54,26 @@ def parse_campaign(
     advertisers: Collection[str],
     channels: Collection[str],
     packs: PackLibrary,
+    *,
+    pressure_window_s: int | None = None,
 ) -> Campaign:
+    """``pressure_window_s``: the window of the configuration's ``contact_pressure``, if any."""
     at = path + "."
-    advertiser = r.ref(
-        fields.get("advertiser", MISSING), at + "advertiser", "advertiser", advertisers
-    )
+    advertiser = None
+    if "advertiser" in fields:
+        advertiser = r.ref(fields["advertiser"], at + "advertiser", "advertiser", advertisers)
+    distributed = "buyers" in fields
+    if distributed == ("advertiser" in fields):
+        r.fail(
+            at + "advertiser",
+            "a campaign names one advertiser, or buyers (a list), not both"
+            if distributed
+            else "required key is missing (or list buyers instead)",
+        )
+    if not distributed:
+        for key in DISTRIBUTION_KEYS[1:]:
+            if key in fields:
+                r.fail(at + key, "only a campaign with buyers (instead of an advertiser) sells")
     name = display_name(r, fields, path, id_)
     kind = r.choice(fields.get("kind", MISSING), at + "kind", CampaignKind)
     zone = _zone(r, opt(fields, "timezone", "UTC"), at + "timezone")
@@ -69,6 +94,20 @@ def parse_campaign(
     region = _region(r, opt(fields, "phone_region", "FR"), at + "phone_region")
     pressure = r.boolean(opt(fields, "contact_pressure", True), at + "contact_pressure")
     cpl = opt(fields, "cpl", None)
+    payout = opt(fields, "payout", None)
+    dedup = dedup_rules(
+        r, opt(fields, "dedup", []), at + "dedup", channels,
+        refused=_NO_ADVERTISER_SCOPE if distributed else None,
+    )  # fmt: skip
+    distribution: Distribution | None = None
+    if distributed:
+        distribution = parse_distribution(
+            r, at, fields, advertisers, channels, packs, region=region
+        )
+        if cpl is not None:
+            r.fail(at + "cpl", "a campaign sold to buyers is priced per buyer (buyers[i].price)")
+        if pressure and pressure_window_s is not None:
+            _check_pressure(r, at, dedup, distribution, pressure_window_s)
     min_score = opt(fields, "min_score", None)
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float):
@@ -88,7 +127,7 @@ def parse_campaign(
     )  # fmt: skip
     return Campaign(
         id=CampaignId(id_),
-        advertiser=AdvertiserId(advertiser),
+        advertiser=None if advertiser is None else AdvertiserId(advertiser),
         name=name,
         kind=kind,
         timezone=zone,
@@ -99,79 +138,52 @@ def parse_campaign(
         start_at=start_at,
         end_at=end_at,
         cpl=None if cpl is None else r.number(cpl, at + "cpl", positive=False),
-        dedup=_dedup_rules(r, opt(fields, "dedup", []), at + "dedup", channels),
-        caps=_cap_rules(r, opt(fields, "caps", []), at + "caps"),
+        dedup=dedup,
+        caps=cap_rules(
+            r,
+            opt(fields, "caps", []),
+            at + "caps",
+            refused=_NO_ADVERTISER_CAP if distributed else None,
+        ),
         suppression=rules.suppression,
         velocity=rules.velocity,
         rules=rules.rule_set,
         min_score=min_score,
         return_window_s=return_window_s,
         feedback_window_s=feedback_window_s,
+        distribution=distribution,
+        payout=None if payout is None else r.number(payout, at + "payout", positive=False),
     )
 
 
-def _dedup_rules(
-    r: Reader, value: object, path: str, channels: Collection[str]
-) -> tuple[DedupRule, ...]:
-    rules: list[DedupRule] = []
-    scopes_at: dict[DedupScope, str] = {}
-    for i, item in enumerate(r.items(value, path, "a list of {scope, window} rules")):
-        p = f"{path}[{i}]"
-        fields = r.mapping(
-            item, p, "a mapping", required=("scope", "window"), optional=("channels",)
+def _check_pressure(
+    r: Reader,
+    at: str,
+    dedup: tuple[DedupRule, ...],
+    distribution: Distribution,
+    window_s: int,
+) -> None:
+    """A distributed campaign counts toward the network's contact pressure as one unit (its
+    buyers are not known when the person's slot is reserved). That is exact only when the
+    campaign sells a person at most once per pressure window, to one buyer: exclusive, with a
+    campaign-scope dedup at least as long as the pressure window (on every channel)."""
+    if distribution.mode is SaleMode.SHARED:
+        r.fail(
+            at + "contact_pressure",
+            "a shared campaign sells a person to up to max_buyers buyers at once, which the "
+            "network's contact pressure cannot count before they are known: set "
+            "contact_pressure: false here (or make the campaign exclusive)",
         )
-        before = len(r.issues)
-        scope = r.choice(fields.get("scope", MISSING), p + ".scope", DedupScope)
-        if len(r.issues) == before and "scope" in fields:
-            if scope in scopes_at:
-                r.fail(
-                    p + ".scope", f"scope {scope.value!r} already has a rule at {scopes_at[scope]}"
-                )
-            scopes_at.setdefault(scope, p)
-        window_s = r.duration(fields.get("window", MISSING), p + ".window")
-        per_channel: dict[ChannelId, int] = {}
-        overrides = r.mapping(
-            opt(fields, "channels", {}), p + ".channels", "a mapping of channel: window"
+        return
+    own = [rule for rule in dedup if rule.scope is DedupScope.CAMPAIGN]
+    if not own or min([own[0].window_s, *own[0].channel_windows_s.values()]) < window_s:
+        r.fail(
+            at + "contact_pressure",
+            "a campaign sold to buyers counts as one unit of the network's contact pressure: "
+            "it needs a campaign-scope dedup at least as long as the pressure window "
+            f"({window_s // 86_400}d) so that it sells a person once per window, or "
+            "contact_pressure: false",
         )
-        for channel, window in overrides.items():
-            cp = f"{p}.channels.{channel}"
-            per_channel[ChannelId(r.ref(channel, cp, "channel", channels))] = r.duration(window, cp)
-        rules.append(DedupRule(scope, window_s, per_channel))
-    return tuple(rules)
-
-
-def _cap_rules(r: Reader, value: object, path: str) -> tuple[CapRule, ...]:
-    rules: list[CapRule] = []
-    reasons_at: dict[str, str] = {}
-    for i, item in enumerate(r.items(value, path, "a list of {subject, window, limit} caps")):
-        p = f"{path}[{i}]"
-        before = len(r.issues)
-        fields = r.mapping(item, p, "a mapping", required=("subject", "window", "limit"))
-        rule = CapRule(
-            subject=r.choice(fields.get("subject", MISSING), p + ".subject", CapSubject),
-            window=_cap_window(r, fields.get("window", MISSING), p + ".window"),
-            limit=r.integer(fields.get("limit", MISSING), p + ".limit", 1, fallback=1),
-        )
-        if len(r.issues) > before:
-            continue  # a rule built from fallbacks would report a false duplicate
-        # One reason code per cap: publishers, metrics and the decision script key on it.
-        if rule.reason in reasons_at:
-            r.fail(p, f"a second {rule.reason} cap (the first is {reasons_at[rule.reason]})")
-        reasons_at.setdefault(rule.reason, p)
-        rules.append(rule)
-    return tuple(rules)
-
-
-def _cap_window(r: Reader, value: object, path: str) -> CapWindow:
-    if value is MISSING:
-        return CapWindow(rolling_s=1)
-    if isinstance(value, str) and value in _PERIODS:
-        return CapWindow(period=CalendarPeriod(value))
-    try:
-        return CapWindow(rolling_s=duration_of(value))
-    except ValueError as exc:
-        r.fail(path, f"{exc}, nor one of {', '.join(_PERIODS)}")
-        return CapWindow(rolling_s=1)
 
 
 def _zone(r: Reader, value: object, path: str) -> ZoneInfo:

@@ -33,6 +33,7 @@ from gateway.leads.lead import LEAD_FIELDS
 #: and ``consent.<name>`` reach into the nested parts.
 META_SOURCES: Final = (
     *("lead_id", "campaign", "partner", "channel", "ref", "accepted_at", "extra", "test"),
+    "price",
 )
 _SOURCE = re.compile(r"(extra|consent)\.[A-Za-z0-9_.-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")

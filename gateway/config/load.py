@@ -26,6 +26,7 @@ from typing import Final
 
 import yaml
 
+from gateway.config.buyer_load import DISTRIBUTION_KEYS
 from gateway.config.campaign_load import parse_campaign
 from gateway.config.delivery import DeliverySettings
 from gateway.config.delivery_load import check_timeout, parse_settings
@@ -120,7 +121,16 @@ def parse_config(data: object, *, checksum: str = "", base_dir: Path | None = No
     pressure = None if pressure_data is None else _pressure(r, pressure_data, "contact_pressure")
     campaigns: dict[CampaignId, Campaign] = {}
     for path, id_, fields in _entries(r, root.get("campaigns", MISSING), "campaigns", "campaign"):
-        campaign = parse_campaign(r, path, id_, fields, advertisers, channels, packs)
+        campaign = parse_campaign(
+            r,
+            path,
+            id_,
+            fields,
+            advertisers,
+            channels,
+            packs,
+            pressure_window_s=pressure.window_s if pressure is not None else None,
+        )
         if id_:
             campaigns[CampaignId(id_)] = campaign
     partners: dict[PartnerId, Partner] = {}
@@ -291,11 +301,12 @@ _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "advertiser": (("id",), ("name", "delivery", "api_keys")),
     "suppression list": (("id",), ("name", "network", "reason")),
     "campaign": (
-        ("id", "advertiser", "kind"),
+        ("id", "kind"),
         (
-            *("name", "start", "end", "timezone", "identity", "required", "phone_region"),
-            *("contact_pressure", "cpl", "dedup", "caps", "rules", "min_score"),
-            *("return_window", "feedback_window"),
+            *("advertiser", "name", "start", "end", "timezone", "identity", "required"),
+            *("phone_region", "contact_pressure", "cpl", "dedup", "caps", "rules", "min_score"),
+            *("return_window", "feedback_window", "payout"),
+            *DISTRIBUTION_KEYS,
         ),
     ),
     "partner": (("id", "api_keys", "channels", "campaigns"), ("name", "rate_limit")),

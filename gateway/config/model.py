@@ -27,6 +27,14 @@ YAML shape (see ``examples/leadgate.yaml`` for one that uses every feature)::
         caps:
           - {subject: campaign, window: day, limit: 200}
           - {subject: partner, window: 1h, limit: 50}     # a duration = rolling window
+      - id: acme-shared                   # distribution (docs/distribution.md): instead of
+        buyers:                           # one advertiser, buyers offered in turn
+          - {advertiser: acme, price: 9.0, caps: [{subject: buyer, window: day, limit: 50}]}
+          - {advertiser: globex, price: 7.5, hours: {mon-fri: ["09:00-18:00"]}}
+        distribution: shared              # exclusive (one buyer, the default) or shared
+        max_buyers: 2                     # shared: sold to up to this many
+        order: price                      # priority | weighted | round_robin | price
+        payout: 4.0                       # paid to the publisher per lead sold
     partners:
       - id: p-coreg
         name: CoregNet
@@ -41,6 +49,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from ipaddress import IPv4Network, IPv6Network
 from zoneinfo import ZoneInfo
 
@@ -195,10 +204,84 @@ class Advertiser:
     api_key_hashes: tuple[str, ...] = ()
 
 
+class SaleMode(enum.StrEnum):
+    """How a distributed campaign's lead is sold."""
+
+    EXCLUSIVE = "exclusive"  # to one buyer
+    SHARED = "shared"  # to up to ``max_buyers`` buyers, never twice to one
+
+
+class BuyerOrder(enum.StrEnum):
+    """The order buyers are offered a lead in (docs/distribution.md)."""
+
+    PRIORITY = "priority"  # lowest priority number first; equal priorities take turns
+    WEIGHTED = "weighted"  # smooth weighted round robin: first offers in proportion to weight
+    ROUND_ROBIN = "round_robin"  # each lead starts with the next buyer
+    PRICE = "price"  # highest price first; equal prices take turns
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningHours:
+    """When a buyer takes leads, in its campaign's time zone: per ISO weekday (``weekly[0]``
+    is Monday) the ranges ``[start, end)`` in seconds since local midnight; closed all day on
+    ``holidays``. Wall-clock time: on a daylight-saving day a range means the same clock
+    times (a range inside the skipped hour is never open that day; one inside the repeated
+    hour is open both times)."""
+
+    weekly: tuple[tuple[tuple[int, int], ...], ...]
+    holidays: frozenset[date] = frozenset()
+
+    def open_at(self, now_s: float, zone: ZoneInfo) -> bool:
+        local = datetime.fromtimestamp(now_s, zone)
+        if local.date() in self.holidays:
+            return False
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        return any(start <= second < end for start, end in self.weekly[local.weekday()])
+
+
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    """An advertiser buying a distributed campaign's leads. Its keys, delivery, feedback and
+    metrics are its advertiser's (an advertiser is a campaign's buyer at most once, so the
+    advertiser id names the buyer)."""
+
+    advertiser: AdvertiserId
+    #: Buyer-level dedup (scopes campaign, advertiser, channel in the advertiser's slot): a
+    #: person it already has is offered to the next buyer.
+    dedup: tuple[DedupRule, ...] = ()
+    #: Caps on this buyer's purchases: subject ``advertiser`` (written ``buyer`` too) counts
+    #: every campaign selling to it, ``campaign`` this campaign's sales to it.
+    caps: tuple[CapRule, ...] = ()
+    #: Rules a lead must pass for this buyer (``None``: every lead).
+    filter: RuleSet | None = None
+    #: ``None``: always open.
+    hours: OpeningHours | None = None
+    #: What the buyer pays per lead (``None``: not priced).
+    price: float | None = None
+    weight: int = 1
+    #: Lower is offered first (default: the buyer's position in the list, from 1).
+    priority: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """How a campaign with buyers sells its leads (docs/distribution.md)."""
+
+    buyers: tuple[Buyer, ...]
+    mode: SaleMode = SaleMode.EXCLUSIVE
+    #: Most buyers one lead is sold to: 1 when exclusive.
+    max_buyers: int = 1
+    order: BuyerOrder = BuyerOrder.PRIORITY
+    #: Answers name the buyers (``sold_to``); publishers never learn them otherwise.
+    show_buyers: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Campaign:
     id: CampaignId
-    advertiser: AdvertiserId
+    #: The advertiser buying every lead; ``None`` for a distributed campaign (``distribution``
+    #: names its buyers instead).
+    advertiser: AdvertiserId | None
     name: str
     kind: CampaignKind
     timezone: ZoneInfo
@@ -224,6 +307,10 @@ class Campaign:
     #: How long after acceptance any feedback is taken (conversions come late); at least the
     #: return window. The lead-id index that feedback needs expires with it.
     feedback_window_s: int = 90 * 86_400
+    #: The buyers and how a lead is sold to them; ``None``: every lead goes to ``advertiser``.
+    distribution: Distribution | None = None
+    #: What the publisher is paid per lead sold (accepted), for answers and reports.
+    payout: float | None = None
 
     def is_active(self, now_s: float) -> bool:
         if self.start_at is not None and now_s < self.start_at:
@@ -282,6 +369,10 @@ class ServerSettings:
     #: Networks of the reverse proxies in front: a request from one of them is attributed to
     #: the address its ``X-Forwarded-For`` names (the rightmost one not itself trusted).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: How long a keyed request to a distributed campaign holds its Idempotency-Key against a
+    #: concurrent request with the same key (a crashed request: until then a retry is told to
+    #: wait). A request gives up (503) after half of it (docs/decision.md, "Distribution").
+    sale_lease_s: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ _COUNTS = (
     "body_timeout_s",
     "keepalive_timeout_s",
     "max_connections",
+    "sale_lease_s",
 )
 _RATES = ("default_rate_limit", "auth_failure_limit", "feedback_rate_limit")
 #: The largest ``trusted_proxies`` list: each entry is checked for every proxied request.
@@ -48,6 +49,7 @@ def parse_server(r: Reader, value: object, path: str) -> ServerSettings:
         body_timeout_s=counts.get("body_timeout_s", d.body_timeout_s),
         keepalive_timeout_s=counts.get("keepalive_timeout_s", d.keepalive_timeout_s),
         max_connections=counts.get("max_connections", d.max_connections),
+        sale_lease_s=counts.get("sale_lease_s", d.sale_lease_s),
         default_rate_limit=rates.get("default_rate_limit", d.default_rate_limit),
         auth_failure_limit=rates.get("auth_failure_limit", d.auth_failure_limit),
         feedback_rate_limit=rates.get("feedback_rate_limit", d.feedback_rate_limit),

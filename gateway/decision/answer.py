@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.decision.model import Decision
-from gateway.types import CampaignId, ChannelId, LeadId
+from gateway.types import AdvertiserId, CampaignId, ChannelId, LeadId
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """One buyer's purchase of a lead of a distributed campaign, at its price."""
+
+    buyer: AdvertiserId
+    price: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +32,15 @@ class Answer:
     #: The lead's quality score; ``None`` (and absent from the JSON) when the campaign's rule
     #: packs have no scoring rule.
     score: int | None = None
+    #: A campaign sold to buyers: the sales (empty: no buyer took it); ``None`` for a
+    #: campaign with one advertiser.
+    sales: tuple[Sale, ...] | None = None
+    #: What the publisher is paid for this lead, when the campaign says and it was accepted.
+    payout: float | None = None
+    #: The campaign names its buyers to publishers (``sold_to``).
+    show_buyers: bool = False
+    #: Each buyer's part (``sold`` or a refusal code), for metrics; never shown to publishers.
+    offers: tuple[tuple[AdvertiserId, str], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         answer: dict[str, object] = {
@@ -37,4 +54,10 @@ class Answer:
         }
         if self.score is not None:
             answer["score"] = self.score
+        if self.sales is not None:
+            answer["buyers"] = len(self.sales)
+            if self.show_buyers:
+                answer["sold_to"] = [sale.buyer for sale in self.sales]
+        if self.payout is not None and self.decision is Decision.ACCEPTED:
+            answer["payout"] = self.payout
         return answer

@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.config.model import Config, Partner
-from gateway.decision.answer import Answer
+from gateway.config.model import Buyer, Config, Partner
+from gateway.decision.answer import Answer, Sale
+from gateway.decision.distribution import EndpointView, NoEndpointView, unsold
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
 from gateway.decision.plan import Idempotency, Plan, build_refusal, build_request, digest
+from gateway.decision.sale_plan import NoOffer, SalePlan, SaleRequest, build_sale
+from gateway.decision.waterfall import SaleResult, Waterfall
 from gateway.errors import (
     FieldProblem,
     Forbidden,
@@ -33,7 +36,7 @@ from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.rules.model import Verdict
-from gateway.types import ChannelId
+from gateway.types import AdvertiserId, ChannelId
 
 Clock = Callable[[], float]
 #: A batch's leads are prepared this many at a time between two turns of the event loop.
@@ -68,12 +71,18 @@ class _Prepared:
     #: None: rejected without the store (inactive, rules) and no Idempotency-Key to record.
     request: DecisionRequest | None
     verdict: Verdict | None = None  # the campaign's rules' (None: the campaign has none)
+    #: A distributed campaign's lead: its sale (``decision.waterfall``), or its answer when no
+    #: buyer may be offered it (decided without the store, but for recording its key).
+    sale: SaleRequest | None = None
+    decided: SaleResult | None = None
 
 
 class Intake:
     """Decides leads for the configuration it serves (``replace_config`` swaps it).
 
-    ``recorders``: told about every request (metrics, ledger); ``clock``: epoch seconds."""
+    ``recorders``: told about every request (metrics, ledger); ``clock``: epoch seconds;
+    ``waterfall``: sells the leads of distributed campaigns (default: over ``engine``'s store,
+    which must then be a ``SaleStore``); ``endpoints``: which buyers' endpoints are disabled."""
 
     def __init__(
         self,
@@ -83,9 +92,14 @@ class Intake:
         *,
         recorders: Sequence[Recorder] = (),
         clock: Clock = time.time,
+        waterfall: Waterfall | None = None,
+        endpoints: EndpointView | None = None,
     ) -> None:
         self._plan = Plan(config)
+        self._sales = SalePlan(config)
         self._engine = engine
+        self._waterfall = waterfall
+        self._endpoints: EndpointView = endpoints or NoEndpointView()
         self._fingerprinter = fingerprinter
         self._recorders = tuple(recorders)
         self.clock = clock
@@ -105,6 +119,7 @@ class Intake:
         whole, in one step of the event loop. A request already under way finishes with the
         plan it started with, so no request ever sees half of each configuration."""
         self._plan = Plan(config)
+        self._sales = SalePlan(config)
 
     def authenticate(self, api_key: str) -> Partner | None:
         """The partner holding ``api_key``, or None. Keys are stored as SHA-256 hashes and
@@ -240,6 +255,8 @@ class Intake:
                 reasons=rejected,
             )
             return _Prepared(lead, channel, refusal, verdict)
+        if campaign.distribution is not None:
+            return self._prepare_sale(plan, partner, lead, channel, now_s, idem, verdict)
         request = build_request(
             lead=lead,
             lead_id=new_lead_id(),
@@ -254,6 +271,64 @@ class Intake:
         )
         return _Prepared(lead, channel, request, verdict)
 
+    def _prepare_sale(
+        self,
+        plan: Plan,
+        partner: Partner,
+        lead: Lead,
+        channel: ChannelId,
+        now_s: float,
+        idem: Idempotency | None,
+        verdict: Verdict | None,
+    ) -> _Prepared:
+        campaign = plan.config.campaigns[lead.campaign]
+        sale = build_sale(
+            lead=lead,
+            lead_id=new_lead_id(),
+            campaign=campaign,
+            partner=partner,
+            channel=channel,
+            pressure=plan.config.contact_pressure,
+            fingerprinter=self._fingerprinter,
+            now_s=now_s,
+            lease_s=plan.config.server.sale_lease_s,
+            sales=self._sales,
+            endpoints=self._endpoints,
+            idempotency=idem,
+        )
+        if isinstance(sale, NoOffer):
+            decision, reasons = unsold(refusal for _, refusal in sale.passed)
+            outcome = DecisionOutcome(decision, reasons, new_lead_id())
+            offers = tuple((buyer, refusal.value) for buyer, refusal in sale.passed)
+            decided = SaleResult(outcome, offers)
+            if idem is None or lead.test:
+                return _Prepared(lead, channel, None, verdict, decided=decided)
+            # Replayable like every answer: recorded under its key (always ``rejected``: the
+            # buyers' filters, hours and endpoints are the gateway's own refusals).
+            refusal = build_refusal(
+                lead_id=outcome.lead_id, campaign=campaign, partner=partner, now_s=now_s,
+                idempotency=idem, reasons=reasons,
+            )  # fmt: skip
+            return _Prepared(lead, channel, refusal, verdict, decided=decided)
+        return _Prepared(lead, channel, None, verdict, sale=sale)
+
+    async def _decide(
+        self, prepared: Sequence[_Prepared | RequestError]
+    ) -> tuple[list[DecisionOutcome | None], list[SaleResult | RequestError]]:
+        """The store's part: single-advertiser leads through the engine, distributed ones
+        through the waterfall, both at once (their round trips share the pipeline)."""
+        singles = [p.request for p in prepared if isinstance(p, _Prepared) and p.request]
+        sales = [p.sale for p in prepared if isinstance(p, _Prepared) and p.sale]
+        if not sales:
+            return (await self._engine.run(singles) if singles else []), []
+        waterfall = self._waterfall
+        if waterfall is None:
+            raise RuntimeError("a distributed campaign's leads need a Waterfall")
+        if not singles:
+            return [], await waterfall.run(sales)
+        decided, sold = await asyncio.gather(self._engine.run(singles), waterfall.run(sales))
+        return decided, sold
+
     async def _run(
         self,
         partner: Partner,
@@ -261,15 +336,26 @@ class Intake:
         started: float,
         now_s: float,
     ) -> list[Answer | RequestError]:
-        to_store = [p.request for p in prepared if isinstance(p, _Prepared) and p.request]
-        outcomes = iter(await self._engine.run(to_store) if to_store else [])
+        decided, sold = await self._decide(prepared)
+        outcomes, sales = iter(decided), iter(sold)
+        config = self._plan.config
         answers: list[Answer | RequestError] = []
         for item in prepared:
             if isinstance(item, RequestError):
                 answers.append(item)
                 continue
+            if item.sale is not None:
+                result = next(sales)
+                if isinstance(result, RequestError):
+                    answers.append(result)
+                else:
+                    answers.append(_sold_answer(item, result, config))
+                continue
             outcome: DecisionOutcome | None
             if item.request is None:
+                if item.decided is not None:  # no buyer may be offered it, no key to record
+                    answers.append(_sold_answer(item, item.decided, config))
+                    continue
                 why = item.verdict.reasons if item.verdict is not None else ("campaign.inactive",)
                 outcome = DecisionOutcome(Decision.REJECTED, why, new_lead_id())
             else:
@@ -278,6 +364,13 @@ class Intake:
                 answers.append(
                     IdempotencyConflict("this Idempotency-Key was used with another body")
                 )
+                continue
+            campaign = config.campaigns.get(item.lead.campaign)
+            if campaign is not None and campaign.distribution is not None:
+                # A distributed campaign's lead rejected before its buyers, recorded under its
+                # key: the buyers' part is the one decided in the gateway (none on a replay).
+                offers = item.decided.offers if item.decided and not outcome.replayed else ()
+                answers.append(_sold_answer(item, SaleResult(outcome, offers), config))
                 continue
             answer = Answer(
                 lead_id=outcome.lead_id,
@@ -289,9 +382,39 @@ class Intake:
                 test=item.lead.test,
                 replayed=outcome.replayed,
                 score=item.verdict.score if item.verdict is not None else None,
+                payout=campaign.payout if campaign is not None else None,
             )
             answers.append(answer)
         elapsed_s = time.perf_counter() - started
         for recorder in self._recorders:
             recorder.decided(partner, answers, elapsed_s, now_s)
         return answers
+
+
+def _sold_answer(item: _Prepared, result: SaleResult, config: Config) -> Answer:
+    """The answer to a distributed campaign's lead: its buyers and their prices (the
+    campaign's current ones: a replay tells the buyers of the first answer)."""
+    outcome = result.outcome
+    campaign = config.campaigns.get(item.lead.campaign)
+    distribution = campaign.distribution if campaign is not None else None
+    buyers = distribution.buyers if distribution is not None else ()
+    return Answer(
+        lead_id=outcome.lead_id,
+        decision=outcome.decision,
+        reasons=outcome.reasons,
+        ref=item.lead.ref,
+        campaign=item.lead.campaign,
+        channel=item.channel,
+        test=item.lead.test,
+        replayed=outcome.replayed,
+        score=item.verdict.score if item.verdict is not None else None,
+        sales=tuple(Sale(b, _price(buyers, b)) for b in outcome.buyers),
+        payout=campaign.payout if campaign is not None else None,
+        show_buyers=distribution.show_buyers if distribution is not None else False,
+        offers=result.offers,
+    )
+
+
+def _price(buyers: Sequence[Buyer], advertiser: AdvertiserId) -> float | None:
+    """The price of ``advertiser`` among ``buyers`` (a lead has one to a few sales)."""
+    return next((b.price for b in buyers if b.advertiser == advertiser), None)

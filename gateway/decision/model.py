@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway.types import LeadId
+from gateway.types import AdvertiserId, LeadId
 
 
 class Decision(enum.StrEnum):
@@ -125,19 +125,26 @@ class DecisionOutcome:
     lead_id: LeadId
     #: True when the answer is the stored answer to an earlier request with the same key.
     replayed: bool = False
+    #: A campaign sold to buyers: the buyers (advertisers) the lead was sold to.
+    buyers: tuple[AdvertiserId, ...] = ()
 
     def encode(self, body_digest: str) -> str:
-        """The stored form of an idempotent answer (no personal data: ids and codes only)."""
-        return "|".join((body_digest, self.lead_id, self.decision.value, ",".join(self.reasons)))
+        """The stored form of an idempotent answer (no personal data: ids and codes only);
+        the buyers, when there are, after a fifth ``|``."""
+        parts = [body_digest, self.lead_id, self.decision.value, ",".join(self.reasons)]
+        if self.buyers:
+            parts.append(",".join(self.buyers))
+        return "|".join(parts)
 
     @classmethod
     def decode(cls, stored: str) -> tuple[str, DecisionOutcome]:
-        digest, lead_id, decision, reasons = stored.split("|", 3)
+        digest, lead_id, decision, reasons, *sold = stored.split("|", 4)
         outcome = cls(
             Decision(decision),
             tuple(r for r in reasons.split(",") if r),
             LeadId(lead_id),
             replayed=True,
+            buyers=tuple(AdvertiserId(b) for b in sold[0].split(",") if b) if sold else (),
         )
         return digest, outcome
 
@@ -155,3 +162,22 @@ class ClaimResult:
     #: NEW only: the lead id of an earlier request with this key that stored no answer yet
     #: (it crashed, or it is still deciding); None when this request made the claim.
     lead_id: LeadId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignReservation:
+    """A distributed campaign's own dedup and caps (IP velocity too), in its slot, for one lead:
+    checked, then taken (marks written, caps counted) before the buyers are offered the lead,
+    with what each write replaced kept in ``key``, so that a lead no buyer takes gives it all
+    back. Taken again under the same lead id (a keyed retry after a crash), it is the lead's
+    own: nothing is checked or taken twice."""
+
+    key: str  # keys.campaign_reservation
+    lead_id: LeadId
+    now_ms: int
+    dry_run: bool
+    dedup: tuple[DedupCheck, ...]
+    caps: tuple[CapCheck, ...]
+    #: How long ``key`` is kept: the Idempotency-Key's life for a keyed request (a retry may
+    #: find it), the sale lease's otherwise.
+    ttl_ms: int

@@ -8,19 +8,24 @@ current calendar period or rolling window, the person's reservations and the del
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from gateway.config.model import (
     CalendarPeriod,
     Campaign,
+    CapRule,
     Config,
     ContactPressure,
     DedupRule,
     DedupScope,
     Partner,
     PressureUnit,
+    SuppressionRule,
+    VelocityRule,
 )
 from gateway.decision.model import (
     CapCheck,
@@ -34,7 +39,7 @@ from gateway.leads.email import email_identity
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.storage import keys
-from gateway.types import ChannelId, Fingerprint, LeadId
+from gateway.types import ChannelId, Fingerprint, LeadId, PartnerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +74,84 @@ def build_request(
     alone."""
     now_ms = int(now_s * 1000)
     advertiser = campaign.advertiser
-    identities = [
-        (kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()
-    ]
-
+    if advertiser is None:
+        raise ValueError(f"campaign {campaign.id} is sold to buyers: see decision.sale_plan")
+    identities = lookups(lead, fingerprinter)
     route = plan.route(campaign, partner, channel) if plan else _route(campaign, partner, channel)
+    caps = cap_checks(route.caps, campaign.timezone, now_s)
+    if lead.ip is not None and campaign.velocity:
+        ip_fp = fingerprinter.fingerprint("ip", lead.ip)
+        caps += [
+            velocity_check(velocity, keys.ip_velocity(advertiser, velocity.id, ip_fp))
+            for velocity in campaign.velocity
+        ]
+    pressing = pressure if pressure is not None and campaign.contact_pressure else None
+    unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
+    person = person_reservations(
+        lead, identities, route, pressing, unit, lead_id, now_ms, channel, fingerprinter
+    )
+
+    record = {
+        "lead_id": lead_id,
+        "campaign": campaign.id,
+        "advertiser": advertiser,
+        "partner": partner.id,
+        "channel": channel,
+        "ref": lead.ref,
+        "accepted_at_ms": now_ms,
+        "lead": lead.to_payload(),
+    }
+    idem = None
+    # Test mode remembers nothing, not even an Idempotency-Key.
+    if idempotency is not None and not lead.test:
+        idem = IdempotencyRef(
+            claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
+            answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
+            body_digest=idempotency.body_digest,
+            ttl_ms=idempotency.ttl_s * 1000,
+            lead_id=lead_id,
+        )
+    return DecisionRequest(
+        lead_id=lead_id,
+        now_ms=now_ms,
+        dry_run=lead.test,
+        dedup=dedup_checks(route.scopes, identities, now_ms),
+        caps=tuple(caps),
+        person=person,
+        stream_key=keys.deliveries(advertiser),
+        payload=orjson.dumps(record),
+        idempotency=idem,
+        slot_anchor=keys.slot_anchor(advertiser),
+        index_key=keys.lead_index(advertiser, lead_id),
+        index_value=index_value(campaign, partner.id, channel, now_ms),
+        index_ttl_ms=campaign.feedback_window_s * 1000,
+    )
+
+
+def index_value(campaign: Campaign, partner: PartnerId, channel: ChannelId, now_ms: int) -> str:
+    """The lead index's value (``keys.lead_index``): ids and the feedback deadlines, ms."""
+    return (
+        f"{partner}|{campaign.id}|{channel}|{now_ms}|{now_ms + campaign.return_window_s * 1000}|"
+        f"{now_ms + campaign.feedback_window_s * 1000}"
+    )
+
+
+Identities = list[tuple[str, tuple[Fingerprint, ...]]]
+
+
+def lookups(lead: Lead, fingerprinter: Fingerprinter) -> Identities:
+    """Each identity of the lead with its fingerprint under every key still in use (the
+    current key's first)."""
+    return [(kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()]
+
+
+def dedup_checks(
+    scopes: Sequence[ScopePlan], identities: Identities, now_ms: int
+) -> tuple[DedupCheck, ...]:
+    """Every identity's check in every scope of a route (the slot its prefixes name)."""
     dedup: list[DedupCheck] = []
     marks: dict[Fingerprint, keys.SeenMark] = {}
-    for scope in route.scopes:
+    for scope in scopes:
         generations = keys.seen_generations(now_ms, scope.window_ms)
         for _, fingerprints in identities:
             for n, fp in enumerate(fingerprints):
@@ -92,102 +167,72 @@ def build_request(
                         n == 0,
                     )
                 )
+    return tuple(dedup)
 
-    caps: list[CapCheck] = []
-    for cap in route.caps:
+
+def cap_checks(caps: Sequence[CapPlan], zone: ZoneInfo, now_s: float) -> list[CapCheck]:
+    """Every cap of a route, keyed for the current calendar period or rolling window."""
+    checks: list[CapCheck] = []
+    for cap in caps:
         if cap.period is not None:
-            bucket, end_s = calendar_bucket(cap.period, campaign.timezone, now_s)
+            bucket, end_s = calendar_bucket(cap.period, zone, now_s)
             span_ms, rolling = max(1, int((end_s - now_s) * 1000)), False
         else:
             bucket, span_ms, rolling = str(cap.rolling_s), cap.rolling_s * 1000, True
-        caps.append(CapCheck(cap.reason, cap.key_head + bucket, cap.limit, rolling, span_ms))
+        checks.append(CapCheck(cap.reason, cap.key_head + bucket, cap.limit, rolling, span_ms))
+    return checks
 
-    if lead.ip is not None and campaign.velocity:
-        ip_fp = fingerprinter.fingerprint("ip", lead.ip)
-        for velocity in campaign.velocity:
-            caps.append(
-                CapCheck(
-                    velocity.reason,
-                    keys.ip_velocity(advertiser, velocity.id, ip_fp),
-                    velocity.limit,
-                    rolling=True,
-                    span_ms=velocity.window_s * 1000,
+
+def velocity_check(velocity: VelocityRule, key: str) -> CapCheck:
+    """An IP velocity rule as the rolling cap it is, on the IP's sliding log ``key``."""
+    return CapCheck(velocity.reason, key, velocity.limit, rolling=True,
+                    span_ms=velocity.window_s * 1000)  # fmt: skip
+
+
+def person_reservations(
+    lead: Lead,
+    identities: Identities,
+    route: Route,
+    pressing: ContactPressure | None,
+    unit: str,
+    lead_id: LeadId,
+    now_ms: int,
+    channel: ChannelId,
+    fingerprinter: Fingerprinter,
+) -> tuple[PersonReservation, ...]:
+    """The reservations of the person's slot (network dedup, contact pressure as ``unit``,
+    suppression lists): one per identity and fingerprint key; none when nothing needs them."""
+    person: list[PersonReservation] = []
+    network, suppress = route.network, route.suppress
+    if network is None and pressing is None and not suppress:
+        return ()
+    for kind, fingerprints in _person_identities(lead, identities, bool(suppress), fingerprinter):
+        # Network dedup and pressure follow the campaign's identity fields; suppression
+        # lists hold every email and phone, whatever the campaign dedups on.
+        counted = kind in lead.identities
+        # Under a previous key (during a rotation) the person is only checked, as in test
+        # mode: what was remembered before the rotation still counts, nothing new is
+        # written under an old key.
+        for n, fp in enumerate(fingerprints):
+            person.append(
+                PersonReservation(
+                    seen_key=keys.person_network_seen(fp),
+                    pressure_key=keys.person_pressure(fp),
+                    lead_id=lead_id,
+                    unit=unit,
+                    now_ms=now_ms,
+                    dry_run=lead.test or n > 0 or not counted,
+                    network_window_ms=(
+                        network.window_for(channel) * 1000 if network and counted else 0
+                    ),
+                    network_retention_ms=network.retention_s * 1000 if network else 0,
+                    pressure_limit=pressing.limit if pressing and counted else 0,
+                    pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
+                    suppressed_key=keys.person_suppressed(fp) if suppress else "",
+                    suppress=suppress,
                 )
             )
-
-    person: list[PersonReservation] = []
-    pressing = pressure if pressure is not None and campaign.contact_pressure else None
-    network, suppress = route.network, route.suppress
-    if network is not None or pressing is not None or suppress:
-        unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
-        for kind, fingerprints in _person_identities(
-            lead, identities, bool(suppress), fingerprinter
-        ):
-            # Network dedup and pressure follow the campaign's identity fields; suppression
-            # lists hold every email and phone, whatever the campaign dedups on.
-            counted = kind in lead.identities
-            # Under a previous key (during a rotation) the person is only checked, as in test
-            # mode: what was remembered before the rotation still counts, nothing new is
-            # written under an old key.
-            for n, fp in enumerate(fingerprints):
-                person.append(
-                    PersonReservation(
-                        seen_key=keys.person_network_seen(fp),
-                        pressure_key=keys.person_pressure(fp),
-                        lead_id=lead_id,
-                        unit=unit,
-                        now_ms=now_ms,
-                        dry_run=lead.test or n > 0 or not counted,
-                        network_window_ms=(
-                            network.window_for(channel) * 1000 if network and counted else 0
-                        ),
-                        network_retention_ms=network.retention_s * 1000 if network else 0,
-                        pressure_limit=pressing.limit if pressing and counted else 0,
-                        pressure_window_ms=pressing.window_s * 1000 if pressing else 0,
-                        suppressed_key=keys.person_suppressed(fp) if suppress else "",
-                        suppress=suppress,
-                    )
-                )
-
-    record = {
-        "lead_id": lead_id,
-        "campaign": campaign.id,
-        "advertiser": advertiser,
-        "partner": partner.id,
-        "channel": channel,
-        "ref": lead.ref,
-        "accepted_at_ms": now_ms,
-        "lead": lead.to_payload(),
-    }
-    return_until_ms = now_ms + campaign.return_window_s * 1000
-    idem = None
-    # Test mode remembers nothing, not even an Idempotency-Key.
-    if idempotency is not None and not lead.test:
-        idem = IdempotencyRef(
-            claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
-            answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
-            body_digest=idempotency.body_digest,
-            ttl_ms=idempotency.ttl_s * 1000,
-            lead_id=lead_id,
-        )
-    return DecisionRequest(
-        lead_id=lead_id,
-        now_ms=now_ms,
-        dry_run=lead.test,
-        dedup=tuple(dedup),
-        caps=tuple(caps),
-        person=tuple(person),
-        stream_key=keys.deliveries(advertiser),
-        payload=orjson.dumps(record),
-        idempotency=idem,
-        slot_anchor=keys.slot_anchor(advertiser),
-        index_key=keys.lead_index(advertiser, lead_id),
-        index_value=(
-            f"{partner.id}|{campaign.id}|{channel}|{now_ms}|{return_until_ms}|"
-            f"{now_ms + campaign.feedback_window_s * 1000}"
-        ),
-        index_ttl_ms=campaign.feedback_window_s * 1000,
-    )
+    return tuple(person)
 
 
 def build_refusal(
@@ -202,8 +247,18 @@ def build_refusal(
     """The request that records a rejection decided before the store (an inactive campaign,
     the rules) under its Idempotency-Key: no check, no reservation, no delivery record; the
     store answers ``rejected`` with ``reasons`` and keeps the answer for a retry, or answers
-    a replay or a conflict like any keyed request."""
+    a replay or a conflict like any keyed request. A campaign sold to buyers records it in its
+    own slot, where its sales' answers are (the stream key is then its anchor: a forced
+    outcome never writes to it)."""
     advertiser = campaign.advertiser
+    if advertiser is None:
+        anchor = keys.campaign_anchor(campaign.id)
+        answer_key = keys.campaign_answer(campaign.id, partner.id, idempotency.key_digest)
+        stream_key = anchor
+    else:
+        anchor = keys.slot_anchor(advertiser)
+        answer_key = keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest)
+        stream_key = keys.deliveries(advertiser)
     return DecisionRequest(
         lead_id=lead_id,
         now_ms=int(now_s * 1000),
@@ -211,16 +266,16 @@ def build_refusal(
         dedup=(),
         caps=(),
         person=(),
-        stream_key=keys.deliveries(advertiser),
+        stream_key=stream_key,
         payload=b"",
         idempotency=IdempotencyRef(
             claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
-            answer_key=keys.idempotency_answer(advertiser, partner.id, idempotency.key_digest),
+            answer_key=answer_key,
             body_digest=idempotency.body_digest,
             ttl_ms=idempotency.ttl_s * 1000,
             lead_id=lead_id,
         ),
-        slot_anchor=keys.slot_anchor(advertiser),
+        slot_anchor=anchor,
         rejected=reasons,
     )
 
@@ -269,7 +324,7 @@ def _person_identities(
 
 
 @dataclass(frozen=True, slots=True)
-class _ScopePlan:
+class ScopePlan:
     """A dedup rule (other than the network's) as one route applies it."""
 
     reason: str
@@ -293,7 +348,7 @@ class _ScopePlan:
 
 
 @dataclass(frozen=True, slots=True)
-class _CapPlan:
+class CapPlan:
     reason: str
     key_head: str  # keys.cap_head(): the key without its period
     limit: int
@@ -302,13 +357,13 @@ class _CapPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class _Route:
+class Route:
     """What the plan of every lead of one (campaign, partner, channel) shares: worked out once
     per config, not once per lead (key prefixes, windows and reason codes)."""
 
-    scopes: tuple[_ScopePlan, ...]
+    scopes: tuple[ScopePlan, ...]
     network: DedupRule | None
-    caps: tuple[_CapPlan, ...]
+    caps: tuple[CapPlan, ...]
     #: (suppression list id, reason) for every list the campaign's rules name.
     suppress: tuple[tuple[str, str], ...]
 
@@ -320,7 +375,7 @@ class Plan:
 
     It holds the partners by API-key hash and, worked out on the first lead of each
     (campaign, partner, channel), the route every later lead of it shares: dedup key prefixes
-    and windows, cap key heads, suppression lists (``_Route``). Routes are bounded by the
+    and windows, cap key heads, suppression lists (``Route``). Routes are bounded by the
     configuration itself (campaigns x partners x channels).
     """
 
@@ -333,13 +388,13 @@ class Plan:
             for partner in config.partners.values()
             for key_hash in partner.api_key_hashes
         }
-        self._routes: dict[tuple[str, str, str], _Route] = {}
+        self._routes: dict[tuple[str, str, str], Route] = {}
 
     def partner(self, key_hash: str) -> Partner | None:
         """The partner holding the API key whose SHA-256 hex is ``key_hash``."""
         return self._partners_by_key.get(key_hash)
 
-    def route(self, campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
+    def route(self, campaign: Campaign, partner: Partner, channel: ChannelId) -> Route:
         """What every lead of (campaign, partner, channel) shares; ``campaign`` and
         ``partner`` are this plan's config's own."""
         at = (campaign.id, partner.id, channel)
@@ -349,34 +404,49 @@ class Plan:
         return route
 
 
-def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
-    """Work out a route (``Plan.route`` keeps it)."""
-    scopes: list[_ScopePlan] = []
+def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Route:
+    """Work out a single-advertiser campaign's route (``Plan.route`` keeps it)."""
+    advertiser = campaign.advertiser
+    if advertiser is None:
+        raise ValueError(f"campaign {campaign.id} is sold to buyers: see decision.sale_plan")
+    return route_of(
+        campaign.dedup,
+        campaign.caps,
+        campaign.suppression,
+        seen_prefix=lambda scope: keys.SeenSpace(advertiser, scope, campaign.id, channel).prefix(),
+        cap_head=lambda cap: keys.cap_head(advertiser, cap, campaign.id, partner.id, channel),
+        channel=channel,
+    )
+
+
+def route_of(
+    dedup: Sequence[DedupRule],
+    caps: Sequence[CapRule],
+    suppression: Sequence[SuppressionRule],
+    *,
+    seen_prefix: Callable[[DedupScope], str],
+    cap_head: Callable[[CapRule], str],
+    channel: ChannelId,
+) -> Route:
+    """A route over dedup rules and caps whose keys ``seen_prefix`` and ``cap_head`` form (the
+    slot they name: an advertiser's, or a distributed campaign's), for leads of ``channel``."""
+    scopes: list[ScopePlan] = []
     network: DedupRule | None = None
-    for rule in campaign.dedup:
+    for rule in dedup:
         if rule.scope is DedupScope.NETWORK:
             network = rule
             continue
-        space = keys.SeenSpace(campaign.advertiser, rule.scope, campaign.id, channel)
         scopes.append(
-            _ScopePlan(
+            ScopePlan(
                 rule.reason,
-                space.prefix(),
+                seen_prefix(rule.scope),
                 rule.window_for(channel) * 1000,
                 rule.retention_s * 1000,
             )
         )
-    caps = tuple(
-        _CapPlan(
-            cap.reason,
-            keys.cap_head(campaign.advertiser, cap, campaign.id, partner.id, channel),
-            cap.limit,
-            cap.window.period,
-            cap.window.rolling_s or 0,
-        )
-        for cap in campaign.caps
+    cap_plans = tuple(
+        CapPlan(cap.reason, cap_head(cap), cap.limit, cap.window.period, cap.window.rolling_s or 0)
+        for cap in caps
     )
-    suppress = tuple(
-        (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
-    )
-    return _Route(tuple(scopes), network, caps, suppress)
+    suppress = tuple((list_id, rule.reason) for rule in suppression for list_id in rule.lists)
+    return Route(tuple(scopes), network, cap_plans, suppress)

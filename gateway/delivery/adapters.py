@@ -32,7 +32,8 @@ from gateway.config.delivery import PLACEHOLDER, AdapterKind, Endpoint
 from gateway.leads.lead import LEAD_FIELDS
 
 _PERSON: Final = tuple(f for f in LEAD_FIELDS if f != "consent")
-_META: Final = ("lead_id", "campaign", "partner", "channel", "ref", "accepted_at")
+#: ``price``: what the buyer of a distributed campaign's lead pays (absent otherwise).
+_META: Final = ("lead_id", "campaign", "partner", "channel", "ref", "accepted_at", "price")
 
 #: lead source -> CRM field name, per adapter; the endpoint's ``fields`` are merged over these.
 DEFAULT_FIELDS: Final[Mapping[AdapterKind, Mapping[str, str]]] = {
@@ -90,7 +91,7 @@ class Source:
         """The value of ``name`` (None when the lead does not have it)."""
         if name == "accepted_at":
             return self.accepted_at()
-        if name in ("lead_id", "partner"):
+        if name in ("lead_id", "partner", "price"):
             return self.record.get(name)
         if name in ("campaign", "channel", "ref"):
             value = self.record.get(name)
@@ -145,7 +146,7 @@ def _getter(name: str) -> Callable[[Source], object] | None:
     lead field)."""
     if name == "accepted_at":
         return Source.accepted_at
-    if name in ("lead_id", "partner"):
+    if name in ("lead_id", "partner", "price"):
         return _from_record(name)
     if _is_plain(name):
         return None

@@ -6,7 +6,9 @@ scrape time costs one pipelined round trip per scrape, nothing per lead, and is 
 counters kept in the gateway's memory would be wrong with several processes or after a restart.
 
 Partner and channel caps count per partner (or channel) within the campaign; the gauge reports
-the highest of them: the one closest to its limit is what ops must see.
+the highest of them: the one closest to its limit is what ops must see. A distributed
+campaign's own caps are counted in its slot, its buyers' in theirs
+(``leadgate_buyer_cap_used``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from gateway.errors import StoreError
 from gateway.observe.metrics import Observer
 from gateway.storage import keys
 from gateway.storage.base import Command, CounterReader
-from gateway.types import ChannelId, PartnerId
+from gateway.types import AdvertiserId, ChannelId, PartnerId
 
 LOG = logging.getLogger("leadgate.metrics")
 #: A scrape must answer even when Redis does not: the reading is skipped after this.
@@ -36,21 +38,51 @@ class CapRead:
     subject: str
     window: str
     command: Command
+    #: A buyer's cap (distributed campaigns): the buyer; ``None``: the campaign's own.
+    buyer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Counter:
+    """One counter of a cap: whose (a campaign's own cap, or a buyer's), its key, whom it
+    counts (``of``: the campaign, a partner or a channel)."""
+
+    campaign: Campaign
+    cap: CapRule
+    buyer: AdvertiserId | None
+    key: str
+    of: str
+
+
+def _counters(config: Config, campaign: Campaign, now_s: float) -> list[_Counter]:
+    """Every counter of a campaign's caps and, when it is sold to buyers, of its buyers'."""
+    partners, channels = _counted(config, campaign)
+    counters: list[_Counter] = []
+    for cap in campaign.caps:
+        for key, of in _cap_keys(campaign, None, cap, partners, channels, now_s):
+            counters.append(_Counter(campaign, cap, None, key, of))
+    if campaign.distribution is not None:
+        for buyer in campaign.distribution.buyers:
+            for cap in buyer.caps:
+                found = _cap_keys(campaign, buyer.advertiser, cap, partners, channels, now_s)
+                counters += [_Counter(campaign, cap, buyer.advertiser, k, of) for k, of in found]
+    return counters
 
 
 def cap_reads(config: Config, now_s: float) -> list[CapRead]:
     """One read command per counter of every configured cap, in the current window."""
     reads: list[CapRead] = []
     for campaign in config.campaigns.values():
-        partners, channels = _counted(config, campaign)
-        for cap in campaign.caps:
-            for key in _cap_keys(campaign, cap, partners, channels, now_s):
-                if cap.window.rolling_s is not None:
-                    since_ms = int(now_s * 1000) - cap.window.rolling_s * 1000
-                    command: Command = ("ZCOUNT", key, f"({since_ms}", "+inf")
-                else:
-                    command = ("GET", key)
-                reads.append(CapRead(campaign.id, cap.subject.value, cap.window.label, command))
+        for counter in _counters(config, campaign, now_s):
+            cap = counter.cap
+            if cap.window.rolling_s is not None:
+                since_ms = int(now_s * 1000) - cap.window.rolling_s * 1000
+                command: Command = ("ZCOUNT", counter.key, f"({since_ms}", "+inf")
+            else:
+                command = ("GET", counter.key)
+            reads.append(
+                CapRead(campaign.id, cap.subject.value, cap.window.label, command, counter.buyer)
+            )
     return reads
 
 
@@ -63,28 +95,34 @@ def _counted(config: Config, campaign: Campaign) -> tuple[list[PartnerId], list[
 
 def _cap_keys(
     campaign: Campaign,
+    buyer: AdvertiserId | None,
     cap: CapRule,
     partners: Sequence[PartnerId],
     channels: Sequence[ChannelId],
     now_s: float,
-) -> list[str]:
+) -> list[tuple[str, str]]:
+    """Each counter's key and whom it counts: in the buyer's slot (a buyer's cap), the
+    advertiser's (a campaign with one), or the campaign's own (a distributed campaign's)."""
     if cap.window.period is not None:
         bucket, _ = calendar_bucket(cap.window.period, campaign.timezone, now_s)
     else:
         bucket = str(cap.window.rolling_s)
     no_partner, no_channel = PartnerId("-"), ChannelId("-")
     if cap.subject is CapSubject.PARTNER:
-        pairs = [(p, no_channel) for p in partners]
+        pairs = [(p, no_channel, str(p)) for p in partners]
     elif cap.subject is CapSubject.CHANNEL:
-        pairs = [(no_partner, c) for c in channels]
+        pairs = [(no_partner, c, str(c)) for c in channels]
     else:
-        pairs = [(no_partner, no_channel)]
-    return [keys.cap(campaign.advertiser, cap, campaign.id, p, c, bucket) for p, c in pairs]
+        pairs = [(no_partner, no_channel, str(campaign.id))]
+    advertiser = buyer or campaign.advertiser
+    if advertiser is None:
+        return [(keys.campaign_cap_head(campaign.id, cap, p, c) + bucket, of) for p, c, of in pairs]
+    return [(keys.cap(advertiser, cap, campaign.id, p, c, bucket), of) for p, c, of in pairs]
 
 
 async def refresh(observer: Observer, config: Config, store: CounterReader, now_s: float) -> None:
-    """Set ``leadgate_cap_used`` and ``leadgate_store_up`` from the store (either store: the
-    embedded one answers the same reads)."""
+    """Set ``leadgate_cap_used``, ``leadgate_buyer_cap_used`` and ``leadgate_store_up`` from
+    the store (either store: the embedded one answers the same reads)."""
     reads = cap_reads(config, now_s)
     try:
         async with asyncio.timeout(READ_TIMEOUT_S):
@@ -94,14 +132,17 @@ async def refresh(observer: Observer, config: Config, store: CounterReader, now_
         LOG.warning("metrics: store not readable", extra={"fields": {"error": str(error)}})
         return
     observer.store_up.set(1)
-    used: dict[tuple[str, str, str], int] = {}
+    used: dict[tuple[str, str | None, str, str], int] = {}
     for item, value in zip(reads, results[1:], strict=True):
         if isinstance(value, Exception):
             continue
-        label = (item.campaign, item.subject, item.window)
+        label = (item.campaign, item.buyer, item.subject, item.window)
         used[label] = max(used.get(label, 0), int(value or 0))
-    for (campaign, subject, window), count in used.items():
-        observer.cap_used.labels(campaign, subject, window).set(count)
+    for (campaign, buyer, subject, window), count in used.items():
+        if buyer is None:
+            observer.cap_used.labels(campaign, subject, window).set(count)
+        else:
+            observer.buyers.cap_used.labels(campaign, buyer, subject, window).set(count)
 
 
 # --- caps status (admin API) ----------------------------------------------------------------
@@ -119,39 +160,32 @@ async def caps_status(
     for campaign in config.campaigns.values():
         if campaign_id is not None and campaign.id != campaign_id:
             continue
-        partners, channels = _counted(config, campaign)
-        for cap in campaign.caps:
-            keys_ = _cap_keys(campaign, cap, partners, channels, now_s)
-            who: Sequence[str] = (
-                partners
-                if cap.subject is CapSubject.PARTNER
-                else channels
-                if cap.subject is CapSubject.CHANNEL
-                else [campaign.id]
-            )
-            for key, name in zip(keys_, who, strict=True):
-                row: dict[str, object] = {
-                    "campaign": campaign.id,
-                    "advertiser": campaign.advertiser,
-                    "reason": cap.reason,
-                    "subject": cap.subject.value,
-                    "of": name,
-                    "window": cap.window.label,
-                    "limit": cap.limit,
-                }
-                if cap.window.rolling_s is not None:
-                    since = f"({now_ms - cap.window.rolling_s * 1000}"
-                    commands += [
-                        ("ZCOUNT", key, since, "+inf"),
-                        ("ZRANGEBYSCORE", key, since, "+inf", "WITHSCORES", "LIMIT", 0, 1),
-                    ]
-                    row["_rolling_ms"] = cap.window.rolling_s * 1000
-                else:
-                    assert cap.window.period is not None
-                    _, end_s = calendar_bucket(cap.window.period, campaign.timezone, now_s)
-                    commands += [("GET", key), ("PING",)]
-                    row["_ends_ms"] = int(end_s * 1000)
-                rows.append(row)
+        for counter in _counters(config, campaign, now_s):
+            cap = counter.cap
+            row: dict[str, object] = {
+                "campaign": campaign.id,
+                "advertiser": counter.buyer or campaign.advertiser,
+                "reason": cap.reason,
+                "subject": cap.subject.value,
+                "of": counter.of,
+                "window": cap.window.label,
+                "limit": cap.limit,
+            }
+            if counter.buyer is not None:
+                row["buyer"] = counter.buyer
+            if cap.window.rolling_s is not None:
+                since = f"({now_ms - cap.window.rolling_s * 1000}"
+                commands += [
+                    ("ZCOUNT", counter.key, since, "+inf"),
+                    ("ZRANGEBYSCORE", counter.key, since, "+inf", "WITHSCORES", "LIMIT", 0, 1),
+                ]
+                row["_rolling_ms"] = cap.window.rolling_s * 1000
+            else:
+                assert cap.window.period is not None
+                _, end_s = calendar_bucket(cap.window.period, campaign.timezone, now_s)
+                commands += [("GET", counter.key), ("PING",)]
+                row["_ends_ms"] = int(end_s * 1000)
+            rows.append(row)
     results = await store.read_for_metrics(commands) if commands else []
     for i, row in enumerate(rows):
         value, oldest = results[2 * i], results[2 * i + 1]

@@ -28,6 +28,7 @@ from gateway.decision.answer import Answer
 from gateway.decision.model import Decision
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.errors import RequestError
+from gateway.observe.buyer_metrics import BuyerMetrics
 from gateway.observe.connections import ConnectionMetrics
 from gateway.quality.metrics import FeedbackMetrics
 from gateway.rules.model import SCORE_BELOW_MINIMUM
@@ -209,6 +210,7 @@ class Observer:
         self.connections = ConnectionMetrics(r)
         self.delivery = DeliveryMetrics(config, r)
         self.feedback = FeedbackMetrics(config, r)
+        self.buyers = BuyerMetrics(config, r)
         self._known: set[tuple[str, ...]] = set()
         # Label children by label values (configured ids and fixed codes: bounded).
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -231,6 +233,7 @@ class Observer:
         self.config_loaded.set(time.time())
         self.delivery.configure(config)
         self.feedback.configure(config)
+        self.buyers.configure(config)
         for partner in config.partners.values():
             for status in _REFUSED_STATUSES:
                 self.refusals.labels(partner.id, status)
@@ -329,6 +332,9 @@ class Observer:
         reason, its latency observed, one decision log line per lead (``now_s`` unused: the
         log line carries its own time)."""
         self.decision_seconds.observe(elapsed_s)
+        sold = [a for a in answers if isinstance(a, Answer) and a.sales is not None]
+        if sold:
+            self.buyers.decided(sold)
         log = DECISION_LOG.isEnabledFor(logging.INFO)
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
@@ -347,22 +353,22 @@ class Observer:
                 for child in children:
                     child.inc()
             if log:
-                DECISION_LOG.info(
-                    "decision",
-                    extra={
-                        "fields": {
-                            "lead_id": answer.lead_id,
-                            "partner": partner.id,
-                            "campaign": answer.campaign,
-                            "channel": answer.channel,
-                            "decision": answer.decision.value,
-                            "reasons": list(answer.reasons),
-                            "test": answer.test,
-                            "replayed": answer.replayed,
-                            "latency_ms": latency_ms,
-                        }
-                    },
-                )
+                fields: dict[str, object] = {
+                    "lead_id": answer.lead_id,
+                    "partner": partner.id,
+                    "campaign": answer.campaign,
+                    "channel": answer.channel,
+                    "decision": answer.decision.value,
+                    "reasons": list(answer.reasons),
+                    "test": answer.test,
+                    "replayed": answer.replayed,
+                    "latency_ms": latency_ms,
+                }
+                if answer.sales is not None:
+                    # The waterfall, buyer by buyer: ids and codes only.
+                    fields["sold_to"] = [sale.buyer for sale in answer.sales]
+                    fields["offers"] = [f"{buyer}:{code}" for buyer, code in answer.offers]
+                DECISION_LOG.info("decision", extra={"fields": fields})
 
     def _reason_children(self, partner: str, campaign: str, reason: str) -> tuple[Any, ...]:
         # ``labels()`` validates and locks on every call: each reason's children are looked

@@ -5,9 +5,11 @@ What a person leaves behind, and how each trace is found without keeping an inde
 
 * **dedup marks** (``keys.seen``): a field of one hash per advertiser, scope, campaign or
   channel, generation and bucket. They are enumerated from the configuration: every
-  advertiser's campaigns, every channel, the advertiser-wide scope, every generation the
-  longest configured window still reaches, for the fingerprint of each identity under every
-  fingerprint key still configured (a key rotation leaves marks under the previous key).
+  advertiser's campaigns (the distributed campaigns it buys from among them), every channel,
+  the advertiser-wide scope, every generation the longest configured window still reaches,
+  for the fingerprint of each identity under every fingerprint key still configured (a key
+  rotation leaves marks under the previous key); and each distributed campaign's own marks
+  in its slot (campaign and channel scopes).
 * **the person's slot** (``keys.person_network_seen``, ``keys.person_pressure``): network
   dedup and contact pressure.
 * **queued leads**: every advertiser's delivery queue (new, in flight, waiting for a retry,
@@ -127,20 +129,40 @@ def person_keys(fps: Sequence[Fingerprint]) -> list[str]:
 def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> list[tuple[str, str]]:
     """Every ``(hash key, field)`` that may hold a dedup mark of these fingerprints: each scope
     of each advertiser, in every generation still alive under the longest configured window."""
-    longest_ms = 1000 * max(
-        (rule.retention_s for c in config.campaigns.values() for rule in c.dedup), default=0
-    )
+    rules = [rule for c in config.campaigns.values() for rule in c.dedup]
+    rules += [
+        rule
+        for c in config.campaigns.values()
+        if c.distribution is not None
+        for buyer in c.distribution.buyers
+        for rule in buyer.dedup
+    ]
+    longest_ms = 1000 * max((rule.retention_s for rule in rules), default=0)
     if longest_ms == 0:
         return []
     # A generation's hashes live until it ends plus the retention: one generation more.
     generations = keys.seen_generations(now_ms, longest_ms + keys.SEEN_GENERATION_MS)
     channels: list[ChannelId] = list(config.channels)
     campaigns_of: dict[str, list[CampaignId]] = {a: [] for a in config.advertisers}
+    distributed: list[CampaignId] = []
     for declared in config.campaigns.values():
-        campaigns_of.setdefault(declared.advertiser, []).append(declared.id)
+        if declared.advertiser is not None:
+            campaigns_of.setdefault(declared.advertiser, []).append(declared.id)
+        if declared.distribution is not None:
+            distributed.append(declared.id)
+            for buyer in declared.distribution.buyers:
+                campaigns_of.setdefault(buyer.advertiser, []).append(declared.id)
     found: list[tuple[str, str]] = []
     for fp in fps:
         mark = keys.seen_mark(fp)
+        for campaign in distributed:
+            prefixes = [keys.campaign_seen_prefix(campaign, DedupScope.CAMPAIGN, _ANY_CHANNEL)]
+            prefixes += [
+                keys.campaign_seen_prefix(campaign, DedupScope.CHANNEL, ch) for ch in channels
+            ]
+            for prefix in prefixes:
+                heads = keys.seen_heads(prefix, mark.key_id, generations)
+                found += [(key, mark.field) for key in keys.seen_in(heads, mark)]
         for advertiser in config.advertisers:
             spaces = [
                 keys.SeenSpace(advertiser, DedupScope.ADVERTISER, _ANY_CAMPAIGN, _ANY_CHANNEL)

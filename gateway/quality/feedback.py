@@ -4,7 +4,9 @@ An advertiser authenticates with its own API keys (``advertisers[].api_keys``; a
 never works here) and reports ``converted``, ``returned`` (with a reason) or ``rejected`` per
 lead id. The lead is found through the index ``decide`` wrote at acceptance in the advertiser's
 own slot, so a lead id that is unknown, another advertiser's, or past its campaign's feedback
-window gets the same answer: nothing tells one from the other. Each status is recorded once
+window gets the same answer: nothing tells one from the other. A distributed campaign's lead
+sold to several buyers has an index in each buyer's slot: each buyer's verdict is its own
+sale's (a return from one does not touch another's). Each status is recorded once
 per lead (a repeat answers ``already_recorded`` and counts nothing); a return after the
 campaign's return window is refused. What is kept is ids, statuses and times, never personal
 data; the advertiser's free-text reason is mapped to a fixed code and then dropped.
@@ -26,7 +28,7 @@ from gateway.quality.ledger import QualityLedger
 from gateway.quality.metrics import STATUSES, FeedbackMetrics, return_reason
 from gateway.storage import keys
 from gateway.storage.base import FeedbackStore
-from gateway.types import AdvertiserId
+from gateway.types import AdvertiserId, CampaignId
 
 #: Lead ids are UUIDs; anything else cannot be one of ours (and must not reach a key name).
 _LEAD_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -167,7 +169,9 @@ class FeedbackDesk:
                 continue
             if result == "ok":
                 self._metrics.recorded(partner, campaign, item.status, item.reason, item.value)
-                self._ledger.feedback(partner, campaign, item.status, int(accepted_ms))
+                sold = self._current().campaigns.get(CampaignId(campaign))
+                buyer = advertiser if sold is not None and sold.distribution is not None else ""
+                self._ledger.feedback(partner, campaign, item.status, int(accepted_ms), buyer)
             done = "recorded" if result == "ok" else "already_recorded"
             answers.append(Recorded(item.lead_id, item.status, done))
         return answers

@@ -10,6 +10,12 @@ that survive restarts and can be summed over any range of days. The ledger count
   *accepted*, so a range's return rate is the returns of the leads accepted in that range over
   those leads (a cohort), however late the advertiser reported.
 
+A distributed campaign's sales are counted per buyer too (``partner|campaign|metric|buyer``):
+``sold``, ``revenue_cents`` (the buyer's price) and ``payout_cents`` (the publisher's payout of
+a lead, shared between the buyers of a shared lead to the cent); a campaign with one
+advertiser counts its ``payout_cents`` per partner. Feedback on a distributed campaign's lead
+is also counted per buyer (the advertiser that sent it: returns are per sale).
+
 Test leads and idempotent replays are not counted (they were counted the first time, or never
 count). Counting is a dict increment on the decision's hot path; ``flush`` sends what has
 accumulated to the store in one round trip, ``run`` flushes every few seconds and ``close``
@@ -30,6 +36,7 @@ from datetime import UTC, datetime
 
 from gateway.config.model import Partner
 from gateway.decision.answer import Answer
+from gateway.decision.model import Decision
 from gateway.errors import RequestError, StoreError
 from gateway.storage.base import LedgerStore
 
@@ -42,7 +49,9 @@ FEEDBACK_METRICS: Mapping[str, str] = {
     "returned": "returned",
     "rejected": "adv_rejected",
 }
-METRICS = (*DECISION_METRICS, *FEEDBACK_METRICS.values())
+#: Money, in hundredths of the currency unit (the ledger counts integers).
+MONEY_METRICS = ("sold", "revenue_cents", "payout_cents")
+METRICS = (*DECISION_METRICS, *FEEDBACK_METRICS.values(), *MONEY_METRICS)
 #: Pending ``(day, field)`` counts kept while the store is down; beyond, the oldest days go.
 MAX_PENDING_FIELDS = 100_000
 DAY_MS = 86_400_000
@@ -55,9 +64,17 @@ def day_of(ms: int) -> str:
     return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d")
 
 
-def field_name(partner: str, campaign: str, metric: str) -> str:
-    """``partner|campaign|metric``: configured ids never hold ``|`` (``[a-z0-9_-]``)."""
+def field_name(partner: str, campaign: str, metric: str, buyer: str = "") -> str:
+    """``partner|campaign|metric``, and ``|buyer`` for a distributed campaign's per-buyer
+    counts: configured ids never hold ``|`` (``[a-z0-9_-]``)."""
+    if buyer:
+        return f"{partner}|{campaign}|{metric}|{buyer}"
     return f"{partner}|{campaign}|{metric}"
+
+
+def cents(amount: float) -> int:
+    """A price or payout in hundredths of its currency unit."""
+    return round(amount * 100)
 
 
 class QualityLedger:
@@ -77,15 +94,17 @@ class QualityLedger:
 
     # --- counting (hot path: no I/O, no awaits) ----------------------------------------------
 
-    def _add(self, at_ms: int, partner: str, campaign: str, metric: str) -> None:
+    def _add(
+        self, at_ms: int, partner: str, campaign: str, metric: str, buyer: str = "", n: int = 1
+    ) -> None:
         number = at_ms // DAY_MS
         if number != self._day_number:
             self._day_number, self._day = number, day_of(at_ms)
         day = self._pending.get(self._day)
         if day is None:
             day = self._pending[self._day] = {}
-        name = field_name(partner, campaign, metric)
-        day[name] = day.get(name, 0) + 1
+        name = field_name(partner, campaign, metric, buyer)
+        day[name] = day.get(name, 0) + n
 
     def refused(self, partner: Partner, error: RequestError) -> None:
         """A lead refused before a decision is not counted: the report counts decisions."""
@@ -107,13 +126,44 @@ class QualityLedger:
                 continue
             self._add(now_ms, partner.id, answer.campaign, "posted")
             self._add(now_ms, partner.id, answer.campaign, answer.decision.value)
+            if answer.decision is Decision.ACCEPTED:
+                self._money(now_ms, partner.id, answer)
 
-    def feedback(self, partner: str, campaign: str, status: str, accepted_at_ms: int) -> None:
-        """Count one newly recorded feedback on its lead's acceptance day."""
+    def _money(self, now_ms: int, partner: str, answer: Answer) -> None:
+        """A sold lead's sales, revenue and payout (hundredths)."""
+        payout = cents(answer.payout) if answer.payout else 0
+        if answer.sales is None:
+            if payout:
+                self._add(now_ms, partner, answer.campaign, "payout_cents", n=payout)
+            return
+        share, rest = divmod(payout, len(answer.sales)) if answer.sales else (0, 0)
+        for i, sale in enumerate(answer.sales):
+            self._add(now_ms, partner, answer.campaign, "sold", sale.buyer)
+            if sale.price:
+                self._add(
+                    now_ms, partner, answer.campaign, "revenue_cents", sale.buyer, cents(sale.price)
+                )
+            if share or (rest and i == 0):
+                self._add(
+                    now_ms,
+                    partner,
+                    answer.campaign,
+                    "payout_cents",
+                    sale.buyer,
+                    share + (rest if i == 0 else 0),
+                )
+
+    def feedback(
+        self, partner: str, campaign: str, status: str, accepted_at_ms: int, buyer: str = ""
+    ) -> None:
+        """Count one newly recorded feedback on its lead's acceptance day (and for ``buyer``,
+        the advertiser that sent it, when the campaign is sold to buyers)."""
         metric = FEEDBACK_METRICS.get(status)
         if self.store is None or metric is None:
             return
         self._add(accepted_at_ms, partner, campaign, metric)
+        if buyer:
+            self._add(accepted_at_ms, partner, campaign, metric, buyer)
 
     @property
     def pending_fields(self) -> int:

@@ -14,7 +14,16 @@ campaigns, or one campaign):
 - ``cost_per_conversion``: the CPL paid for the accepted leads of the campaigns with a ``cpl``
   over those campaigns' conversions; ``None`` without a CPL or a conversion;
 - ``net_quality``: (accepted - returned - advertiser-rejected) / posted: the share of what a
-  partner sends that ends up as a lead the advertiser keeps.
+  partner sends that ends up as a lead the advertiser keeps (with distributed campaigns,
+  returns are per sale: accepted x the share of sales kept, over posted);
+- ``sales``: leads sold, counting a shared lead once per buyer (``accepted`` for campaigns with
+  one advertiser); return and conversion rates are over sales;
+- ``revenue``: what the advertisers pay: a campaign's ``cpl`` x accepted, or the sum of the
+  buyers' prices of a distributed campaign's sales; ``payout``: what the partner is paid (the
+  campaign's ``payout`` per lead sold); ``margin``: revenue - payout.
+
+Distributed campaigns also get a row per buyer (``BuyerRow``): its sales, revenue, the payout
+share of its sales, margin, returns and conversions (its own feedback).
 
 Rates are fractions (0.25), 0 when their denominator is 0. Rows are ranked by net quality, then
 conversion rate, then partner id; configured partners without traffic come last, with zeros.
@@ -65,6 +74,26 @@ class PartnerRow:
     conversion_rate: float = 0.0
     cost_per_conversion: float | None = None
     net_quality: float = 0.0
+    sales: int = 0
+    revenue: float = 0.0
+    payout: float = 0.0
+    margin: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerRow:
+    """One buyer of the distributed campaigns (summed over them, or one campaign)."""
+
+    buyer: str
+    sold: int = 0
+    revenue: float = 0.0
+    payout: float = 0.0
+    margin: float = 0.0
+    converted: int = 0
+    returned: int = 0
+    adv_rejected: int = 0
+    return_rate: float = 0.0
+    conversion_rate: float = 0.0
 
 
 # --- the range --------------------------------------------------------------------------------
@@ -108,19 +137,16 @@ def summarize(
     """Rows from the ledger's counts of some days (pure): summed per partner over those days
     (and one campaign when given), ranked."""
     totals: dict[str, dict[str, int]] = {}
-    #: partner -> campaign -> (accepted, converted), for the cost per conversion.
+    #: partner -> campaign -> [accepted, converted, revenue cents of a distributed campaign].
     per_campaign: dict[str, dict[str, list[int]]] = {}
-    for fields_of_day in counts.values():
-        for name, n in fields_of_day.items():
-            parts = name.split("|")
-            if len(parts) != 3 or (campaign is not None and parts[1] != campaign):
-                continue
-            partner, campaign_id, metric = parts
-            sums = totals.setdefault(partner, {})
-            sums[metric] = sums.get(metric, 0) + n
-            if metric in ("accepted", "converted"):
-                pair = per_campaign.setdefault(partner, {}).setdefault(campaign_id, [0, 0])
-                pair[metric == "converted"] += n
+    for partner, campaign_id, metric, buyer, n in _fields(counts, campaign):
+        if buyer and metric not in ("sold", "revenue_cents", "payout_cents"):
+            continue  # a buyer's feedback: also counted per partner, in its 3-part field
+        sums = totals.setdefault(partner, {})
+        sums[metric] = sums.get(metric, 0) + n
+        if metric in ("accepted", "converted", "revenue_cents"):
+            trio = per_campaign.setdefault(partner, {}).setdefault(campaign_id, [0, 0, 0])
+            trio[("accepted", "converted", "revenue_cents").index(metric)] += n
     for configured in config.partners.values():
         if campaign is None or campaign in configured.campaigns:
             totals.setdefault(configured.id, {})
@@ -129,18 +155,75 @@ def summarize(
     return rows
 
 
+def summarize_buyers(
+    counts: Mapping[str, Mapping[str, int]], campaign: str | None = None
+) -> list[BuyerRow]:
+    """The buyers' rows (pure), from the per-buyer counts; ranked by revenue, then sales."""
+    totals: dict[str, dict[str, int]] = {}
+    for _, _, metric, buyer, n in _fields(counts, campaign):
+        if buyer:
+            sums = totals.setdefault(buyer, {})
+            sums[metric] = sums.get(metric, 0) + n
+    rows = []
+    for buyer, sums in totals.items():
+        sold, revenue = sums.get("sold", 0), sums.get("revenue_cents", 0) / 100
+        payout = sums.get("payout_cents", 0) / 100
+        returned, converted = sums.get("returned", 0), sums.get("converted", 0)
+        rows.append(
+            BuyerRow(
+                buyer=buyer,
+                sold=sold,
+                revenue=revenue,
+                payout=payout,
+                margin=revenue - payout,
+                converted=converted,
+                returned=returned,
+                adv_rejected=sums.get("adv_rejected", 0),
+                return_rate=_rate(returned, sold),
+                conversion_rate=_rate(converted, sold),
+            )
+        )
+    rows.sort(key=lambda r: (-r.revenue, -r.sold, r.buyer))
+    return rows
+
+
+def _fields(
+    counts: Mapping[str, Mapping[str, int]], campaign: str | None
+) -> list[tuple[str, str, str, str, int]]:
+    """``(partner, campaign, metric, buyer or "", n)`` of every ledger field, one campaign's
+    when given."""
+    found = []
+    for fields_of_day in counts.values():
+        for name, n in fields_of_day.items():
+            parts = name.split("|")
+            if len(parts) not in (3, 4) or (campaign is not None and parts[1] != campaign):
+                continue
+            buyer = parts[3] if len(parts) == 4 else ""
+            found.append((parts[0], parts[1], parts[2], buyer, n))
+    return found
+
+
 def _row(
     partner: str, sums: Mapping[str, int], per_campaign: Mapping[str, list[int]], config: Config
 ) -> PartnerRow:
     posted, accepted = sums.get("posted", 0), sums.get("accepted", 0)
     returned, adv_rejected = sums.get("returned", 0), sums.get("adv_rejected", 0)
     converted = sums.get("converted", 0)
-    cost, paid_conversions = 0.0, 0
-    for campaign_id, (campaign_accepted, campaign_converted) in per_campaign.items():
+    cost, paid_conversions, revenue = 0.0, 0, 0.0
+    sales = sums.get("sold", 0)
+    for campaign_id, (campaign_accepted, campaign_converted, price_cents) in per_campaign.items():
         campaign = config.campaigns.get(CampaignId(campaign_id))
+        earned = price_cents / 100
         if campaign is not None and campaign.cpl:
-            cost += campaign.cpl * campaign_accepted
+            earned = campaign.cpl * campaign_accepted
+        if campaign is None or campaign.distribution is None:
+            sales += campaign_accepted
+        if earned:
+            cost += earned
             paid_conversions += campaign_converted
+            revenue += earned
+    payout = sums.get("payout_cents", 0) / 100
+    kept = _rate(sales - returned - adv_rejected, sales) if sales else 0.0
     return PartnerRow(
         partner=partner,
         posted=posted,
@@ -154,10 +237,14 @@ def _row(
         duplicate_rate=_rate(sums.get("duplicate", 0), posted),
         capped_rate=_rate(sums.get("capped", 0), posted),
         rejection_rate=_rate(sums.get("rejected", 0), posted),
-        return_rate=_rate(returned, accepted),
-        conversion_rate=_rate(converted, accepted),
+        return_rate=_rate(returned, sales),
+        conversion_rate=_rate(converted, sales),
         cost_per_conversion=cost / paid_conversions if paid_conversions else None,
-        net_quality=_rate(accepted - returned - adv_rejected, posted),
+        net_quality=_rate(accepted, posted) * kept,
+        sales=sales,
+        revenue=revenue,
+        payout=payout,
+        margin=revenue - payout,
     )
 
 
@@ -178,23 +265,30 @@ def rows_json(
     since_ms: int | None = None,
     now_ms: int | None = None,
     campaign: str | None = None,
+    buyers: Sequence[BuyerRow] = (),
 ) -> dict[str, object]:
     """The report as JSON (what the admin API answers and ``--json`` prints): the range when
-    given, and one object per row with the ``PartnerRow`` fields (rates rounded to 4 places)."""
+    given, one object per row with the ``PartnerRow`` fields (rates rounded to 4 places,
+    money to 2), and the buyers' rows."""
     body: dict[str, object] = {}
     if since_ms is not None and now_ms is not None:
         days = days_between(since_ms, now_ms)
         body.update(since_ms=since_ms, now_ms=now_ms, first_day=days[0], last_day=days[-1])
     body["campaign"] = campaign
     body["partners"] = [_row_json(row) for row in rows]
+    body["buyers"] = [_row_json(row) for row in buyers]
     return body
 
 
-def _row_json(row: PartnerRow) -> dict[str, object]:
+#: Money columns (rounded to the cent); other floats are rates (4 places).
+_MONEY = frozenset({"cost_per_conversion", "revenue", "payout", "margin"})
+
+
+def _row_json(row: PartnerRow | BuyerRow) -> dict[str, object]:
     data: dict[str, object] = asdict(row)
     for name, value in data.items():
         if isinstance(value, float):
-            data[name] = round(value, 2 if name == "cost_per_conversion" else 4)
+            data[name] = round(value, 2 if name in _MONEY else 4)
     return data
 
 
@@ -202,6 +296,12 @@ def rows_from_json(data: Mapping[str, Any]) -> list[PartnerRow]:
     """Rows back from ``rows_json`` (an admin API answer); unknown keys are ignored."""
     names = {f.name for f in fields(PartnerRow)}
     return [PartnerRow(**{k: v for k, v in row.items() if k in names}) for row in data["partners"]]
+
+
+def buyers_from_json(data: Mapping[str, Any]) -> list[BuyerRow]:
+    """The buyers' rows back from ``rows_json`` (none from a gateway without buyers)."""
+    names = {f.name for f in fields(BuyerRow)}
+    return [BuyerRow(**{k: v for k, v in r.items() if k in names}) for r in data.get("buyers", [])]
 
 
 async def report_json(
@@ -212,8 +312,10 @@ async def report_json(
     since_ms = parse_since(since, now_ms)
     if campaign is not None and campaign not in config.campaigns:
         raise ValueError(f"campaign {campaign[:64]!r} is not in the config")
-    rows = await partner_report(read, config, since_ms, now_ms, campaign)
-    return rows_json(rows, since_ms=since_ms, now_ms=now_ms, campaign=campaign)
+    counts = await read(days_between(since_ms, now_ms))
+    rows = summarize(counts, config, campaign)
+    buyers = summarize_buyers(counts, campaign)
+    return rows_json(rows, since_ms=since_ms, now_ms=now_ms, campaign=campaign, buyers=buyers)
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -229,27 +331,42 @@ _COLUMNS = (
     ("converted", "conversion_rate"),
     ("cost/conv", "cost_per_conversion"),
     ("net quality", "net_quality"),
+    ("revenue", "revenue"),
+    ("payout", "payout"),
+    ("margin", "margin"),
+)
+_BUYER_COLUMNS = (
+    ("buyer", "buyer"),
+    ("sold", "sold"),
+    ("revenue", "revenue"),
+    ("payout", "payout"),
+    ("margin", "margin"),
+    ("returned", "return_rate"),
+    ("converted", "conversion_rate"),
 )
 
 
-def _cell(row: PartnerRow, name: str) -> str:
+def _cell(row: PartnerRow | BuyerRow, name: str) -> str:
     value = getattr(row, name)
     if value is None:
         return "-"
-    if name == "cost_per_conversion":
+    if name in _MONEY:
         return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value * 100:.1f}%"
     return str(value)
 
 
-def format_table(rows: Sequence[PartnerRow]) -> str:
+def format_table(
+    rows: Sequence[PartnerRow] | Sequence[BuyerRow],
+    columns: tuple[tuple[str, str], ...] = _COLUMNS,
+) -> str:
     """An aligned text table, rates as percentages; ``(no partners)`` when empty."""
     if not rows:
         return "(no partners)"
-    cells = [[title for title, _ in _COLUMNS]]
-    cells += [[_cell(row, name) for _, name in _COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    cells = [[title for title, _ in columns]]
+    cells += [[_cell(row, name) for _, name in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = [
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
@@ -258,6 +375,13 @@ def format_table(rows: Sequence[PartnerRow]) -> str:
         for line in cells
     ]
     return "\n".join(lines)
+
+
+def format_buyers(rows: Sequence[BuyerRow]) -> str:
+    """The buyers' table (distributed campaigns); ``""`` without buyers."""
+    if not rows:
+        return ""
+    return "buyers of distributed campaigns\n" + format_table(rows, _BUYER_COLUMNS)
 
 
 def title(body: Mapping[str, Any]) -> str:

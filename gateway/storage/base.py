@@ -15,6 +15,8 @@ Capabilities, each a protocol of its own so a consumer asks for no more than it 
 capability        methods                                                used by
 ================  =====================================================  ===================
 decision          ``claim``, ``reserve``, ``decide``, ``release``        ``decision.engine``
+sale              ``claim_sales``, ``open_sales``, ``close_sales``,      ``decision.waterfall``
+                  and ``decide`` for each buyer
 ledger            ``ledger_add``, ``ledger_read``                        ``quality.ledger``
 feedback          ``record_feedback``                                    ``quality.feedback``
 erasure           ``erase_keys``, ``erase_fields``,                      ``privacy.erasure``
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.decision.model import (
+    CampaignReservation,
     ClaimResult,
     DecisionOutcome,
     DecisionRequest,
@@ -97,6 +100,83 @@ class DecisionStore(Health, Protocol):
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         """Step 3: give back the reservations of leads that were not accepted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SaleClaim:
+    """A keyed request to a distributed campaign: its claim (as ``claim``'s) and its lease."""
+
+    ref: IdempotencyRef
+    #: ``keys.sale_lease``: taken (``SET NX PX``) in the claim's round trip.
+    lease_key: str
+    lease_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaleClaimed:
+    claim: ClaimResult
+    #: Whether this request holds the lease. If not, another request with the key took it
+    #: less than the lease ago (it is being decided, or it crashed): wait ``lease_left_ms``.
+    leased: bool
+    lease_left_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaleOpening:
+    """What a distributed campaign's lead checks and takes before any buyer is offered it."""
+
+    #: The lead index keys (``keys.lead_index``) of every buyer, read to find sales an earlier
+    #: attempt under this lead id made (a keyed retry after a crash); empty: not looked for.
+    probes: tuple[str, ...]
+    person: tuple[PersonReservation, ...]
+    reservation: CampaignReservation | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaleOpened:
+    #: One per probe: whether that buyer bought the lead already.
+    sold: tuple[bool, ...]
+    person: tuple[ReserveResult, ...]
+    #: Why the campaign reservation refused the lead (its dedup, its caps); ``None``: taken.
+    refused: ForcedOutcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaleClosing:
+    """A distributed campaign's lead after its buyers: give back what a lead not sold took, and
+    store the idempotent answer."""
+
+    reservation: CampaignReservation | None
+    sold: bool
+    #: A key of the campaign's slot that is never written (stands in for an absent key).
+    anchor: str
+    #: ``keys.campaign_answer`` and the stored answer (``DecisionOutcome.encode``); ``""``:
+    #: the request has no Idempotency-Key.
+    answer_key: str = ""
+    answer: str = ""
+    answer_ttl_ms: int = 0
+    #: The person reservations to give back (a lead not sold).
+    releases: tuple[tuple[PersonReservation, ReserveResult], ...] = ()
+
+
+class SaleStore(DecisionStore, Protocol):
+    """The steps of a distributed campaign's decision (``decision.waterfall``;
+    docs/decision.md, "Distribution"), each one round trip for a whole batch; the buyers are
+    offered the lead with ``decide``, one atomic script in each buyer's slot."""
+
+    async def claim_sales(self, items: Sequence[SaleClaim], now_ms: int) -> list[SaleClaimed]:
+        """``claim`` each key and take its lease, in one round trip."""
+        ...
+
+    async def open_sales(self, items: Sequence[SaleOpening]) -> list[SaleOpened]:
+        """Per lead: the probes, the person reservations (as ``reserve``), the campaign
+        reservation, all in one round trip."""
+        ...
+
+    async def close_sales(self, items: Sequence[SaleClosing]) -> None:
+        """Per lead, in one round trip: store the answer, give back the campaign reservation
+        and the person reservations of a lead not sold."""
         ...
 
 
@@ -163,7 +243,7 @@ class CounterReader(Protocol):
 
 
 class Store(
-    DecisionStore,
+    SaleStore,
     LedgerStore,
     FeedbackStore,
     ErasureStore,

@@ -3,7 +3,9 @@
 Every key of one decision carries the advertiser's hash tag ``{a:<advertiser>}`` so the decision
 script runs unchanged on Redis Cluster. A person's cross-advertiser keys (network dedup, contact
 pressure) carry the fingerprint's own tag ``{p:<fingerprint>}``; a partner's idempotency claims
-carry ``{i:<partner>}``. Keys hold configured ids and keyed fingerprints only, never personal data.
+carry ``{i:<partner>}``. A campaign sold to buyers keeps its own dedup marks, caps and answers
+under ``{c:<campaign>}``; its buyers' keys are their advertisers' (``{a:…}``), the same keys as
+today. Keys hold configured ids and keyed fingerprints only, never personal data.
 """
 
 from __future__ import annotations
@@ -290,3 +292,70 @@ def quality_day(day: str) -> str:
 #: How long a day of the quality ledger is kept after its last write: the report reads at
 #: most 400 days back.
 QUALITY_TTL_MS = 400 * 86_400_000
+
+
+# --- distribution: a campaign sold to buyers ---------------------------------------------
+#
+# The campaign's own dedup marks (campaign and channel scopes), caps, IP velocity logs and
+# idempotent answers live in the campaign's slot; each buyer's in its advertiser's slot, formed
+# by the functions above with the distributed campaign's id (so a buyer's advertiser-wide
+# marks and caps are shared with that advertiser's own campaigns). docs/decision.md
+# ("Distribution") lists them with their TTLs.
+
+
+def campaign_tag(campaign: CampaignId) -> str:
+    return f"{PREFIX}:{{c:{campaign}}}"
+
+
+def campaign_seen_prefix(campaign: CampaignId, scope: DedupScope, channel: ChannelId) -> str:
+    """``seen_heads``' prefix for a distributed campaign's own dedup scope: ``campaign`` (this
+    campaign) or ``channel`` (this campaign, through this channel)."""
+    if scope is DedupScope.CAMPAIGN:
+        within: str = campaign
+    elif scope is DedupScope.CHANNEL:
+        within = channel
+    else:
+        raise ValueError(f"scope {scope} does not live in a campaign's slot")
+    return f"{campaign_tag(campaign)}:seen:{_SCOPE_LETTER[scope]}:{within}"
+
+
+def campaign_cap_head(
+    campaign: CampaignId, rule: CapRule, partner: PartnerId, channel: ChannelId
+) -> str:
+    """``cap_head`` of a distributed campaign's own cap (subjects campaign, partner, channel)."""
+    if rule.subject is CapSubject.ADVERTISER:
+        raise ValueError("a campaign sold to buyers has no advertiser-wide cap of its own")
+    who = {
+        CapSubject.CAMPAIGN: campaign,
+        CapSubject.PARTNER: f"{campaign}:{partner}",
+        CapSubject.CHANNEL: f"{campaign}:{channel}",
+    }[rule.subject]
+    letter = _SUBJECT_LETTER[rule.subject]
+    return f"{campaign_tag(campaign)}:cap:{letter}:{who}:{rule.window.label}:"
+
+
+def campaign_ip_velocity(campaign: CampaignId, rule_id: str, fingerprint: Fingerprint) -> str:
+    """``ip_velocity`` for a distributed campaign: counted per campaign, not per buyer."""
+    return f"{campaign_tag(campaign)}:vel:{rule_id}:{fingerprint}"
+
+
+def campaign_anchor(campaign: CampaignId) -> str:
+    """A never-written key of the campaign's slot (``slot_anchor``'s)."""
+    return f"{campaign_tag(campaign)}:anchor"
+
+
+def campaign_answer(campaign: CampaignId, partner: PartnerId, key_digest: str) -> str:
+    """The stored answer to one Idempotency-Key of a distributed campaign's lead."""
+    return f"{campaign_tag(campaign)}:idem:{partner}:{key_digest}"
+
+
+def campaign_reservation(campaign: CampaignId, lead_id: str) -> str:
+    """What one lead's campaign reservation took (marks and their previous values, cap
+    counters), for its release, and the proof that this lead id holds it (a keyed retry)."""
+    return f"{campaign_tag(campaign)}:res:{lead_id}"
+
+
+def sale_lease(partner: PartnerId, key_digest: str) -> str:
+    """Held (``PX``) while a keyed request to a distributed campaign is being decided: a
+    second request with the key waits instead of selling the same lead id concurrently."""
+    return f"{PREFIX}:{{i:{partner}}}:lease:{key_digest}"

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.decision.model import (
+    CampaignReservation,
+    CapCheck,
     ClaimResult,
     ClaimStatus,
     Decision,
@@ -24,7 +26,17 @@ from gateway.decision.model import (
     PersonReservation,
 )
 from gateway.storage import keys as storage_keys
-from gateway.storage.base import Command, ForcedOutcome, ReserveResult, Store
+from gateway.storage.base import (
+    Command,
+    ForcedOutcome,
+    ReserveResult,
+    SaleClaim,
+    SaleClaimed,
+    SaleClosing,
+    SaleOpened,
+    SaleOpening,
+    Store,
+)
 from gateway.types import LeadId
 
 #: Expired entries are swept every this many writes, so memory stays bounded by the windows.
@@ -173,28 +185,10 @@ class MemoryStore(Store):
         if forced is not None:
             return answer(Decision(forced.decision), forced.reasons)
 
-        duplicates: list[str] = []
-        for check in rq.dedup:
-            if check.reason in duplicates:
-                continue
-            for g, key in enumerate(check.keys):
-                offset = self._zset(key, now).get(check.field)
-                began_ms = (check.generation - g) * storage_keys.SEEN_GENERATION_MS
-                if offset is not None and now - (began_ms + offset) < check.window_ms:
-                    duplicates.append(check.reason)
-                    break
+        duplicates = self._duplicates(rq.dedup, now)
         if duplicates:
             return answer(Decision.DUPLICATE, tuple(duplicates))
-
-        capped: list[str] = []
-        for cap in rq.caps:
-            if cap.rolling:
-                log = self._zset(cap.key, now)
-                used = sum(1 for at in log.values() if at > now - cap.span_ms)
-            else:
-                used = int(self._get_str(cap.key, now) or "0")
-            if used >= cap.limit:
-                capped.append(cap.reason)
+        capped = self._capped(rq.caps, now)
         if capped:
             return answer(Decision.CAPPED, tuple(capped))
         if rq.dry_run:
@@ -204,52 +198,175 @@ class MemoryStore(Store):
             if check.remember:
                 self._mark(check, now)
         for cap in rq.caps:
-            if cap.rolling:
-                log = {
-                    m: at for m, at in self._zset(cap.key, now).items() if at > now - cap.span_ms
-                }
-                log[rq.lead_id] = now
-                self._set(cap.key, log, now, cap.span_ms)
-            else:
-                entry = self._get(cap.key, now)
-                if entry is None:
-                    self._set(cap.key, "1", now, cap.span_ms)
-                else:
-                    entry.value = str(int(str(entry.value)) + 1)
+            self._count(cap, rq.lead_id, now)
         if rq.index_key:
             self._set(rq.index_key, rq.index_value, now, rq.index_ttl_ms)
         self.streams.setdefault(rq.stream_key, []).append(StreamEntry(rq.lead_id, now, rq.payload))
         return answer(Decision.ACCEPTED, ())
 
-    def _mark(self, check: DedupCheck, now: int) -> None:
+    def _duplicates(self, checks: Sequence[DedupCheck], now: int) -> list[str]:
+        """The scopes in which a mark is younger than its window (each once)."""
+        duplicates: list[str] = []
+        for check in checks:
+            if check.reason in duplicates:
+                continue
+            for g, key in enumerate(check.keys):
+                offset = self._zset(key, now).get(check.field)
+                began_ms = (check.generation - g) * storage_keys.SEEN_GENERATION_MS
+                if offset is not None and now - (began_ms + offset) < check.window_ms:
+                    duplicates.append(check.reason)
+                    break
+        return duplicates
+
+    def _capped(self, caps: Sequence[CapCheck], now: int) -> list[str]:
+        """The caps already at their limit."""
+        capped: list[str] = []
+        for cap in caps:
+            if cap.rolling:
+                log = self._zset(cap.key, now)
+                used = sum(1 for at in log.values() if at > now - cap.span_ms)
+            else:
+                used = int(self._get_str(cap.key, now) or "0")
+            if used >= cap.limit:
+                capped.append(cap.reason)
+        return capped
+
+    def _count(self, cap: CapCheck, lead_id: str, now: int) -> None:
+        """Count one lead in a cap: INCR of a calendar counter, ZADD to a rolling log."""
+        if cap.rolling:
+            log = {m: at for m, at in self._zset(cap.key, now).items() if at > now - cap.span_ms}
+            log[lead_id] = now
+            self._set(cap.key, log, now, cap.span_ms)
+            return
+        entry = self._get(cap.key, now)
+        if entry is None:
+            self._set(cap.key, "1", now, cap.span_ms)
+        else:
+            entry.value = str(int(str(entry.value)) + 1)
+
+    def _mark(self, check: DedupCheck, now: int) -> int:
         """HSET of the mark in the current generation's hash, whose expiry only moves later
-        (as ``decide.lua`` does)."""
+        (as ``decide.lua`` does); the value written."""
         key = check.keys[0]
         began_ms = check.generation * storage_keys.SEEN_GENERATION_MS
         expires_at_ms = began_ms + storage_keys.SEEN_GENERATION_MS + check.retention_ms
+        written = now - began_ms
         entry = self._get(key, now)
         if entry is None or not isinstance(entry.value, dict):
-            self._set(key, {check.field: now - began_ms}, now, expires_at_ms - now)
-            return
-        entry.value[check.field] = now - began_ms
+            self._set(key, {check.field: written}, now, expires_at_ms - now)
+            return written
+        entry.value[check.field] = written
         entry.expires_at_ms = max(entry.expires_at_ms, expires_at_ms)
+        return written
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         for r, reserved in items:
-            now = r.now_ms
-            members = self._zset(r.pressure_key, now)
-            members.pop(f"{r.unit}|{r.lead_id}", None)
-            if r.network_window_ms <= 0:
-                continue
-            current = self._get_str(r.seen_key, now)
-            if current is None or not current.endswith(f"|{r.lead_id}"):
-                continue
-            if reserved.previous:
-                left = int(reserved.previous.split("|", 1)[0]) + r.network_retention_ms - now
-                if left > 0:
-                    self._set(r.seen_key, reserved.previous, now, left)
-                    continue
-            del self._data[r.seen_key]
+            self._release(r, reserved)
+
+    def _release(self, r: PersonReservation, reserved: ReserveResult) -> None:
+        now = r.now_ms
+        members = self._zset(r.pressure_key, now)
+        members.pop(f"{r.unit}|{r.lead_id}", None)
+        if r.network_window_ms <= 0:
+            return
+        current = self._get_str(r.seen_key, now)
+        if current is None or not current.endswith(f"|{r.lead_id}"):
+            return
+        if reserved.previous:
+            left = int(reserved.previous.split("|", 1)[0]) + r.network_retention_ms - now
+            if left > 0:
+                self._set(r.seen_key, reserved.previous, now, left)
+                return
+        del self._data[r.seen_key]
+
+    # -- sale: a distributed campaign's steps, mirroring campaign_reserve/close.lua -----------
+
+    async def claim_sales(self, items: Sequence[SaleClaim], now_ms: int) -> list[SaleClaimed]:
+        claimed: list[SaleClaimed] = []
+        for item in items:
+            claim = self._claim(item.ref, now_ms)
+            lease = self._get(item.lease_key, now_ms)
+            leased = lease is None
+            if leased:
+                self._set(item.lease_key, item.ref.lead_id or "-", now_ms, item.lease_ms)
+                lease = self._get(item.lease_key, now_ms)
+            left = lease.expires_at_ms - now_ms if lease is not None else 0
+            claimed.append(SaleClaimed(claim, leased, left))
+        return claimed
+
+    async def open_sales(self, items: Sequence[SaleOpening]) -> list[SaleOpened]:
+        opened: list[SaleOpened] = []
+        for item in items:
+            now = item.reservation.now_ms if item.reservation else self._last_now_ms
+            sold = tuple(self._get(key, now) is not None for key in item.probes)
+            person = tuple(self._reserve(r) for r in item.person)
+            refused = None
+            if item.reservation is not None:
+                refused = self._campaign_reserve(item.reservation)
+            opened.append(SaleOpened(sold, person, refused))
+        return opened
+
+    def _campaign_reserve(self, rv: CampaignReservation) -> ForcedOutcome | None:
+        now = rv.now_ms
+        self._last_now_ms = max(self._last_now_ms, now)
+        if not rv.dry_run and self._get(rv.key, now) is not None:
+            return None  # held by this lead id already
+        duplicates = self._duplicates(rv.dedup, now)
+        if duplicates:
+            return ForcedOutcome(Decision.DUPLICATE.value, tuple(duplicates))
+        capped = self._capped(rv.caps, now)
+        if capped:
+            return ForcedOutcome(Decision.CAPPED.value, tuple(capped))
+        if rv.dry_run:
+            return None
+        taken: list[str] = []
+        for check in rv.dedup:
+            if check.remember:
+                hashed = self._zset(check.keys[0], now)
+                previous = hashed.get(check.field)
+                written = self._mark(check, now)
+                shown = "-" if previous is None else str(previous)
+                taken.append(f"m {check.keys[0]} {check.field} {written} {shown}")
+        for cap in rv.caps:
+            self._count(cap, rv.lead_id, now)
+            taken.append(f"{'z' if cap.rolling else 'c'} {cap.key}")
+        self._set(rv.key, "\n".join(taken), now, rv.ttl_ms)
+        return None
+
+    async def close_sales(self, items: Sequence[SaleClosing]) -> None:
+        for item in items:
+            rv = item.reservation
+            now = rv.now_ms if rv is not None else self._last_now_ms
+            if item.answer_key:
+                self._set(item.answer_key, item.answer, now, item.answer_ttl_ms)
+            if rv is not None:
+                taken = self._get_str(rv.key, now)
+                if taken is not None and not item.sold:
+                    self._give_back(taken, rv.lead_id, now)
+                self._data.pop(rv.key, None)
+            for r, reserved in item.releases:
+                self._release(r, reserved)
+
+    def _give_back(self, taken: str, lead_id: str, now: int) -> None:
+        """campaign_close.lua's release, in the reverse order of the writes."""
+        for line in reversed(taken.split("\n")):
+            kind, key, *rest = line.split(" ")
+            if kind == "m":
+                field_name, written, previous = rest
+                hashed = self._zset(key, now)
+                if hashed.get(field_name) == int(written):
+                    if previous != "-":
+                        hashed[field_name] = int(previous)
+                        continue
+                    del hashed[field_name]
+                    if not hashed:  # as Redis drops an emptied hash
+                        self._data.pop(key, None)
+            elif kind == "c":
+                entry = self._get(key, now)
+                if entry is not None:
+                    entry.value = str(int(str(entry.value)) - 1)
+            elif kind == "z":
+                self._zset(key, now).pop(lead_id, None)
 
     async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
         changed = 0

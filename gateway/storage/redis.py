@@ -15,6 +15,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.decision.model import (
+    CampaignReservation,
     ClaimResult,
     ClaimStatus,
     Decision,
@@ -26,7 +27,17 @@ from gateway.decision.model import (
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
-from gateway.storage.base import Command, ForcedOutcome, ReserveResult, Store
+from gateway.storage.base import (
+    Command,
+    ForcedOutcome,
+    ReserveResult,
+    SaleClaim,
+    SaleClaimed,
+    SaleClosing,
+    SaleOpened,
+    SaleOpening,
+    Store,
+)
 from gateway.storage.cluster import open_pipeline
 from gateway.storage.pipeline import RoundTripHook
 from gateway.types import LeadId
@@ -131,32 +142,10 @@ class RedisStore(Store):
             commands.append(("SET", ref.claim_key, claim, "NX", "GET", "PX", ref.ttl_ms))
             commands.append(("GET", ref.answer_key))
         results = await self._run(commands)
-        claims: list[ClaimResult] = []
-        for i, ref in enumerate(refs):
-            held, stored = results[2 * i], results[2 * i + 1]
-            held_digest, _, held_lead = (held or "").partition("|")
-            if held is not None and held_digest != ref.body_digest:
-                claims.append(ClaimResult(ClaimStatus.CONFLICT))
-            elif stored is not None:
-                digest, answer = DecisionOutcome.decode(stored)
-                status = ClaimStatus.REPLAY if digest == ref.body_digest else ClaimStatus.CONFLICT
-                claims.append(ClaimResult(status, answer if status is ClaimStatus.REPLAY else None))
-            else:
-                first = LeadId(held_lead) if held_lead else None
-                claims.append(ClaimResult(ClaimStatus.NEW, lead_id=first))
-        return claims
+        return [_claimed(ref, results[2 * i], results[2 * i + 1]) for i, ref in enumerate(refs)]
 
     async def reserve(self, items: Sequence[PersonReservation]) -> list[ReserveResult]:
-        commands: list[Command] = [
-            (
-                "EVALSHA", scripts.PERSON_RESERVE.sha, 3, r.seen_key, r.pressure_key,
-                r.suppressed_key or r.seen_key, r.now_ms, r.lead_id, int(r.dry_run),
-                r.network_window_ms, r.network_retention_ms, r.pressure_limit,
-                r.pressure_window_ms, r.unit, len(r.suppress),
-                *(part for pair in r.suppress for part in pair),
-            )
-            for r in items
-        ]  # fmt: skip
+        commands = [_reserve_command(r) for r in items]
         return [ReserveResult(reason, previous) for reason, previous in await self._run(commands)]
 
     async def decide(
@@ -176,15 +165,7 @@ class RedisStore(Store):
         return outcomes
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
-        commands: list[Command] = [
-            (
-                "EVALSHA", scripts.PERSON_RELEASE.sha, 2, r.seen_key, r.pressure_key,
-                r.now_ms, r.lead_id, r.unit, reserved.previous,
-                r.network_retention_ms if r.network_window_ms > 0 else 0,
-            )
-            for r, reserved in items
-        ]  # fmt: skip
-        await self._run(commands)
+        await self._run([_release_command(r, reserved) for r, reserved in items])
 
     async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
         sha = scripts.SUPPRESS_CHANGE.sha
@@ -259,6 +240,112 @@ class RedisStore(Store):
             return {}
         replies = await self._run([("HGETALL", storage_keys.quality_day(d)) for d in days])
         return {day: _hash_counts(reply) for day, reply in zip(days, replies, strict=True)}
+
+    # --- sale: a distributed campaign's steps (decision.waterfall) -------------------------
+
+    async def claim_sales(self, items: Sequence[SaleClaim], now_ms: int) -> list[SaleClaimed]:
+        commands: list[Command] = []
+        for item in items:
+            ref = item.ref
+            commands += [
+                ("SET", ref.claim_key, f"{ref.body_digest}|{ref.lead_id or ''}", "NX", "GET",
+                 "PX", ref.ttl_ms),
+                ("GET", ref.answer_key),
+                ("SET", item.lease_key, ref.lead_id or "-", "NX", "PX", item.lease_ms),
+                ("PTTL", item.lease_key),
+            ]  # fmt: skip
+        results = await self._run(commands)
+        claimed: list[SaleClaimed] = []
+        for i, item in enumerate(items):
+            held, stored, leased, left = results[4 * i : 4 * i + 4]
+            claim = _claimed(item.ref, held, stored)
+            claimed.append(SaleClaimed(claim, leased is not None, max(0, int(left))))
+        return claimed
+
+    async def open_sales(self, items: Sequence[SaleOpening]) -> list[SaleOpened]:
+        commands: list[Command] = []
+        for item in items:
+            commands += [("EXISTS", key) for key in item.probes]
+            commands += [_reserve_command(r) for r in item.person]
+            if item.reservation is not None:
+                commands.append(_campaign_reserve_command(item.reservation))
+        results = iter(await self._run(commands))
+        opened: list[SaleOpened] = []
+        for item in items:
+            sold = tuple(bool(next(results)) for _ in item.probes)
+            person = tuple(ReserveResult(*next(results)) for _ in item.person)
+            refused = None
+            if item.reservation is not None:
+                decision, reasons = next(results)
+                if decision:
+                    refused = ForcedOutcome(decision, tuple(reasons.split(",")))
+            opened.append(SaleOpened(sold, person, refused))
+        return opened
+
+    async def close_sales(self, items: Sequence[SaleClosing]) -> None:
+        commands: list[Command] = []
+        for item in items:
+            if item.reservation is not None or item.answer_key:
+                commands.append(
+                    (
+                        "EVALSHA", scripts.CAMPAIGN_CLOSE.sha, 2,
+                        item.reservation.key if item.reservation is not None else item.anchor,
+                        item.answer_key or item.anchor,
+                        int(item.sold), item.answer_ttl_ms if item.answer_key else 0,
+                        item.answer,
+                        item.reservation.lead_id if item.reservation is not None else "",
+                    )
+                )  # fmt: skip
+            commands += [_release_command(r, reserved) for r, reserved in item.releases]
+        if commands:
+            await self._run(commands)
+
+
+def _claimed(ref: IdempotencyRef, held: str | None, stored: str | None) -> ClaimResult:
+    """What a claim (``SET NX GET`` of the claim, ``GET`` of the answer) found."""
+    held_digest, _, held_lead = (held or "").partition("|")
+    if held is not None and held_digest != ref.body_digest:
+        return ClaimResult(ClaimStatus.CONFLICT)
+    if stored is not None:
+        digest, answer = DecisionOutcome.decode(stored)
+        if digest == ref.body_digest:
+            return ClaimResult(ClaimStatus.REPLAY, answer)
+        return ClaimResult(ClaimStatus.CONFLICT)
+    return ClaimResult(ClaimStatus.NEW, lead_id=LeadId(held_lead) if held_lead else None)
+
+
+def _reserve_command(r: PersonReservation) -> Command:
+    return (
+        "EVALSHA", scripts.PERSON_RESERVE.sha, 3, r.seen_key, r.pressure_key,
+        r.suppressed_key or r.seen_key, r.now_ms, r.lead_id, int(r.dry_run),
+        r.network_window_ms, r.network_retention_ms, r.pressure_limit,
+        r.pressure_window_ms, r.unit, len(r.suppress),
+        *(part for pair in r.suppress for part in pair),
+    )  # fmt: skip
+
+
+def _release_command(r: PersonReservation, reserved: ReserveResult) -> Command:
+    return (
+        "EVALSHA", scripts.PERSON_RELEASE.sha, 2, r.seen_key, r.pressure_key,
+        r.now_ms, r.lead_id, r.unit, reserved.previous,
+        r.network_retention_ms if r.network_window_ms > 0 else 0,
+    )  # fmt: skip
+
+
+def _campaign_reserve_command(rv: CampaignReservation) -> Command:
+    keys: list[str] = [rv.key]
+    args: list[str | int] = [
+        rv.now_ms, rv.lead_id, int(rv.dry_run), rv.ttl_ms, len(rv.dedup), len(rv.caps),
+        storage_keys.SEEN_GENERATION_MS, rv.dedup[0].generation if rv.dedup else 0,
+    ]  # fmt: skip
+    for check in rv.dedup:
+        keys += check.keys
+        args += (check.reason, check.window_ms, check.retention_ms, int(check.remember),
+                 check.field, len(check.keys))  # fmt: skip
+    for cap in rv.caps:
+        keys.append(cap.key)
+        args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
+    return ("EVALSHA", scripts.CAMPAIGN_RESERVE.sha, len(keys), *keys, *args)
 
 
 def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Command:

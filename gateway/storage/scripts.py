@@ -33,4 +33,14 @@ PERSON_RESERVE = load("person_reserve")
 PERSON_RELEASE = load("person_release")
 SUPPRESS_CHANGE = load("suppress_change")
 FEEDBACK = load("feedback")
-ALL = (DECIDE, PERSON_RESERVE, PERSON_RELEASE, SUPPRESS_CHANGE, FEEDBACK)
+CAMPAIGN_RESERVE = load("campaign_reserve")
+CAMPAIGN_CLOSE = load("campaign_close")
+ALL = (
+    DECIDE,
+    PERSON_RESERVE,
+    PERSON_RELEASE,
+    SUPPRESS_CHANGE,
+    FEEDBACK,
+    CAMPAIGN_RESERVE,
+    CAMPAIGN_CLOSE,
+)

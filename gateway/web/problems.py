@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.errors import (
     FieldProblem,
+    IdempotencyInProgress,
     InvalidFields,
     RateLimited,
     RequestError,
@@ -99,7 +100,7 @@ def problem_response(
 
 def render(error: RequestError, instance: str | None) -> web.Response:
     headers: dict[str, str] = {}
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | IdempotencyInProgress):
         headers["Retry-After"] = str(error.retry_after_s)
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="leadgate"'

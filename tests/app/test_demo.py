@@ -20,3 +20,22 @@ def test_the_demo_runs_end_to_end() -> None:
     assert delivered is not None, out
     assert int(delivered[1]) > 0
     assert delivered[1] == delivered[2]
+    # Campaigns sold to buyers: a lead down the waterfall, buyer by buyer, a filtering buyer
+    # passed over, a shared sale to two CRMs (whatever the hour: the call centre whose hours
+    # may close it is the last buyer, and no lead of the demo reaches it).
+    for text in (
+        "waterfall: solaris capped -> helio-install SOLD",
+        "not offered: solaris filtered out",
+        "2 buyer(s): acme-energy, helio-install",
+        "waterfall: acme-energy SOLD -> helio-install has the person",
+        "duplicate.campaign; 0 buyer(s)",
+    ):
+        assert text in out, text
+    helio = re.search(r"helio-install\s+webhook\s+(\d+)\s+signature verified \((\d+)\)", out)
+    assert helio is not None, out
+    assert (helio[1], helio[2]) == ("3", "3")
+    assert re.search(
+        r"shared sale of Élise \(lead [0-9a-f-]+…\): sold to acme-energy, helio-install; "
+        r"reached the CRMs of acme-energy, helio-install",
+        out,
+    ), out

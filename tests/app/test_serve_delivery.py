@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
-from delivery.crm import CRM
+from delivery.crm import CRM, Reply
 from http_support import post_lead
 from processes import EXAMPLE_CONFIG, REPO_ROOT, GatewayLauncher
 from standardwebhooks import Webhook
@@ -23,13 +23,15 @@ SECRETS = {
     "LEADGATE_WEBHOOK_SECRET_ACME": DEMO_WEBHOOK_SECRET,
     "LEADGATE_NOVABANK_TOKEN": DEMO_TOKEN,
     "LEADGATE_SOLARIS_API_KEY": DEMO_TOKEN,
+    "LEADGATE_WEBHOOK_SECRET_HELIO": DEMO_WEBHOOK_SECRET,
+    "LEADGATE_VOLTAIC_TOKEN": DEMO_TOKEN,
 }
 
 
 def example_for(crm: CRM, tmp_path: Path) -> Path:
     """The example config with its endpoints on ``crm`` (a free port, not 8099)."""
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
-    assert text.count("http://127.0.0.1:8099") == 3
+    assert text.count("http://127.0.0.1:8099") == 5
     text = text.replace("http://127.0.0.1:8099", crm.url("").rstrip("/"))
     text = text.replace("rules_dir: ../rules", f"rules_dir: {REPO_ROOT / 'rules'}")
     path = tmp_path / "leadgate.yaml"
@@ -102,3 +104,29 @@ async def test_without_the_endpoint_secrets_it_serves_and_says_why_nothing_is_se
     (line,) = [r for r in gateway.log_records() if r["msg"].startswith("delivery worker not")]
     assert "LEADGATE_WEBHOOK_SECRET_ACME" in line["msg"]
     assert crm.requests == []
+
+
+async def test_a_shared_sale_reaches_both_crms_each_delivered_and_retried_on_its_own(
+    gateways: GatewayLauncher, http: aiohttp.ClientSession, crm: CRM, tmp_path: Path
+) -> None:
+    """The example's energy-week-2026 sells each lead to ACME and Hélio: two deliveries, two
+    CRMs. Hélio's CRM fails the first attempt: only Hélio's delivery is retried."""
+    crm.script("/helio/leads", [Reply.error(503)])
+    gateway = await gateways.astart(config=example_for(crm, tmp_path), env=SECRETS)
+    lead = {**marie(), "campaign": "energy-week-2026"}
+    reply = await post_lead(http, gateway, lead)
+    assert reply.body["decision"] == "accepted", reply.body
+    assert reply.body["sold_to"] == ["acme-energy", "helio-install"]
+    lead_id = reply.body["lead_id"]
+
+    acme = await crm.wait_for(1, timeout_s=10, path="/acme/leads")
+    helio = await crm.wait_for(2, timeout_s=20, path="/helio/leads")  # the 503, then the retry
+
+    for got in (*acme, *helio):
+        Webhook(DEMO_WEBHOOK_SECRET).verify(got.body, dict(got.headers))
+        assert got.headers["webhook-id"] == lead_id
+    assert acme[0].json()["data"]["price"] == 14.0
+    assert [h.json()["data"]["price"] for h in helio] == [11.0, 11.0]
+    assert len(crm.on("/acme/leads")) == 1  # ACME's delivery was not retried
+    gateway.send_signal(signal.SIGTERM)
+    assert await gateway.await_exit(15.0) == 0, gateway.log_tail()

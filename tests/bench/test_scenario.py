@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.generate import LeadGenerator
 from bench.scenario import SCENARIO_DIR, Client, Store, load_scenario, parse_scenario
 from gateway.config.reader import load_yaml
 from gateway.errors import ConfigError
@@ -16,7 +17,7 @@ SHIPPED = sorted(p for p in SCENARIO_DIR.glob("*.yaml") if p.stem != "gateway")
 def test_the_default_and_item_scenarios_are_shipped() -> None:
     names = {p.stem for p in SHIPPED}
     assert {"single", "batch", "smoke", "memory", "workers2", "one-connection", "c1000",
-            "open-loop"} <= names  # fmt: skip
+            "open-loop", "single-new", "sold-first", "waterfall"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -75,6 +76,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
         duplicates: {same: 0.7, respelled: 0.3}
         invalid: -1
         timeline: "yes"
+        campaign: elsewhere
         """
     )
     with pytest.raises(ConfigError) as caught:
@@ -89,6 +91,16 @@ def test_every_problem_is_reported_with_its_path() -> None:
     assert "invalid" in paths
     assert "duplicates" in paths  # shares add up to 1 or more
     assert ("timeline", "expected true or false, got 'yes'") in found
+    assert ("campaign", "'elsewhere' is not one of bench, bench-sold, bench-waterfall") in found
+
+
+def test_the_distribution_scenarios_post_to_the_campaigns_sold_to_buyers() -> None:
+    for name, campaign in (("sold-first", "bench-sold"), ("waterfall", "bench-waterfall")):
+        scenario = load_scenario(name)
+        assert scenario.campaign == campaign
+        assert not scenario.duplicates  # new people: each is sold to the buyer it is meant for
+        lead = LeadGenerator(scenario).lead("p-alpha")
+        assert lead.lead["campaign"] == campaign
 
 
 def test_open_loop_needs_the_aiohttp_client() -> None:

@@ -27,7 +27,7 @@ def test_a_valid_file_prints_a_summary_and_exits_0() -> None:
     code, lines = _check(EXAMPLE)
     checksum = load_config(EXAMPLE).checksum  # of the file and the rule packs it names
     assert code == 0
-    assert lines == [f"OK: 4 partners, 5 campaigns, 3 advertisers, 8 channels, checksum {checksum}"]
+    assert lines == [f"OK: 4 partners, 7 campaigns, 5 advertisers, 8 channels, checksum {checksum}"]
 
 
 def test_singular_counts(tmp_path: Path) -> None:

@@ -579,10 +579,12 @@ def test_the_example_defines_the_demo_ids(example: Config) -> None:
         "acme-energy": "ACME Énergie",
         "novabank": "NovaBank",
         "solaris": "Solaris Solaire",
+        "helio-install": "Hélio Install",
+        "voltaic-call": "Voltaic — call centre",
     }
     assert list(example.campaigns) == [
         "acme-always-on", "acme-black-friday", "acme-summer-2026", "novabank-credit",
-        "solaris-install",
+        "solaris-install", "solar-quotes", "energy-week-2026",
     ]  # fmt: skip
     assert {p.id: p.name for p in example.partners.values()} == {
         "p-mailfox": "MailFox",
@@ -682,13 +684,21 @@ def test_the_example_bank_campaign(example: Config) -> None:
                 "acme-summer-2026",
                 "novabank-credit",
                 "solaris-install",
+                "solar-quotes",
+                "energy-week-2026",
             ],
         ),
         (
             "p-coregia",
             ["demo-coregia-key"],
             ["coreg"],
-            ["acme-always-on", "acme-black-friday", "novabank-credit"],
+            [
+                "acme-always-on",
+                "acme-black-friday",
+                "novabank-credit",
+                "solar-quotes",
+                "energy-week-2026",
+            ],
         ),
         (
             "p-cashmoon",

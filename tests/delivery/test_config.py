@@ -217,11 +217,14 @@ def test_the_example_loads_without_its_secrets_and_names_them() -> None:
         AdapterKind.WEBHOOK,
         AdapterKind.SALESFORCE,
         AdapterKind.HUBSPOT,
+        AdapterKind.TEMPLATE,
     }
     assert secret_variables(endpoints) == {
         "LEADGATE_WEBHOOK_SECRET_ACME",
         "LEADGATE_NOVABANK_TOKEN",
         "LEADGATE_SOLARIS_API_KEY",
+        "LEADGATE_WEBHOOK_SECRET_HELIO",
+        "LEADGATE_VOLTAIC_TOKEN",
     }
 
 

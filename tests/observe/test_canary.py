@@ -27,7 +27,7 @@ def test_no_canary_in_the_logs_metrics_or_redis_keys_of_gateway_and_delivery(
     gateways: GatewayLauncher, tmp_path: Path, redis_url: str
 ) -> None:
     with CrmReceiver() as crm:
-        config = write_config(tmp_path / "leadgate.yaml", network(crm.url))
+        config = write_config(tmp_path / "leadgate.yaml", network(crm.url, buyers=True))
         server = gateways.start(config, redis_url=redis_url, workers=2)
         worker = gateways.start_worker(config, redis_url=redis_url, env=WORKER_ENV)
         run_canaries(server, worker, crm, redis_url)
@@ -58,6 +58,14 @@ def run_canaries(
             ),
         ),
         batch(server, "p-alpha", [lead, {**BAD_CANARY, "campaign": "acme-main"}]),
+        # Sold to buyers, with a key: acme already has the canary (its advertiser-wide
+        # dedup), so it goes down the waterfall to nova.
+        request(
+            "POST",
+            f"{server.url}/v1/leads",
+            body={**lead, "campaign": "sold-main"},
+            headers={**alpha, "Idempotency-Key": f"sold-{CANARY['email']}"},
+        ),
     ]
     for reply in decided:
         assert reply.status == 200, reply
@@ -86,9 +94,12 @@ def run_canaries(
     for reply in refused:
         assert 400 <= reply.status < 500, reply
 
-    # One lead accepted for acme (delivered) and one for nova (refused: a dead letter).
-    wait_for(lambda: sorted(crm.paths()) == ["/acme", "/nova"], 15, "both CRMs reached")
-    assert sorted(crm.paths()) == ["/acme", "/nova"]
+    assert decided[-1].body["sold_to"] == ["nova"]
+    # One lead accepted for acme (delivered), one for nova and one sold to nova (refused by
+    # its CRM: dead letters).
+    expected = ["/acme", "/nova", "/nova"]
+    wait_for(lambda: sorted(crm.paths()) == expected, 15, "both CRMs reached")
+    assert sorted(crm.paths()) == expected
     assert all(leaks([body.decode()]) for _, body in crm.received), "the CRM gets the lead"
     wait_for(lambda: "dead letter" in worker.messages(), 10, "the dead letter logged")
 
@@ -101,7 +112,9 @@ def run_canaries(
     logs = server.log_text().splitlines() + worker.log_text().splitlines()
 
     # The search must have had something to search.
-    assert sum(1 for r in server.log_records() if r.get("msg") == "decision") == 6
+    assert sum(1 for r in server.log_records() if r.get("msg") == "decision") == 7
+    sold = [r for r in server.log_records() if r.get("campaign") == "sold-main"]
+    assert [r.get("offers") for r in sold] == [["acme:buyer.duplicate", "nova:sold"]]
     assert "dead letter" in worker.messages()
     assert 'leadgate_leads_total{campaign="acme-main",channel="email"' in metrics
     assert 'leadgate_delivery_attempts_total{advertiser="acme",outcome="delivered"} 1.0' in metrics

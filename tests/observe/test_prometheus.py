@@ -46,12 +46,18 @@ class Loaded:
     #: (partner, campaign, decision) -> leads, as the gateway answered them.
     decisions: collections.Counter[tuple[str, str, str]]
     singles: int
+    #: Advertiser -> leads of sold-main sold to it (the answers name them).
+    sold_to: collections.Counter[str]
 
 
-def drive_load(server: GatewayProcess) -> tuple[collections.Counter[tuple[str, str, str]], int]:
-    """A short, bounded mix: accepted, duplicates, caps, an inactive campaign, an invalid
-    lead in a batch and an unknown key. The tally of decisions and the single posts sent."""
+def drive_load(
+    server: GatewayProcess,
+) -> tuple[collections.Counter[tuple[str, str, str]], int, collections.Counter[str]]:
+    """A short, bounded mix: accepted, duplicates, caps, an inactive campaign, leads sold to
+    buyers down a waterfall, an invalid lead in a batch and an unknown key. The tally of
+    decisions, the single posts sent and who bought sold-main's leads."""
     tally: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    sold_to: collections.Counter[str] = collections.Counter()
     singles = 0
 
     def send(partner: str, campaign: str, email: str) -> None:
@@ -60,6 +66,7 @@ def drive_load(server: GatewayProcess) -> tuple[collections.Counter[tuple[str, s
         singles += 1
         assert reply.status == 200, reply
         tally[(partner, campaign, reply.body["decision"])] += 1
+        sold_to.update(reply.body.get("sold_to", []))
 
     for n in range(12):
         send("p-alpha", "acme-main", f"alpha{n}@example.com")
@@ -71,6 +78,8 @@ def drive_load(server: GatewayProcess) -> tuple[collections.Counter[tuple[str, s
         send("p-beta", "nova-main", f"nova-b{n}@example.com")
     for n in range(2):
         send("p-alpha", "nova-summer", f"summer{n}@example.com")
+    for n in range(4):  # acme buys 2 (its cap of the day), nova the rest
+        send("p-alpha", "sold-main", f"sold{n}@example.com")
     batched = batch(
         server,
         "p-alpha",
@@ -88,7 +97,7 @@ def drive_load(server: GatewayProcess) -> tuple[collections.Counter[tuple[str, s
         headers={"Authorization": "Bearer no-such-key"},
     )
     assert unknown.status == 401
-    return tally, singles
+    return tally, singles, sold_to
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +109,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     prometheus: Prometheus | None = None
     crm = CrmReceiver().__enter__()
     try:
-        config = write_config(workdir / "leadgate.yaml", network(crm.url))
+        config = write_config(workdir / "leadgate.yaml", network(crm.url, buyers=True))
         # Prometheus first: it takes a few seconds to start scraping a new target. It scrapes
         # the gateway's metrics listener (never its public port) and the worker's, both
         # behind the metrics token, as the Helm chart's ServiceMonitor does.
@@ -128,7 +137,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
             "count_over_time(leadgate_build_info[1m])",
             lambda r: bool(r) and int(r[0]["value"][1]) >= 2,
         )
-        decisions, singles = drive_load(server)
+        decisions, singles, sold_to = drive_load(server)
         total = sum(decisions.values())
         prometheus.wait_for(
             "sum(leadgate_leads_total)", lambda r: bool(r) and float(r[0]["value"][1]) == total
@@ -139,7 +148,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
             "sum(leadgate_delivery_attempts_total)",
             lambda r: bool(r) and float(r[0]["value"][1]) == accepted,
         )
-        yield Loaded(server, worker, prometheus, decisions, singles)
+        yield Loaded(server, worker, prometheus, decisions, singles, sold_to)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -245,9 +254,9 @@ def test_the_series_a_user_looks_at_hold_what_the_load_did(loaded: Loaded) -> No
     assert value(prom.query("sum(leadgate_config_reloads_total)")) == 0
 
     # Delivery, as the worker reported it.
-    accepted = collections.Counter[str]()
+    accepted = collections.Counter[str](loaded.sold_to)
     for (_, campaign, decision), n in tally.items():
-        if decision == "accepted":
+        if decision == "accepted" and campaign != "sold-main":
             accepted[campaign.split("-")[0]] += n
     got = by(
         prom.query("sum by (advertiser, outcome) (leadgate_delivery_attempts_total) > 0"),
@@ -268,6 +277,17 @@ def test_the_series_a_user_looks_at_hold_what_the_load_did(loaded: Loaded) -> No
         value(prom.query('sum(leadgate_delivery_duration_seconds_count{advertiser="acme"})'))
         == accepted["acme"]
     )
+
+    # Buyers of sold-main: acme sold 2 (its cap), then passed the other 2 on to nova.
+    assert loaded.sold_to == {"acme": 2, "nova": 2}
+    got = by(
+        prom.query("sum by (buyer, result) (leadgate_buyer_offers_total) > 0"), "buyer", "result"
+    )
+    assert got == {("acme", "sold"): 2, ("acme", "capped"): 2, ("nova", "sold"): 2}
+    got = by(prom.query("sum by (buyer) (leadgate_buyer_revenue_total)"), "buyer")
+    assert got == {("acme",): 20, ("nova",): 14}
+    assert value(prom.query('max(leadgate_buyer_cap_used{buyer="acme",window="day"})')) == 2
+    assert value(prom.query('max(leadgate_campaign_buyers{campaign="sold-main"})')) == 2
 
 
 def grafana_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -296,6 +316,7 @@ def test_the_dashboard_is_provisionable_from_a_file() -> None:
         "Caps",
         "Latency and health",
         "Delivery per advertiser",
+        "Buyers (distributed campaigns)",
     ]
     for panel in dashboard["panels"]:
         if panel.get("targets"):
@@ -322,7 +343,7 @@ def test_every_dashboard_query_returns_data(loaded: Loaded) -> None:
         values = loaded.prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
         expected = {
             "partner": {"p-alpha", "p-beta"},
-            "campaign": {"acme-main", "nova-main", "nova-summer"},
+            "campaign": {"acme-main", "nova-main", "nova-summer", "sold-main"},
             "advertiser": {"acme", "nova"},
         }[label]
         assert set(values) == expected
@@ -343,6 +364,8 @@ def test_the_alert_rules_load_in_prometheus(loaded: Loaded) -> None:
         "LeadgateCapReached",
         "LeadgatePartnerDuplicateRateJump",
         "LeadgatePartnerRejectionRateJump",
+        "LeadgateBuyerRefusesEverything",
+        "LeadgateUnsoldShareRising",
     }
     # nova-main's channel cap is full: the cap alert is active for it (and only for it).
     firing = loaded.prometheus.wait_for(

@@ -187,13 +187,16 @@ def test_the_table_aligns_columns_and_shows_percentages() -> None:
     lines = format_table(rows).splitlines()
     assert lines[0].split() == [
         "partner", "posted", "accepted", "dup", "capped", "rejected", "returned", "converted",
-        "cost/conv", "net", "quality",
+        "cost/conv", "net", "quality", "revenue", "payout", "margin",
     ]  # fmt: skip
     assert lines[1].split() == [
         "alpha", "80", "60", "12.5%", "6.2%", "6.2%", "6.7%", "30.0%", "50.00", "67.5%",
+        "400.00", "0.00", "400.00",
     ]  # fmt: skip
     assert lines[2].split()[0] == "bravo"
-    assert lines[-1].split() == ["silent", "0", "0", *["0.0%"] * 5, "-", "0.0%"]
+    assert lines[-1].split() == [
+        "silent", "0", "0", *["0.0%"] * 5, "-", "0.0%", "0.00", "0.00", "0.00"
+    ]  # fmt: skip
     assert len({len(line) for line in lines}) == 1  # right-aligned up to the last column
     assert format_table([]) == "(no partners)"
 
@@ -246,7 +249,8 @@ async def test_the_command_prints_the_ranked_table_from_redis(
     assert list(table) == ["former", "alpha", "bravo", "charlie", "quiet", "silent"]
     assert table["former"][:2] == ["4", "4"]  # 4 posted, 4 accepted
     assert table["alpha"] == [
-        "100", "80", "10.0%", "5.0%", "5.0%", "5.0%", "25.0%", "45.00", "74.0%",
+        "100", "80", "10.0%", "5.0%", "5.0%", "5.0%", "25.0%", "45.00", "74.0%", "450.00", "0.00",
+        "450.00",
     ]  # fmt: skip
     assert table["bravo"][0] == "10"  # the 999 posted 30 days ago are out of range
 
@@ -365,3 +369,134 @@ async def test_url_without_a_gateway_listening(tmp_path: Path) -> None:
     )
     assert status == 1
     assert "no report" in out
+
+
+# --- money: revenue, payout, margin per partner and per buyer ---------------------------------
+
+
+def sold_config() -> Config:
+    data = config_data()
+    data["advertisers"] += [{"id": "b1"}, {"id": "b2"}]
+    data["campaigns"].append(
+        {
+            "id": "sold",
+            "kind": "always_on",
+            "distribution": "shared",
+            "max_buyers": 2,
+            "payout": 5,
+            "buyers": [{"advertiser": "b1", "price": 12}, {"advertiser": "b2", "price": 8}],
+        }
+    )
+    data["partners"][0]["campaigns"].append("sold")
+    return parse_config(data)
+
+
+#: alpha: 10 leads posted to the shared campaign, 6 sold (4 to both buyers, 2 to b1 only):
+#: 10 sales; paid 5 per lead sold. b2 returned one of its sales, b1 converted two of its own.
+SOLD_DAY = counts(
+    alpha={
+        "sold|posted": 10, "sold|accepted": 6, "sold|duplicate": 4,
+        "sold|sold|b1": 6, "sold|revenue_cents|b1": 7200, "sold|payout_cents|b1": 2000,
+        "sold|sold|b2": 4, "sold|revenue_cents|b2": 3200, "sold|payout_cents|b2": 1000,
+        "sold|returned": 1, "sold|returned|b2": 1,
+        "sold|converted": 2, "sold|converted|b1": 2,
+        "paid|posted": 10, "paid|accepted": 10, "paid|payout_cents": 3000,
+    },
+)  # fmt: skip
+
+
+def test_revenue_payout_and_margin_per_partner() -> None:
+    alpha = row(summarize({"2026-11-22": SOLD_DAY}, sold_config()), "alpha")
+    # Revenue: the buyers' prices (72 + 32) and the paid campaign's cpl (10 x 10).
+    assert alpha.revenue == pytest.approx(204.0)
+    assert alpha.payout == pytest.approx(60.0)  # 30 + 20 + 10
+    assert alpha.margin == pytest.approx(144.0)
+    # 10 sales of the shared campaign and 10 leads of the paid one: rates are per sale.
+    assert alpha.sales == 20
+    assert alpha.return_rate == pytest.approx(1 / 20)
+    assert alpha.conversion_rate == pytest.approx(2 / 20)
+    assert alpha.net_quality == pytest.approx(16 / 20 * (1 - 1 / 20))
+
+
+def test_a_row_per_buyer_with_its_own_returns_and_conversions() -> None:
+    b1, b2 = report.summarize_buyers({"2026-11-22": SOLD_DAY})
+    assert (b1.buyer, b1.sold, b1.revenue, b1.payout, b1.margin) == ("b1", 6, 72.0, 20.0, 52.0)
+    assert (b1.converted, b1.returned) == (2, 0)
+    assert b1.conversion_rate == pytest.approx(2 / 6)
+    assert (b2.buyer, b2.sold, b2.revenue, b2.margin) == ("b2", 4, 32.0, 22.0)
+    assert b2.returned == 1
+    assert b2.return_rate == pytest.approx(1 / 4)
+    table = report.format_buyers([b1, b2]).splitlines()
+    assert table[1].split() == [
+        "buyer", "sold", "revenue", "payout", "margin", "returned", "converted"
+    ]  # fmt: skip
+    assert table[2].split() == ["b1", "6", "72.00", "20.00", "52.00", "0.0%", "33.3%"]
+    assert report.summarize_buyers({"2026-11-22": SOLD_DAY}, campaign="paid") == []
+
+
+async def test_the_ledger_counts_sales_per_buyer_and_the_payout_once_per_lead() -> None:
+    from gateway.decision.answer import Answer, Sale
+    from gateway.decision.model import Decision
+    from gateway.types import AdvertiserId, CampaignId, ChannelId, LeadId
+
+    store = MemoryStore()
+    ledger = QualityLedger(store)
+    partner = sold_config().partners[next(iter(sold_config().partners))]
+    sold = Answer(
+        LeadId("l1"), Decision.ACCEPTED, (), None, CampaignId("sold"), ChannelId("email"),
+        False, sales=(Sale(AdvertiserId("b1"), 12.0), Sale(AdvertiserId("b2"), 8.0)), payout=5.0,
+    )  # fmt: skip
+    unsold = Answer(
+        LeadId("l2"), Decision.DUPLICATE, ("buyer.duplicate",), None, CampaignId("sold"),
+        ChannelId("email"), False, sales=(), payout=5.0,
+    )  # fmt: skip
+    ledger.decided(partner, [sold, unsold], 0.001, NOW_MS / 1000)
+    ledger.feedback("alpha", "sold", "returned", NOW_MS, buyer="b2")
+    day = (await ledger.read([day_of(NOW_MS)]))[day_of(NOW_MS)]
+    assert day == {
+        "alpha|sold|posted": 2,
+        "alpha|sold|accepted": 1,
+        "alpha|sold|duplicate": 1,
+        "alpha|sold|sold|b1": 1,
+        "alpha|sold|revenue_cents|b1": 1200,
+        "alpha|sold|payout_cents|b1": 250,
+        "alpha|sold|sold|b2": 1,
+        "alpha|sold|revenue_cents|b2": 800,
+        "alpha|sold|payout_cents|b2": 250,
+        "alpha|sold|returned": 1,
+        "alpha|sold|returned|b2": 1,
+    }
+
+
+async def test_the_command_prints_the_buyers_table(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "sold.yaml"
+    data = config_data()
+    data["advertisers"] += [{"id": "b1"}, {"id": "b2"}]
+    data["campaigns"].append(
+        {
+            "id": "sold",
+            "kind": "always_on",
+            "distribution": "shared",
+            "max_buyers": 2,
+            "payout": 5,
+            "buyers": [{"advertiser": "b1", "price": 12}, {"advertiser": "b2", "price": 8}],
+        }
+    )
+    data["partners"][0]["campaigns"].append("sold")
+    path.write_text(yaml.safe_dump(data))
+    store = RedisStore(redis_url)
+    try:
+        await store.ledger_add({day_of(ops.now_ms()): SOLD_DAY})
+    finally:
+        await store.close()
+    environ = {"LEADGATE_CONFIG": str(path), "LEADGATE_REDIS_URL": redis_url}
+
+    status, out = await run(environ, "--since", "1d")
+
+    assert status == 0, out
+    lines = out.splitlines()
+    at = lines.index("buyers of distributed campaigns")
+    assert lines[at + 2].split() == ["b1", "6", "72.00", "20.00", "52.00", "0.0%", "33.3%"]
+    assert lines[at + 3].split() == ["b2", "4", "32.00", "10.00", "22.00", "25.0%", "0.0%"]
+    alpha = next(line for line in lines if line.startswith("alpha"))
+    assert alpha.split()[-3:] == ["204.00", "60.00", "144.00"]  # revenue, payout, margin

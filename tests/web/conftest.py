@@ -166,6 +166,67 @@ def network() -> dict[str, Any]:
     )
 
 
+def sold_network() -> dict[str, Any]:
+    """``network()`` with three more advertisers (buyers) and two campaigns sold to them:
+
+    - ``sold-excl``: exclusive by priority to ``b-one`` (at most 1 lead a day), ``b-two`` (open
+      Monday to Friday 09:00-18:00 Paris time) and ``b-three`` (Paris postal codes only);
+      campaign dedup 30 d; pays publishers 4.5 per lead sold.
+    - ``sold-shared``: shared to two of the three by price, naming them (``show_buyers``).
+    Every partner may post to both.
+    """
+    config = network()
+    config["advertisers"] += [{"id": "b-one"}, {"id": "b-two"}, {"id": "b-three"}]
+    paris_only = {
+        "rules": [
+            {
+                "id": "paris",
+                "message": "Paris only",
+                "require": {"kind": "regex", "field": "postal_code", "pattern": "75[0-9]{3}"},
+            }
+        ]
+    }
+    config["campaigns"] += [
+        {
+            "id": "sold-excl",
+            "kind": "always_on",
+            "timezone": "Europe/Paris",
+            "payout": 4.5,
+            "dedup": [{"scope": "campaign", "window": "30d"}],
+            "buyers": [
+                {
+                    "advertiser": "b-one",
+                    "price": 20,
+                    "caps": [{"subject": "buyer", "window": "day", "limit": 1}],
+                },
+                {
+                    "advertiser": "b-two",
+                    "price": 15,
+                    "hours": {"mon-fri": ["09:00-18:00"]},
+                },
+                {"advertiser": "b-three", "price": 10, "filter": paris_only},
+            ],
+        },
+        {
+            "id": "sold-shared",
+            "kind": "always_on",
+            "timezone": "Europe/Paris",
+            "distribution": "shared",
+            "max_buyers": 2,
+            "order": "price",
+            "show_buyers": True,
+            "buyers": [
+                {"advertiser": "b-one", "price": 20},
+                {"advertiser": "b-two", "price": 15},
+                {"advertiser": "b-three", "price": 10},
+            ],
+        },
+    ]
+    for partner in config["partners"]:
+        partner["campaigns"] = [*partner["campaigns"], "sold-excl", "sold-shared"]
+    return config
+
+
 _people = itertools.count(1)
 
 

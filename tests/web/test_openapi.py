@@ -26,7 +26,8 @@ from support import RedisServer
 from gateway.storage.redis import RedisStore
 from gateway.web.state import DRAINING
 
-from .conftest import Gateway, GatewayFactory, Reply, network, person
+from .conftest import DAY_S, Gateway, GatewayFactory, Reply, network, person, sold_network
+from .sale_http import in_progress
 
 SPEC_BYTES = resources.files("gateway.web").joinpath("openapi.json").read_bytes()
 SPEC: dict[str, Any] = orjson.loads(SPEC_BYTES)
@@ -229,16 +230,24 @@ class Case:
     produce: Produce
     #: Built on a config where p-mail may send one request per 100 s.
     rate_limited: bool = False
+    #: Built on ``sold_network()`` (campaigns sold to buyers).
+    sold: bool = False
 
 
 CASES: dict[str, Case] = {}
 
 
 def case(
-    name: str, method: str, route: str, status: int, *, rate_limited: bool = False
+    name: str,
+    method: str,
+    route: str,
+    status: int,
+    *,
+    rate_limited: bool = False,
+    sold: bool = False,
 ) -> Callable[[Produce], Produce]:
     def register(produce: Produce) -> Produce:
-        CASES[name] = Case(method, route, status, produce, rate_limited)
+        CASES[name] = Case(method, route, status, produce, rate_limited, sold)
         return produce
 
     return register
@@ -466,6 +475,46 @@ async def _batch_429(gw: Gateway) -> Reply:
     return await gw.batch("p-mail", [person(campaign="nova-ten")])
 
 
+@case("post-sold", "POST", "/v1/leads", 200, sold=True)
+async def _post_sold(gw: Gateway) -> Reply:
+    return await _posts(gw, person(campaign="sold-excl"))
+
+
+@case("post-sold-shared", "POST", "/v1/leads", 200, sold=True)
+async def _post_sold_shared(gw: Gateway) -> Reply:
+    return await _posts(gw, person(campaign="sold-shared"))
+
+
+@case("post-unsold-duplicate", "POST", "/v1/leads", 200, sold=True)
+async def _post_unsold_duplicate(gw: Gateway) -> Reply:
+    ann = person(campaign="sold-shared")
+    return await _posts(gw, ann, ann, ann)  # two buyers, then the third: nobody left
+
+
+@case("post-unsold-rejected", "POST", "/v1/leads", 200, sold=True)
+async def _post_unsold_rejected(gw: Gateway) -> Reply:
+    gw.clock.advance(DAY_S)  # Saturday: b-two is closed
+    # b-one took its one lead of the day; b-three takes Paris only.
+    return await _posts(gw, person(campaign="sold-excl"), person(campaign="sold-excl"))
+
+
+@case("get-sold", "GET", "/v1/leads", 200, sold=True)
+async def _get_sold(gw: Gateway) -> Reply:
+    return await _get(gw, person(campaign="sold-excl"))
+
+
+@case("batch-sold", "POST", "/v1/leads/batch", 200, sold=True)
+async def _batch_sold(gw: Gateway) -> Reply:
+    ann = person(campaign="sold-excl")
+    leads = [ann, ann, person(campaign="sold-shared"), person(campaign="nova-ten")]
+    return await gw.batch("p-mail", leads)
+
+
+@case("post-409-in-progress", "POST", "/v1/leads", 409, sold=True)
+async def _post_409(gw: Gateway) -> Reply:
+    return await in_progress(gw)
+
+
 @case("healthz", "GET", "/healthz", 200)
 async def _healthz(gw: Gateway) -> Reply:
     return await gw.request("GET", "/healthz")
@@ -486,7 +535,8 @@ async def test_every_answer_matches_the_document(
     make_embedded_gateway: GatewayFactory, name: str
 ) -> None:
     case = CASES[name]
-    gw = await make_embedded_gateway(_rate_limited() if case.rate_limited else None)
+    config = _rate_limited() if case.rate_limited else sold_network() if case.sold else None
+    gw = await make_embedded_gateway(config)
     reply = await case.produce(gw)
     assert reply.status == case.status, reply.body
     assert_matches_spec(case.method, case.route, reply)
@@ -501,8 +551,12 @@ async def test_the_decisions_of_the_cases_are_the_ones_named(
         ("post-duplicate", "duplicate"),
         ("post-capped", "capped"),
         ("post-rejected", "rejected"),
+        ("post-sold", "accepted"),
+        ("post-sold-shared", "accepted"),
+        ("post-unsold-duplicate", "duplicate"),
+        ("post-unsold-rejected", "rejected"),
     ]:
-        gw = await make_embedded_gateway()
+        gw = await make_embedded_gateway(sold_network() if CASES[name].sold else None)
         reply = await CASES[name].produce(gw)
         assert reply.json()["decision"] == decision, name
 
