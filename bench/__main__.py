@@ -3,10 +3,12 @@ beside the stack's own limits measured in the same run.
 
 One run: a private redis-server (unix socket), the baselines (a bare aiohttp+uvloop
 hello-world posted the same bodies with the same client; ``redis-benchmark`` of the decision
-script), then each scenario (``bench/scenarios/<name>.yaml``) against a fresh
-``leadgate serve``. Servers are pinned to CPU 0, the client and Redis to the last CPU, where
-``sched_setaffinity`` exists. Every figure is reported as a ratio to the baselines because
-absolute numbers on shared machines drift.
+script; the ``peer``, ``bench/peer.py``: the same work written the obvious way, posted new
+single leads with the first single-lead scenario's client and connections), then each
+scenario (``bench/scenarios/<name>.yaml``) against a fresh ``leadgate serve``. Servers are
+pinned to CPU 0, the client and Redis to the last CPU, where ``sched_setaffinity`` exists.
+Every figure is reported as a ratio to the baselines because absolute numbers on shared
+machines drift.
 
 Output: ``bench/results/bench-<time>.json`` (schema: ``bench.report.SCHEMA``), a text table on
 stdout, and ``bench/results/bench-<time>.png``. ``--smoke``: a ~15-second run for CI that
@@ -604,6 +606,37 @@ def _hello_run(scenario: Scenario, tmp: Path, requests: list[Request]) -> dict[s
     return record
 
 
+def _peer_scenario(scenarios: Sequence[Scenario], seconds: float) -> Scenario:
+    """The peer's load: the first single-lead, one-process scenario of the run (its client,
+    connections and bodies), else ``single``; its single-lead rate is the reference of every
+    gateway run, batches included."""
+    single = next(
+        (
+            s
+            for s in scenarios
+            if s.batch == 1 and s.workers == 1 and s.identities is None and s.rate is None
+        ),
+        None,
+    )
+    return replace(single or load_scenario("single"), name="peer", duration_s=seconds)
+
+
+def _peer_run(scenario: Scenario, tmp: Path, sock: Path, r: redis.Redis) -> dict[str, Any]:
+    """``bench.peer`` (the same work written the obvious way) on the run's Redis, emptied
+    before and after, posted new bodies of ``scenario`` by its client."""
+    requests = LeadGenerator(scenario).requests(scenario.body_count())
+    bodies = tmp / "peer.bodies"
+    if scenario.client is Client.WRK:
+        write_bodies(requests, bodies)
+    r.flushall()
+    module = ["bench.peer", f"unix://{sock}"]
+    record = _reference_run(module, scenario, bodies, requests, "/healthz")
+    r.flushall()
+    record.update(name="peer", kind="baseline")
+    record["decisions"]["expected"] = expected_mix(requests[: record["requests"]])
+    return record
+
+
 def _ceiling_run(
     mode: str, scenario: Scenario, tmp: Path, requests: list[Request]
 ) -> dict[str, Any]:
@@ -751,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     hello: dict[str, Any] | None = None
     redis_decide: dict[str, Any] | None = None
+    peer: dict[str, Any] | None = None
     try:
         with _process(redis_argv):
             r = redis.Redis(unix_socket_path=str(sock))
@@ -778,6 +812,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hello = _hello_run(base, tmp, LeadGenerator(base).requests(base.body_count()))
                 print(f"[redis-benchmark] {args.redis_calls:,} EVALSHA decide.lua ...", flush=True)
                 redis_decide = _redis_decide(sock, args.redis_calls)
+                peer_scenario = _peer_scenario(scenarios, args.baseline_seconds)
+                print(
+                    f"[peer] {peer_scenario.client.value}, {peer_scenario.concurrency} "
+                    f"connections, {peer_scenario.duration_s:g}s ...",
+                    flush=True,
+                )
+                peer = _peer_run(peer_scenario, tmp, sock, r)
             for scenario in scenarios:
                 profile_out = (
                     args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
@@ -797,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs.append(_ceiling_run(mode, scenario, tmp, requests))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for run in runs:
+    for run in [*runs, *([peer] if peer else [])]:
         run["ratios"] = {
             "hello_world": round(run["leads_per_s"] / hello["requests_per_s"], 3)
             if hello and hello["requests_per_s"]
@@ -805,9 +846,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "redis_decide": round(run["leads_per_s"] / redis_decide["calls_per_s"], 3)
             if redis_decide and redis_decide["calls_per_s"]
             else None,
+            # Every run over the peer's single-lead rate (leads/s), batches included.
+            "peer": round(run["leads_per_s"] / peer["leads_per_s"], 3)
+            if peer and peer["leads_per_s"]
+            else None,
         }
     if hello is not None:
-        hello["ratios"] = {"hello_world": 1.0, "redis_decide": None}
+        hello["ratios"] = {"hello_world": 1.0, "redis_decide": None, "peer": None}
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -815,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "scenarios": [s.to_json() for s in scenarios],
         "machine": machine(redis_version),
-        "baselines": {"hello_world": hello, "redis_decide": redis_decide},
+        "baselines": {"hello_world": hello, "redis_decide": redis_decide, "peer": peer},
         "runs": runs,
     }
     path = args.out / f"bench-{stamp}.json"
@@ -830,13 +875,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         draw(doc, png)
         print(png)
     if args.smoke:
-        return _smoke_verdict(runs)
+        return _smoke_verdict(runs, peer)
     return 0
 
 
-def _smoke_verdict(runs: list[dict[str, Any]]) -> int:
-    """The CI check: the gateway answered, with the decisions expected, without errors."""
+def _smoke_verdict(runs: list[dict[str, Any]], peer: dict[str, Any] | None = None) -> int:
+    """The CI check: the gateway (and the peer) answered, with the decisions expected,
+    without errors."""
     problems: list[str] = []
+    if peer is not None and peer["error_count"]:
+        problems.append(f"peer: errors {peer['errors']}")
+    peer_answers = peer["decisions"]["answers"] if peer is not None else None
+    if peer_answers is not None and not peer_answers.get("accepted"):
+        problems.append(f"peer: no accepted answer among {peer_answers}")
     for run in runs:
         if run["error_count"]:
             problems.append(f"{run['name']}: errors {run['errors']}")

@@ -220,3 +220,20 @@ def test_the_picture_is_drawn_with_gateway_runs_and_ceilings(tmp_path: Path) -> 
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000  # two panels, not an empty figure
+
+
+def test_the_peer_is_a_baseline_row_and_every_run_has_its_ratio_to_it() -> None:
+    doc = _doc()
+    doc["baselines"]["peer"] = _run("peer", kind="baseline", leads_per_s=2500.0,
+                                    ratios={"hello_world": 0.125, "peer": 1.0})  # fmt: skip
+    doc["runs"][0]["ratios"]["peer"] = 0.8
+    jsonschema.validate(doc, SCHEMA)
+
+    lines = table(doc).splitlines()
+
+    assert lines[0].split()[4:7] == ["x", "hello", "x"]
+    peer = next(line for line in lines if line.startswith("peer "))
+    single = next(line for line in lines if line.startswith("single "))
+    assert " 1.00 " in peer
+    assert " 0.80 " in single
+    assert any(line.strip().startswith("peer: decisions accepted") for line in lines)
