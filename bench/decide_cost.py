@@ -7,6 +7,8 @@ through the real plan and Redis store, in batches of 500, against a redis-server
 ``usec_per_call`` of ``EVALSHA`` is what one decision costs Redis's single thread, and
 ``used_memory`` what the leads left behind (dedup marks, cap counters, the delivery stream,
 the lead index). Run it from two trees to compare two versions of ``decide.lua``.
+``--migrating``: as right after an upgrade from the weekly layout, whose hashes are then read
+too until the windows pass.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.decision.engine import DecisionEngine
 from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
+from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
@@ -75,6 +78,12 @@ async def _decide_all(url: str, leads: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument(
+        "--migrating",
+        action="store_true",
+        help="as in the window after an upgrade from the weekly layout: the legacy weekly "
+        "hashes are read too (docs/decision.md, 'Upgrading')",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="leadgate-decide-cost-") as tmp:
         sock = Path(tmp) / "redis.sock"
@@ -95,6 +104,8 @@ def main() -> int:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.1)
+            if args.migrating:
+                client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
             before = int(client.info("memory")["used_memory"])
             asyncio.run(_decide_all(f"unix://{sock}", args.leads))
             stats = client.info("commandstats")["cmdstat_evalsha"]

@@ -96,7 +96,7 @@ def measure(leads: int, rounds: int) -> dict[str, float]:
         ]
 
     requests = plan()
-    commands = [_decide_command(rq, None) for rq in requests]
+    commands = [_decide_command(rq, None, 0) for rq in requests]
     n = len(parsed)
     return {
         "email normalizer (email-validator)": _best_us(
@@ -117,7 +117,9 @@ def measure(leads: int, rounds: int) -> dict[str, float]:
             rounds,
         ),
         "build_request": _best_us(plan, n, rounds),
-        "decide command": _best_us(lambda: [_decide_command(r, None) for r in requests], n, rounds),
+        "decide command": _best_us(
+            lambda: [_decide_command(r, None, 0) for r in requests], n, rounds
+        ),
         "pack (hiredis)": _best_us(lambda: [pack_command(c) for c in commands], n, rounds),  # type: ignore[arg-type]
         "answer JSON (orjson)": _best_us(
             lambda: [orjson.dumps({"lead_id": i, "decision": "accepted"}) for i in ids], n, rounds

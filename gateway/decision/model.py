@@ -40,6 +40,10 @@ class DedupCheck:
     retention_ms: int
     #: False for fingerprints under a previous key during a rotation: checked, never written.
     remember: bool = True
+    #: The same mark in the legacy layout (``keys.legacy_seen``: weekly generations), read
+    #: while it may hold marks younger than the window; "" for none.
+    legacy_head: str = ""
+    legacy_bucket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +110,24 @@ class DecisionRequest:
     idempotency: IdempotencyRef | None = None
     #: Bookkeeping key in the advertiser slot any script may use as a placeholder KEYS entry.
     slot_anchor: str = ""
-    #: The lead-id index written when accepted (``keys.lead_index``), for advertiser feedback:
-    #: key, value (ids and times only) and TTL in ms; no key, no index.
-    index_key: str = ""
-    index_value: str = ""
-    index_ttl_ms: int = 0
+    #: The lead-id index entry written when accepted, for advertiser feedback; None: none.
+    index: LeadIndexEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeadIndexEntry:
+    """What advertiser feedback will need of an accepted lead (``keys.lead_index``): ids and
+    times only. ``route``: ``partner|campaign|channel|return_window_ms|feedback_window_ms``,
+    ``code``: its code (``keys.lead_route``)."""
+
+    key: str
+    routes: str
+    field: str
+    id_ms: int
+    generation_ends_ms: int
+    code: int
+    route: str
+    feedback_window_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from gateway.decision.model import (
     DecisionRequest,
     DedupCheck,
     IdempotencyRef,
+    LeadIndexEntry,
     PersonReservation,
 )
 from gateway.decision.windows import calendar_bucket
@@ -90,6 +91,8 @@ def build_request(
                         scope.window_ms,
                         scope.retention_ms,
                         n == 0,
+                        scope.legacy_head(mark.key_id),
+                        mark.legacy_bucket,
                     )
                 )
 
@@ -159,7 +162,7 @@ def build_request(
         "accepted_at_ms": now_ms,
         "lead": lead.to_payload(),
     }
-    return_until_ms = now_ms + campaign.return_window_s * 1000
+    slot = keys.lead_index(advertiser, lead_id)
     idem = None
     # Test mode remembers nothing, not even an Idempotency-Key.
     if idempotency is not None and not lead.test:
@@ -181,12 +184,16 @@ def build_request(
         payload=orjson.dumps(record),
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
-        index_key=keys.lead_index(advertiser, lead_id),
-        index_value=(
-            f"{partner.id}|{campaign.id}|{channel}|{now_ms}|{return_until_ms}|"
-            f"{now_ms + campaign.feedback_window_s * 1000}"
+        index=LeadIndexEntry(
+            slot.key,
+            slot.routes,
+            slot.field,
+            slot.id_ms,
+            slot.generation_ends_ms,
+            route.index_code,
+            route.index_route,
+            campaign.feedback_window_s * 1000,
         ),
-        index_ttl_ms=campaign.feedback_window_s * 1000,
     )
 
 
@@ -210,6 +217,8 @@ def dedup_check(
         window_ms,
         retention_ms,
         remember,
+        keys.legacy_seen_head(space.prefix(), mark.key_id),
+        mark.legacy_bucket,
     )
 
 
@@ -247,6 +256,9 @@ class _ScopePlan:
         default_factory=dict, compare=False, repr=False
     )
 
+    def legacy_head(self, key_id: str) -> str:
+        return keys.legacy_seen_head(self.prefix, key_id)
+
     def heads(self, key_id: str, generations: range) -> tuple[str, ...]:
         at = (key_id, generations.start, generations.stop)
         held = self._heads.get(at)
@@ -276,6 +288,9 @@ class _Route:
     caps: tuple[_CapPlan, ...]
     #: (suppression list id, reason) for every list the campaign's rules name.
     suppress: tuple[tuple[str, str], ...]
+    #: The lead index's route text (``LeadIndexEntry.route``) and its code.
+    index_route: str
+    index_code: int
 
 
 class Plan:
@@ -344,4 +359,8 @@ def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> _Route:
     suppress = tuple(
         (list_id, rule.reason) for rule in campaign.suppression for list_id in rule.lists
     )
-    return _Route(tuple(scopes), network, caps, suppress)
+    index_route = (
+        f"{partner.id}|{campaign.id}|{channel}|{campaign.return_window_s * 1000}|"
+        f"{campaign.feedback_window_s * 1000}"
+    )
+    return _Route(tuple(scopes), network, caps, suppress, index_route, keys.lead_route(index_route))

@@ -43,6 +43,7 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
+from gateway.storage.keys import LeadIndexSlot
 
 #: One Redis command as a tuple of its words (``("GET", key)``): what the read-only
 #: ``read_for_metrics`` takes and what the Redis pipeline sends.
@@ -55,6 +56,18 @@ class ReserveResult:
     reason: str
     #: What the network mark held before this reservation, for a release to restore.
     previous: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRef:
+    """One verdict to record: where its lead is indexed (``keys.lead_index``, and the
+    previous layout's key, ``keys.legacy_lead_index``), the key of the lead's recorded
+    statuses (``keys.lead_feedback``) and the status."""
+
+    index: LeadIndexSlot
+    legacy_index: str
+    statuses: str
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +129,11 @@ class FeedbackStore(Protocol):
     """Advertisers' verdicts, recorded against the lead index ``decide`` wrote."""
 
     async def record_feedback(
-        self, items: Sequence[tuple[str, str, str]], now_ms: int
+        self, items: Sequence[FeedbackRef], now_ms: int
     ) -> list[tuple[str, str]]:
-        """Per ``(index key, feedback key, status)``: ``(result, index value)``, result one of
-        ``ok``, ``repeat``, ``window`` (a return after the return window), ``unknown``."""
+        """Per item: ``(result, index value)``, result one of ``ok``, ``repeat``, ``window``
+        (a return after the return window), ``unknown``; the index value
+        ``partner|campaign|channel|accepted_ms|return_until_ms|feedback_until_ms`` (or "")."""
         ...
 
 

@@ -25,7 +25,7 @@ from gateway.decision.model import (
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys as storage_keys
 from gateway.storage import scripts
-from gateway.storage.base import Command, ForcedOutcome, ReserveResult, Store
+from gateway.storage.base import Command, FeedbackRef, ForcedOutcome, ReserveResult, Store
 from gateway.storage.cluster import open_pipeline
 from gateway.storage.pipeline import RoundTripHook
 from gateway.types import LeadId
@@ -57,6 +57,9 @@ class RedisStore(Store):
         self._allow_eviction = allow_eviction
         #: Set once the server's settings were read and found safe (or allowed anyway).
         self._checked = False
+        #: Legacy dedup marks (``keys.LEGACY_SEEN_*``) can only have been written before this
+        #: (epoch ms): read from the server at first contact (``_learn_layout``).
+        self.legacy_seen_until_ms = 0
         self._last_warning_s = -60.0
 
     @property
@@ -94,7 +97,25 @@ class RedisStore(Store):
                 for problem in problems:
                     LOG.error(problem)
             raise StoreUnavailable("redis settings put decisions at risk: " + problems[0])
+        await self._learn_layout()
         self._checked = True
+
+    async def _learn_layout(self) -> None:
+        """When this Redis first served this dedup layout (set now if never): the legacy
+        layout's marks were written before then, or during the rolling upgrade after it. An
+        empty Redis (every primary) holds no legacy mark: its time is 0, nothing legacy is
+        ever read."""
+        sizes = await self._pipe.broadcast([("DBSIZE",)])
+        empty = all(isinstance(n, int) and n == 0 for (n,) in sizes)
+        now_ms = 0 if empty else int(time.time() * 1000)
+        key, ttl_ms = storage_keys.SEEN_LAYOUT_SINCE, storage_keys.SEEN_LAYOUT_TTL_MS
+        held, _ = await self._pipe.execute(
+            [("SET", key, now_ms, "NX", "GET", "PX", ttl_ms), ("PEXPIRE", key, ttl_ms)]
+        )
+        if isinstance(held, ResponseError):
+            raise StoreError(f"redis refused a command: {held}")
+        since_ms = int(held) if held is not None else now_ms
+        self.legacy_seen_until_ms = since_ms + storage_keys.LEGACY_SEEN_GRACE_MS
 
     async def load_scripts(self) -> None:
         """Load every script on every primary (a cluster's too)."""
@@ -160,7 +181,10 @@ class RedisStore(Store):
     async def decide(
         self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
     ) -> list[DecisionOutcome | None]:
-        commands = [_decide_command(rq, forced) for rq, forced in items]
+        if not self._checked:  # which legacy marks to read is learnt there
+            await self._check_server()
+        until_ms = self.legacy_seen_until_ms
+        commands = [_decide_command(rq, forced, until_ms) for rq, forced in items]
         outcomes: list[DecisionOutcome | None] = []
         for (rq, _), reply in zip(items, await self._run(commands), strict=True):
             status = reply[0]
@@ -217,14 +241,17 @@ class RedisStore(Store):
         return {list_id for value in held if value for list_id in value.split(",") if list_id}
 
     async def record_feedback(
-        self, items: Sequence[tuple[str, str, str]], now_ms: int
+        self, items: Sequence[FeedbackRef], now_ms: int
     ) -> list[tuple[str, str]]:
-        """``feedback.lua`` for each ``(index key, feedback key, status)``, in one round trip:
-        ``(result, index value)`` each."""
+        """``feedback.lua`` for each item, in one round trip: ``(result, index value)`` each."""
         sha = scripts.FEEDBACK.sha
         commands: list[Command] = [
-            ("EVALSHA", sha, 2, index, seen, now_ms, status) for index, seen, status in items
-        ]
+            (
+                "EVALSHA", sha, 4, i.index.key, i.index.routes, i.legacy_index, i.statuses,
+                now_ms, i.status, i.index.field, i.index.id_ms,
+            )
+            for i in items
+        ]  # fmt: skip
         return [(str(result), str(index)) for result, index in await self._run(commands)]
 
     async def ping(self) -> None:
@@ -259,14 +286,18 @@ class RedisStore(Store):
         return {day: _hash_counts(reply) for day, reply in zip(days, replies, strict=True)}
 
 
-def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Command:
+def _decide_command(
+    rq: DecisionRequest, forced: ForcedOutcome | None, legacy_until_ms: int
+) -> Command:
     idem = rq.idempotency
     keys: list[str | int] = [
         idem.answer_key if idem is not None else rq.slot_anchor,
         rq.stream_key,
     ]
+    now_ms = rq.now_ms
+    legacy_newest = min(now_ms, legacy_until_ms) // storage_keys.LEGACY_SEEN_GENERATION_MS
     args: list[str | bytes | int] = [
-        rq.now_ms,
+        now_ms,
         rq.lead_id,
         int(rq.dry_run),
         idem.ttl_ms if idem is not None else 0,
@@ -277,23 +308,43 @@ def _decide_command(rq: DecisionRequest, forced: ForcedOutcome | None) -> Comman
         rq.payload,
         storage_keys.SEEN_GENERATION_MS,
         rq.dedup[0].generation if rq.dedup else 0,
+        storage_keys.LEGACY_SEEN_GENERATION_MS,
+        legacy_newest,
+        now_ms - (rq.dedup[0].generation * storage_keys.SEEN_GENERATION_MS if rq.dedup else 0),
     ]
     for check in rq.dedup:
         keys += check.keys
+        n_legacy = 0
+        if check.legacy_head and now_ms - check.window_ms < legacy_until_ms:
+            legacy = storage_keys.legacy_seen_generations(now_ms, check.window_ms, legacy_until_ms)
+            keys += [
+                storage_keys.legacy_seen(check.legacy_head, g, check.legacy_bucket) for g in legacy
+            ]
+            n_legacy = len(legacy)
         args += (
             check.reason,
             check.window_ms,
-            check.retention_ms,
+            (check.generation + 1) * storage_keys.SEEN_GENERATION_MS + check.retention_ms - now_ms,
             int(check.remember),
             check.field,
             len(check.keys),
+            n_legacy,
         )
     for cap in rq.caps:
         keys.append(cap.key)
         args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
-    if rq.index_key:
-        keys.append(rq.index_key)
-        args += (rq.index_value, rq.index_ttl_ms)
+    index = rq.index
+    if index is not None:
+        keys += (index.key, index.routes)
+        offset = now_ms - index.id_ms
+        fits = 0 <= offset < storage_keys.LEAD_INDEX_OFFSETS
+        args += (
+            index.field,
+            index.code * storage_keys.LEAD_INDEX_OFFSETS + offset if fits else "",
+            index.code,
+            index.route,
+            max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms,
+        )
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
 
 
