@@ -3,6 +3,11 @@
 A :class:`DecisionRequest` is complete: every key, window and limit is computed beforehand by
 ``decision.plan`` so both stores (Redis scripts, the embedded store) only check and commit.
 All times are epoch milliseconds (``*_ms``), all durations milliseconds.
+
+What is built for every lead (``DecisionRequest``, its ``DedupCheck``s, ``CapCheck``s and
+``LeadIndexEntry``) is a plain slots dataclass, not a frozen one: a frozen dataclass's
+``__init__`` sets each field through ``object.__setattr__``, four times the cost (1.9 against
+0.5 µs for a check on the bench machine), and nothing changes them after ``plan`` made them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class Decision(enum.StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see the module docstring
 class DedupCheck:
     """One identity in one dedup scope: a duplicate when its mark is younger than ``window_ms``.
 
@@ -46,7 +51,7 @@ class DedupCheck:
     legacy_bucket: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see the module docstring
 class CapCheck:
     """One cap: a fixed counter for a calendar period, or a sliding log for a rolling window."""
 
@@ -95,7 +100,7 @@ class IdempotencyRef:
     lead_id: LeadId | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see the module docstring
 class DecisionRequest:
     lead_id: LeadId
     now_ms: int
@@ -114,7 +119,7 @@ class DecisionRequest:
     index: LeadIndexEntry | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see the module docstring
 class LeadIndexEntry:
     """What advertiser feedback will need of an accepted lead (``keys.lead_index``): ids and
     times only. ``route``: ``partner|campaign|channel|return_window_ms|feedback_window_ms``,
