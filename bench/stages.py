@@ -33,7 +33,7 @@ from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.leads.phone import normalize_phone
-from gateway.storage.redis import _decide_command
+from gateway.storage.redis import _decide_command, _decide_parts
 from gateway.types import CampaignId, ChannelId, FingerprintKey, PartnerId
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def measure(leads: int, rounds: int) -> dict[str, float]:
         ]
 
     requests = plan()
-    commands = [_decide_command(rq, None, 0) for rq in requests]
+    commands = [_decide_command([_decide_parts(rq, None, 0)]) for rq in requests]
     n = len(parsed)
     return {
         "email normalizer (email-validator)": _best_us(
@@ -118,7 +118,7 @@ def measure(leads: int, rounds: int) -> dict[str, float]:
         ),
         "build_request": _best_us(plan, n, rounds),
         "decide command": _best_us(
-            lambda: [_decide_command(r, None, 0) for r in requests], n, rounds
+            lambda: [_decide_command([_decide_parts(r, None, 0)]) for r in requests], n, rounds
         ),
         "pack (hiredis)": _best_us(lambda: [pack_command(c) for c in commands], n, rounds),  # type: ignore[arg-type]
         "answer JSON (orjson)": _best_us(

@@ -36,7 +36,7 @@ from gateway.decision.plan import Idempotency, build_request, digest
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
 from gateway.storage import keys
-from gateway.storage.redis import _decide_command
+from gateway.storage.redis import _decide_command, _decide_parts
 from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
 DAY_S = 86_400
@@ -124,7 +124,7 @@ def _request(
 def _decide_keys(rq: DecisionRequest) -> list[str]:
     """The KEYS the store passes to ``decide.lua`` for ``rq``, legacy marks included (an
     upgrade a day ago: the legacy layout may hold marks in every window)."""
-    command = _decide_command(rq, None, rq.now_ms - DAY_S * 1000)
+    command = _decide_command([_decide_parts(rq, None, rq.now_ms - DAY_S * 1000)])
     count = int(command[2])
     return [str(k) for k in command[3 : 3 + count]]
 
