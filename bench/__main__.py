@@ -307,14 +307,8 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
     ]
     cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
     n_keys = str(3 + len(seen))
-    call = [
-        "EVALSHA",
-        sha,
-        n_keys,
-        keys.advertiser_tag(ADVERTISER) + ":idem:-",
-        keys.deliveries(ADVERTISER),
-        *seen,
-        cap,
+    generation = generations[0]
+    lead = [
         str(now_ms),
         "0192f0c4-7b1e-7cc0-8c3a-bench000lead",
         "0",
@@ -325,22 +319,40 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         "1",
         '{"lead_id":"0192f0c4","campaign":"bench","partner":"p-alpha"}',
         str(keys.SEEN_GENERATION_MS),
-        str(generations[0]),
+        str(generation),
+        str(keys.LEGACY_SEEN_GENERATION_MS),
+        "0",
+        str(now_ms - generation * keys.SEEN_GENERATION_MS),
         "duplicate_advertiser",
         str(window_ms),
-        str(window_ms),
+        str((generation + 1) * keys.SEEN_GENERATION_MS + window_ms - now_ms),
         "1",
         "__rand_int__",
         str(len(seen)),
+        "0",
         "cap_campaign_day",
         "1000000000",
         "0",
         "86400000",
     ]
+    # One lead per call (decide.lua's header: the number of leads, then each lead's counts).
+    call = [
+        "EVALSHA",
+        sha,
+        n_keys,
+        keys.advertiser_tag(ADVERTISER) + ":idem:-",
+        keys.deliveries(ADVERTISER),
+        *seen,
+        cap,
+        "1",
+        n_keys,
+        str(len(lead)),
+        *lead,
+    ]
     check: Any = r.evalsha(
         sha, int(n_keys), *[c.replace("__rand_int__", "000000000000") for c in call[3:]]
     )
-    if not check or check[0] != b"ok":
+    if not check or check[0][0] != b"ok":
         raise RuntimeError(f"decide.lua answered {check!r}: the baseline's arguments are stale")
     argv = [
         *_pin(str(SERVER_CPU)),
