@@ -402,37 +402,51 @@ def _used_memory(r: redis.Redis) -> int:
 
 
 def _memory_figures(r: redis.Redis, before: int, after: int, accepted: int) -> dict[str, Any]:
-    """Redis bytes per remembered identity per dedup scope: the growth of ``used_memory`` less
-    the delivery stream (exact, ``MEMORY USAGE ... SAMPLES 0``) and every key that is not dedup
-    memory (cap counters, a per-lead index: their count times a sample's mean ``MEMORY
-    USAGE``, which leaves out the key's hash-table entry, so the result errs high)."""
+    """What the accepted leads cost Redis: the growth of ``used_memory`` less the delivery
+    stream (exact, ``MEMORY USAGE ... SAMPLES 0``; the worker empties it), per accepted lead
+    with everything else included (dedup marks, the lead index, caps, the ledger), and per
+    remembered identity per dedup scope (less the lead index and the other keys, each read
+    with ``MEMORY USAGE``, which leaves out a key's entry in Redis' tables: that figure errs
+    slightly high)."""
     stream_key = keys.deliveries(ADVERTISER)
     stream = int(r.memory_usage(stream_key, samples=0) or 0)
     seen = 0
     marks = 0
-    others: list[bytes] = []
+    index_hashes = 0
+    index_entries = 0
+    index_bytes = 0
     other_count = 0
+    other_bytes = 0
     for key in r.scan_iter(count=10_000):
-        if b":seen:" in key:
+        if b":seen:" in key and key != keys.SEEN_LAYOUT_SINCE.encode():
             seen += 1
             marks += int(r.hlen(key))
+        elif b":leads:" in key:
+            index_hashes += 1
+            index_bytes += int(r.memory_usage(key, samples=0) or 0)
+            if not key.endswith(b":routes"):
+                index_entries += int(r.hlen(key))
         elif key != stream_key.encode():
             other_count += 1
-            if len(others) < 1000:
-                others.append(key)
-    other_mean = sum(int(r.memory_usage(k) or 0) for k in others) / max(1, len(others))
-    other_bytes = other_count * other_mean
+            other_bytes += int(r.memory_usage(key, samples=0) or 0)
     identities = accepted * 2  # every lead of the memory scenario has an email and a phone
-    remembered = after - before - stream - other_bytes
+    everything = after - before - stream
+    remembered = everything - index_bytes - other_bytes
     return {
         "identities": identities,
+        "accepted": accepted,
         "scopes": DEDUP_SCOPES,
         "dedup_hashes": seen,
         "dedup_marks": marks,
+        "lead_index_hashes": index_hashes,
+        "lead_index_entries": index_entries,
+        "lead_index_bytes": index_bytes,
         "other_keys": other_count,
         "used_memory_delta_bytes": after - before,
         "stream_bytes": stream,
-        "other_keys_bytes": round(other_bytes),
+        "other_keys_bytes": other_bytes,
+        "bytes_per_accepted_lead": round(everything / max(1, accepted), 1),
+        "lead_index_bytes_per_lead": round(index_bytes / max(1, accepted), 1),
         "bytes_per_identity_per_scope": round(remembered / max(1, identities * DEDUP_SCOPES), 1),
         "marks_per_dedup_hash": round(marks / max(1, seen), 1),
     }

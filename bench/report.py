@@ -296,8 +296,15 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(profile_table(run["name"], run["profile"]))
         memory = run.get("memory")
         if memory:
+            pad = " " * len(run["name"])
+            if "bytes_per_accepted_lead" in memory:
+                lines.append(
+                    f"  {pad}  Redis bytes per accepted lead, everything but the stream: "
+                    f"{memory['bytes_per_accepted_lead']:.1f} ({memory['accepted']:,} leads; "
+                    f"the lead index {memory['lead_index_bytes_per_lead']:.1f})"
+                )
             lines.append(
-                f"  {' ' * len(run['name'])}  Redis bytes per identity per scope: "
+                f"  {pad}  Redis bytes per identity per scope: "
                 f"{memory['bytes_per_identity_per_scope']:.1f} ({memory['identities']:,} "
                 f"identities x {memory['scopes']} scopes, stream excluded)"
             )

@@ -255,9 +255,16 @@ class _ScopePlan:
     _heads: dict[tuple[str, int, int], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: Fingerprint key id -> ``keys.legacy_seen_head``.
+    _legacy_heads: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def legacy_head(self, key_id: str) -> str:
-        return keys.legacy_seen_head(self.prefix, key_id)
+        held = self._legacy_heads.get(key_id)
+        if held is None:
+            if len(self._legacy_heads) >= 16:  # the configured keys: a handful
+                self._legacy_heads.clear()
+            held = self._legacy_heads[key_id] = keys.legacy_seen_head(self.prefix, key_id)
+        return held
 
     def heads(self, key_id: str, generations: range) -> tuple[str, ...]:
         at = (key_id, generations.start, generations.stop)

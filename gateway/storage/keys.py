@@ -9,6 +9,7 @@ carry ``{i:<partner>}``. Keys hold configured ids and keyed fingerprints only, n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -66,11 +67,11 @@ SEEN_LAYOUT_TTL_MS = 400 * 86_400_000
 LEGACY_SEEN_GRACE_MS = 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
-class SeenMark:
+class SeenMark(NamedTuple):
     """Where one fingerprint is remembered within a scope: the fingerprint key's id, a bucket
     and a field, all derived from the fingerprint alone (xxh3-128 of it: uniform whatever the
-    fingerprint's form, and one-way)."""
+    fingerprint's form, and one-way). A named tuple: made for every identity of every lead,
+    four times cheaper than a frozen dataclass."""
 
     key_id: str
     bucket: int
@@ -331,8 +332,7 @@ LEAD_INDEX_BUCKETS = 1 << 14
 LEAD_INDEX_OFFSETS = 128
 
 
-@dataclass(frozen=True, slots=True)
-class LeadIndexSlot:
+class LeadIndexSlot(NamedTuple):
     """Where one lead id is indexed: the bucket's hash, the week's route registry, the field,
     the id's time (epoch ms; 0 for an id that is not a UUIDv7) and when its generation ends
     (epoch ms)."""
@@ -347,15 +347,12 @@ class LeadIndexSlot:
 def lead_index(advertiser: AdvertiserId, lead_id: str) -> LeadIndexSlot:
     """The lead index entry of ``lead_id`` (a UUIDv7 in text form; any other id, as tests
     use, is indexed under generation 0 by a hash of its text)."""
-    raw: bytes
+    raw = b""
     if len(lead_id) == 36 and lead_id[14] == "7":
         try:
             raw = bytes.fromhex(lead_id.replace("-", ""))
         except ValueError:
             raw = b""
-    else:
-        raw = b""
-    field: str
     if len(raw) == 16:
         id_ms = int.from_bytes(raw[:6], "big")
         bucket = int.from_bytes(raw[14:], "big") % LEAD_INDEX_BUCKETS
@@ -366,10 +363,10 @@ def lead_index(advertiser: AdvertiserId, lead_id: str) -> LeadIndexSlot:
         bucket = xxhash.xxh3_64_intdigest(lead_id.encode()) % LEAD_INDEX_BUCKETS
         field = lead_id
     generation = id_ms // LEAD_INDEX_GENERATION_MS
-    head = f"{advertiser_tag(advertiser)}:leads:{generation}"
+    head = f"{advertiser_tag(advertiser)}:leads:{generation}:"
     return LeadIndexSlot(
-        f"{head}:{bucket:04x}",
-        f"{head}:routes",
+        f"{head}{bucket:04x}",
+        head + "routes",
         field,
         id_ms,
         (generation + 1) * LEAD_INDEX_GENERATION_MS,
