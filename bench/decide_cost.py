@@ -107,14 +107,18 @@ def main() -> int:
             if args.migrating:
                 client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
             before = int(client.info("memory")["used_memory"])
+            cpu_before = time.process_time()
             asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+            # This process's side: parse, plan, engine and store (no HTTP, no metrics).
+            python_us = (time.process_time() - cpu_before) / args.leads * 1e6
             stats = client.info("commandstats")["cmdstat_evalsha"]
             after = int(client.info("memory")["used_memory"])
             # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
             print(
                 f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
                 f"{stats['usec'] / args.leads:.1f} µs per decision (Redis CPU); "
-                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead"
+                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead; "
+                f"{python_us:.1f} µs of this process's CPU per decision (parse, plan, store)"
             )
         finally:
             server.terminate()

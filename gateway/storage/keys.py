@@ -319,7 +319,7 @@ def delivery_disabled(advertiser: AdvertiserId) -> str:
 # The lead index is packed like the dedup marks: a hash per advertiser, week and bucket (by the
 # lead id's own time and random bits), field = the lead id less the time bits its week already
 # says (19 base64 characters), value = a small integer
-# (the route's code x 128 + the ms between the id's time and the acceptance), the route's text
+# (the route's code x 1024 + 512 + the ms from the id's time to the acceptance), the route's text
 # (partner, campaign, channel, return and feedback windows) once per week in a registry hash.
 # About 25 bytes a lead instead of ~184 for a key per lead holding a text record.
 
@@ -327,9 +327,11 @@ def delivery_disabled(advertiser: AdvertiserId) -> str:
 LEAD_INDEX_GENERATION_MS = 7 * 86_400_000
 #: Buckets per advertiser and week: ~1.6 million leads a week stay in listpacks.
 LEAD_INDEX_BUCKETS = 1 << 14
-#: Offsets (acceptance - the id's time) below this are packed into the integer value; others
-#: (an idempotent retry deciding under an earlier request's id) are stored as text.
-LEAD_INDEX_OFFSETS = 128
+#: Offsets (acceptance - the id's time, ms) in [-LEAD_INDEX_OFFSETS / 2, LEAD_INDEX_OFFSETS /
+#: 2) are packed into the integer value; others are stored as text (an idempotent retry
+#: deciding under an earlier request's id). The acceptance time is the request's: a batch's
+#: ids are made while its leads are prepared, up to a few hundred ms after it.
+LEAD_INDEX_OFFSETS = 1024
 
 
 class LeadIndexSlot(NamedTuple):
@@ -374,9 +376,10 @@ def lead_index(advertiser: AdvertiserId, lead_id: str) -> LeadIndexSlot:
 
 
 def lead_route(text: str) -> int:
-    """The code of a route's text in the week's registry (24 bits; ``decide.lua`` stores a
-    lead's whole text instead when two routes' codes meet)."""
-    return xxhash.xxh32_intdigest(text.encode()) & 0xFFFFFF
+    """The code of a route's text in the week's registry (21 bits: code x 1024 + offset stays
+    below 2^31, a 4-byte listpack integer; ``decide.lua`` stores a lead's whole text instead
+    when two routes' codes meet)."""
+    return xxhash.xxh32_intdigest(text.encode()) & 0x1FFFFF
 
 
 def legacy_lead_index(advertiser: AdvertiserId, lead_id: str) -> str:

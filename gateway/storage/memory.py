@@ -260,10 +260,11 @@ class MemoryStore(Store):
         registry: dict[str, Any] = routes.value  # type: ignore[assignment]
         registered = code not in registry
         held = registry.setdefault(code, index.route)
-        offset = now - index.id_ms
+        span = storage_keys.LEAD_INDEX_OFFSETS
+        offset = now - index.id_ms + span // 2
         value: int | str = f"{index.route}|{now}"
-        if held == index.route and 0 <= offset < storage_keys.LEAD_INDEX_OFFSETS:
-            value = index.code * storage_keys.LEAD_INDEX_OFFSETS + offset
+        if held == index.route and 0 <= offset < span:
+            value = index.code * span + offset
         bucket = self._get(index.key, now)
         if bucket is None or not isinstance(bucket.value, dict):
             bucket = self._data[index.key] = _Entry({}, now)
@@ -389,9 +390,9 @@ class MemoryStore(Store):
             route, _, accepted_text = value.rpartition("|")
             accepted = int(accepted_text)
         else:
-            code = str(value // storage_keys.LEAD_INDEX_OFFSETS)
-            route = self._zset(item.index.routes, now).get(code)
-            accepted = item.index.id_ms + value % storage_keys.LEAD_INDEX_OFFSETS
+            span = storage_keys.LEAD_INDEX_OFFSETS
+            route = self._zset(item.index.routes, now).get(str(value // span))
+            accepted = item.index.id_ms + value % span - span // 2
         if route is None:
             return None
         who, return_ms, feedback_ms = route.rsplit("|", 2)

@@ -368,11 +368,11 @@ def _decide_parts(
     index = rq.index
     if index is not None:
         keys += (index.key, index.routes)
-        offset = now_ms - index.id_ms
-        fits = 0 <= offset < storage_keys.LEAD_INDEX_OFFSETS
+        span = storage_keys.LEAD_INDEX_OFFSETS
+        offset = now_ms - index.id_ms + span // 2
         args += (
             index.field,
-            index.code * storage_keys.LEAD_INDEX_OFFSETS + offset if fits else "",
+            index.code * span + offset if 0 <= offset < span else "",
             index.code,
             index.route,
             max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms,

@@ -75,7 +75,9 @@ def _doc() -> dict[str, Any]:
             "calls_per_s": 25000.0, "requests": 200000,
             "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 9.0}, "errors": 0}},
         "runs": [_run(), _run("memory", kind="memory", memory={
-            "identities": 1_000_000, "scopes": 2, "bytes_per_identity_per_scope": 91.5})],
+            "identities": 1_000_000, "accepted": 500_000, "scopes": 2,
+            "bytes_per_identity_per_scope": 91.5, "bytes_per_accepted_lead": 150.25,
+            "lead_index_bytes_per_lead": 27.0})],
     }  # fmt: skip
 
 
@@ -113,6 +115,8 @@ def test_the_table_shows_every_run_and_the_ratios() -> None:
     assert "decisions accepted 15,000, duplicate 4,600, invalid 400" in text
     assert "generated accepted 15,010" in text
     assert "Redis bytes per identity per scope: 91.5" in text
+    assert "Redis bytes per accepted lead, everything but the stream: 150.2" in text
+    assert "the lead index 27.0" in text
 
 
 def test_a_ceiling_run_is_a_row_beside_its_scenario_with_its_ratio() -> None:

@@ -247,7 +247,9 @@ async def _accept(store: Store, lead_id: LeadId, now_ms: int, route: str = ROUTE
 
 @pytest.mark.parametrize(
     "delay_ms",
-    [0, 1, 127, 128, 3 * HOUR_MS],  # a retry with its Idempotency-Key decides hours later
+    # A batch's ids are made after its request time (negative); a retry with its
+    # Idempotency-Key decides hours after its id was made.
+    [0, 1, -1, -300, -512, -513, 511, 512, 3 * HOUR_MS],
 )
 async def test_the_packed_index_answers_the_old_text_record(store: Store, delay_ms: int) -> None:
     lead_id = _lead_at(T0)
@@ -345,3 +347,25 @@ async def test_a_redis_learns_when_legacy_marks_can_have_been_written(
         == (since + keys.LEGACY_SEEN_GRACE_MS)
     )
     assert 0 < ttl_ms <= keys.SEEN_LAYOUT_TTL_MS
+
+
+@pytest.mark.parametrize(("delay_ms", "packed"), [(0, True), (-400, True), (3 * HOUR_MS, False)])
+async def test_an_entry_is_a_small_integer_unless_its_acceptance_is_far_from_its_id(
+    store: Store, request: pytest.FixtureRequest, delay_ms: int, packed: bool
+) -> None:
+    lead_id = _lead_at(T0)
+    await _accept(store, lead_id, T0 + delay_ms)
+
+    slot = keys.lead_index(ADVERTISER, lead_id)
+    if isinstance(store, MemoryStore):
+        value = str(store._zset(slot.key, T0 + delay_ms)[slot.field])
+    else:
+        client = redis.asyncio.Redis.from_url(str(_url(store, request)), decode_responses=True)
+        try:
+            value = str(await client.hget(slot.key, slot.field))
+            encoding = await client.object("encoding", slot.key)
+        finally:
+            await client.aclose()
+        assert encoding == "listpack"
+    # A 4-byte listpack integer (below 2^31) when packed.
+    assert (value.isdigit() and int(value) < 2**31) is packed

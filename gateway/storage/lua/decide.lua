@@ -24,9 +24,10 @@ KEYS[3 .. 2+d]               dedup memory (d: the sum of every check's n_keys + 
 KEYS[3+d .. 2+d+n_caps]      caps: string counter (calendar window) or sorted set of lead ids
                              scored by epoch ms (rolling window)
 KEYS[3+d+n_caps], +1         optional: the lead index (a hash by week and bucket of the lead
-                             id; field: the id less its week's time bits; value: code * 128 +
-                             offset ms, or the whole "route|accepted_ms" text) and the week's
-                             route registry (hash code -> route text); written when accepted
+                             id; field: the id less its week's time bits; value: code *
+                             1024 + 512 + offset ms, or the whole "route|accepted_ms" text)
+                             and the week's route registry (hash code -> route text); written
+                             when accepted
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
 ARGV[3]  "1": test mode, check only and write nothing
@@ -168,8 +169,8 @@ local function decide(kb, ab, nk)
   local index_at = 2 + n_dedup_keys + n_caps + 1
   if nk > index_at then
     -- The lead index: the packed integer when the route's code is this route's in the week's
-    -- registry and the acceptance came less than 128 ms after the id's time (nearly always),
-    -- else the text.
+    -- registry and the acceptance is within 512 ms of the id's time (nearly always), else the
+    -- text.
     local a = cap_base + n_caps * 4
     local index, routes = KEYS[kb + index_at], KEYS[kb + index_at + 1]
     local packed, code, route, ttl = ARGV[ab + a + 2], ARGV[ab + a + 3], ARGV[ab + a + 4], ARGV[ab + a + 5]

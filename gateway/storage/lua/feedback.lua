@@ -4,8 +4,8 @@ Every key carries the advertiser's hash tag (the lead id is looked up in the adv
 slot: another advertiser's lead id is simply not there).
 
 KEYS[1]  the lead index hash of the lead id's week and bucket, written by decide.lua at
-         acceptance (field: the id less its week's time bits; value: route code * 128 + ms from the id's time to
-         the acceptance, or the text "route|accepted_ms")
+         acceptance (field: the id less its week's time bits; value: route code * 1024 + 512 +
+         ms from the id's time to the acceptance, or the text "route|accepted_ms")
 KEYS[2]  that week's route registry (hash code -> "partner|campaign|channel|return_window_ms|
          feedback_window_ms")
 KEYS[3]  the previous layout's index of the lead (string "partner|campaign|channel|
@@ -32,8 +32,8 @@ if value then
     accepted = tonumber(accepted)
   else
     local packed = tonumber(value)
-    route = redis.call("HGET", KEYS[2], tostring(math.floor(packed / 128)))
-    accepted = tonumber(ARGV[4]) + packed % 128
+    route = redis.call("HGET", KEYS[2], tostring(math.floor(packed / 1024)))
+    accepted = tonumber(ARGV[4]) + packed % 1024 - 512
   end
   if route then
     local who, return_ms, feedback_ms = string.match(route, "^(.*)|(%d+)|(%d+)$")
