@@ -27,9 +27,10 @@ from support import (
 
 from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
-from gateway.decision.model import Decision, DecisionRequest
+from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
 from gateway.errors import StoreUnavailable
 from gateway.storage import keys
+from gateway.storage.base import ForcedOutcome
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId
@@ -170,6 +171,39 @@ async def test_a_batch_is_decided_in_one_call_per_advertiser_and_hundred_leads_i
     assert decisions.count(DUPLICATE) == 20
     assert decisions[:8] == [ACCEPTED] * 8
     assert all(d is DUPLICATE for d in decisions[231:])
+
+
+async def test_one_call_answers_each_lead_as_its_own_call_would(redis_store: RedisStore) -> None:
+    # Replays, conflicts, forced outcomes, test mode, duplicates and acceptances mixed in one
+    # decide.lua call: each lead gets the answer it would get alone, in order.
+    first = request(T0, dedup=[dedup("ann")], idempotency=idempotency("k1", "body-1"))
+    mixed: list[tuple[DecisionRequest, ForcedOutcome | None]] = [
+        (request(T0 + 1, dedup=[dedup("ann")], idempotency=idempotency("k1", "body-1")), None),
+        (request(T0 + 2, dedup=[dedup("bob")], idempotency=idempotency("k1", "other")), None),
+        (request(T0 + 3, dedup=[dedup("cy")]), ForcedOutcome("duplicate", ("duplicate.network",))),
+        (request(T0 + 4, dedup=[dedup("dee")], dry_run=True), None),
+        (request(T0 + 5, dedup=[dedup("dee")]), None),
+        (request(T0 + 6, dedup=[dedup("dee")]), None),
+    ]
+    embedded = MemoryStore()
+    for store in (redis_store, embedded):
+        await store.decide([(first, None)])
+
+    together = await redis_store.decide(mixed)
+    alone = [(await embedded.decide([item]))[0] for item in mixed]
+
+    def seen(outcomes: list[DecisionOutcome | None]) -> list[object]:
+        return [o and (o.decision, o.reasons, o.replayed) for o in outcomes]
+
+    assert seen(together) == seen(alone)
+    assert seen(together) == [
+        (ACCEPTED, (), True),  # the stored answer of the first request with key k1
+        None,  # the same key with another body
+        (DUPLICATE, ("duplicate.network",), False),
+        (ACCEPTED, (), False),  # test mode: decided, nothing written
+        (ACCEPTED, (), False),
+        (DUPLICATE, ("duplicate.campaign",), False),
+    ]
 
 
 # -- auto-pipelining ---------------------------------------------------------------------------
