@@ -3,10 +3,12 @@ beside the stack's own limits measured in the same run.
 
 One run: a private redis-server (unix socket), the baselines (a bare aiohttp+uvloop
 hello-world posted the same bodies with the same client; ``redis-benchmark`` of the decision
-script), then each scenario (``bench/scenarios/<name>.yaml``) against a fresh
-``leadgate serve``. Servers are pinned to CPU 0, the client and Redis to the last CPU, where
-``sched_setaffinity`` exists. Every figure is reported as a ratio to the baselines because
-absolute numbers on shared machines drift.
+script; the ``peer``, ``bench/peer.py``: the same work written the obvious way, posted new
+single leads with the first single-lead scenario's client and connections), then each
+scenario (``bench/scenarios/<name>.yaml``) against a fresh ``leadgate serve``. Servers are
+pinned to CPU 0, the client and Redis to the last CPU, where ``sched_setaffinity`` exists.
+Every figure is reported as a ratio to the baselines because absolute numbers on shared
+machines drift.
 
 Output: ``bench/results/bench-<time>.json`` (schema: ``bench.report.SCHEMA``), a text table on
 stdout, and ``bench/results/bench-<time>.png``. ``--smoke``: a ~15-second run for CI that
@@ -309,14 +311,8 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
     ]
     cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
     n_keys = str(3 + len(seen))
-    call = [
-        "EVALSHA",
-        sha,
-        n_keys,
-        keys.advertiser_tag(ADVERTISER) + ":idem:-",
-        keys.deliveries(ADVERTISER),
-        *seen,
-        cap,
+    generation = generations[0]
+    lead = [
         str(now_ms),
         "0192f0c4-7b1e-7cc0-8c3a-bench000lead",
         "0",
@@ -327,22 +323,40 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         "1",
         '{"lead_id":"0192f0c4","campaign":"bench","partner":"p-alpha"}',
         str(keys.SEEN_GENERATION_MS),
-        str(generations[0]),
+        str(generation),
+        str(keys.LEGACY_SEEN_GENERATION_MS),
+        "0",
+        str(now_ms - generation * keys.SEEN_GENERATION_MS),
         "duplicate_advertiser",
         str(window_ms),
-        str(window_ms),
+        str((generation + 1) * keys.SEEN_GENERATION_MS + window_ms - now_ms),
         "1",
         "__rand_int__",
         str(len(seen)),
+        "0",
         "cap_campaign_day",
         "1000000000",
         "0",
         "86400000",
     ]
+    # One lead per call (decide.lua's header: the number of leads, then each lead's counts).
+    call = [
+        "EVALSHA",
+        sha,
+        n_keys,
+        keys.advertiser_tag(ADVERTISER) + ":idem:-",
+        keys.deliveries(ADVERTISER),
+        *seen,
+        cap,
+        "1",
+        n_keys,
+        str(len(lead)),
+        *lead,
+    ]
     check: Any = r.evalsha(
         sha, int(n_keys), *[c.replace("__rand_int__", "000000000000") for c in call[3:]]
     )
-    if not check or check[0] != b"ok":
+    if not check or check[0][0] != b"ok":
         raise RuntimeError(f"decide.lua answered {check!r}: the baseline's arguments are stale")
     argv = [
         *_pin(str(SERVER_CPU)),
@@ -392,37 +406,51 @@ def _used_memory(r: redis.Redis) -> int:
 
 
 def _memory_figures(r: redis.Redis, before: int, after: int, accepted: int) -> dict[str, Any]:
-    """Redis bytes per remembered identity per dedup scope: the growth of ``used_memory`` less
-    the delivery stream (exact, ``MEMORY USAGE ... SAMPLES 0``) and every key that is not dedup
-    memory (cap counters, a per-lead index: their count times a sample's mean ``MEMORY
-    USAGE``, which leaves out the key's hash-table entry, so the result errs high)."""
+    """What the accepted leads cost Redis: the growth of ``used_memory`` less the delivery
+    stream (exact, ``MEMORY USAGE ... SAMPLES 0``; the worker empties it), per accepted lead
+    with everything else included (dedup marks, the lead index, caps, the ledger), and per
+    remembered identity per dedup scope (less the lead index and the other keys, each read
+    with ``MEMORY USAGE``, which leaves out a key's entry in Redis' tables: that figure errs
+    slightly high)."""
     stream_key = keys.deliveries(ADVERTISER)
     stream = int(r.memory_usage(stream_key, samples=0) or 0)
     seen = 0
     marks = 0
-    others: list[bytes] = []
+    index_hashes = 0
+    index_entries = 0
+    index_bytes = 0
     other_count = 0
+    other_bytes = 0
     for key in r.scan_iter(count=10_000):
-        if b":seen:" in key:
+        if b":seen:" in key and key != keys.SEEN_LAYOUT_SINCE.encode():
             seen += 1
             marks += int(r.hlen(key))
+        elif b":leads:" in key:
+            index_hashes += 1
+            index_bytes += int(r.memory_usage(key, samples=0) or 0)
+            if not key.endswith(b":routes"):
+                index_entries += int(r.hlen(key))
         elif key != stream_key.encode():
             other_count += 1
-            if len(others) < 1000:
-                others.append(key)
-    other_mean = sum(int(r.memory_usage(k) or 0) for k in others) / max(1, len(others))
-    other_bytes = other_count * other_mean
+            other_bytes += int(r.memory_usage(key, samples=0) or 0)
     identities = accepted * 2  # every lead of the memory scenario has an email and a phone
-    remembered = after - before - stream - other_bytes
+    everything = after - before - stream
+    remembered = everything - index_bytes - other_bytes
     return {
         "identities": identities,
+        "accepted": accepted,
         "scopes": DEDUP_SCOPES,
         "dedup_hashes": seen,
         "dedup_marks": marks,
+        "lead_index_hashes": index_hashes,
+        "lead_index_entries": index_entries,
+        "lead_index_bytes": index_bytes,
         "other_keys": other_count,
         "used_memory_delta_bytes": after - before,
         "stream_bytes": stream,
-        "other_keys_bytes": round(other_bytes),
+        "other_keys_bytes": other_bytes,
+        "bytes_per_accepted_lead": round(everything / max(1, accepted), 1),
+        "lead_index_bytes_per_lead": round(index_bytes / max(1, accepted), 1),
         "bytes_per_identity_per_scope": round(remembered / max(1, identities * DEDUP_SCOPES), 1),
         "marks_per_dedup_hash": round(marks / max(1, seen), 1),
     }
@@ -611,6 +639,37 @@ def _hello_run(scenario: Scenario, tmp: Path, requests: list[Request]) -> dict[s
     return record
 
 
+def _peer_scenario(scenarios: Sequence[Scenario], seconds: float) -> Scenario:
+    """The peer's load: the first single-lead, one-process scenario of the run (its client,
+    connections and bodies), else ``single``; its single-lead rate is the reference of every
+    gateway run, batches included."""
+    single = next(
+        (
+            s
+            for s in scenarios
+            if s.batch == 1 and s.workers == 1 and s.identities is None and s.rate is None
+        ),
+        None,
+    )
+    return replace(single or load_scenario("single"), name="peer", duration_s=seconds)
+
+
+def _peer_run(scenario: Scenario, tmp: Path, sock: Path, r: redis.Redis) -> dict[str, Any]:
+    """``bench.peer`` (the same work written the obvious way) on the run's Redis, emptied
+    before and after, posted new bodies of ``scenario`` by its client."""
+    requests = LeadGenerator(scenario).requests(scenario.body_count())
+    bodies = tmp / "peer.bodies"
+    if scenario.client is Client.WRK:
+        write_bodies(requests, bodies)
+    r.flushall()
+    module = ["bench.peer", f"unix://{sock}"]
+    record = _reference_run(module, scenario, bodies, requests, "/healthz")
+    r.flushall()
+    record.update(name="peer", kind="baseline")
+    record["decisions"]["expected"] = expected_mix(requests[: record["requests"]])
+    return record
+
+
 def _ceiling_run(
     mode: str, scenario: Scenario, tmp: Path, requests: list[Request]
 ) -> dict[str, Any]:
@@ -758,6 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     hello: dict[str, Any] | None = None
     redis_decide: dict[str, Any] | None = None
+    peer: dict[str, Any] | None = None
     try:
         with _process(redis_argv):
             r = redis.Redis(unix_socket_path=str(sock))
@@ -785,6 +845,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hello = _hello_run(base, tmp, LeadGenerator(base).requests(base.body_count()))
                 print(f"[redis-benchmark] {args.redis_calls:,} EVALSHA decide.lua ...", flush=True)
                 redis_decide = _redis_decide(sock, args.redis_calls)
+                peer_scenario = _peer_scenario(scenarios, args.baseline_seconds)
+                print(
+                    f"[peer] {peer_scenario.client.value}, {peer_scenario.concurrency} "
+                    f"connections, {peer_scenario.duration_s:g}s ...",
+                    flush=True,
+                )
+                peer = _peer_run(peer_scenario, tmp, sock, r)
             for scenario in scenarios:
                 profile_out = (
                     args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
@@ -804,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs.append(_ceiling_run(mode, scenario, tmp, requests))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for run in runs:
+    for run in [*runs, *([peer] if peer else [])]:
         run["ratios"] = {
             "hello_world": round(run["leads_per_s"] / hello["requests_per_s"], 3)
             if hello and hello["requests_per_s"]
@@ -812,9 +879,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "redis_decide": round(run["leads_per_s"] / redis_decide["calls_per_s"], 3)
             if redis_decide and redis_decide["calls_per_s"]
             else None,
+            # Every run over the peer's single-lead rate (leads/s), batches included.
+            "peer": round(run["leads_per_s"] / peer["leads_per_s"], 3)
+            if peer and peer["leads_per_s"]
+            else None,
         }
     if hello is not None:
-        hello["ratios"] = {"hello_world": 1.0, "redis_decide": None}
+        hello["ratios"] = {"hello_world": 1.0, "redis_decide": None, "peer": None}
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -822,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "scenarios": [s.to_json() for s in scenarios],
         "machine": machine(redis_version),
-        "baselines": {"hello_world": hello, "redis_decide": redis_decide},
+        "baselines": {"hello_world": hello, "redis_decide": redis_decide, "peer": peer},
         "runs": runs,
     }
     path = args.out / f"bench-{stamp}.json"
@@ -837,13 +908,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         draw(doc, png)
         print(png)
     if args.smoke:
-        return _smoke_verdict(runs)
+        return _smoke_verdict(runs, peer)
     return 0
 
 
-def _smoke_verdict(runs: list[dict[str, Any]]) -> int:
-    """The CI check: the gateway answered, with the decisions expected, without errors."""
+def _smoke_verdict(runs: list[dict[str, Any]], peer: dict[str, Any] | None = None) -> int:
+    """The CI check: the gateway (and the peer) answered, with the decisions expected,
+    without errors."""
     problems: list[str] = []
+    if peer is not None and peer["error_count"]:
+        problems.append(f"peer: errors {peer['errors']}")
+    peer_answers = peer["decisions"]["answers"] if peer is not None else None
+    if peer_answers is not None and not peer_answers.get("accepted"):
+        problems.append(f"peer: no accepted answer among {peer_answers}")
     for run in runs:
         if run["error_count"]:
             problems.append(f"{run['name']}: errors {run['errors']}")

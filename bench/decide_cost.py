@@ -3,10 +3,12 @@
 Decides ``--leads`` new people (an email and a mobile each) for the bench campaign
 (``bench/scenarios/gateway.yaml``: advertiser scope 30 days, campaign scope 90 days, two caps)
 through the real plan and Redis store, in batches of 500, against a redis-server of its own
-(pinned to CPU 1 where ``taskset`` exists), then reads ``INFO commandstats``: the
-``usec_per_call`` of ``EVALSHA`` is what one decision costs Redis's single thread, and
+(pinned to CPU 1 where ``taskset`` exists), then reads ``INFO commandstats``: the ``usec``
+of ``EVALSHA`` over the decisions is what one decision costs Redis's single thread, and
 ``used_memory`` what the leads left behind (dedup marks, cap counters, the delivery stream,
 the lead index). Run it from two trees to compare two versions of ``decide.lua``.
+``--migrating``: as right after an upgrade from the weekly layout, whose hashes are then read
+too until the windows pass.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.decision.engine import DecisionEngine
 from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
+from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
@@ -75,6 +78,12 @@ async def _decide_all(url: str, leads: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument(
+        "--migrating",
+        action="store_true",
+        help="as in the window after an upgrade from the weekly layout: the legacy weekly "
+        "hashes are read too (docs/decision.md, 'Upgrading')",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="leadgate-decide-cost-") as tmp:
         sock = Path(tmp) / "redis.sock"
@@ -95,14 +104,21 @@ def main() -> int:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.1)
+            if args.migrating:
+                client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
             before = int(client.info("memory")["used_memory"])
+            cpu_before = time.process_time()
             asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+            # This process's side: parse, plan, engine and store (no HTTP, no metrics).
+            python_us = (time.process_time() - cpu_before) / args.leads * 1e6
             stats = client.info("commandstats")["cmdstat_evalsha"]
             after = int(client.info("memory")["used_memory"])
+            # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
             print(
                 f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
-                f"{stats['usec_per_call']} µs per call (Redis CPU); "
-                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead"
+                f"{stats['usec'] / args.leads:.1f} µs per decision (Redis CPU); "
+                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead; "
+                f"{python_us:.1f} µs of this process's CPU per decision (parse, plan, store)"
             )
         finally:
             server.terminate()

@@ -49,6 +49,11 @@ def draw(doc: dict[str, Any], path: Path) -> None:
         names.append("redis decide.lua\n(calls/s)")
         values.append(redis["calls_per_s"])
         bar_colors.append("#bbbbbb")
+    peer = doc["baselines"].get("peer")
+    if peer is not None:
+        names.append("peer\n(leads/s)")
+        values.append(peer["leads_per_s"])
+        bar_colors.append("#666666")
     hatches = ["" for _ in names]
     for i, run in enumerate(doc["runs"]):
         names.append(f"{run['name']}\n(leads/s)")
@@ -60,14 +65,16 @@ def draw(doc: dict[str, Any], path: Path) -> None:
     if positive and max(positive) > 20 * min(positive):
         right.set_yscale("log")  # batch ceilings reach 100x what one connection does
     base = hello["requests_per_s"] if hello else None
+    by_peer = peer["leads_per_s"] if peer else None
     for bar, value in zip(bars, values, strict=True):
-        note = f"{value:,.0f}" + (f"\n{value / base:.2f}x" if base else "")
+        note = f"{value:,.0f}" + (f"\n{value / base:.2f}x hello" if base else "")
+        note += f"\n{value / by_peer:.2f}x peer" if by_peer else ""
         right.annotate(
             note, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8
         )
     right.set_xticks(range(len(names)), names, fontsize=7, rotation=35, ha="right")
     right.set_ylabel("per second")
-    right.set_title("Throughput (ratio to the hello-world; hatched: ceilings)")
+    right.set_title("Throughput (ratios to the hello-world and the peer; hatched: ceilings)")
     right.margins(y=0.2)
     fig.suptitle(
         f"leadgate bench {doc['date']} · {doc['git_sha']} · "

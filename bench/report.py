@@ -134,6 +134,8 @@ SCHEMA: dict[str, Any] = {
             "required": ["hello_world", "redis_decide"],
             "properties": {
                 "hello_world": {"oneOf": [_RUN, {"type": "null"}]},
+                # bench/peer.py: the same work written the obvious way (single leads).
+                "peer": {"oneOf": [_RUN, {"type": "null"}]},
                 "redis_decide": {
                     "type": ["object", "null"],
                     "required": ["calls_per_s", "requests", "latency_ms", "errors"],
@@ -231,11 +233,14 @@ def table(doc: dict[str, Any]) -> str:
     hello = doc["baselines"]["hello_world"]
     if hello is not None:
         rows.append(hello)
+    peer = doc["baselines"].get("peer")
+    if peer is not None:
+        rows.append(peer)
     rows.extend(doc["runs"])
     head = (
         f"{'run':<30} {'client':<7} {'req/s':>9} {'leads/s':>9} {'x hello':>8} "
-        f"{'x redis':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'µs CPU/lead':>11} "
-        f"{'errors':>6}"
+        f"{'x peer':>7} {'x redis':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'µs CPU/lead':>11} {'errors':>6}"
     )
     lines = [head, "-" * len(head)]
     for run in rows:
@@ -243,6 +248,7 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(
             f"{run['name']:<30} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
             f"{_fmt(run['leads_per_s']):>9} {_fmt(run['ratios'].get('hello_world'), 2):>8} "
+            f"{_fmt(run['ratios'].get('peer'), 2):>7} "
             f"{_fmt(run['ratios'].get('redis_decide'), 2):>8} {_fmt(lat['p50'], 2):>8} "
             f"{_fmt(lat['p95'], 2):>8} {_fmt(lat['p99'], 2):>8} "
             f"{_fmt(run['cpu_us_per_lead'], 1):>11} {run['error_count']:>6}"
@@ -251,9 +257,14 @@ def table(doc: dict[str, Any]) -> str:
     if redis is not None:
         lines.append(
             f"{'redis-benchmark decide':<30} {'-':<7} {_fmt(redis['calls_per_s']):>9} "
-            f"{'':>9} {'':>8} {1.0:>8.2f} {_fmt(redis['latency_ms']['p50'], 2):>8} "
+            f"{'':>9} {'':>8} {'':>7} {1.0:>8.2f} {_fmt(redis['latency_ms']['p50'], 2):>8} "
             f"{_fmt(redis['latency_ms']['p95'], 2):>8} {_fmt(redis['latency_ms']['p99'], 2):>8} "
             f"{'':>11} {redis['errors']:>6}"
+        )
+    if peer is not None:
+        lines.append(
+            "  peer: bench/peer.py, the same work written the obvious way (one EVALSHA a lead); "
+            "x peer: leads/s over its single-lead rate"
         )
     ceilings = [run for run in doc["runs"] if run["kind"] == "ceiling"]
     if ceilings:
@@ -262,7 +273,7 @@ def table(doc: dict[str, Any]) -> str:
             "only that part of a lead's work (no rules, no fingerprints, no store): a ceiling"
         )
         lines.append("  no full pipeline on this stack can pass")
-    for run in doc["runs"]:
+    for run in [*([peer] if peer is not None else []), *doc["runs"]]:
         if run["kind"] == "ceiling":
             if run["errors"]:
                 lines.append(f"  {run['name']}: errors {run['errors']}")
@@ -285,8 +296,15 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(profile_table(run["name"], run["profile"]))
         memory = run.get("memory")
         if memory:
+            pad = " " * len(run["name"])
+            if "bytes_per_accepted_lead" in memory:
+                lines.append(
+                    f"  {pad}  Redis bytes per accepted lead, everything but the stream: "
+                    f"{memory['bytes_per_accepted_lead']:.1f} ({memory['accepted']:,} leads; "
+                    f"the lead index {memory['lead_index_bytes_per_lead']:.1f})"
+                )
             lines.append(
-                f"  {' ' * len(run['name'])}  Redis bytes per identity per scope: "
+                f"  {pad}  Redis bytes per identity per scope: "
                 f"{memory['bytes_per_identity_per_scope']:.1f} ({memory['identities']:,} "
                 f"identities x {memory['scopes']} scopes, stream excluded)"
             )

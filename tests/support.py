@@ -457,6 +457,10 @@ class StoreView:
         assert self.redis_url is not None
         client = plain_client(self.redis_url, decode_responses=True)
         try:
-            return [key async for key in client.scan_iter(count=1000)]
+            # The store's own note of when this Redis first served the dedup layout (set at
+            # first contact, not by any lead).
+            return [
+                key async for key in client.scan_iter(count=1000) if key != keys.SEEN_LAYOUT_SINCE
+            ]
         finally:
             await client.aclose()

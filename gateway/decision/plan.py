@@ -32,6 +32,7 @@ from gateway.decision.model import (
     DecisionRequest,
     DedupCheck,
     IdempotencyRef,
+    LeadIndexEntry,
     PersonReservation,
 )
 from gateway.decision.windows import calendar_bucket
@@ -39,7 +40,7 @@ from gateway.leads.email import email_identity
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.storage import keys
-from gateway.types import ChannelId, Fingerprint, LeadId, PartnerId
+from gateway.types import AdvertiserId, ChannelId, Fingerprint, LeadId
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +123,34 @@ def build_request(
         payload=orjson.dumps(record),
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
-        index_key=keys.lead_index(advertiser, lead_id),
-        index_value=index_value(campaign, partner.id, channel, now_ms),
-        index_ttl_ms=campaign.feedback_window_s * 1000,
+        index=index_entry(advertiser, lead_id, route, campaign),
     )
 
 
-def index_value(campaign: Campaign, partner: PartnerId, channel: ChannelId, now_ms: int) -> str:
-    """The lead index's value (``keys.lead_index``): ids and the feedback deadlines, ms."""
+def index_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> str:
+    """The lead index's route text (``LeadIndexEntry.route``): ids and the campaign's return
+    and feedback windows, ms; the same for every lead of a route."""
     return (
-        f"{partner}|{campaign.id}|{channel}|{now_ms}|{now_ms + campaign.return_window_s * 1000}|"
-        f"{now_ms + campaign.feedback_window_s * 1000}"
+        f"{partner.id}|{campaign.id}|{channel}|{campaign.return_window_s * 1000}|"
+        f"{campaign.feedback_window_s * 1000}"
+    )
+
+
+def index_entry(
+    advertiser: AdvertiserId, lead_id: LeadId, route: Route, campaign: Campaign
+) -> LeadIndexEntry:
+    """Where and how an accepted lead (or a buyer's sale) is indexed for the advertiser's
+    feedback (``keys.lead_index``), under ``route``'s index text."""
+    slot = keys.lead_index(advertiser, lead_id)
+    return LeadIndexEntry(
+        slot.key,
+        slot.routes,
+        slot.field,
+        slot.id_ms,
+        slot.generation_ends_ms,
+        route.index_code,
+        route.index_route,
+        campaign.feedback_window_s * 1000,
     )
 
 
@@ -165,6 +183,8 @@ def dedup_checks(
                         scope.window_ms,
                         scope.retention_ms,
                         n == 0,
+                        scope.legacy_head(mark.key_id),
+                        mark.legacy_bucket,
                     )
                 )
     return tuple(dedup)
@@ -290,7 +310,8 @@ def dedup_check(
     retention_ms: int,
     remember: bool = True,
 ) -> DedupCheck:
-    """One identity's check in one scope: the hashes of every generation its window reaches."""
+    """One identity's check in one scope of an advertiser: the hashes of every generation its
+    window reaches (and the legacy layout's, ``DedupCheck.legacy_head``)."""
     generations = keys.seen_generations(now_ms, window_ms)
     return DedupCheck(
         reason,
@@ -300,6 +321,8 @@ def dedup_check(
         window_ms,
         retention_ms,
         remember,
+        keys.legacy_seen_head(space.prefix(), mark.key_id),
+        mark.legacy_bucket,
     )
 
 
@@ -331,11 +354,29 @@ class ScopePlan:
     prefix: str  # keys.SeenSpace.prefix()
     window_ms: int
     retention_ms: int
+    #: Whether the legacy layout (weekly generations) may hold marks of this scope: an
+    #: advertiser's slot, which predates the layout; not a distributed campaign's own slot,
+    #: which is as new as the layout.
+    legacy: bool = True
     #: (fingerprint key id, newest generation, generation after the oldest) -> its
     #: ``keys.seen_heads``: the same for every lead until the window moves on.
     _heads: dict[tuple[str, int, int], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: Fingerprint key id -> ``keys.legacy_seen_head``.
+    _legacy_heads: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def legacy_head(self, key_id: str) -> str:
+        """``DedupCheck.legacy_head`` of marks under fingerprint key ``key_id`` ("" when the
+        scope has no legacy layout)."""
+        if not self.legacy:
+            return ""
+        held = self._legacy_heads.get(key_id)
+        if held is None:
+            if len(self._legacy_heads) >= 16:  # the configured keys: a handful
+                self._legacy_heads.clear()
+            held = self._legacy_heads[key_id] = keys.legacy_seen_head(self.prefix, key_id)
+        return held
 
     def heads(self, key_id: str, generations: range) -> tuple[str, ...]:
         at = (key_id, generations.start, generations.stop)
@@ -366,6 +407,10 @@ class Route:
     caps: tuple[CapPlan, ...]
     #: (suppression list id, reason) for every list the campaign's rules name.
     suppress: tuple[tuple[str, str], ...]
+    #: The lead index's route text (``index_route``) and its code (``keys.lead_route``); ""
+    #: for a route that indexes nothing (a distributed campaign's own slot).
+    index_route: str = ""
+    index_code: int = 0
 
 
 class Plan:
@@ -416,6 +461,7 @@ def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Route:
         seen_prefix=lambda scope: keys.SeenSpace(advertiser, scope, campaign.id, channel).prefix(),
         cap_head=lambda cap: keys.cap_head(advertiser, cap, campaign.id, partner.id, channel),
         channel=channel,
+        indexed=index_route(campaign, partner, channel),
     )
 
 
@@ -427,9 +473,14 @@ def route_of(
     seen_prefix: Callable[[DedupScope], str],
     cap_head: Callable[[CapRule], str],
     channel: ChannelId,
+    indexed: str = "",
+    legacy: bool = True,
 ) -> Route:
     """A route over dedup rules and caps whose keys ``seen_prefix`` and ``cap_head`` form (the
-    slot they name: an advertiser's, or a distributed campaign's), for leads of ``channel``."""
+    slot they name: an advertiser's, or a distributed campaign's), for leads of ``channel``.
+    ``indexed``: the lead index's route text of the leads it accepts (``index_route``);
+    ``legacy``: whether its dedup scopes may hold marks of the legacy layout (an advertiser's
+    slot does)."""
     scopes: list[ScopePlan] = []
     network: DedupRule | None = None
     for rule in dedup:
@@ -442,6 +493,7 @@ def route_of(
                 seen_prefix(rule.scope),
                 rule.window_for(channel) * 1000,
                 rule.retention_s * 1000,
+                legacy,
             )
         )
     cap_plans = tuple(
@@ -449,4 +501,5 @@ def route_of(
         for cap in caps
     )
     suppress = tuple((list_id, rule.reason) for rule in suppression for list_id in rule.lists)
-    return Route(tuple(scopes), network, cap_plans, suppress)
+    code = keys.lead_route(indexed) if indexed else 0
+    return Route(tuple(scopes), network, cap_plans, suppress, indexed, code)

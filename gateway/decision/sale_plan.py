@@ -32,7 +32,8 @@ from gateway.decision.plan import (
     Route,
     cap_checks,
     dedup_checks,
-    index_value,
+    index_entry,
+    index_route,
     lookups,
     person_reservations,
     route_of,
@@ -41,6 +42,7 @@ from gateway.decision.plan import (
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.storage import keys
+from gateway.storage.base import LeadProbe
 from gateway.types import AdvertiserId, CampaignId, ChannelId, LeadId
 
 
@@ -106,9 +108,7 @@ class BuyerRequests:
             stream_key=keys.deliveries(advertiser),
             payload=orjson.dumps(record),
             slot_anchor=keys.slot_anchor(advertiser),
-            index_key=keys.lead_index(advertiser, lead_id),
-            index_value=index_value(campaign, self._partner.id, self._channel, now_ms),
-            index_ttl_ms=campaign.feedback_window_s * 1000,
+            index=index_entry(advertiser, lead_id, route, campaign),
         )
 
 
@@ -151,9 +151,14 @@ class SaleRequest:
             reservation=reservation,
         )
 
-    def probes(self) -> tuple[str, ...]:
-        """The lead index key of this lead id at every buyer: written with each sale."""
-        return tuple(keys.lead_index(b, self.lead_id) for b in self.buyers)
+    def probes(self) -> tuple[LeadProbe, ...]:
+        """Where every buyer indexed a sale of this lead id (written with each sale): the
+        packed lead index, and the previous layout's key (read only for a lead id older than
+        the layout: docs/decision.md, "Why a crash cannot sell wrongly")."""
+        return tuple(
+            LeadProbe(keys.lead_index(b, self.lead_id), keys.legacy_lead_index(b, self.lead_id))
+            for b in self.buyers
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +227,8 @@ def sale_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Sale
         seen_prefix=lambda scope: keys.campaign_seen_prefix(campaign.id, scope, channel),
         cap_head=lambda cap: keys.campaign_cap_head(campaign.id, cap, partner.id, channel),
         channel=channel,
+        # The campaign's slot is as new as the dedup layout: no legacy mark to read there.
+        legacy=False,
     )
     buyers = {
         b.advertiser: _buyer_route(campaign, b, partner, channel) for b in distribution.buyers
@@ -231,7 +238,8 @@ def sale_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Sale
 
 def _buyer_route(campaign: Campaign, buyer: Buyer, partner: Partner, channel: ChannelId) -> Route:
     """A buyer's dedup and caps, keyed exactly as its advertiser's own campaign's would be
-    (the distributed campaign's id in campaign-scoped keys)."""
+    (the distributed campaign's id in campaign-scoped keys), and its sales' lead index. Its
+    marks live in the advertiser's slot, where the legacy layout may still hold some."""
     advertiser = buyer.advertiser
     return route_of(
         buyer.dedup,
@@ -240,6 +248,7 @@ def _buyer_route(campaign: Campaign, buyer: Buyer, partner: Partner, channel: Ch
         seen_prefix=lambda scope: keys.SeenSpace(advertiser, scope, campaign.id, channel).prefix(),
         cap_head=lambda cap: keys.cap_head(advertiser, cap, campaign.id, partner.id, channel),
         channel=channel,
+        indexed=index_route(campaign, partner, channel),
     )
 
 

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
+from gateway.leads.email_syntax import validate_syntax
 from gateway.leads.lookalike import fold
 
 #: RFC 5321 path limit (256) minus the angle brackets; longer addresses cannot be delivered.
@@ -143,7 +144,7 @@ def normalize_email(
     try:
         # Syntax and IDNA only: a DNS lookup per lead would cost milliseconds and make the
         # answer depend on a resolver; deliverability is the rules' and the CRM's business.
-        valid = validate_email(text, check_deliverability=False)
+        valid = validate_syntax(text)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {_reason(str(exc), text)}") from None
     # The local part is case-sensitive in RFC 5321, but no mainstream mailbox provider treats

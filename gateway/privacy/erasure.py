@@ -8,8 +8,10 @@ What a person leaves behind, and how each trace is found without keeping an inde
   advertiser's campaigns (the distributed campaigns it buys from among them), every channel,
   the advertiser-wide scope, every generation the longest configured window still reaches,
   for the fingerprint of each identity under every fingerprint key still configured (a key
-  rotation leaves marks under the previous key); and each distributed campaign's own marks
-  in its slot (campaign and channel scopes).
+  rotation leaves marks under the previous key), in both the current layout and the legacy
+  one (``keys.legacy_seen``, weekly generations) that may still hold marks written before an
+  upgrade; and each distributed campaign's own marks in its slot (campaign and channel
+  scopes), in the current layout only: they are new with it, no legacy mark exists there.
 * **the person's slot** (``keys.person_network_seen``, ``keys.person_pressure``): network
   dedup and contact pressure.
 * **queued leads**: every advertiser's delivery queue (new, in flight, waiting for a retry,
@@ -128,7 +130,9 @@ def person_keys(fps: Sequence[Fingerprint]) -> list[str]:
 
 def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> list[tuple[str, str]]:
     """Every ``(hash key, field)`` that may hold a dedup mark of these fingerprints: each scope
-    of each advertiser, in every generation still alive under the longest configured window."""
+    of each advertiser, in every generation still alive under the longest configured window,
+    in this layout and in the legacy one (weekly generations) until its last hash expired;
+    and each distributed campaign's own scopes (this layout only: they never had another)."""
     rules = [rule for c in config.campaigns.values() for rule in c.dedup]
     rules += [
         rule
@@ -142,6 +146,11 @@ def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> lis
         return []
     # A generation's hashes live until it ends plus the retention: one generation more.
     generations = keys.seen_generations(now_ms, longest_ms + keys.SEEN_GENERATION_MS)
+    # The legacy layout's hashes, whenever they were written (an erasure does not know when
+    # the upgrade happened): every week that can still be alive.
+    legacy = keys.seen_generations(
+        now_ms, longest_ms + keys.LEGACY_SEEN_GENERATION_MS, keys.LEGACY_SEEN_GENERATION_MS
+    )
     channels: list[ChannelId] = list(config.channels)
     campaigns_of: dict[str, list[CampaignId]] = {a: [] for a in config.advertisers}
     distributed: list[CampaignId] = []
@@ -176,6 +185,10 @@ def person_marks(config: Config, fps: Sequence[Fingerprint], now_ms: int) -> lis
             ]
             for space in spaces:
                 found += [(key, mark.field) for key in keys.seen_each(space, mark, generations)]
+                head = keys.legacy_seen_head(space.prefix(), mark.key_id)
+                found += [
+                    (keys.legacy_seen(head, g, mark.legacy_bucket), mark.field) for g in legacy
+                ]
     return found
 
 

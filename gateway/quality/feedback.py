@@ -27,7 +27,7 @@ from gateway.errors import FieldProblem, InvalidLead, RequestError, ReturnWindow
 from gateway.quality.ledger import QualityLedger
 from gateway.quality.metrics import STATUSES, FeedbackMetrics, return_reason
 from gateway.storage import keys
-from gateway.storage.base import FeedbackStore
+from gateway.storage.base import FeedbackRef, FeedbackStore
 from gateway.types import AdvertiserId, CampaignId
 
 #: Lead ids are UUIDs; anything else cannot be one of ours (and must not reach a key name).
@@ -141,10 +141,14 @@ class FeedbackDesk:
         safe, statuses are recorded once)."""
         now_ms = int(self._clock() * 1000)
         refs = [
-            (keys.lead_index(advertiser, i.lead_id), keys.lead_feedback(advertiser, i.lead_id),
-             i.status)
+            FeedbackRef(
+                keys.lead_index(advertiser, i.lead_id),
+                keys.legacy_lead_index(advertiser, i.lead_id),
+                keys.lead_feedback(advertiser, i.lead_id),
+                i.status,
+            )
             for i in items
-        ]  # fmt: skip
+        ]
         results = await self._store.record_feedback(refs, now_ms) if refs else []
         answers: list[Recorded | RequestError] = []
         for item, (result, index) in zip(items, results, strict=True):

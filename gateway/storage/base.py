@@ -46,6 +46,7 @@ from gateway.decision.model import (
     IdempotencyRef,
     PersonReservation,
 )
+from gateway.storage.keys import LeadIndexSlot
 
 #: One Redis command as a tuple of its words (``("GET", key)``): what the read-only
 #: ``read_for_metrics`` takes and what the Redis pipeline sends.
@@ -58,6 +59,29 @@ class ReserveResult:
     reason: str
     #: What the network mark held before this reservation, for a release to restore.
     previous: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRef:
+    """One verdict to record: where its lead is indexed (``keys.lead_index``, and the
+    previous layout's key, ``keys.legacy_lead_index``), the key of the lead's recorded
+    statuses (``keys.lead_feedback``) and the status."""
+
+    index: LeadIndexSlot
+    legacy_index: str
+    statuses: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeadProbe:
+    """Where a buyer indexed its sale of a lead id, if it bought it: the packed lead index
+    (``keys.lead_index``), and the previous layout's key (``keys.legacy_lead_index``), which
+    a store reads only for a lead id made before it served the packed layout (the id's time
+    before ``legacy_seen_until_ms``: only then can an earlier attempt have written it)."""
+
+    index: LeadIndexSlot
+    legacy_index: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +150,10 @@ class SaleClaimed:
 class SaleOpening:
     """What a distributed campaign's lead checks and takes before any buyer is offered it."""
 
-    #: The lead index keys (``keys.lead_index``) of every buyer, read to find sales an earlier
-    #: attempt under this lead id made (a keyed retry after a crash); empty: not looked for.
-    probes: tuple[str, ...]
+    #: Where every buyer would have indexed a sale of this lead id, read to find sales an
+    #: earlier attempt under this lead id made (a keyed retry after a crash); empty: not
+    #: looked for.
+    probes: tuple[LeadProbe, ...]
     person: tuple[PersonReservation, ...]
     reservation: CampaignReservation | None
 
@@ -196,10 +221,11 @@ class FeedbackStore(Protocol):
     """Advertisers' verdicts, recorded against the lead index ``decide`` wrote."""
 
     async def record_feedback(
-        self, items: Sequence[tuple[str, str, str]], now_ms: int
+        self, items: Sequence[FeedbackRef], now_ms: int
     ) -> list[tuple[str, str]]:
-        """Per ``(index key, feedback key, status)``: ``(result, index value)``, result one of
-        ``ok``, ``repeat``, ``window`` (a return after the return window), ``unknown``."""
+        """Per item: ``(result, index value)``, result one of ``ok``, ``repeat``, ``window``
+        (a return after the return window), ``unknown``; the index value
+        ``partner|campaign|channel|accepted_ms|return_until_ms|feedback_until_ms`` (or "")."""
         ...
 
 

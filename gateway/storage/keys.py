@@ -11,6 +11,7 @@ today. Keys hold configured ids and keyed fingerprints only, never personal data
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -39,31 +40,57 @@ def advertiser_tag(advertiser: AdvertiserId) -> str:
 
 #: Dedup marks live in hashes, one per dedup scope, fingerprint key, generation and bucket, so
 #: a mark costs a hash field (about 20 bytes in Redis' listpack encoding) instead of a key
-#: (about 170). A generation is a week of acceptances: its hashes expire together one longest
-#: window after the week ends, so no mark outlives its window by more than a week.
-SEEN_GENERATION_MS = 7 * 86_400_000
+#: (about 170). A generation is 24 days of acceptances: its hashes expire together one longest
+#: window after the generation ends, so no mark outlives its window by more than 24 days. A
+#: lookup reads every generation its window reaches: 2 or 3 hashes for 30 days, 4 or 5 for 90
+#: (weekly generations took 5-6 and 14-15: most of the decision's Redis CPU). 24 days is the
+#: longest generation whose offsets (ms since it began) stay below 2^31, the largest integer
+#: a listpack stores in 4 bytes.
+SEEN_GENERATION_MS = 24 * 86_400_000
 #: Buckets per scope and generation. Up to 128 marks a hash stays a listpack (Redis' default
-#: ``hash-max-listpack-entries``): a scope holds about 1.6 million marks a week compactly, and
-#: each hash's own cost (~150 bytes) is shared by enough marks to stay small per mark.
-SEEN_BUCKETS = 1 << 14
+#: ``hash-max-listpack-entries``): a scope holds about 6.5 million marks a generation compactly
+#: (at most ~100 a hash, so Poisson's tail rarely passes 128), and each hash's own cost (~150
+#: bytes) is shared by enough marks to stay small per mark.
+SEEN_BUCKETS = 1 << 16
+
+#: The layout before this one (``LEGACY_SEEN_*``): weekly generations of 16,384 buckets, hash
+#: names ``<prefix>:<key id>:<generation>:<bucket>``. Its marks are still read while they may
+#: be younger than a window (docs/decision.md, "Upgrading"); nothing is written to it.
+LEGACY_SEEN_GENERATION_MS = 7 * 86_400_000
+LEGACY_SEEN_BUCKETS = 1 << 14
+#: The key where a Redis remembers when a process of this layout first used it (epoch ms;
+#: its TTL, ``SEEN_LAYOUT_TTL_MS``, is renewed by every process start). Marks of the legacy
+#: layout can only have been written before then, or during the rolling upgrade that followed
+#: (``LEGACY_SEEN_GRACE_MS``).
+SEEN_LAYOUT_SINCE = f"{PREFIX}:{{layout}}:seen:since"
+SEEN_LAYOUT_TTL_MS = 400 * 86_400_000
+#: How long after that processes of the previous version may still write legacy marks: a
+#: rolling upgrade must end within it.
+LEGACY_SEEN_GRACE_MS = 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
-class SeenMark:
+class SeenMark(NamedTuple):
     """Where one fingerprint is remembered within a scope: the fingerprint key's id, a bucket
     and a field, all derived from the fingerprint alone (xxh3-128 of it: uniform whatever the
-    fingerprint's form, and one-way)."""
+    fingerprint's form, and one-way). A named tuple: made for every identity of every lead,
+    four times cheaper than a frozen dataclass."""
 
     key_id: str
     bucket: int
     field: str
 
+    @property
+    def legacy_bucket(self) -> int:
+        """The mark's bucket in the legacy layout (the same field)."""
+        return self.bucket % LEGACY_SEEN_BUCKETS
+
 
 def seen_mark(fingerprint: Fingerprint) -> SeenMark:
     key_id, _, _ = fingerprint.partition(".")
     digest = xxhash.xxh3_128_digest(fingerprint.encode())
-    # 14 bits choose the bucket, bits 16 to 87 (12 base64 characters) name the field: a new
-    # person is taken for someone already in the bucket with odds below 2^-65.
+    # 16 bits choose the bucket (the legacy layout used 14 of them), bits 16 to 87 (12 base64
+    # characters) name the field: a new person is taken for someone already in the bucket
+    # with odds below 2^-65.
     field = b64url(digest[2:11])
     return SeenMark(key_id, int.from_bytes(digest[:2], "big") % SEEN_BUCKETS, field)
 
@@ -73,11 +100,23 @@ def seen_generation(at_ms: int) -> int:
     return at_ms // SEEN_GENERATION_MS
 
 
-def seen_generations(now_ms: int, window_ms: int) -> range:
-    """The generations that may hold a mark younger than ``window_ms``, newest first."""
-    newest = now_ms // SEEN_GENERATION_MS
-    oldest = max(0, now_ms - window_ms + 1) // SEEN_GENERATION_MS
+def seen_generations(now_ms: int, window_ms: int, generation_ms: int = SEEN_GENERATION_MS) -> range:
+    """The generations (of ``generation_ms``) that may hold a mark younger than ``window_ms``,
+    newest first."""
+    newest = now_ms // generation_ms
+    oldest = max(0, now_ms - window_ms + 1) // generation_ms
     return range(newest, min(newest, oldest) - 1, -1)
+
+
+def legacy_seen_generations(now_ms: int, window_ms: int, until_ms: int) -> range:
+    """The legacy layout's weekly generations that may hold a mark younger than
+    ``window_ms``, newest first, when legacy marks were written only before ``until_ms``:
+    none once the window starts after it."""
+    oldest = max(0, now_ms - window_ms + 1) // LEGACY_SEEN_GENERATION_MS
+    newest = min(now_ms, until_ms) // LEGACY_SEEN_GENERATION_MS
+    if now_ms - window_ms >= until_ms:
+        return range(0)
+    return range(newest, oldest - 1, -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +157,26 @@ def seen_each(space: SeenSpace, mark: SeenMark, generations: range) -> tuple[str
 def seen_heads(prefix: str, key_id: str, generations: range) -> tuple[str, ...]:
     """What the names of one scope's hashes share, for marks under fingerprint key
     ``key_id``, in each of ``generations``: all but the bucket. The same for every lead of a
-    week: the hot path keeps them (``seen_in`` adds a mark's bucket)."""
-    return tuple([f"{prefix}:{key_id}:{g}:" for g in generations])
+    generation: the hot path keeps them (``seen_in`` adds a mark's bucket). The ``g`` keeps
+    them apart from the legacy layout's names."""
+    return tuple([f"{prefix}:{key_id}:g{g}:" for g in generations])
 
 
 def seen_in(heads: tuple[str, ...], mark: SeenMark) -> tuple[str, ...]:
     """The hashes of ``mark``'s bucket under each of ``heads`` (``seen_heads``)."""
     bucket = f"{mark.bucket:04x}"
     return tuple([head + bucket for head in heads])
+
+
+def legacy_seen_head(prefix: str, key_id: str) -> str:
+    """The legacy layout's hash name of one scope and fingerprint key up to its generation
+    (``legacy_seen`` adds the generation and the bucket)."""
+    return f"{prefix}:{key_id}:"
+
+
+def legacy_seen(head: str, generation: int, legacy_bucket: int) -> str:
+    """A hash of the legacy layout (weekly generation, 16,384 buckets)."""
+    return f"{head}{generation}:{legacy_bucket:04x}"
 
 
 def cap(
@@ -266,11 +317,77 @@ def delivery_disabled(advertiser: AdvertiserId) -> str:
 #
 # Written by ``decide.lua`` at acceptance (same atomic step) and read by ``feedback.lua``: ids
 # and times only, never personal data; both expire with the campaign's feedback window.
+#
+# The lead index is packed like the dedup marks: a hash per advertiser, week and bucket (by the
+# lead id's own time and random bits), field = the lead id less the time bits its week already
+# says (19 base64 characters), value = a small integer
+# (the route's code x 1024 + 512 + the ms from the id's time to the acceptance), the route's text
+# (partner, campaign, channel, return and feedback windows) once per week in a registry hash.
+# About 25 bytes a lead instead of ~184 for a key per lead holding a text record.
+
+#: A lead index generation: a week of lead ids (by the time in the UUIDv7).
+LEAD_INDEX_GENERATION_MS = 7 * 86_400_000
+#: Buckets per advertiser and week: ~1.6 million leads a week stay in listpacks.
+LEAD_INDEX_BUCKETS = 1 << 14
+#: Offsets (acceptance - the id's time, ms) in [-LEAD_INDEX_OFFSETS / 2, LEAD_INDEX_OFFSETS /
+#: 2) are packed into the integer value; others are stored as text (an idempotent retry
+#: deciding under an earlier request's id). The acceptance time is the request's: a batch's
+#: ids are made while its leads are prepared, up to a few hundred ms after it.
+LEAD_INDEX_OFFSETS = 1024
 
 
-def lead_index(advertiser: AdvertiserId, lead_id: str) -> str:
-    """``partner|campaign|channel|accepted_at_ms|return_until_ms|feedback_until_ms`` of one
-    accepted lead (epoch ms)."""
+class LeadIndexSlot(NamedTuple):
+    """Where one lead id is indexed: the bucket's hash, the week's route registry, the field,
+    the id's time (epoch ms; 0 for an id that is not a UUIDv7) and when its generation ends
+    (epoch ms)."""
+
+    key: str
+    routes: str
+    field: str
+    id_ms: int
+    generation_ends_ms: int
+
+
+def lead_index(advertiser: AdvertiserId, lead_id: str) -> LeadIndexSlot:
+    """The lead index entry of ``lead_id`` (a UUIDv7 in text form; any other id, as tests
+    use, is indexed under generation 0 by a hash of its text)."""
+    raw = b""
+    if len(lead_id) == 36 and lead_id[14] == "7":
+        try:
+            raw = bytes.fromhex(lead_id.replace("-", ""))
+        except ValueError:
+            raw = b""
+    if len(raw) == 16:
+        id_ms = int.from_bytes(raw[:6], "big")
+        bucket = int.from_bytes(raw[14:], "big") % LEAD_INDEX_BUCKETS
+        # The id's low 32 time bits and its random bits: two ids of one week differ there.
+        field = b64url(raw[2:])
+    else:
+        id_ms = 0
+        bucket = xxhash.xxh3_64_intdigest(lead_id.encode()) % LEAD_INDEX_BUCKETS
+        field = lead_id
+    generation = id_ms // LEAD_INDEX_GENERATION_MS
+    head = f"{advertiser_tag(advertiser)}:leads:{generation}:"
+    return LeadIndexSlot(
+        f"{head}{bucket:04x}",
+        head + "routes",
+        field,
+        id_ms,
+        (generation + 1) * LEAD_INDEX_GENERATION_MS,
+    )
+
+
+def lead_route(text: str) -> int:
+    """The code of a route's text in the week's registry (21 bits: code x 1024 + offset stays
+    below 2^31, a 4-byte listpack integer; ``decide.lua`` stores a lead's whole text instead
+    when two routes' codes meet)."""
+    return xxhash.xxh32_intdigest(text.encode()) & 0x1FFFFF
+
+
+def legacy_lead_index(advertiser: AdvertiserId, lead_id: str) -> str:
+    """The previous layout's index key of one lead (a string
+    ``partner|campaign|channel|accepted_at_ms|return_until_ms|feedback_until_ms``): read by
+    feedback until the last such key expires with its feedback window; never written."""
     return f"{advertiser_tag(advertiser)}:lead:{lead_id}"
 
 

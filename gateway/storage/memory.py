@@ -23,12 +23,15 @@ from gateway.decision.model import (
     DecisionRequest,
     DedupCheck,
     IdempotencyRef,
+    LeadIndexEntry,
     PersonReservation,
 )
 from gateway.storage import keys as storage_keys
 from gateway.storage.base import (
     Command,
+    FeedbackRef,
     ForcedOutcome,
+    LeadProbe,
     ReserveResult,
     SaleClaim,
     SaleClaimed,
@@ -45,7 +48,8 @@ _SWEEP_EVERY = 10_000
 
 @dataclass(slots=True)
 class _Entry:
-    value: str | dict[str, int]
+    #: A string, or a hash / sorted set (field -> int score or count; a lead index's text).
+    value: str | dict[str, Any]
     expires_at_ms: int
 
 
@@ -68,6 +72,9 @@ class MemoryStore(Store):
     _list_sizes: dict[str, int] = field(default_factory=dict)
     _writes: int = 0
     _last_now_ms: int = 0
+    #: As ``RedisStore.legacy_seen_until_ms``: an embedded store never held the legacy
+    #: layout, but tests set it to check both stores read it alike.
+    legacy_seen_until_ms: int = 0
 
     # -- primitive operations, mirroring the Redis commands the scripts use ------------------
 
@@ -82,13 +89,13 @@ class MemoryStore(Store):
         entry = self._get(key, now_ms)
         return entry.value if entry is not None and isinstance(entry.value, str) else None
 
-    def _zset(self, key: str, now_ms: int) -> dict[str, int]:
+    def _zset(self, key: str, now_ms: int) -> dict[str, Any]:
         entry = self._get(key, now_ms)
         if entry is not None and isinstance(entry.value, dict):
             return entry.value
         return {}
 
-    def _set(self, key: str, value: str | dict[str, int], now_ms: int, ttl_ms: int) -> None:
+    def _set(self, key: str, value: str | dict[str, Any], now_ms: int, ttl_ms: int) -> None:
         self._data[key] = _Entry(value, now_ms + ttl_ms)
         self._writes += 1
         self._last_now_ms = max(self._last_now_ms, now_ms)
@@ -199,20 +206,34 @@ class MemoryStore(Store):
                 self._mark(check, now)
         for cap in rq.caps:
             self._count(cap, rq.lead_id, now)
-        if rq.index_key:
-            self._set(rq.index_key, rq.index_value, now, rq.index_ttl_ms)
+        if rq.index is not None:
+            self._index(rq.index, now)
         self.streams.setdefault(rq.stream_key, []).append(StreamEntry(rq.lead_id, now, rq.payload))
         return answer(Decision.ACCEPTED, ())
 
     def _duplicates(self, checks: Sequence[DedupCheck], now: int) -> list[str]:
-        """The scopes in which a mark is younger than its window (each once)."""
+        """The scopes in which a mark is younger than its window (each once), in the current
+        layout's generations and, for a check that has one (``legacy_head``), the legacy
+        layout's that may still hold a mark younger than the window."""
         duplicates: list[str] = []
+        until = self.legacy_seen_until_ms
         for check in checks:
             if check.reason in duplicates:
                 continue
-            for g, key in enumerate(check.keys):
+            hashes = [
+                (key, (check.generation - g) * storage_keys.SEEN_GENERATION_MS)
+                for g, key in enumerate(check.keys)
+            ]
+            if check.legacy_head:
+                hashes += [
+                    (
+                        storage_keys.legacy_seen(check.legacy_head, g, check.legacy_bucket),
+                        g * storage_keys.LEGACY_SEEN_GENERATION_MS,
+                    )
+                    for g in storage_keys.legacy_seen_generations(now, check.window_ms, until)
+                ]
+            for key, began_ms in hashes:
                 offset = self._zset(key, now).get(check.field)
-                began_ms = (check.generation - g) * storage_keys.SEEN_GENERATION_MS
                 if offset is not None and now - (began_ms + offset) < check.window_ms:
                     duplicates.append(check.reason)
                     break
@@ -259,6 +280,31 @@ class MemoryStore(Store):
         entry.expires_at_ms = max(entry.expires_at_ms, expires_at_ms)
         return written
 
+    def _index(self, index: LeadIndexEntry, now: int) -> None:
+        """The lead index entry, as ``decide.lua`` writes it."""
+        code = str(index.code)
+        routes = self._get(index.routes, now)
+        if routes is None or not isinstance(routes.value, dict):
+            routes = self._data[index.routes] = _Entry({}, now)
+        registry: dict[str, Any] = routes.value  # type: ignore[assignment]
+        registered = code not in registry
+        held = registry.setdefault(code, index.route)
+        span = storage_keys.LEAD_INDEX_OFFSETS
+        offset = now - index.id_ms + span // 2
+        value: int | str = f"{index.route}|{now}"
+        if held == index.route and 0 <= offset < span:
+            value = index.code * span + offset
+        bucket = self._get(index.key, now)
+        if bucket is None or not isinstance(bucket.value, dict):
+            bucket = self._data[index.key] = _Entry({}, now)
+        entries: dict[str, Any] = bucket.value  # type: ignore[assignment]
+        entries[index.field] = value
+        expires_at_ms = max(index.generation_ends_ms, now) + index.feedback_window_ms
+        raised = bucket.expires_at_ms < expires_at_ms
+        bucket.expires_at_ms = max(bucket.expires_at_ms, expires_at_ms)
+        if raised or registered:
+            routes.expires_at_ms = max(routes.expires_at_ms, expires_at_ms)
+
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         for r, reserved in items:
             self._release(r, reserved)
@@ -298,13 +344,21 @@ class MemoryStore(Store):
         opened: list[SaleOpened] = []
         for item in items:
             now = item.reservation.now_ms if item.reservation else self._last_now_ms
-            sold = tuple(self._get(key, now) is not None for key in item.probes)
+            sold = tuple(self._sold(probe, now) for probe in item.probes)
             person = tuple(self._reserve(r) for r in item.person)
             refused = None
             if item.reservation is not None:
                 refused = self._campaign_reserve(item.reservation)
             opened.append(SaleOpened(sold, person, refused))
         return opened
+
+    def _sold(self, probe: LeadProbe, now: int) -> bool:
+        """``open_sales``' probe: the lead id in the buyer's packed index, or, for an id made
+        before the layout (``legacy_seen_until_ms``), the previous layout's key."""
+        if probe.index.field in self._zset(probe.index.key, now):
+            return True
+        legacy = probe.index.id_ms < self.legacy_seen_until_ms
+        return legacy and self._get(probe.legacy_index, now) is not None
 
     def _campaign_reserve(self, rv: CampaignReservation) -> ForcedOutcome | None:
         now = rv.now_ms
@@ -433,27 +487,45 @@ class MemoryStore(Store):
         return answers
 
     async def record_feedback(
-        self, items: Sequence[tuple[str, str, str]], now_ms: int
+        self, items: Sequence[FeedbackRef], now_ms: int
     ) -> list[tuple[str, str]]:
         """Mirrors ``feedback.lua``: ``(result, index value)`` per item."""
-        return [self._feedback(index, seen, status, now_ms) for index, seen, status in items]
+        return [self._feedback(item, now_ms) for item in items]
 
-    def _feedback(self, index_key: str, seen_key: str, status: str, now: int) -> tuple[str, str]:
-        index = self._get(index_key, now)
-        if index is None or not isinstance(index.value, str):
+    def _feedback(self, item: FeedbackRef, now: int) -> tuple[str, str]:
+        index = self._index_value(item, now)
+        if index is None:
             return ("unknown", "")
-        return_until, feedback_until = index.value.rsplit("|", 2)[1:]
+        return_until, feedback_until = index.rsplit("|", 2)[1:]
         if now > int(feedback_until):
             return ("unknown", "")
-        if status == "returned" and now > int(return_until):
-            return ("window", index.value)
-        entry = self._get(seen_key, now)
+        if item.status == "returned" and now > int(return_until):
+            return ("window", index)
+        entry = self._get(item.statuses, now)
         statuses = entry.value if entry is not None and isinstance(entry.value, dict) else {}
-        if status in statuses:
-            return ("repeat", index.value)
-        statuses[status] = now
-        self._set(seen_key, statuses, now, index.expires_at_ms - now)
-        return ("ok", index.value)
+        if item.status in statuses:
+            return ("repeat", index)
+        statuses[item.status] = now
+        self._set(item.statuses, statuses, now, int(feedback_until) - now + 1)
+        return ("ok", index)
+
+    def _index_value(self, item: FeedbackRef, now: int) -> str | None:
+        """The lead's index record in the old text form, from either layout."""
+        value = self._zset(item.index.key, now).get(item.index.field)
+        if value is None:
+            return self._get_str(item.legacy_index, now)
+        route: str | None
+        if isinstance(value, str):
+            route, _, accepted_text = value.rpartition("|")
+            accepted = int(accepted_text)
+        else:
+            span = storage_keys.LEAD_INDEX_OFFSETS
+            route = self._zset(item.index.routes, now).get(str(value // span))
+            accepted = item.index.id_ms + value % span - span // 2
+        if route is None:
+            return None
+        who, return_ms, feedback_ms = route.rsplit("|", 2)
+        return f"{who}|{accepted}|{accepted + int(return_ms)}|{accepted + int(feedback_ms)}"
 
     async def ping(self) -> None:
         return None

@@ -75,7 +75,9 @@ def _doc() -> dict[str, Any]:
             "calls_per_s": 25000.0, "requests": 200000,
             "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 9.0}, "errors": 0}},
         "runs": [_run(), _run("memory", kind="memory", memory={
-            "identities": 1_000_000, "scopes": 2, "bytes_per_identity_per_scope": 91.5})],
+            "identities": 1_000_000, "accepted": 500_000, "scopes": 2,
+            "bytes_per_identity_per_scope": 91.5, "bytes_per_accepted_lead": 150.25,
+            "lead_index_bytes_per_lead": 27.0})],
     }  # fmt: skip
 
 
@@ -113,6 +115,8 @@ def test_the_table_shows_every_run_and_the_ratios() -> None:
     assert "decisions accepted 15,000, duplicate 4,600, invalid 400" in text
     assert "generated accepted 15,010" in text
     assert "Redis bytes per identity per scope: 91.5" in text
+    assert "Redis bytes per accepted lead, everything but the stream: 150.2" in text
+    assert "the lead index 27.0" in text
 
 
 def test_a_ceiling_run_is_a_row_beside_its_scenario_with_its_ratio() -> None:
@@ -220,3 +224,20 @@ def test_the_picture_is_drawn_with_gateway_runs_and_ceilings(tmp_path: Path) -> 
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000  # two panels, not an empty figure
+
+
+def test_the_peer_is_a_baseline_row_and_every_run_has_its_ratio_to_it() -> None:
+    doc = _doc()
+    doc["baselines"]["peer"] = _run("peer", kind="baseline", leads_per_s=2500.0,
+                                    ratios={"hello_world": 0.125, "peer": 1.0})  # fmt: skip
+    doc["runs"][0]["ratios"]["peer"] = 0.8
+    jsonschema.validate(doc, SCHEMA)
+
+    lines = table(doc).splitlines()
+
+    assert lines[0].split()[4:7] == ["x", "hello", "x"]
+    peer = next(line for line in lines if line.startswith("peer "))
+    single = next(line for line in lines if line.startswith("single "))
+    assert " 1.00 " in peer
+    assert " 0.80 " in single
+    assert any(line.strip().startswith("peer: decisions accepted") for line in lines)

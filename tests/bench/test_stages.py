@@ -10,7 +10,7 @@ def test_every_stage_is_measured_on_valid_generated_leads() -> None:
     figures = measure(leads=60, rounds=1)
 
     assert set(figures) == {
-        "email normalizer (email-validator)",
+        "email normalizer (emval, email-validator)",
         "phone normalizer (phonenumbers)",
         "parse_lead (with both normalizers)",
         "rules (the default pack)",

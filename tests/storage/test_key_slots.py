@@ -36,7 +36,7 @@ from gateway.decision.plan import Idempotency, build_request, digest
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
 from gateway.storage import keys
-from gateway.storage.redis import _decide_command
+from gateway.storage.redis import _decide_command, _decide_parts
 from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
 DAY_S = 86_400
@@ -122,8 +122,9 @@ def _request(
 
 
 def _decide_keys(rq: DecisionRequest) -> list[str]:
-    """The KEYS the store passes to ``decide.lua`` for ``rq``."""
-    command = _decide_command(rq, None)
+    """The KEYS the store passes to ``decide.lua`` for ``rq``, legacy marks included (an
+    upgrade a day ago: the legacy layout may hold marks in every window)."""
+    command = _decide_command([_decide_parts(rq, None, rq.now_ms - DAY_S * 1000)])
     count = int(command[2])
     return [str(k) for k in command[3 : 3 + count]]
 
@@ -161,11 +162,14 @@ def test_every_key_of_one_decision_is_in_the_advertisers_slot(
     assert set(decide) >= {
         rq.stream_key,
         rq.idempotency.answer_key,
-        rq.index_key,
         *(k for c in rq.dedup for k in c.keys),
         *(c.key for c in rq.caps),
     }
-    assert rq.index_key == keys.lead_index(advertiser, rq.lead_id)
+    assert rq.index is not None
+    slot = keys.lead_index(advertiser, rq.lead_id)
+    assert {rq.index.key, rq.index.routes} == {slot.key, slot.routes} <= set(decide)
+    # The legacy layout's marks the decision still reads are in the slot too.
+    assert any(":seen:" in k and ":g" not in k.rsplit(":", 3)[1] for k in decide)
     assert _slots([*decide, rq.slot_anchor]) == {_advertiser_slot(advertiser)}
 
 
@@ -211,7 +215,12 @@ def test_one_advertisers_delivery_queue_and_feedback_keys_share_its_slot(
     feedback = [
         key
         for lead in ("lead-0001", "lead_x-77")
-        for key in (keys.lead_index(advertiser, lead), keys.lead_feedback(advertiser, lead))
+        for key in (
+            keys.lead_index(advertiser, lead).key,
+            keys.lead_index(advertiser, lead).routes,
+            keys.legacy_lead_index(advertiser, lead),
+            keys.lead_feedback(advertiser, lead),
+        )
     ]
 
     assert len(set(queue)) == len(DELIVERY_QUEUE)

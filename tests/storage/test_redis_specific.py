@@ -27,9 +27,11 @@ from support import (
 
 from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
-from gateway.decision.model import Decision, DecisionRequest
+from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
 from gateway.errors import StoreUnavailable
 from gateway.storage import keys
+from gateway.storage.base import ForcedOutcome
+from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId
 
@@ -138,6 +140,70 @@ async def test_dedup_marks_are_compact_hash_fields_that_expire_with_their_genera
     assert before_ms + expires_ms <= expire_at_ms <= after_ms + expires_ms
     assert ttl_ms <= expires_ms
     assert ttl_ms <= 90 * DAY_MS + keys.SEEN_GENERATION_MS
+
+
+# -- a batch in few script calls ----------------------------------------------------------------
+
+
+async def test_a_batch_is_decided_in_one_call_per_advertiser_and_hundred_leads_in_order(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    cap = calendar_cap(240)
+    people = [f"p{i % 230}" for i in range(250)]  # 20 come back, in the same call or a later
+    batch = [request(T0 + i, dedup=[dedup(person)], caps=[cap]) for i, person in enumerate(people)]
+    batch.insert(7, request(T0, dedup=[dedup("p3", advertiser=OTHER)], advertiser=OTHER))
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await redis_store.load_scripts()
+        await client.config_resetstat()
+        outcomes = await DecisionEngine(redis_store).run(batch)
+        calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    finally:
+        await client.aclose()
+    embedded = await DecisionEngine(MemoryStore()).run(batch)
+
+    # 250 leads of one advertiser in 3 calls (100, 100, 50), one call for the other.
+    assert calls == 4
+    decisions = [o.decision for o in outcomes if o is not None]
+    assert decisions == [o.decision for o in embedded if o is not None]
+    # In order, each lead seeing those before it: the first 230 people are new (the other
+    # advertiser's p3 too), the 20 who come back are duplicates, the cap stops nobody.
+    assert decisions.count(DUPLICATE) == 20
+    assert decisions[:8] == [ACCEPTED] * 8
+    assert all(d is DUPLICATE for d in decisions[231:])
+
+
+async def test_one_call_answers_each_lead_as_its_own_call_would(redis_store: RedisStore) -> None:
+    # Replays, conflicts, forced outcomes, test mode, duplicates and acceptances mixed in one
+    # decide.lua call: each lead gets the answer it would get alone, in order.
+    first = request(T0, dedup=[dedup("ann")], idempotency=idempotency("k1", "body-1"))
+    mixed: list[tuple[DecisionRequest, ForcedOutcome | None]] = [
+        (request(T0 + 1, dedup=[dedup("ann")], idempotency=idempotency("k1", "body-1")), None),
+        (request(T0 + 2, dedup=[dedup("bob")], idempotency=idempotency("k1", "other")), None),
+        (request(T0 + 3, dedup=[dedup("cy")]), ForcedOutcome("duplicate", ("duplicate.network",))),
+        (request(T0 + 4, dedup=[dedup("dee")], dry_run=True), None),
+        (request(T0 + 5, dedup=[dedup("dee")]), None),
+        (request(T0 + 6, dedup=[dedup("dee")]), None),
+    ]
+    embedded = MemoryStore()
+    for store in (redis_store, embedded):
+        await store.decide([(first, None)])
+
+    together = await redis_store.decide(mixed)
+    alone = [(await embedded.decide([item]))[0] for item in mixed]
+
+    def seen(outcomes: list[DecisionOutcome | None]) -> list[object]:
+        return [o and (o.decision, o.reasons, o.replayed) for o in outcomes]
+
+    assert seen(together) == seen(alone)
+    assert seen(together) == [
+        (ACCEPTED, (), True),  # the stored answer of the first request with key k1
+        None,  # the same key with another body
+        (DUPLICATE, ("duplicate.network",), False),
+        (ACCEPTED, (), False),  # test mode: decided, nothing written
+        (ACCEPTED, (), False),
+        (DUPLICATE, ("duplicate.campaign",), False),
+    ]
 
 
 # -- auto-pipelining ---------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from gateway.decision.model import (
     DecisionOutcome,
     DedupCheck,
     IdempotencyRef,
+    LeadIndexEntry,
 )
 from gateway.storage import keys
-from gateway.storage.base import SaleClaim, SaleClosing, SaleOpening, Store
+from gateway.storage.base import LeadProbe, SaleClaim, SaleClosing, SaleOpening, Store
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId, CampaignId, ChannelId, LeadId
 
@@ -190,14 +191,26 @@ async def test_the_lease_goes_to_the_first_claim_and_the_answer_replays_with_its
     assert conflict.claim.status is ClaimStatus.CONFLICT
 
 
+def probe(buyer: str, lead_id: str) -> LeadProbe:
+    advertiser = AdvertiserId(buyer)
+    return LeadProbe(
+        keys.lead_index(advertiser, lead_id), keys.legacy_lead_index(advertiser, lead_id)
+    )
+
+
 async def test_a_retry_finds_the_sales_of_its_lead_id(store: Store) -> None:
-    """The probe is the lead index each buyer's sale writes (``decide.lua``)."""
-    sold = keys.lead_index(AdvertiserId("b1"), "lead-x")
-    other = keys.lead_index(AdvertiserId("b2"), "lead-x")
+    """The probe is the (packed) lead index each buyer's sale writes (``decide.lua``)."""
+    slot = keys.lead_index(AdvertiserId("b1"), "lead-x")
+    route = "p|sold|coreg|0|86400000"
+    index = LeadIndexEntry(
+        slot.key, slot.routes, slot.field, slot.id_ms, slot.generation_ends_ms,
+        keys.lead_route(route), route, DAY_MS,
+    )  # fmt: skip
     bought = request(T0, advertiser=AdvertiserId("b1"), lead_id=LeadId("lead-x"))
-    indexed = replace(bought, index_key=sold, index_value="p|c|h|1|2|3", index_ttl_ms=DAY_MS)
-    await store.decide([(indexed, None)])
-    (opened,) = await store.open_sales([SaleOpening((sold, other), (), None)])
+    await store.decide([(replace(bought, index=index), None)])
+    (opened,) = await store.open_sales(
+        [SaleOpening((probe("b1", "lead-x"), probe("b2", "lead-x")), (), None)]
+    )
     assert opened.sold == (True, False)
 
 
@@ -221,7 +234,13 @@ async def test_every_key_of_a_sale_expires_and_lives_in_its_owners_slot(redis_ur
 
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
-        ttls = {key: await client.pttl(key) async for key in client.scan_iter(count=1000)}
+        # Besides the sale's keys, only the store's own note of when this Redis first served
+        # the dedup layout (written at first contact, not by any lead).
+        ttls = {
+            key: await client.pttl(key)
+            async for key in client.scan_iter(count=1000)
+            if key != keys.SEEN_LAYOUT_SINCE
+        }
     finally:
         await client.aclose()
     assert {k: t for k, t in ttls.items() if t <= 0} == {}

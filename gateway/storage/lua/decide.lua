@@ -1,19 +1,33 @@
---[[ decide.lua: check every dedup scope and cap of one lead, then commit all or nothing.
+--[[ decide.lua: check every dedup scope and cap of each lead, then commit all or nothing.
 
-All keys share the advertiser's hash tag, so this runs unchanged on Redis Cluster.
+Decides one or more leads of one advertiser, in order, each as if alone: the second sees what
+the first committed (a batch's leads one after the other, as documented). All keys share the
+advertiser's hash tag, so this runs unchanged on Redis Cluster. A batch in one call costs
+Redis and the gateway one command instead of one per lead. The caller
+does the arithmetic (TTLs, packed values): a Lua number turned into a command argument costs
+Redis a "%.17g" formatting and a big number parsed with tonumber() a strtod, together about a
+quarter of this script's instructions before they were moved out.
+
+ARGV[1] is the number of leads; each lead then has 2 ARGV, its number of KEYS and of ARGV,
+followed by its own ARGV, and its KEYS follow the previous lead's. Below, KEYS[i] and ARGV[i]
+are a lead's own, numbered from 1.
 
 KEYS[1]                      idempotency answer (string "digest|lead_id|decision|reasons");
                              read and written only when ARGV[4] ~= "0"
 KEYS[2]                      the advertiser's delivery stream
-KEYS[3 .. 2+d]               dedup memory (d: the sum of every check's n_keys): each check's
-                             hashes, one per generation its window reaches, newest (the
-                             current generation) first; field: the mark, value: the acceptance
-                             time in ms since the generation began
+KEYS[3 .. 2+d]               dedup memory (d: the sum of every check's n_keys + n_legacy): each
+                             check's hashes, one per generation its window reaches, newest
+                             (the current generation) first, then the legacy layout's
+                             (weekly) hashes its window still reaches, newest first; field:
+                             the mark, value: the acceptance time in ms since the generation
+                             began
 KEYS[3+d .. 2+d+n_caps]      caps: string counter (calendar window) or sorted set of lead ids
                              scored by epoch ms (rolling window)
-KEYS[3+d+n_caps]             optional: the lead-id index feedback reads (string
-                             "partner|campaign|channel|accepted_ms|return_until_ms|feedback_until_ms"), written
-                             when accepted; absent, nothing is indexed
+KEYS[3+d+n_caps], +1         optional: the lead index (a hash by week and bucket of the lead
+                             id; field: the id less its week's time bits; value: code *
+                             1024 + 512 + offset ms, or the whole "route|accepted_ms" text)
+                             and the week's route registry (hash code -> route text); written
+                             when accepted
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
 ARGV[3]  "1": test mode, check only and write nothing
@@ -25,132 +39,172 @@ ARGV[8]  n_caps
 ARGV[9]  delivery record (JSON) appended to the stream when accepted
 ARGV[10] a generation's length, ms
 ARGV[11] the current generation (now // generation length)
-then 6 per dedup check: reason, window ms, retention ms (how long the current generation's hash
-         outlives the generation), remember ("1"/"0"), field, n_keys
+ARGV[12] a legacy generation's length, ms
+ARGV[13] the newest legacy generation read (its first hash of each check)
+ARGV[14] a new mark's value: now - the current generation's start, ms
+then 7 per dedup check: reason, window ms, the TTL in ms the current generation's hash needs
+         (its end + the rule's retention - now), remember ("1"/"0"), field, n_keys, n_legacy
 then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
-then, with the index key: its value, its TTL in ms (the campaign's feedback window)
+then, with the index keys: field, packed value ("" when the offset does not fit), route code,
+         route text, the TTL in ms the index hash needs
 
-Returns {"ok", decision, "reason,reason"} | {"replay", stored answer} | {"conflict"}
+Returns, per lead: {"ok", decision, "reason,reason"} | {"replay", stored answer} |
+{"conflict"}
 ]]
 
-local now = tonumber(ARGV[1])
-local lead_id = ARGV[2]
-local dry = ARGV[3] == "1"
-local idem_ttl = tonumber(ARGV[4])
-local digest = ARGV[5]
+local function decide(kb, ab, nk)
+  local lead_id = ARGV[ab + 2]
+  local dry = ARGV[ab + 3] == "1"
+  local idem = ARGV[ab + 4] ~= "0"
+  local digest = ARGV[ab + 5]
 
-if idem_ttl > 0 then
-  local stored = redis.call("GET", KEYS[1])
-  if stored then
-    if string.sub(stored, 1, #digest + 1) == digest .. "|" then
-      return {"replay", stored}
+  if idem then
+    local stored = redis.call("GET", KEYS[kb + 1])
+    if stored then
+      if string.sub(stored, 1, #digest + 1) == digest .. "|" then
+        return {"replay", stored}
+      end
+      return {"conflict"}
     end
-    return {"conflict"}
   end
-end
 
-local function answer(decision, reasons)
-  if idem_ttl > 0 and not dry then
-    redis.call("SET", KEYS[1], digest .. "|" .. lead_id .. "|" .. decision .. "|" .. reasons,
-      "PX", idem_ttl)
+  local function answer(decision, reasons)
+    if idem and not dry then
+      redis.call("SET", KEYS[kb + 1],
+        digest .. "|" .. lead_id .. "|" .. decision .. "|" .. reasons, "PX", ARGV[ab + 4])
+    end
+    return {"ok", decision, reasons}
   end
-  return {"ok", decision, reasons}
-end
 
-if ARGV[6] ~= "" then
-  local bar = string.find(ARGV[6], "|", 1, true)
-  return answer(string.sub(ARGV[6], 1, bar - 1), string.sub(ARGV[6], bar + 1))
-end
+  if ARGV[ab + 6] ~= "" then
+    local bar = string.find(ARGV[ab + 6], "|", 1, true)
+    return answer(string.sub(ARGV[ab + 6], 1, bar - 1), string.sub(ARGV[ab + 6], bar + 1))
+  end
 
-local n_dedup = tonumber(ARGV[7])
-local n_caps = tonumber(ARGV[8])
-local payload = ARGV[9]
-local generation_ms = tonumber(ARGV[10])
-local generation = tonumber(ARGV[11])
+  local n_dedup = tonumber(ARGV[ab + 7])
+  local n_caps = tonumber(ARGV[ab + 8])
 
--- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once,
--- so a scope already found needs no more lookups.
-local dup, dup_seen = {}, {}
-local k = 3
-for i = 1, n_dedup do
-  local a = 11 + (i - 1) * 6
-  local reason, n_keys = ARGV[a + 1], tonumber(ARGV[a + 6])
-  if not dup_seen[reason] then
-    local window, field = tonumber(ARGV[a + 2]), ARGV[a + 5]
-    for g = 0, n_keys - 1 do
-      local offset = redis.call("HGET", KEYS[k + g], field)
-      if offset and now - ((generation - g) * generation_ms + tonumber(offset)) < window then
-        dup_seen[reason] = true
-        dup[#dup + 1] = reason
-        break
+  -- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once,
+  -- so a scope already found needs no more lookups. Times are only worked out for a mark found.
+  local dup, dup_seen = {}, {}
+  local k = 3
+  for i = 1, n_dedup do
+    local a = 14 + (i - 1) * 7
+    local reason, n_keys, n_legacy = ARGV[ab + a + 1], tonumber(ARGV[ab + a + 6]), tonumber(ARGV[ab + a + 7])
+    if not dup_seen[reason] then
+      local field = ARGV[ab + a + 5]
+      for g = 0, n_keys + n_legacy - 1 do
+        local offset = redis.call("HGET", KEYS[kb + k + g], field)
+        if offset then
+          local began
+          if g < n_keys then
+            began = (tonumber(ARGV[ab + 11]) - g) * tonumber(ARGV[ab + 10])
+          else
+            began = (tonumber(ARGV[ab + 13]) - (g - n_keys)) * tonumber(ARGV[ab + 12])
+          end
+          if tonumber(ARGV[ab + 1]) - (began + tonumber(offset)) < tonumber(ARGV[ab + a + 2]) then
+            dup_seen[reason] = true
+            dup[#dup + 1] = reason
+            break
+          end
+        end
       end
     end
+    k = k + n_keys + n_legacy
   end
-  k = k + n_keys
-end
-if #dup > 0 then
-  return answer("duplicate", table.concat(dup, ","))
-end
+  if #dup > 0 then
+    return answer("duplicate", table.concat(dup, ","))
+  end
 
-local n_dedup_keys = k - 3
-local cap_base = 11 + n_dedup * 6
-local capped = {}
-for j = 1, n_caps do
-  local a = cap_base + (j - 1) * 4
-  local key = KEYS[2 + n_dedup_keys + j]
-  local limit = tonumber(ARGV[a + 2])
-  local used
-  if ARGV[a + 3] == "1" then
-    used = redis.call("ZCOUNT", key, "(" .. (now - tonumber(ARGV[a + 4])), "+inf")
-  else
-    used = tonumber(redis.call("GET", key) or "0")
+  local n_dedup_keys = k - 3
+  local cap_base = 14 + n_dedup * 7
+  local capped = {}
+  for j = 1, n_caps do
+    local a = cap_base + (j - 1) * 4
+    local key = KEYS[kb + 2 + n_dedup_keys + j]
+    local used
+    if ARGV[ab + a + 3] == "1" then
+      used = redis.call("ZCOUNT", key, "(" .. (tonumber(ARGV[ab + 1]) - tonumber(ARGV[ab + a + 4])), "+inf")
+    else
+      used = tonumber(redis.call("GET", key) or "0")
+    end
+    if used >= tonumber(ARGV[ab + a + 2]) then
+      capped[#capped + 1] = ARGV[ab + a + 1]
+    end
   end
-  if used >= limit then
-    capped[#capped + 1] = ARGV[a + 1]
+  if #capped > 0 then
+    return answer("capped", table.concat(capped, ","))
   end
-end
-if #capped > 0 then
-  return answer("capped", table.concat(capped, ","))
-end
 
-if dry then
+  if dry then
+    return answer("accepted", "")
+  end
+
+  -- Every check passed: commit everything. A generation's hash lives until the generation ends
+  -- plus the longest retention of any mark written to it: campaigns with shorter windows share
+  -- the advertiser-wide scope, so an expiry is only ever moved later.
+  k = 3
+  for i = 1, n_dedup do
+    local a = 14 + (i - 1) * 7
+    if ARGV[ab + a + 4] == "1" then
+      local key = KEYS[kb + k]
+      redis.call("HSET", key, ARGV[ab + a + 5], ARGV[ab + 14])
+      if redis.call("PTTL", key) < tonumber(ARGV[ab + a + 3]) then
+        redis.call("PEXPIRE", key, ARGV[ab + a + 3])
+      end
+    end
+    k = k + tonumber(ARGV[ab + a + 6]) + tonumber(ARGV[ab + a + 7])
+  end
+  for j = 1, n_caps do
+    local a = cap_base + (j - 1) * 4
+    local key = KEYS[kb + 2 + n_dedup_keys + j]
+    if ARGV[ab + a + 3] == "1" then
+      redis.call("ZREMRANGEBYSCORE", key, "-inf", tonumber(ARGV[ab + 1]) - tonumber(ARGV[ab + a + 4]))
+      redis.call("ZADD", key, ARGV[ab + 1], lead_id)
+      redis.call("PEXPIRE", key, ARGV[ab + a + 4])
+    elseif redis.call("INCR", key) == 1 then
+      redis.call("PEXPIRE", key, ARGV[ab + a + 4])
+    end
+  end
+  local index_at = 2 + n_dedup_keys + n_caps + 1
+  if nk > index_at then
+    -- The lead index: the packed integer when the route's code is this route's in the week's
+    -- registry and the acceptance is within 512 ms of the id's time (nearly always), else the
+    -- text.
+    local a = cap_base + n_caps * 4
+    local index, routes = KEYS[kb + index_at], KEYS[kb + index_at + 1]
+    local packed, code, route, ttl = ARGV[ab + a + 2], ARGV[ab + a + 3], ARGV[ab + a + 4], ARGV[ab + a + 5]
+    local held = redis.call("HGET", routes, code)
+    local registered = false
+    if not held then
+      redis.call("HSET", routes, code, route)
+      held, registered = route, true
+    end
+    if held == route and packed ~= "" then
+      redis.call("HSET", index, ARGV[ab + a + 1], packed)
+    else
+      redis.call("HSET", index, ARGV[ab + a + 1], route .. "|" .. ARGV[ab + 1])
+    end
+    -- Until the later of the week's end and now, plus the feedback window; only ever later,
+    -- and the registry outlives every bucket that refers to it.
+    local raised = redis.call("PTTL", index) < tonumber(ttl)
+    if raised then
+      redis.call("PEXPIRE", index, ttl)
+    end
+    if (raised or registered) and redis.call("PTTL", routes) < tonumber(ttl) then
+      redis.call("PEXPIRE", routes, ttl)
+    end
+  end
+  redis.call("XADD", KEYS[kb + 2], "*", "lead_id", lead_id, "accepted_at_ms", ARGV[ab + 1],
+    "record", ARGV[ab + 9])
   return answer("accepted", "")
 end
 
--- Every check passed: commit everything. A generation's hash lives until the generation ends
--- plus the longest retention of any mark written to it: campaigns with shorter windows share
--- the advertiser-wide scope, so an expiry is only ever moved later.
-k = 3
-local generation_ends = (generation + 1) * generation_ms
-for i = 1, n_dedup do
-  local a = 11 + (i - 1) * 6
-  if ARGV[a + 4] == "1" then
-    local key = KEYS[k]
-    redis.call("HSET", key, ARGV[a + 5], now - generation * generation_ms)
-    -- Relative to the request's clock, like every other TTL the scripts set.
-    local ttl = generation_ends + tonumber(ARGV[a + 3]) - now
-    if redis.call("PTTL", key) < ttl then
-      redis.call("PEXPIRE", key, ttl)
-    end
-  end
-  k = k + tonumber(ARGV[a + 6])
+local results = {}
+local kb, ab = 0, 1
+for lead = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[ab + 1]), tonumber(ARGV[ab + 2])
+  results[lead] = decide(kb, ab + 2, nk)
+  kb, ab = kb + nk, ab + 2 + na
 end
-for j = 1, n_caps do
-  local a = cap_base + (j - 1) * 4
-  local key = KEYS[2 + n_dedup_keys + j]
-  local span = tonumber(ARGV[a + 4])
-  if ARGV[a + 3] == "1" then
-    redis.call("ZREMRANGEBYSCORE", key, "-inf", now - span)
-    redis.call("ZADD", key, now, lead_id)
-    redis.call("PEXPIRE", key, span)
-  elseif redis.call("INCR", key) == 1 then
-    redis.call("PEXPIRE", key, span)
-  end
-end
-local index_at = 2 + n_dedup_keys + n_caps + 1
-if #KEYS >= index_at then
-  local a = cap_base + n_caps * 4
-  redis.call("SET", KEYS[index_at], ARGV[a + 1], "PX", ARGV[a + 2])
-end
-redis.call("XADD", KEYS[2], "*", "lead_id", lead_id, "accepted_at_ms", now, "record", payload)
-return answer("accepted", "")
+return results
