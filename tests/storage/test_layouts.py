@@ -5,26 +5,42 @@ packed index answers exactly what the old text record held, whatever the lead's 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
-from support import ADVERTISER, DAY_MS, HOUR_MS, T0, decide_one, dedup, fingerprint, request
+from decision.sale_support import KEY as SALE_KEY
+from decision.sale_support import Sellers, buyers_network, distributed, person
+from support import (
+    ADVERTISER,
+    DAY_MS,
+    HOUR_MS,
+    T0,
+    StoreView,
+    decide_one,
+    dedup,
+    fingerprint,
+    request,
+)
 
-from gateway.config.load import load_config
+from gateway.config.load import load_config, parse_config
 from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionRequest, LeadIndexEntry
+from gateway.decision.sale_plan import sale_route
+from gateway.errors import StoreUnavailable
+from gateway.leads.email import normalize_email
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
 from gateway.privacy.erasure import person_marks
 from gateway.storage import keys
-from gateway.storage.base import FeedbackRef, Store
+from gateway.storage.base import FeedbackRef, LeadProbe, SaleOpening, Store
 from gateway.storage.memory import MemoryStore, _Entry
 from gateway.storage.redis import RedisStore, _decide_parts
-from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, LeadId
+from gateway.types import AdvertiserId, CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
 ACCEPTED, DUPLICATE = Decision.ACCEPTED, Decision.DUPLICATE
 WEEK_MS = keys.LEGACY_SEEN_GENERATION_MS
@@ -369,3 +385,171 @@ async def test_an_entry_is_a_small_integer_unless_its_acceptance_is_far_from_its
         assert encoding == "listpack"
     # A 4-byte listpack integer (below 2^31) when packed.
     assert (value.isdigit() and int(value) < 2**31) is packed
+
+
+# -- distribution meets the layouts --------------------------------------------------------------
+
+
+def _probe(lead_id: str) -> LeadProbe:
+    return LeadProbe(
+        keys.lead_index(ADVERTISER, lead_id), keys.legacy_lead_index(ADVERTISER, lead_id)
+    )
+
+
+async def test_a_retry_finds_a_sale_the_previous_layout_indexed_for_a_lead_id_before_it(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """A keyed retry across the upgrade: its first attempt, made by a process of the previous
+    version, indexed the lead under a key of its own; the retry's probe finds it there."""
+    url = _url(store, request)
+    await _upgraded(store, url)
+    made_ms = UPGRADED_MS - HOUR_MS
+    lead_id = _lead_at(made_ms)
+    record = f"p-one|sold|email|{made_ms}|{made_ms}|{made_ms + 30 * DAY_MS}"
+    await _plant(store, url, keys.legacy_lead_index(ADVERTISER, lead_id), "", record)
+
+    (opened,) = await store.open_sales([SaleOpening((_probe(lead_id),), (), None)])
+
+    assert opened.sold == (True,)
+
+
+async def test_a_lead_id_made_after_the_upgrade_is_probed_in_the_packed_index_alone(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """No process of the previous version can have indexed a lead id made after the upgrade
+    (and its day of rolling upgrade): its probe does not read the previous layout's key (one
+    planted here to show it is not read), only the packed index its sales write."""
+    url = _url(store, request)
+    await _upgraded(store, url)
+    made_ms = UPGRADED_MS + keys.LEGACY_SEEN_GRACE_MS + HOUR_MS
+    sold, planted = _lead_at(made_ms), _lead_at(made_ms + 1)
+    await _accept(store, sold, made_ms)
+    record = f"p-one|sold|email|{made_ms}|{made_ms}|{made_ms + 30 * DAY_MS}"
+    await _plant(store, url, keys.legacy_lead_index(ADVERTISER, planted), "", record)
+
+    (opened,) = await store.open_sales([SaleOpening((_probe(sold), _probe(planted)), (), None)])
+
+    assert opened.sold == (True, False)
+
+
+def test_buyer_scopes_read_the_weekly_layout_and_a_campaigns_own_slot_does_not() -> None:
+    """A buyer's marks are its advertiser's, in a slot that predates the layout; a distributed
+    campaign's own slot is as new as the layout: no weekly mark can be there to read."""
+    exclusive = distributed(
+        "three",
+        [{"advertiser": b} for b in ("b1", "b2")],
+        dedup=[{"scope": "campaign", "window": "30d"}],
+    )
+    config = parse_config(buyers_network([exclusive]))
+    campaign = config.campaigns[CampaignId("three")]
+    route = sale_route(campaign, config.partners[PartnerId("p-one")], ChannelId("email"))
+
+    assert [s.legacy_head("k1") for s in route.campaign.scopes] == [""]
+    for buyer in route.buyers.values():
+        assert buyer.scopes
+        assert all(s.legacy_head("k1").startswith(s.prefix) for s in buyer.scopes)
+
+
+async def test_a_buyers_weekly_mark_from_before_the_upgrade_still_refuses_the_sale(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """A person the buyer's advertiser accepted 13 days ago, under the weekly layout, is
+    within its 30-day advertiser-wide window: the buyer passes, the next one buys."""
+    url = _url(store, request)
+    await _upgraded(store, url)
+    exclusive = distributed("three", [{"advertiser": b} for b in ("b1", "b2")])
+    config = parse_config(buyers_network([exclusive]))
+    ann = person("ann")
+    (fp, *_) = Fingerprinter([SALE_KEY]).lookups(
+        "email", normalize_email(str(ann["email"])).identity
+    )
+    mark = keys.seen_mark(fp)
+    space = keys.SeenSpace(
+        AdvertiserId("b1"), DedupScope.ADVERTISER, CampaignId("three"), ChannelId("email")
+    )
+    accepted_ms = UPGRADED_MS - 10 * DAY_MS
+    week = accepted_ms // WEEK_MS
+    legacy = keys.legacy_seen(
+        keys.legacy_seen_head(space.prefix(), mark.key_id), week, mark.legacy_bucket
+    )
+    await _plant(store, url, legacy, mark.field, accepted_ms - week * WEEK_MS)
+    shop = Sellers(config, [store], StoreView(store, url), clock=lambda: T0 / 1000)
+
+    answer = await shop.post("three", ann)
+
+    assert answer.decision is ACCEPTED
+    assert answer.sales is not None
+    assert [s.buyer for s in answer.sales] == ["b2"]
+
+
+async def test_the_layout_is_learnt_again_after_a_reconnect(redis_url: str) -> None:
+    """A Redis put behind a running gateway (a failover, a restore) may have met the packed
+    layout at another time than the one before it: after a new connection, the gateway reads
+    the weekly layout as that Redis's own note says."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisStore(redis_url, connections=1)
+    try:
+        await client.set(keys.SEEN_LAYOUT_SINCE, UPGRADED_MS)
+        await store.ping()
+        first = store.legacy_seen_until_ms
+        await client.set(keys.SEEN_LAYOUT_SINCE, UPGRADED_MS - DAY_MS)
+        await client.client_kill_filter(_type="normal", skipme=True)  # the store's connection
+        for _ in range(3):  # the dead socket may fail once (nothing is retried)
+            try:
+                await store.ping()
+            except StoreUnavailable:
+                continue
+        await store.ping()
+        second = store.legacy_seen_until_ms
+    finally:
+        await store.close()
+        await client.aclose()
+
+    assert first == UPGRADED_MS + keys.LEGACY_SEEN_GRACE_MS
+    assert second == UPGRADED_MS - DAY_MS + keys.LEGACY_SEEN_GRACE_MS
+
+
+async def test_nothing_is_learnt_from_an_evicting_redis(redis_url: str) -> None:
+    """The maxmemory check of every new connection comes first: an evicting Redis is refused
+    before the layout is read from it (or noted in it)."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisStore(redis_url)
+    try:
+        await client.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(StoreUnavailable):
+            await decide_one(DecisionEngine(store), request_at(T0, "eve"))
+        refused_note = await client.exists(keys.SEEN_LAYOUT_SINCE)
+        await client.config_set("maxmemory-policy", "noeviction")
+        outcome = await decide_one(DecisionEngine(store), request_at(T0, "eve"))
+        noted = await client.exists(keys.SEEN_LAYOUT_SINCE)
+    finally:
+        await store.close()
+        await client.aclose()
+
+    assert refused_note == 0
+    assert outcome.decision is ACCEPTED
+    assert noted == 1
+
+
+async def test_decisions_made_while_the_layout_is_learnt_wait_for_it(redis_url: str) -> None:
+    """At start, a burst of decisions on a Redis upgraded three days ago: every one reads the
+    weekly layout, none decides with what the store knew before it learnt it (nothing)."""
+    people = [f"early-{n}" for n in range(20)]
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await client.set(keys.SEEN_LAYOUT_SINCE, UPGRADED_MS)
+        for name in people:
+            key, field, offset = _legacy_mark(name, UPGRADED_MS - DAY_MS)
+            await client.hset(key, field, offset)
+    finally:
+        await client.aclose()
+    store = RedisStore(redis_url)
+    engine = DecisionEngine(store)
+    try:
+        outcomes = await asyncio.gather(
+            *(decide_one(engine, request_at(T0, name)) for name in people)
+        )
+    finally:
+        await store.close()
+
+    assert {o.decision for o in outcomes} == {DUPLICATE}

@@ -327,6 +327,28 @@ async def test_the_store_recovers_when_redis_is_killed_and_restarted(
     assert outcome.decision is ACCEPTED
 
 
+async def test_requests_waiting_for_a_hung_redis_layout_fail_within_their_own_deadline(
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """A store learns the dedup layout once for all the requests that need it (at start, after
+    a reconnect). A Redis hung at that moment must not queue them one behind the other, each
+    waiting out the previous one's timeout: each gets its 503 by its own deadline."""
+    server = spare_redis()
+    server.start()
+    server.freeze()
+    store = RedisStore(server.url, socket_timeout_s=0.3)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.ping() for _ in range(10)), return_exceptions=True)
+        took_s = time.monotonic() - started
+    finally:
+        server.thaw()
+        await store.close()
+
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    assert took_s < 3 * 0.3  # one socket timeout and event-loop time, not ten
+
+
 # -- server settings ---------------------------------------------------------------------------
 
 
