@@ -7,10 +7,13 @@ it (docs/decision.md, "Distribution"). Counted on a real Redis by the store itse
 from __future__ import annotations
 
 import pytest
+import redis.asyncio
 from support import StoreView
 
 from decision.sale_support import BUYERS, buyers_network, distributed, person, sellers
+from gateway.decision.answer import Answer
 from gateway.storage.redis import RedisStore
+from gateway.types import PartnerId
 
 B1, B2, B3, _, _ = BUYERS
 CAMPAIGN_CHECKS = {
@@ -96,3 +99,37 @@ async def test_round_trips_per_case(redis_url: str, case: str) -> None:
         assert (answer.decision.value == "accepted") == (sold or case.endswith("replay"))
     finally:
         await store.close()
+
+
+async def test_a_batch_goes_down_its_waterfalls_together_in_its_order(redis_url: str) -> None:
+    """A batch's leads are offered together: each round of the waterfall is one round trip,
+    and a round's offers to one buyer one ``decide.lua`` call, deciding them in the batch's
+    order, each as if alone. Ann's three leads go to b1, b2 and b3 in that order; Bob and Cy
+    are sold to b1 in the first round."""
+    store = RedisStore(redis_url)
+    shop = sellers(buyers_network(campaigns()), ([store], StoreView(store, redis_url)))
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    names = ("ann", "ann", "bob", "ann", "cy")
+    try:
+        await shop.post("single", person("warm-up"))  # loads the scripts
+        before, calls_before = store.round_trips, await _script_calls(client)
+
+        answers = await shop.intakes[0].submit_batch(
+            shop.config.partners[PartnerId("p-one")],
+            [{**person(name), "campaign": "plain"} for name in names],
+        )
+
+        round_trips, calls = store.round_trips - before, await _script_calls(client)
+    finally:
+        await store.close()
+        await client.aclose()
+
+    sold = [a.sales[0].buyer if isinstance(a, Answer) and a.sales else None for a in answers]
+    assert sold == [B1, B2, B1, B3, B1]
+    assert round_trips == 3  # one per round: b1, then b2, then b3
+    assert calls - calls_before == 3  # one decide.lua call per buyer and round
+
+
+async def _script_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

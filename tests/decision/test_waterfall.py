@@ -22,6 +22,7 @@ from decision.sale_support import BUYERS, buyers_network, distributed, person, s
 from gateway.decision.answer import Answer
 from gateway.errors import RequestError
 from gateway.storage.base import Store
+from gateway.types import PartnerId
 
 RACERS = 50
 B1, B2, B3, B4, B5 = BUYERS
@@ -204,3 +205,25 @@ async def test_one_key_posted_twenty_times_at_once_sells_one_lead_once(memories:
     assert replay.lead_id == answers[0].lead_id
     assert replay.sales is not None
     assert [s.buyer for s in replay.sales] == [B1]
+
+
+async def test_a_batchs_leads_are_offered_in_its_order_each_as_if_alone(
+    memories: Memories,
+) -> None:
+    """One batch, one person three times among others: each round offers the leads to a buyer
+    together (one script call on Redis), in the batch's order, and each sees what the ones
+    before it bought: the person goes to b1, b2, b3 in turn, never twice to one buyer."""
+    exclusive = distributed("three", [{"advertiser": b} for b in (B1, B2, B3)])
+    shop = sellers(buyers_network([exclusive]), memories)
+    names = ("ann", "bob", "ann", "ann", "ann", "cy")
+
+    results = await shop.intakes[0].submit_batch(
+        shop.config.partners[PartnerId("p-one")],
+        [{**person(name), "campaign": "three"} for name in names],
+    )
+
+    answers = answered(results)
+    sold = [a.sales[0].buyer if a.sales else a.reasons for a in answers]
+    assert sold == [B1, B1, B2, B3, ("buyer.duplicate",), B1]
+    for buyer, count in ((B1, 3), (B2, 1), (B3, 1)):
+        assert len(await shop.received(buyer)) == count
