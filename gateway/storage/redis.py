@@ -79,9 +79,11 @@ class RedisStore(Store):
         #: learnt from the server (``_learn_layout``) once a new connection passed
         #: ``_check_connection``, before the next decision.
         self.legacy_seen_until_ms = 0
-        #: A connection was opened since the layout was last learnt (the server behind it may
-        #: be another one: a restart, a failover).
-        self._layout_due = True
+        #: Connections opened and accepted so far (``_check_connection``), and how many of
+        #: them the last learning of the layout covered: when they differ, the server behind
+        #: a new connection may be another one (a restart, a failover) and it is learnt again.
+        self._connections = 0
+        self._layout_covers = -1
         self._layout_lock = asyncio.Lock()
         self._last_warning_s = -60.0
 
@@ -94,7 +96,7 @@ class RedisStore(Store):
         restart, a failover), then re-send only the refused commands: NOSCRIPT means they did
         not run; up to ``scripts.RELOADS`` times. The dedup layout is learnt first when a new
         connection was opened since it last was (``_layout``)."""
-        if self._layout_due or self._layout_lock.locked():
+        if self._connections != self._layout_covers:
             await self._layout()
         results = await self._pipe.execute(commands)
         for _ in range(scripts.RELOADS):
@@ -116,7 +118,7 @@ class RedisStore(Store):
         behind it (a failover, a restart with another config), must not use an evicting one
         silently. Raises ``StoreUnavailable`` (nothing was sent: the callers get a 503).
 
-        A connection that passes has the dedup layout learnt again before the next decision
+        A connection that passes has the dedup layout learnt again before the next command
         (``_layout``): never before this check, so nothing is learnt from a refused Redis."""
         await conn.send_command("CONFIG", "GET", "maxmemory-policy")
         try:
@@ -126,7 +128,7 @@ class RedisStore(Store):
         problem = _policy_problem(reply)
         self._refusal = None if self._allow_eviction else problem
         if problem is None or self._allow_eviction:
-            self._layout_due = True
+            self._connections += 1
             return
         now_s = time.monotonic()
         if now_s - self._last_warning_s >= 60:
@@ -142,19 +144,12 @@ class RedisStore(Store):
         said, nor with nothing at start), each within its own request's deadline (started
         here if this is its first store call), so a hung Redis does not queue them here one
         behind the other."""
-        # While one learning runs, ``_layout_due`` is already cleared: the lock says it runs.
-        if self._layout_due or self._layout_lock.locked():
+        if self._connections != self._layout_covers:
             deadline = deadline_for(asyncio.get_running_loop().time(), self._timeout_s)
             try:
                 async with asyncio.timeout_at(deadline), self._layout_lock:
-                    if self._layout_due:
-                        # Cleared first: a connection the learning itself opens sets it again.
-                        self._layout_due = False
-                        try:
-                            await self._learn_layout()
-                        except BaseException:
-                            self._layout_due = True
-                            raise
+                    if self._connections != self._layout_covers:
+                        await self._learn_layout()
             except TimeoutError:
                 raise StoreUnavailable(
                     "redis: no answer within the deadline", deadline_s=deadline
@@ -177,6 +172,10 @@ class RedisStore(Store):
             raise StoreError(f"redis refused a command: {held}")
         since_ms = int(held) if held is not None else now_ms
         self.legacy_seen_until_ms = since_ms + storage_keys.LEGACY_SEEN_GRACE_MS
+        # The connections opened until now are covered, the learning's own among them (it
+        # answered: the server it reached is the one they reach; a learning that met a server
+        # going away fails, and runs again).
+        self._layout_covers = self._connections
 
     async def load_scripts(self) -> None:
         """Load every script on every primary (a cluster's too)."""
