@@ -123,7 +123,7 @@ def build_request(
         payload=orjson.dumps(record),
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
-        index=index_entry(advertiser, lead_id, route, campaign),
+        index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
     )
 
 
@@ -137,21 +137,16 @@ def index_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> str
 
 
 def index_entry(
-    advertiser: AdvertiserId, lead_id: LeadId, route: Route, campaign: Campaign
+    advertiser: AdvertiserId, lead_id: LeadId, route: str, code: int, feedback_window_ms: int
 ) -> LeadIndexEntry:
     """Where and how an accepted lead (or a buyer's sale) is indexed for the advertiser's
-    feedback (``keys.lead_index``), under ``route``'s index text."""
+    feedback (``keys.lead_index``): under ``route``, the index text of its route
+    (``index_route``), and its ``code`` (``keys.lead_route``)."""
     slot = keys.lead_index(advertiser, lead_id)
     return LeadIndexEntry(
-        slot.key,
-        slot.routes,
-        slot.field,
-        slot.id_ms,
-        slot.generation_ends_ms,
-        route.index_code,
-        route.index_route,
-        campaign.feedback_window_s * 1000,
-    )
+        slot.key, slot.routes, slot.field, slot.id_ms, slot.generation_ends_ms,
+        code, route, feedback_window_ms,
+    )  # fmt: skip
 
 
 Identities = list[tuple[str, tuple[Fingerprint, ...]]]
@@ -411,6 +406,14 @@ class Route:
     #: for a route that indexes nothing (a distributed campaign's own slot).
     index_route: str = ""
     index_code: int = 0
+
+    def index_entry(
+        self, advertiser: AdvertiserId, lead_id: LeadId, feedback_window_ms: int
+    ) -> LeadIndexEntry:
+        """``index_entry`` of a lead this route accepts (or sells to ``advertiser``)."""
+        return index_entry(
+            advertiser, lead_id, self.index_route, self.index_code, feedback_window_ms
+        )
 
 
 class Plan:

@@ -32,7 +32,6 @@ from gateway.decision.plan import (
     Route,
     cap_checks,
     dedup_checks,
-    index_entry,
     index_route,
     lookups,
     person_reservations,
@@ -108,7 +107,7 @@ class BuyerRequests:
             stream_key=keys.deliveries(advertiser),
             payload=orjson.dumps(record),
             slot_anchor=keys.slot_anchor(advertiser),
-            index=index_entry(advertiser, lead_id, route, campaign),
+            index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
         )
 
 

@@ -30,6 +30,7 @@ from gateway.config.load import load_config, parse_config
 from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.model import Decision, DecisionRequest, LeadIndexEntry
+from gateway.decision.plan import index_entry
 from gateway.decision.sale_plan import sale_route
 from gateway.errors import StoreUnavailable
 from gateway.leads.email import normalize_email
@@ -225,17 +226,8 @@ ROUTE = "p-alpha|bench|email|1209600000|7776000000"  # 14-day returns, 90-day fe
 
 
 def _entry(lead_id: str, route: str = ROUTE) -> LeadIndexEntry:
-    slot = keys.lead_index(ADVERTISER, lead_id)
-    return LeadIndexEntry(
-        slot.key,
-        slot.routes,
-        slot.field,
-        slot.id_ms,
-        slot.generation_ends_ms,
-        keys.lead_route(route),
-        route,
-        int(route.rsplit("|", 1)[1]),
-    )
+    feedback_ms = int(route.rsplit("|", 1)[1])
+    return index_entry(ADVERTISER, LeadId(lead_id), route, keys.lead_route(route), feedback_ms)
 
 
 def _ref(lead_id: str, status: str = "converted") -> FeedbackRef:

@@ -22,8 +22,8 @@ from gateway.decision.model import (
     DecisionOutcome,
     DedupCheck,
     IdempotencyRef,
-    LeadIndexEntry,
 )
+from gateway.decision.plan import index_entry
 from gateway.storage import keys
 from gateway.storage.base import LeadProbe, SaleClaim, SaleClosing, SaleOpening, Store
 from gateway.storage.redis import RedisStore
@@ -200,12 +200,8 @@ def probe(buyer: str, lead_id: str) -> LeadProbe:
 
 async def test_a_retry_finds_the_sales_of_its_lead_id(store: Store) -> None:
     """The probe is the (packed) lead index each buyer's sale writes (``decide.lua``)."""
-    slot = keys.lead_index(AdvertiserId("b1"), "lead-x")
     route = "p|sold|coreg|0|86400000"
-    index = LeadIndexEntry(
-        slot.key, slot.routes, slot.field, slot.id_ms, slot.generation_ends_ms,
-        keys.lead_route(route), route, DAY_MS,
-    )  # fmt: skip
+    index = index_entry(AdvertiserId("b1"), LeadId("lead-x"), route, keys.lead_route(route), DAY_MS)
     bought = request(T0, advertiser=AdvertiserId("b1"), lead_id=LeadId("lead-x"))
     await store.decide([(replace(bought, index=index), None)])
     (opened,) = await store.open_sales(
