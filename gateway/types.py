@@ -21,13 +21,20 @@ class FingerprintKey:
     fingerprints made with different keys can never be confused.
     """
 
-    __slots__ = ("id", "secret")
+    __slots__ = ("id", "scheme", "secret")
 
-    def __init__(self, id: str, secret: bytes) -> None:
+    def __init__(self, id: str, secret: bytes, scheme: str = "raw") -> None:
         self.id = id
         self.secret = secret
+        #: ``raw``: the key hashes the normalized value itself (the first scheme); ``sha256``:
+        #: it hashes the value's SHA-256 digest, so a publisher's hashed identifier can be
+        #: fingerprinted too (``leads.fingerprint``).
+        self.scheme = scheme
 
     def __repr__(self) -> str:
-        return f"FingerprintKey(id={self.id!r}, secret=<{len(self.secret)} bytes>)"
+        return (
+            f"FingerprintKey(id={self.id!r}, scheme={self.scheme!r}, "
+            f"secret=<{len(self.secret)} bytes>)"
+        )
 
     __str__ = __repr__

@@ -35,7 +35,7 @@ from support import free_port
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO_ROOT / "examples" / "leadgate.yaml"
 #: A fingerprint key for the tests only (``<id>:<secret of at least 32 characters>``).
-FINGERPRINT_KEY = "t1:process-tests-secret-0123456789abcdef"
+FINGERPRINT_KEY = "t1:sha256:process-tests-secret-0123456789abcdef"
 #: Import, config load and bind of a fresh interpreter; generous for a loaded CI machine.
 START_TIMEOUT_S = 20.0
 KILL_TIMEOUT_S = 10.0

@@ -94,9 +94,10 @@ def fingerprint_keys(settings: Settings) -> tuple[FingerprintKey, ...]:
             [
                 ConfigIssue(
                     "LEADGATE_FINGERPRINT_KEY",
-                    "required with Redis: fingerprints must survive restarts (format id:secret)",
+                    "required with Redis: fingerprints must survive restarts "
+                    "(format id:sha256:secret)",
                 )
             ]
         )
     LOG.warning("no LEADGATE_FINGERPRINT_KEY: using an ephemeral key (embedded store only)")
-    return (FingerprintKey("eph", secrets.token_bytes(32)),)
+    return (FingerprintKey("eph", secrets.token_bytes(32), "sha256"),)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from gateway.config.model import Config
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.leads.fingerprint import SCHEMES
 from gateway.types import FingerprintKey
 
 CONFIG = "LEADGATE_CONFIG"
@@ -262,17 +263,23 @@ def _fingerprint_keys(
 
 
 def _parse_key(where: str, text: str, issues: list[ConfigIssue]) -> FingerprintKey | None:
-    """``<id>:<secret>``; the id is shown in messages only once the whole key is valid,
-    since a value written the wrong way round would put part of the secret there."""
+    """``<id>:<secret>`` (a ``raw`` key) or ``<id>:sha256:<secret>`` (a ``sha256`` key, which
+    hashed identifiers can be checked against: ``leads.fingerprint``); the id is shown in
+    messages only once the whole key is valid, since a value written the wrong way round
+    would put part of the secret there."""
     key_id, colon, secret = text.partition(":")
+    scheme = "raw"
+    for named in SCHEMES:
+        if secret.startswith(f"{named}:"):
+            scheme, secret = named, secret[len(named) + 1 :]
     if not colon:
-        problem = "expected <id>:<secret>, e.g. k1:<32 or more characters>"
+        problem = "expected <id>:sha256:<secret>, e.g. k2:sha256:<32 or more characters>"
     elif not _KEY_ID.fullmatch(key_id):
         problem = "the key id (before ':') must be 1-8 of a-z 0-9"
     elif len(secret) < MIN_SECRET_CHARS:
         problem = f"the secret (after ':') must have at least {MIN_SECRET_CHARS} characters"
     else:
-        return FingerprintKey(key_id, secret.encode("utf-8"))
+        return FingerprintKey(key_id, secret.encode("utf-8"), scheme)
     issues.append(ConfigIssue(where, f"{problem} {_NOT_SHOWN}"))
     return None
 

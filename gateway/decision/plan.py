@@ -155,6 +155,11 @@ Identities = list[tuple[str, tuple[Fingerprint, ...]]]
 def lookups(lead: Lead, fingerprinter: Fingerprinter) -> Identities:
     """Each identity of the lead with its fingerprint under every key still in use (the
     current key's first)."""
+    if lead.hashed:
+        return [
+            (kind, fingerprinter.digest_lookups(kind, bytes.fromhex(digest)))
+            for kind, digest in lead.identities.items()
+        ]
     return [(kind, fingerprinter.lookups(kind, value)) for kind, value in lead.identities.items()]
 
 

@@ -15,6 +15,14 @@ still a duplicate until the old windows expire.
 
 Why ``kind`` in BLAKE2b's ``person`` parameter: domain separation. The string ``"+33612345678"``
 as an email identity and as a phone identity give unrelated fingerprints.
+
+Two schemes, chosen per key (``FingerprintKey.scheme``): ``raw`` keys hash the normalized value
+(the first scheme); ``sha256`` keys hash the value's SHA-256 digest instead. A publisher who
+sends only ``sha256(identity)`` (a pre-ping check, a ping: docs/api.md) can then be
+fingerprinted exactly as a full post is (``digest_lookups``), and a person seen either way is
+found the other way. The digest is not a secret (anyone can hash a guessed address), so it is
+the keyed BLAKE2b over it that protects the person, as over the value under ``raw``. A key's
+scheme is part of its id's meaning: switching scheme is a key rotation (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ _B64_CHARS = 22
 #: Key ids end up in every fingerprint and in Redis keys: short, and never the ``.`` separator.
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _PRECOMPUTED_KINDS = ("email", "phone")
+#: ``FingerprintKey.scheme``: what a key hashes (the module docstring).
+SCHEMES = ("raw", "sha256")
 #: Standard base64 to its url-safe alphabet (what ``base64.urlsafe_b64encode`` does, inlined).
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -52,7 +62,7 @@ class Fingerprinter:
     hashes the exact UTF-8 bytes it is given.
     """
 
-    __slots__ = ("_hashers", "_keys", "key_ids")
+    __slots__ = ("_hashers", "_keys", "digest_ready", "key_ids")
 
     def __init__(self, keys: Sequence[FingerprintKey]) -> None:
         if not keys:
@@ -69,35 +79,63 @@ class Fingerprinter:
                 raise ValueError(
                     f"fingerprint key {key.id!r} is too short (at least {MIN_SECRET_BYTES} bytes)"
                 )
+            if key.scheme not in SCHEMES:
+                raise ValueError(f"fingerprint key {key.id!r}: scheme must be one of {SCHEMES}")
         self.key_ids: tuple[str, ...] = tuple(ids)
-        self._keys: tuple[tuple[str, bytes], ...] = tuple(
-            (f"{key.id}.", key.secret[:MAX_KEY_BYTES]) for key in keys
+        #: Whether the current key fingerprints SHA-256 digests: only then can a hashed
+        #: identifier be checked against what new leads leave behind.
+        self.digest_ready = keys[0].scheme == "sha256"
+        self._keys: tuple[tuple[str, bytes, bool], ...] = tuple(
+            (f"{key.id}.", key.secret[:MAX_KEY_BYTES], key.scheme == "sha256") for key in keys
         )
         # Keying BLAKE2b costs one compression of a padded key block; doing it once per
         # (key, kind) and copying the primed state makes a fingerprint about twice as cheap.
-        self._hashers: dict[str, tuple[tuple[str, hashlib.blake2b], ...]] = {}
+        self._hashers: dict[str, tuple[tuple[str, hashlib.blake2b, bool], ...]] = {}
         for kind in _PRECOMPUTED_KINDS:
             self._prime(kind)
 
     def fingerprint(self, kind: str, value: str) -> Fingerprint:
         """The fingerprint of ``value`` as an identity of ``kind`` under the current key."""
-        prefix, hasher = (self._hashers.get(kind) or self._prime(kind))[0]
-        return _encode(prefix, hasher, value)
+        prefix, hasher, digested = (self._hashers.get(kind) or self._prime(kind))[0]
+        return _encode(prefix, hasher, _input(value, digested))
 
     def lookups(self, kind: str, value: str) -> tuple[Fingerprint, ...]:
         """The fingerprints to look up for ``value``: the current key's first, then each previous
         key's, so dedup finds a person remembered before a key rotation."""
         hashers = self._hashers.get(kind) or self._prime(kind)
-        return tuple(_encode(prefix, hasher, value) for prefix, hasher in hashers)
+        if len(hashers) == 1:
+            prefix, hasher, digested = hashers[0]
+            return (_encode(prefix, hasher, _input(value, digested)),)
+        raw = value.encode()
+        digest = hashlib.sha256(raw).digest() if any(h[2] for h in hashers) else b""
+        return tuple(
+            _encode(prefix, hasher, digest if digested else raw)
+            for prefix, hasher, digested in hashers
+        )
 
-    def _prime(self, kind: str) -> tuple[tuple[str, hashlib.blake2b], ...]:
+    def digest_lookups(self, kind: str, digest: bytes) -> tuple[Fingerprint, ...]:
+        """The fingerprints to look up for an identity known only by ``digest``, the SHA-256 of
+        its normalized value: one per ``sha256`` key, the current key's first. Empty when no
+        key is a ``sha256`` key; a person remembered only under a ``raw`` key is not found."""
+        if len(digest) != hashlib.sha256().digest_size:
+            raise ValueError("a SHA-256 digest is 32 bytes")
+        hashers = self._hashers.get(kind) or self._prime(kind)
+        return tuple(
+            _encode(prefix, hasher, digest) for prefix, hasher, digested in hashers if digested
+        )
+
+    def _prime(self, kind: str) -> tuple[tuple[str, hashlib.blake2b, bool], ...]:
         person = kind.encode()
         if not person or len(person) > MAX_KIND_BYTES:
             # Truncating would let two kinds share a prefix and lose the domain separation.
             raise ValueError(f"identity kind {kind!r} must be 1-{MAX_KIND_BYTES} bytes")
         primed = tuple(
-            (prefix, hashlib.blake2b(key=secret, digest_size=DIGEST_BYTES, person=person))
-            for prefix, secret in self._keys
+            (
+                prefix,
+                hashlib.blake2b(key=secret, digest_size=DIGEST_BYTES, person=person),
+                digested,
+            )
+            for prefix, secret, digested in self._keys
         )
         self._hashers[kind] = primed
         return primed
@@ -112,7 +150,13 @@ def b64url(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).decode("ascii")
 
 
-def _encode(prefix: str, primed: hashlib.blake2b, value: str) -> Fingerprint:
+def _input(value: str, digested: bool) -> bytes:
+    """What a key hashes of ``value``: its UTF-8 bytes (``raw``) or their SHA-256 (``sha256``)."""
+    raw = value.encode()
+    return hashlib.sha256(raw).digest() if digested else raw
+
+
+def _encode(prefix: str, primed: hashlib.blake2b, data: bytes) -> Fingerprint:
     hasher = primed.copy()
-    hasher.update(value.encode())
+    hasher.update(data)
     return Fingerprint(prefix + b64url(hasher.digest())[:_B64_CHARS])

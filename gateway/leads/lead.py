@@ -68,8 +68,12 @@ class Lead:
     consent: Consent | None
     extra: Mapping[str, str]  # other publisher fields (sub ids, click ids), forwarded as-is
     #: identity kind -> dedup-canonical value, for the campaign's identity fields that are
-    #: present: {"email": NormalizedEmail.identity, "phone": E.164}
+    #: present: {"email": NormalizedEmail.identity, "phone": E.164}; in a probe (``hashed``),
+    #: the SHA-256 of that value in lower-case hex, as the publisher sent it
     identities: Mapping[str, str]
+    #: A probe (a pre-ping check or a ping, ``leads.parse.parse_probe``): no personal field is
+    #: set, and ``identities`` holds SHA-256 digests.
+    hashed: bool = False
 
     def to_payload(self) -> dict[str, object]:
         """The lead for the advertiser's CRM: a JSON-able dict of the fields that are set

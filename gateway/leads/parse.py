@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar, cast
 
 from gateway.errors import FieldProblem, InvalidLead, MissingCountryCode
 from gateway.leads.email import MAX_EMAIL_CHARS, normalize_email
-from gateway.leads.lead import LEAD_FIELDS, Consent, Lead
+from gateway.leads.lead import IDENTITY_FIELDS, LEAD_FIELDS, Consent, Lead
 from gateway.leads.phone import MAX_PHONE_CHARS, normalize_phone
 from gateway.leads.text import (
     MAX_NAME_CHARS,
@@ -77,16 +77,29 @@ _BOOLEAN_HINT = "expected a boolean (true/false, 1/0, yes/no, on/off)"
 
 _CONSENT_KEYS = ("given", "at", "text", "version", "certificate_id")
 _FLAT_CONSENT_DETAILS = ("consent_at", "consent_text", "consent_version", "consent_certificate_id")
+#: A probe's hashed identifiers: ``<kind>_sha256``, the SHA-256 (hex) of the identity.
+HASHED_FIELDS = {f"{kind}_sha256": kind for kind in IDENTITY_FIELDS}
+HASHED_FIELDS_BY_KIND = {kind: name for name, kind in HASHED_FIELDS.items()}
+#: The fields a ping may carry besides its hashed identifiers: none names or reaches a person.
+PING_FIELDS = frozenset(
+    {"campaign", "channel", "ref", "test", "postal_code", "city", "country", "consent",
+     *_FLAT_CONSENT_DETAILS}
+)  # fmt: skip
+#: What a pre-ping check may carry besides its hashed identifiers.
+CHECK_FIELDS = frozenset({"campaign", "channel", "test"})
 KNOWN_FIELDS = frozenset(
     {
         "campaign",
         "channel",
         "ref",
         "test",
+        # A post that follows a ping names it; never an extra field forwarded to the CRM.
+        "ping_id",
         *LEAD_FIELDS,
         *_FLAT_CONSENT_DETAILS,
     }
 )
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def parse_lead(
@@ -105,6 +118,26 @@ def parse_lead(
     Raises ``InvalidLead`` with one ``FieldProblem`` per bad field, all of them at once.
     """
     return _LeadParser(data, field_prefix, time.time() if now_s is None else now_s).parse(campaigns)
+
+
+def parse_probe(
+    data: Mapping[str, object],
+    campaigns: Mapping[CampaignId, FieldRules],
+    *,
+    ping: bool,
+    now_s: float | None = None,
+) -> Lead:
+    """Validate a probe: a pre-ping check (``ping=False``: the campaign, the channel and the
+    hashed identifiers) or a ping (also the reference, the place and the consent proof, and
+    extra fields). The answer is a ``Lead`` with ``hashed`` set, no personal field, and the
+    campaign's identity fields present as lower-case SHA-256 hex in ``identities``.
+
+    A personal field (an email, a name, an IP…) is refused by name, never quoted: a probe is
+    how a publisher asks without handing the person over. At least one of the campaign's
+    identity fields must come hashed (``email_sha256``, ``phone_sha256``). Raises
+    ``InvalidLead`` with every problem at once."""
+    parser = _LeadParser(data, "", time.time() if now_s is None else now_s)
+    return parser.parse_probe(campaigns, ping)
 
 
 class _LeadParser:
@@ -227,6 +260,82 @@ class _LeadParser:
             consent=consent,
             extra=extra,
             identities=identities,
+        )
+
+    def parse_probe(self, campaigns: Mapping[CampaignId, FieldRules], ping: bool) -> Lead:
+        allowed = PING_FIELDS if ping else CHECK_FIELDS
+        what = "ping" if ping else "check"
+        for key in self.data:
+            if key in HASHED_FIELDS or key in allowed:
+                continue
+            if key in PING_FIELDS:  # and this is a check
+                self.problem(key, "not a field of a check")
+            elif key in LEAD_FIELDS:
+                self.problem(
+                    key,
+                    f"personal data is not sent with a {what}: hash the identifiers "
+                    "(email_sha256, phone_sha256) and post the rest with the lead",
+                )
+            elif key == "ping_id":
+                self.problem(key, f"a {what} has no ping_id: send it with the post")
+            elif not ping:
+                self.problem(_field_name(key), "not a field of a check")
+        campaign_id = self.field("campaign", _check_id, max_chars=MAX_ID_CHARS)
+        campaign = None
+        if campaign_id is not None:
+            campaign = campaigns.get(CampaignId(campaign_id))
+            if campaign is None:
+                self.problem("campaign", "unknown campaign")
+        elif "campaign" not in self.problem_fields:
+            self.problem("campaign", "required")
+        channel = self.field("channel", _check_id, max_chars=MAX_ID_CHARS)
+        test = self.boolean("test")
+        ref = country = postal_code = city = consent = None
+        extra: dict[str, str] = {}
+        if ping:
+            ref = self.field("ref", _check_ref, max_chars=MAX_REF_CHARS, numbers=True)
+            country = self.field("country", normalize_country, max_chars=8)
+            postal_code = self._postal_code(country, campaign)
+            city = self.field("city", _clean_place, max_chars=MAX_PLACE_CHARS)
+            consent = self._consent()
+            extra = {k: v for k, v in self._extra().items() if k not in HASHED_FIELDS}
+        hashed: dict[str, str] = {}
+        for name, kind in HASHED_FIELDS.items():
+            digest = self.field(name, _sha256_hex, max_chars=64)
+            if digest is not None:
+                hashed[kind] = digest
+        identities: dict[str, str] = {}
+        if campaign is not None:
+            kinds = campaign.identity_fields
+            identities = {kind: hashed[kind] for kind in kinds if kind in hashed}
+            problems = {HASHED_FIELDS_BY_KIND[kind] for kind in kinds} & self.problem_fields
+            if kinds and not identities and not problems:
+                names = " or ".join(HASHED_FIELDS_BY_KIND[kind] for kind in kinds)
+                self.problem(
+                    HASHED_FIELDS_BY_KIND[kinds[0]],
+                    f"required: {names} (the campaign deduplicates on {', '.join(kinds)})",
+                )
+        if self.problems or campaign_id is None:
+            raise InvalidLead(self.problems)
+        return Lead(
+            campaign=CampaignId(campaign_id),
+            channel=None if channel is None else ChannelId(channel),
+            ref=ref,
+            test=bool(test),
+            email=None,
+            phone=None,
+            first_name=None,
+            last_name=None,
+            postal_code=postal_code,
+            city=city,
+            country=country,
+            birth_date=None,
+            company=None,
+            ip=None,
+            consent=consent,
+            extra=extra,
+            identities=identities,
+            hashed=True,
         )
 
     def _birth_date(self, text: str) -> str:
@@ -358,6 +467,15 @@ class _LeadParser:
 
     def _consent_present(self) -> bool:
         return self.present("consent") or any(map(self.present, _FLAT_CONSENT_DETAILS))
+
+
+def _sha256_hex(text: str) -> str:
+    if not _SHA256_HEX.fullmatch(text):
+        raise ValueError(
+            "expected the SHA-256 of the normalized value as 64 hexadecimal characters "
+            "(docs/api.md, 'Hashing identifiers')"
+        )
+    return text.lower()
 
 
 def _present(value: object) -> bool:

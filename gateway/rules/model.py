@@ -18,7 +18,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, cast
 
 import phonenumbers
 
@@ -93,6 +93,18 @@ def from_e164(text: str) -> phonenumbers.PhoneNumber | None:
         return phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         return None
+
+
+class _ReadLog:
+    """A lead that notes which of its fields are read (``RuleSet.evaluate_probe``)."""
+
+    def __init__(self, lead: Lead) -> None:
+        self._lead = lead
+        self.read: set[str] = set()
+
+    def __getattr__(self, name: str) -> object:
+        self.read.add(name)
+        return getattr(self._lead, name)
 
 
 class Action(enum.StrEnum):
@@ -212,6 +224,47 @@ class RuleSet:
                 score += rule.points
                 scored.append(rule)
         below = self.min_score is not None and score < self.min_score
+        return Verdict(tuple(failed), tuple(scored), score, below)
+
+    def evaluate_probe(
+        self,
+        lead: Lead,
+        now_s: float,
+        unknown: frozenset[str],
+        *,
+        channel: str | None = None,
+        partner: str | None = None,
+    ) -> Verdict:
+        """The rules a probe can decide (a ping: ``leads.parse.parse_probe``), run on ``lead``
+        whose fields named in ``unknown`` are the person's, not sent yet.
+
+        A rule is decided at the ping when what it read to reach its answer holds none of
+        ``unknown`` (reads are recorded as the predicate runs, so ``any:`` that found its
+        answer in the postal code is decided, one that had to look at the email is not).
+        Undecided rules are left to the post, where every rule runs again. The minimum score
+        rejects a ping only when even every undecided scoring rule's points could not reach
+        it. Pure; never raises."""
+        reads = _ReadLog(lead)
+        env = Env(cast(Lead, reads), now_s, channel, partner, self.default_country)
+
+        def decided(test: Predicate) -> bool | None:
+            reads.read.clear()
+            value = test(env)
+            return None if reads.read & unknown else value
+
+        failed = [rule for rule, test, failing in self._gates if decided(test) is failing]
+        if not self._scorers:
+            return Verdict(tuple(failed)) if failed else PASSED
+        score = best = 0
+        scored = []
+        for rule, test in self._scorers:
+            value = decided(test)
+            if value is None:
+                best += max(0, rule.points)
+            elif value:
+                score += rule.points
+                scored.append(rule)
+        below = self.min_score is not None and score + best < self.min_score
         return Verdict(tuple(failed), tuple(scored), score, below)
 
     def explain(

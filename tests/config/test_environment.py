@@ -39,6 +39,19 @@ def test_defaults() -> None:
     assert (env.host, env.port, env.log_level) == ("127.0.0.1", 8080, "info")
 
 
+def test_a_key_names_its_scheme() -> None:
+    env = Environment.from_environ(
+        {
+            "LEADGATE_FINGERPRINT_KEY": f"k2:sha256:{SECRET}",
+            "LEADGATE_FINGERPRINT_PREVIOUS_KEYS": f"k1:{OLD_SECRET}, k0:raw:{'z' * 32}",
+        }
+    )
+    keys = env.fingerprint_keys
+    assert [(k.id, k.scheme) for k in keys] == [("k2", "sha256"), ("k1", "raw"), ("k0", "raw")]
+    assert keys[0].secret == SECRET.encode()  # the scheme is not part of the secret
+    assert keys[2].secret == b"z" * 32
+
+
 def test_every_variable() -> None:
     env = Environment.from_environ(
         {

@@ -48,6 +48,45 @@ def test_lookups_find_people_remembered_under_a_previous_key() -> None:
     assert lookups[0].startswith("k2.")
 
 
+S2 = FingerprintKey("s2", b"\x03" * 32, "sha256")
+S3 = FingerprintKey("s3", b"\x04" * 32, "sha256")
+
+
+def test_a_sha256_key_fingerprints_the_values_sha256() -> None:
+    value = "jeandupont@gmail.com"
+    sha = hashlib.sha256(value.encode()).digest()
+    digest = hashlib.blake2b(sha, key=S2.secret, digest_size=16, person=b"email").digest()
+    expected = "s2." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    hashed = Fingerprinter([S2])
+    assert hashed.fingerprint("email", value) == expected
+    assert hashed.lookups("email", value) == (expected,)
+    # The publisher's hash of the same identity: the same fingerprint.
+    assert hashed.digest_lookups("email", sha) == (expected,)
+    # Same secret, other scheme: another fingerprint (a scheme change is a rotation).
+    raw = Fingerprinter([FingerprintKey("s2", S2.secret)])
+    assert raw.fingerprint("email", value) != expected
+    assert hashed.digest_ready
+    assert not raw.digest_ready
+
+
+def test_digest_lookups_use_only_sha256_keys_in_their_order() -> None:
+    value = "+33612345678"
+    sha = hashlib.sha256(value.encode()).digest()
+    mixed = Fingerprinter([S2, K1, S3])
+    full = mixed.lookups("phone", value)
+    assert [f.split(".")[0] for f in full] == ["s2", "k1", "s3"]
+    assert mixed.digest_lookups("phone", sha) == (full[0], full[2])
+    # Rotating from a raw key: the current sha256 key first, the raw key unreachable by hash.
+    assert Fingerprinter([K1]).digest_lookups("phone", sha) == ()
+    with pytest.raises(ValueError, match="32 bytes"):
+        mixed.digest_lookups("phone", sha[:16])
+
+
+def test_refuses_an_unknown_scheme() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        Fingerprinter([FingerprintKey("x1", b"\x01" * 32, "md5")])
+
+
 def test_kinds_beyond_email_and_phone_are_primed_on_first_use() -> None:
     assert FINGERPRINTER.fingerprint("siret", "12345678901234") != FINGERPRINTER.fingerprint(
         "email", "12345678901234"
