@@ -157,6 +157,15 @@ class ReturnWindowOver(RequestError):
     type_slug = "return-window-over"
 
 
+class FingerprintKeyNotHashed(RequestError):
+    """409: a check or a ping while the current fingerprint key is not a ``sha256`` key: a
+    hashed identifier cannot be matched against what posts leave (docs/configuration.md)."""
+
+    status = 409
+    title = "Hashed identifiers cannot be matched"
+    type_slug = "fingerprint-key-not-hashed"
+
+
 class IdempotencyInProgress(RequestError):
     """409: another request with the same Idempotency-Key holds its lease (it is being decided,
     or it crashed less than the lease ago): retry after ``retry_after_s``. Sold leads of a

@@ -271,6 +271,11 @@ def _partner(
             hashes.append(match.group(1))
             key_owners[match.group(1)] = id_
     rate = opt(fields, "rate_limit", None)
+    limits = {
+        name: parse_rate_limit(r, fields[name], at + name)
+        for name in ("check_rate_limit", "ping_rate_limit")
+        if fields.get(name) is not None
+    }
     return Partner(
         id=PartnerId(id_),
         name=display_name(r, fields, path, id_),
@@ -290,6 +295,8 @@ def _partner(
             )
         ),
         rate_limit=None if rate is None else parse_rate_limit(r, rate, at + "rate_limit"),
+        check_rate_limit=limits.get("check_rate_limit"),
+        ping_rate_limit=limits.get("ping_rate_limit"),
     )
 
 
@@ -309,7 +316,10 @@ _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             *DISTRIBUTION_KEYS,
         ),
     ),
-    "partner": (("id", "api_keys", "channels", "campaigns"), ("name", "rate_limit")),
+    "partner": (
+        ("id", "api_keys", "channels", "campaigns"),
+        ("name", "rate_limit", "check_rate_limit", "ping_rate_limit"),
+    ),
 }
 
 

@@ -333,6 +333,11 @@ class Partner:
     channels: tuple[ChannelId, ...]
     campaigns: tuple[CampaignId, ...]
     rate_limit: RateLimit | None = None
+    #: Pre-ping checks and pings have limits of their own (``server.default_check_rate_limit``
+    #: and ``default_ping_rate_limit`` when not set here): they are cheaper than leads, and
+    #: a partner probing hard must not eat its lead budget, nor the other way round.
+    check_rate_limit: RateLimit | None = None
+    ping_rate_limit: RateLimit | None = None
 
     @property
     def default_channel(self) -> ChannelId:
@@ -362,6 +367,12 @@ class ServerSettings:
     max_connections: int | None = None
     #: The rate limit of partners that do not configure their own (per process).
     default_rate_limit: RateLimit = RateLimit(per_s=100.0, burst=1000)
+    #: Pre-ping checks and pings of partners that do not configure their own (per process).
+    default_check_rate_limit: RateLimit = RateLimit(per_s=100.0, burst=1000)
+    default_ping_rate_limit: RateLimit = RateLimit(per_s=100.0, burst=1000)
+    #: Pings a partner may send per post that follows one, over the last hour (per process):
+    #: beyond, its pings are answered 429 until its posts catch up (docs/api.md, "Ping/post").
+    max_pings_per_post: int = 100
     #: Failed authentications allowed per client address (per process), brute force bound.
     auth_failure_limit: RateLimit = RateLimit(per_s=1.0, burst=20)
     #: Feedback items per client address (per process).

@@ -19,8 +19,15 @@ _COUNTS = (
     "keepalive_timeout_s",
     "max_connections",
     "sale_lease_s",
+    "max_pings_per_post",
 )
-_RATES = ("default_rate_limit", "auth_failure_limit", "feedback_rate_limit")
+_RATES = (
+    "default_rate_limit",
+    "default_check_rate_limit",
+    "default_ping_rate_limit",
+    "auth_failure_limit",
+    "feedback_rate_limit",
+)
 #: The largest ``trusted_proxies`` list: each entry is checked for every proxied request.
 MAX_TRUSTED_PROXIES = 64
 
@@ -50,7 +57,10 @@ def parse_server(r: Reader, value: object, path: str) -> ServerSettings:
         keepalive_timeout_s=counts.get("keepalive_timeout_s", d.keepalive_timeout_s),
         max_connections=counts.get("max_connections", d.max_connections),
         sale_lease_s=counts.get("sale_lease_s", d.sale_lease_s),
+        max_pings_per_post=counts.get("max_pings_per_post", d.max_pings_per_post),
         default_rate_limit=rates.get("default_rate_limit", d.default_rate_limit),
+        default_check_rate_limit=rates.get("default_check_rate_limit", d.default_check_rate_limit),
+        default_ping_rate_limit=rates.get("default_ping_rate_limit", d.default_ping_rate_limit),
         auth_failure_limit=rates.get("auth_failure_limit", d.auth_failure_limit),
         feedback_rate_limit=rates.get("feedback_rate_limit", d.feedback_rate_limit),
         trusted_proxies=d.trusted_proxies if proxies is None else proxies,

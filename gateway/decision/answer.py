@@ -61,3 +61,36 @@ class Answer:
         if self.payout is not None and self.decision is Decision.ACCEPTED:
             answer["payout"] = self.payout
         return answer
+
+
+def probe_status(answer: Answer) -> str:
+    """What a check or a ping says of a post made now: ``open`` (it would be accepted),
+    ``duplicate``, ``capped``, ``closed`` (the campaign, or every buyer, is not taking leads
+    now) or ``rejected`` (a rule, a suppression list)."""
+    if answer.decision is Decision.ACCEPTED:
+        return "open"
+    if (
+        answer.decision is Decision.REJECTED
+        and answer.reasons
+        and all(r in _CLOSED_REASONS for r in answer.reasons)
+    ):
+        return "closed"
+    return answer.decision.value
+
+
+#: Reasons that say no one is taking leads now, whoever the person is.
+_CLOSED_REASONS = frozenset({"campaign.inactive", "buyer.closed", "buyer.disabled"})
+
+
+def check_json(answer: Answer) -> dict[str, object]:
+    """The answer to a pre-ping check: no lead id (nothing was created), the status a post
+    would get now and its reasons; for a distributed campaign, how many buyers would take it."""
+    body: dict[str, object] = {
+        "campaign": answer.campaign,
+        "channel": answer.channel,
+        "status": probe_status(answer),
+        "reasons": list(answer.reasons),
+    }
+    if answer.sales is not None:
+        body["buyers"] = len(answer.sales)
+    return body

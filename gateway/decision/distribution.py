@@ -78,7 +78,12 @@ def in_process_refusal(
     if buyer.advertiser in disabled:
         return Refusal.DISABLED
     if buyer.filter is not None:
-        verdict = buyer.filter.evaluate(lead, now_s, channel=channel, partner=partner)
+        if lead.hashed:  # a probe: judged on what it carries, the rest waits for the post
+            verdict = buyer.filter.evaluate_probe(
+                lead, now_s, lead.unknown, channel=channel, partner=partner
+            )
+        else:
+            verdict = buyer.filter.evaluate(lead, now_s, channel=channel, partner=partner)
         if verdict.rejected:
             return Refusal.FILTERED
     return None

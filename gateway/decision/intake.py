@@ -10,6 +10,8 @@ request (the metrics and decision log, the quality ledger). Errors are raised fr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +28,7 @@ from gateway.decision.sale_plan import NoOffer, SalePlan, SaleRequest, build_sal
 from gateway.decision.waterfall import SaleResult, Waterfall
 from gateway.errors import (
     FieldProblem,
+    FingerprintKeyNotHashed,
     Forbidden,
     IdempotencyConflict,
     InvalidLead,
@@ -34,7 +37,7 @@ from gateway.errors import (
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
-from gateway.leads.parse import parse_lead
+from gateway.leads.parse import parse_lead, parse_probe
 from gateway.rules.model import Verdict
 from gateway.types import AdvertiserId, ChannelId
 
@@ -62,6 +65,22 @@ class Recorder(Protocol):
         """The answers of one request (a batch's refused items among them), how long the
         request took, and when it was decided (epoch seconds)."""
         ...
+
+    def probed(
+        self, partner: Partner, kind: str, answer: Answer | RequestError, elapsed_s: float
+    ) -> None:
+        """The answer to one probe (``kind``: ``check`` or ``ping``) and how long it took: a
+        probe is no lead, and is never counted as one."""
+        ...
+
+
+class Probe(enum.Enum):
+    """What a request asks: a post decides a lead; a check and a ping ask about one known
+    only by its hashed identifiers (docs/api.md)."""
+
+    NONE = "post"
+    CHECK = "check"
+    PING = "ping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +174,42 @@ class Intake:
             raise answer
         return answer
 
+    async def check(self, partner: Partner, data: Mapping[str, object]) -> Answer:
+        """A pre-ping check: would a post of the person these hashed identifiers name be
+        accepted now? Decided as a test lead is (every dedup scope, cap and opening checked,
+        nothing reserved or remembered). Raises ``InvalidLead``, ``Forbidden``,
+        ``FingerprintKeyNotHashed`` or ``StoreUnavailable``."""
+        started = time.perf_counter()
+        now_s = self.clock()
+        plan = self._plan
+        try:
+            self._hashed_lookups_possible()
+            lead, channel = self._parse(
+                partner,
+                data,
+                "",
+                lambda: parse_probe(data, plan.config.campaigns, ping=False, now_s=now_s),
+            )
+        except RequestError as refused:
+            for recorder in self._recorders:
+                recorder.probed(partner, Probe.CHECK.value, refused, 0.0)
+            raise
+        # Test mode: checked, never written, whatever the publisher sent as test.
+        prepared = self._prepare_lead(
+            plan, partner, dataclasses.replace(lead, test=True), channel, now_s, None
+        )
+        (answer,) = await self._run(partner, [prepared], started, now_s, Probe.CHECK)
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
+
+    def _hashed_lookups_possible(self) -> None:
+        if not self._fingerprinter.digest_ready:
+            raise FingerprintKeyNotHashed(
+                "the gateway's fingerprint key is not a sha256 key: hashed identifiers "
+                "cannot be matched yet (docs/configuration.md, 'Moving to a sha256 key')"
+            )
+
     async def submit_batch(
         self,
         partner: Partner,
@@ -204,6 +259,22 @@ class Intake:
         idem: Idempotency | None,
         where: str,
     ) -> _Prepared:
+        lead, channel = self._parse(
+            partner,
+            data,
+            where,
+            lambda: parse_lead(data, plan.config.campaigns, field_prefix=where, now_s=now_s),
+        )
+        return self._prepare_lead(plan, partner, lead, channel, now_s, idem)
+
+    def _parse(
+        self,
+        partner: Partner,
+        data: Mapping[str, object],
+        where: str,
+        parse: Callable[[], Lead],
+    ) -> tuple[Lead, ChannelId]:
+        """The lead ``parse`` makes of ``data`` and its channel, resolved for ``partner``."""
         campaign_id = data.get("campaign")
         if isinstance(campaign_id, str) and campaign_id and campaign_id not in partner.campaigns:
             # Same answer whether the campaign exists or not: partners must not discover
@@ -220,7 +291,7 @@ class Intake:
                     FieldProblem(f"{where}channel", "not one of this partner's channels")
                 )
         try:
-            lead = parse_lead(data, plan.config.campaigns, field_prefix=where, now_s=now_s)
+            lead = parse()
         except InvalidLead as invalid:
             # One message per field: the lead's own check wins over ours (it knows the type).
             named = {p.field for p in invalid.problems}
@@ -229,6 +300,17 @@ class Intake:
             ) from None
         if problems:
             raise InvalidLead(problems)
+        return lead, channel
+
+    def _prepare_lead(
+        self,
+        plan: Plan,
+        partner: Partner,
+        lead: Lead,
+        channel: ChannelId,
+        now_s: float,
+        idem: Idempotency | None,
+    ) -> _Prepared:
         campaign = plan.config.campaigns[lead.campaign]
         verdict = None
         rejected: tuple[str, ...] = ()
@@ -236,8 +318,15 @@ class Intake:
             rejected = ("campaign.inactive",)
         elif campaign.rules is not None:
             # Pure and in-process: a lead the rules reject costs the store nothing, unless
-            # its Idempotency-Key must be recorded.
-            verdict = campaign.rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
+            # its Idempotency-Key must be recorded. A probe is judged on what it carries: the
+            # rules that need the person wait for the post.
+            rules = campaign.rules
+            if lead.hashed:
+                verdict = rules.evaluate_probe(
+                    lead, now_s, lead.unknown, channel=channel, partner=partner.id
+                )
+            else:
+                verdict = rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
             if verdict.rejected:
                 rejected = verdict.reasons
         if rejected:
@@ -335,6 +424,7 @@ class Intake:
         prepared: Sequence[_Prepared | RequestError],
         started: float,
         now_s: float,
+        probe: Probe = Probe.NONE,
     ) -> list[Answer | RequestError]:
         decided, sold = await self._decide(prepared)
         outcomes, sales = iter(decided), iter(sold)
@@ -386,8 +476,12 @@ class Intake:
             )
             answers.append(answer)
         elapsed_s = time.perf_counter() - started
-        for recorder in self._recorders:
-            recorder.decided(partner, answers, elapsed_s, now_s)
+        if probe is Probe.NONE:
+            for recorder in self._recorders:
+                recorder.decided(partner, answers, elapsed_s, now_s)
+        else:
+            for recorder in self._recorders:
+                recorder.probed(partner, probe.value, answers[0], elapsed_s)
         return answers
 
 

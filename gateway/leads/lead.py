@@ -28,6 +28,16 @@ LEAD_FIELDS = (
 )
 
 
+#: The fields that name or reach the person: never in a probe (a check, a ping).
+PERSONAL_FIELDS = frozenset(
+    {*IDENTITY_FIELDS, "first_name", "last_name", "birth_date", "company", "ip"}
+)
+
+
+#: What a pre-ping check cannot carry: everything about the person.
+CHECK_UNKNOWN = frozenset({*LEAD_FIELDS, "ref", "extra"})
+
+
 @dataclass(frozen=True, slots=True)
 class Consent:
     """What the person agreed to, as the publisher recorded it. ``at`` is epoch seconds."""
@@ -71,9 +81,14 @@ class Lead:
     #: present: {"email": NormalizedEmail.identity, "phone": E.164}; in a probe (``hashed``),
     #: the SHA-256 of that value in lower-case hex, as the publisher sent it
     identities: Mapping[str, str]
-    #: A probe (a pre-ping check or a ping, ``leads.parse.parse_probe``): no personal field is
-    #: set, and ``identities`` holds SHA-256 digests.
-    hashed: bool = False
+    #: A probe (a pre-ping check or a ping, ``leads.parse.parse_probe``): the fields it cannot
+    #: carry, which rules must not judge it on; empty for a lead.
+    unknown: frozenset[str] = frozenset()
+
+    @property
+    def hashed(self) -> bool:
+        """A probe: no personal field is set, and ``identities`` holds SHA-256 digests."""
+        return bool(self.unknown)
 
     def to_payload(self) -> dict[str, object]:
         """The lead for the advertiser's CRM: a JSON-able dict of the fields that are set

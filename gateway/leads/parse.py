@@ -22,7 +22,14 @@ from typing import Protocol, TypeVar, cast
 
 from gateway.errors import FieldProblem, InvalidLead, MissingCountryCode
 from gateway.leads.email import MAX_EMAIL_CHARS, normalize_email
-from gateway.leads.lead import IDENTITY_FIELDS, LEAD_FIELDS, Consent, Lead
+from gateway.leads.lead import (
+    CHECK_UNKNOWN,
+    IDENTITY_FIELDS,
+    LEAD_FIELDS,
+    PERSONAL_FIELDS,
+    Consent,
+    Lead,
+)
 from gateway.leads.phone import MAX_PHONE_CHARS, normalize_phone
 from gateway.leads.text import (
     MAX_NAME_CHARS,
@@ -335,7 +342,7 @@ class _LeadParser:
             consent=consent,
             extra=extra,
             identities=identities,
-            hashed=True,
+            unknown=PERSONAL_FIELDS if ping else CHECK_UNKNOWN,
         )
 
     def _birth_date(self, text: str) -> str:

@@ -24,7 +24,7 @@ from gateway.config.model import (
     DedupScope,
     Partner,
 )
-from gateway.decision.answer import Answer
+from gateway.decision.answer import Answer, probe_status
 from gateway.decision.model import Decision
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.errors import RequestError
@@ -110,6 +110,13 @@ class Observer:
             "leadgate_caps_hit",
             "Leads refused by a cap, by campaign and cap (subject and window).",
             ["campaign", "subject", "window"],
+            registry=r,
+        )
+        self.probes = Counter(
+            "leadgate_probes",
+            "Pre-ping checks and pings answered, by partner, kind (check, ping) and status "
+            "(open, duplicate, capped, closed, rejected, invalid).",
+            ["partner", "kind", "status"],
             registry=r,
         )
         self.refusals = Counter(
@@ -320,6 +327,14 @@ class Observer:
                 partner.id, str(error.status)
             )
         refused.inc()
+
+    def probed(
+        self, partner: Partner, kind: str, answer: Answer | RequestError, elapsed_s: float
+    ) -> None:
+        """One check or ping: counted by its status (never as a lead), no decision log line
+        (a probe names no one and creates nothing)."""
+        status = "invalid" if isinstance(answer, RequestError) else probe_status(answer)
+        self.probes.labels(partner.id, kind, status).inc()
 
     def decided(
         self,

@@ -109,6 +109,11 @@ class QualityLedger:
     def refused(self, partner: Partner, error: RequestError) -> None:
         """A lead refused before a decision is not counted: the report counts decisions."""
 
+    def probed(
+        self, partner: Partner, kind: str, answer: Answer | RequestError, elapsed_s: float
+    ) -> None:
+        """A check or a ping is not counted: the report counts leads (a ping's post is)."""
+
     def decided(
         self,
         partner: Partner,

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.config.model import Partner
-from gateway.decision.answer import Answer
+from gateway.decision.answer import Answer, check_json
 from gateway.errors import (
     BadRequest,
     FieldProblem,
@@ -38,9 +38,13 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) -> Partner:
+def _partner(
+    request: web.Request, *, allow_query: bool = False, cost: int = 1, probe: str = ""
+) -> Partner:
     """The partner whose API key the request carries, within its rate limit (its own or
-    ``server.default_rate_limit``); ``cost``: leads counted against it."""
+    ``server.default_rate_limit``); ``cost``: leads counted against it. ``probe``: ``check``
+    or ``ping``, counted against that limit instead (``check_rate_limit``,
+    ``ping_rate_limit``)."""
     intake = request.app[INTAKE]
     server = intake.config.server
     partner = authenticate(
@@ -49,17 +53,24 @@ def _partner(request: web.Request, *, allow_query: bool = False, cost: int = 1) 
         lambda r: intake.authenticate(api_key(r, allow_query=allow_query)),
         "unknown API key",
     )
-    limit = partner.rate_limit or server.default_rate_limit
+    if probe == "check":
+        limit, what = partner.check_rate_limit or server.default_check_rate_limit, "checks"
+    elif probe == "ping":
+        limit, what = partner.ping_rate_limit or server.default_ping_rate_limit, "pings"
+    else:
+        limit, what = partner.rate_limit or server.default_rate_limit, "leads"
     buckets = request.app[BUCKETS]
     now_s = time.monotonic()
-    bucket = buckets.get(partner.id)
+    # A NUL cannot occur in a configured id: a probe's bucket never meets a partner's own.
+    name = f"{partner.id}\x00{probe}" if probe else partner.id
+    bucket = buckets.get(name)
     if bucket is None or not bucket.matches(limit):
         # A partner new to this process, or whose limit a reload changed: a full bucket.
-        bucket = buckets[partner.id] = TokenBucket.full(limit, now_s)
+        bucket = buckets[name] = TokenBucket.full(limit, now_s)
     wait_s = bucket.take(cost, now_s)
     if wait_s > 0:
         raise RateLimited(
-            f"rate limit of {limit.per_s:g} leads/s exceeded",
+            f"rate limit of {limit.per_s:g} {what}/s exceeded",
             retry_after_s(wait_s),
         )
     return partner
@@ -88,6 +99,18 @@ async def post_lead(request: web.Request) -> web.Response:
     data = bodies.parse_lead_body(request, raw)
     answer = await intake.submit(partner, data, idempotency_key=key, body=raw)
     return _answer_response(answer)
+
+
+async def post_check(request: web.Request) -> web.Response:
+    """A pre-ping check (docs/api.md): a JSON object of the campaign and hashed identifiers."""
+    intake = request.app[INTAKE]
+    partner = _partner(request, probe="check")
+    server = intake.config.server
+    raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
+    if bodies.media_type(request) != "application/json":
+        raise UnsupportedMediaType("a check is application/json")
+    answer = await intake.check(partner, bodies.parse_json_object(raw))
+    return _json(check_json(answer))
 
 
 async def get_lead(request: web.Request) -> web.Response:

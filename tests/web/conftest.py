@@ -65,8 +65,9 @@ PARIS = ZoneInfo("Europe/Paris")
 #: ``network()`` and the example config (Black Friday opens 2026-11-01).
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=PARIS).timestamp()
 DAY_S = 86_400.0
-#: Fingerprint secret of the tests (fingerprints are keyed; any 16+ bytes do).
-FINGERPRINT_KEY = FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0")
+#: Fingerprint secret of the tests (fingerprints are keyed; any 16+ bytes do); a sha256 key,
+#: as new deployments have, so hashed checks and pings can be matched.
+FINGERPRINT_KEY = FingerprintKey("t1", b"leadgate-tests-fingerprint-key-0", "sha256")
 ADMIN_TOKEN = "admin-token-of-the-tests-0123456789"
 
 ConfigSource = Mapping[str, Any] | Path
@@ -374,6 +375,7 @@ class GatewayFactory(Protocol):
         store: Store | None = None,
         admin: bool = False,
         metrics_token: str | None = None,
+        fingerprint_keys: tuple[FingerprintKey, ...] = (FINGERPRINT_KEY,),
     ) -> Awaitable[Gateway]: ...
 
 
@@ -397,12 +399,13 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
         store: Store | None = None,
         admin: bool = False,
         metrics_token: str | None = None,
+        fingerprint_keys: tuple[FingerprintKey, ...] = (FINGERPRINT_KEY,),
     ) -> Gateway:
         """A gateway on ``config`` (default ``network()``) at ``now_s``. ``store`` replaces
         the fixture's (outage tests; ``Gateway.view`` does not read it then). ``admin``: with
         the admin API (token ``ADMIN_TOKEN``) over the store's delivery queue; a config given
         as a file can be reloaded through it. ``metrics_token``: what ``/metrics`` on the
-        metrics listener (``Gateway.ops``) requires."""
+        metrics listener (``Gateway.ops``) requires. ``fingerprint_keys``: the gateway's."""
         built = build_config(config)
         clock = FakeClock(now_s)
         own = MemoryStore()
@@ -419,7 +422,7 @@ async def _gateways(shared: Store | None, view: StoreView | None) -> AsyncIterat
             )
             queues.append(queue)
         environment = Environment(
-            fingerprint_keys=(FINGERPRINT_KEY,), admin_token=ADMIN_TOKEN if admin else None
+            fingerprint_keys=fingerprint_keys, admin_token=ADMIN_TOKEN if admin else None
         )
         path = str(config) if isinstance(config, Path) else ""
         gateway = App(
