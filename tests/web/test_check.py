@@ -22,6 +22,7 @@ from .conftest import (
     sold_network,
 )
 from .test_distribution_http import metric
+from .test_openapi import assert_matches_spec
 
 CHECK = "/v1/leads/check"
 
@@ -41,6 +42,7 @@ def hashed(lead: dict[str, object]) -> dict[str, str]:
 async def check(gw: Gateway, partner: str, body: dict[str, object]) -> dict[str, Any]:
     reply = await gw.post(partner, body, path=CHECK)
     assert reply.status == 200, reply.body
+    assert_matches_spec("POST", CHECK, reply)
     answer: dict[str, Any] = reply.json()
     return answer
 
@@ -112,6 +114,7 @@ async def test_personal_data_is_refused_by_name(make_gateway: GatewayFactory) ->
         path=CHECK,
     )
     problem = assert_problem(reply, 422, "invalid-lead")
+    assert_matches_spec("POST", CHECK, reply)
     assert error_fields(problem) == ["email"]
     assert str(lead["email"]) not in reply.body.decode()
     bad = await gw.post("p-mail", {"campaign": "acme-always-on", "email_sha256": "x"}, path=CHECK)
@@ -131,6 +134,7 @@ async def test_a_key_without_the_sha256_scheme_cannot_match(
     gw = await make_gateway(fingerprint_keys=(raw,))
     reply = await gw.post("p-mail", {"campaign": "acme-always-on", **hashed(person())}, path=CHECK)
     assert_problem(reply, 409, "fingerprint-key-not-hashed")
+    assert_matches_spec("POST", CHECK, reply)
 
 
 async def test_checks_have_their_own_rate_limit(make_gateway: GatewayFactory) -> None:
@@ -142,6 +146,7 @@ async def test_checks_have_their_own_rate_limit(make_gateway: GatewayFactory) ->
         assert (await gw.post("p-mail", body, path=CHECK)).status == 200
     limited = await gw.post("p-mail", body, path=CHECK)
     assert_problem(limited, 429, "rate-limited")
+    assert_matches_spec("POST", CHECK, limited)
     assert int(limited.headers["Retry-After"]) >= 1
     # Leads are counted apart: the partner still posts.
     assert (await gw.decide("p-mail", person(campaign="acme-always-on")))["decision"] == "accepted"
