@@ -16,7 +16,7 @@ from gateway.web.admin import Admin, add_admin_routes
 from gateway.web.connections import GuardedHandler
 from gateway.web.feedback import add_feedback_routes
 from gateway.web.problems import Handler, client_gone, problems_middleware, route_path
-from gateway.web.ratelimit import AddressLimits
+from gateway.web.ratelimit import AddressLimits, PingPostLimits
 from gateway.web.state import (
     ADDRESS_LIMITS,
     BUCKETS,
@@ -26,6 +26,7 @@ from gateway.web.state import (
     INTAKE,
     METRICS_TOKEN,
     OBSERVER,
+    PING_LIMITS,
     STORE,
     InFlight,
     Services,
@@ -128,6 +129,7 @@ def create_app(
     app[INFLIGHT] = InFlight()
     app[BUCKETS] = {}
     app[ADDRESS_LIMITS] = AddressLimits()
+    app[PING_LIMITS] = PingPostLimits()
     app[DRAINING] = draining if draining is not None else asyncio.Event()
     app.router.add_post("/v1/leads", handlers.post_lead)
     app.router.add_get("/v1/leads", handlers.get_lead, allow_head=False)

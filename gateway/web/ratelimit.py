@@ -98,6 +98,67 @@ class AddressBuckets:
         return self._bucket(address, limit, now_s).wait_s(1, now_s)
 
 
+#: The span over which pings are weighed against posts (``PingPostLimits``).
+PING_WINDOW_S = 3600.0
+#: A partner over its pings per post waits this long (its posts can bring it back sooner).
+PING_RETRY_AFTER_S = 60
+
+
+@dataclass(slots=True)
+class _PingTally:
+    window: int  # the number of the window the counts are for (now // PING_WINDOW_S)
+    pings: float
+    posts: float
+    previous_pings: float
+    previous_posts: float
+
+    def roll(self, window: int) -> None:
+        if window != self.window:
+            recent = window == self.window + 1
+            self.previous_pings = self.pings if recent else 0.0
+            self.previous_posts = self.posts if recent else 0.0
+            self.window, self.pings, self.posts = window, 0.0, 0.0
+
+    def weighed(self, now_s: float) -> tuple[float, float]:
+        """Pings and posts over the last window (the previous window's share, pro rata)."""
+        left = 1.0 - (now_s % PING_WINDOW_S) / PING_WINDOW_S
+        return (
+            self.pings + self.previous_pings * left,
+            self.posts + self.previous_posts * left,
+        )
+
+
+class PingPostLimits:
+    """Pings per post, per partner, over the last hour (per process), as lead platforms bound
+    them: a partner may send ``max_per_post`` pings for each post that names a ping, plus
+    ``max_per_post`` ahead of its first post; beyond, its pings wait until posts catch up.
+    Holds only partner ids and counts."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, _PingTally] = {}
+
+    def _tally(self, partner: str, now_s: float) -> _PingTally:
+        window = int(now_s // PING_WINDOW_S)
+        tally = self._tallies.get(partner)
+        if tally is None:
+            tally = self._tallies[partner] = _PingTally(window, 0.0, 0.0, 0.0, 0.0)
+        tally.roll(window)
+        return tally
+
+    def ping(self, partner: str, max_per_post: int, now_s: float) -> int:
+        """Count one ping of ``partner``: 0 when allowed, else the seconds to wait."""
+        tally = self._tally(partner, now_s)
+        pings, posts = tally.weighed(now_s)
+        if pings >= max_per_post * (posts + 1):
+            return PING_RETRY_AFTER_S
+        tally.pings += 1
+        return 0
+
+    def posted(self, partner: str, now_s: float) -> None:
+        """``partner`` posted a lead naming a ping."""
+        self._tally(partner, now_s).posts += 1
+
+
 class AddressLimits:
     """The per-address tables of one listener's app."""
 

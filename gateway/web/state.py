@@ -12,7 +12,7 @@ from gateway.decision.intake import Intake
 from gateway.observe.metrics import Observer
 from gateway.quality.feedback import FeedbackDesk
 from gateway.storage.base import Store
-from gateway.web.ratelimit import AddressLimits, TokenBucket
+from gateway.web.ratelimit import AddressLimits, PingPostLimits, TokenBucket
 
 
 class Services(Protocol):
@@ -39,6 +39,8 @@ BUCKETS: web.AppKey[dict[str, TokenBucket]] = web.AppKey("buckets", dict)
 DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 #: Per client address: failed authentications, feedback (``web.ratelimit``).
 ADDRESS_LIMITS: web.AppKey[AddressLimits] = web.AppKey("address_limits", AddressLimits)
+#: Pings per post, per partner (``web.ratelimit.PingPostLimits``).
+PING_LIMITS: web.AppKey[PingPostLimits] = web.AppKey("ping_limits", PingPostLimits)
 #: The bearer token ``/metrics`` requires (None: none).
 METRICS_TOKEN: web.AppKey[str | None] = web.AppKey("metrics_token")
 
