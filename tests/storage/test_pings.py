@@ -19,6 +19,7 @@ import pytest_asyncio
 from support import (
     ADVERTISER,
     CAMPAIGN,
+    DAY_MS,
     PARTNER,
     T0,
     DedupSpec,
@@ -43,8 +44,9 @@ from gateway.decision.model import (
     PingStatus,
 )
 from gateway.decision.ping import USED, PingRecord, commit_hold, ping_state, take_hold
+from gateway.decision.plan import index_entry
 from gateway.storage import keys
-from gateway.storage.base import Store
+from gateway.storage.base import FeedbackRef, Store
 from gateway.storage.memory import MemoryStore
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId, CampaignId
@@ -448,3 +450,62 @@ def test_a_pings_keys_are_ids_in_the_advertisers_slot() -> None:
     assert keys.hash_slot_tag(hold.record_key) == f"a:{ADVERTISER}"
     assert hold.record_key == f"lg:{{a:{ADVERTISER}}}:ping:0192f1c2-7d5e-7a1b-9c3d-4e5f60718293"
     assert hold.record_ttl_ms == TTL_MS + 15 * 60_000
+
+
+async def test_a_batch_of_pings_and_posts_is_decided_in_order_each_as_if_alone(
+    engine: DecisionEngine, store: Store
+) -> None:
+    # One decide.lua call on Redis: each lead's holds are read from the end of its own KEYS
+    # and ARGV, beside leads with an Idempotency-Key, an index, or no holds at all.
+    cap = with_holds(calendar_cap(2))
+    other = calendar_cap(100, campaign=OTHER_CAMPAIGN)  # no holds
+    route = f"{PARTNER}|{CAMPAIGN}|coreg|{DAY_MS}|{DAY_MS}"
+
+    def indexed(rq: DecisionRequest) -> DecisionRequest:
+        """Indexed for feedback, as the plan makes every post: the index's keys come before
+        a post's holds."""
+        entry = index_entry(ADVERTISER, rq.lead_id, route, keys.lead_route(route), DAY_MS)
+        return dataclasses.replace(rq, index=entry)
+
+    batch = [
+        ping(T0, "p1", [cap], person="ann"),
+        indexed(request(T0, dedup=[dedup("zed")], caps=[other])),
+        ping(T0, "p2", [cap], person="bob"),
+        indexed(request(T0, dedup=[dedup("cid")], caps=[cap])),  # both places held
+        indexed(post(T0, "p1", [cap], person="ann", idem=idempotency("K1", "B1"))),
+        indexed(post(T0, "p1", [cap], person="dan")),
+        ping(T0, "p3", [cap], person="eve"),
+        indexed(post(T0, "p2", [cap], person="ann")),  # ann is p1's now: released
+        ping(T0, "p4", [cap], person="fay"),
+        post(T0, "p4", [cap], person="fay"),  # not indexed: its holds follow its caps
+    ]
+
+    outcomes = _decided(await engine.run(batch))
+
+    assert [(o.decision, o.ping_status) for o in outcomes] == [
+        (ACCEPTED, PingStatus.HELD),
+        (ACCEPTED, ""),
+        (ACCEPTED, PingStatus.HELD),
+        (CAPPED, ""),
+        (ACCEPTED, PingStatus.COMMITTED),
+        (CAPPED, PingStatus.USED),
+        (CAPPED, ""),
+        (DUPLICATE, PingStatus.RELEASED),
+        (ACCEPTED, PingStatus.HELD),
+        (ACCEPTED, PingStatus.COMMITTED),
+    ]
+    assert await counted(store, cap, T0) == (2, 0)
+    refs = [
+        FeedbackRef(
+            keys.lead_index(ADVERTISER, rq.lead_id),
+            keys.legacy_lead_index(ADVERTISER, rq.lead_id),
+            keys.lead_feedback(ADVERTISER, rq.lead_id),
+            "converted",
+        )
+        for rq in batch
+    ]
+    found = [result for result, _ in await store.record_feedback(refs, T0 + 1)]
+    assert found == [
+        "ok" if o.decision is ACCEPTED and rq.index is not None else "unknown"
+        for rq, o in zip(batch, outcomes, strict=True)
+    ]
