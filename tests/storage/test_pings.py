@@ -287,6 +287,28 @@ async def test_a_refused_post_gives_its_pings_room_back(
     assert bob.decision is ACCEPTED
 
 
+async def test_a_post_refused_in_the_persons_slot_gives_its_pings_room_back(
+    engine: DecisionEngine, store: Store
+) -> None:
+    def ann(advertiser: AdvertiserId) -> PersonReservation:
+        return reservation("ann", advertiser, network_window_ms=TTL_MS * 100)
+
+    cap = with_holds(calendar_cap(1))
+    await decide_one(engine, ping(T0, "p1", [cap], slots=[ann(ADVERTISER)]))
+    globex = AdvertiserId("globex")
+    await decide_one(engine, request(T0 + 1, person=[ann(globex)], advertiser=globex))
+    refused = dataclasses.replace(
+        request(T0 + 2, person=[ann(ADVERTISER)], caps=[cap]), hold=commit_hold(ADVERTISER, "p1")
+    )
+
+    outcome = await decide_one(engine, refused)
+
+    assert (outcome.decision, outcome.reasons) == (DUPLICATE, ("duplicate.network",))
+    assert outcome.ping_status == PingStatus.RELEASED
+    assert await counted(store, cap, T0 + 2) == (0, 0)
+    assert await record_of(store, "p1", T0 + 2) == USED
+
+
 async def test_a_plain_post_is_capped_while_pings_hold_its_caps_or_its_advertisers(
     engine: DecisionEngine, store: Store
 ) -> None:
