@@ -389,8 +389,11 @@ def decision_keys(rq: DecisionRequest) -> list[str]:
     """Every key the advertiser-slot decision of ``rq`` may touch."""
     dedup = [key for check in rq.dedup for key in check.keys]
     found = [rq.stream_key, rq.slot_anchor, *dedup, *(c.key for c in rq.caps)]
+    found += [c.holds for c in rq.caps if c.holds]
     if rq.idempotency is not None:
         found.append(rq.idempotency.answer_key)
+    if rq.hold is not None:
+        found.append(rq.hold.record_key)
     return found
 
 

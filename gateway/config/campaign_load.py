@@ -121,6 +121,7 @@ def parse_campaign(
         feedback_window_s = r.duration(fields["feedback_window"], at + "feedback_window")
     if feedback_window_s < return_window_s:
         r.fail(at + "feedback_window", "must be at least the return_window (default 30d)")
+    ping_ttl_s = _ping_ttl(r, fields.get("ping_ttl_s", 0), at + "ping_ttl_s", distributed)
     rules = packs.campaign_rules(
         opt(fields, "rules", []), at + "rules", default_country=region, min_score=min_score,
         min_score_path=at + "min_score",
@@ -153,7 +154,36 @@ def parse_campaign(
         feedback_window_s=feedback_window_s,
         distribution=distribution,
         payout=None if payout is None else r.number(payout, at + "payout", positive=False),
+        ping_ttl_s=ping_ttl_s,
     )
+
+
+#: The seconds a ping may hold cap room (``Campaign.ping_ttl_s``): long enough for a
+#: publisher's round trip to its own form, short enough that unposted pings give their room
+#: back within the hour.
+PING_TTL_RANGE_S: Final = (5, 3600)
+
+
+def _ping_ttl(r: Reader, value: object, path: str, distributed: bool) -> int:
+    """``ping_ttl_s``: 0 (no pings) or seconds within ``PING_TTL_RANGE_S``; refused on a
+    campaign sold to buyers, whose pings would hold no buyer's room yet."""
+    low, high = PING_TTL_RANGE_S
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        r.fail(
+            path,
+            f"{show(value)} is not a whole number of seconds from {low} to {high} (0: no pings)",
+        )
+        return 0
+    if distributed:
+        r.fail(
+            path,
+            "a campaign sold to buyers takes no pings yet: a ping would hold no buyer's room "
+            "(remove ping_ttl_s, or ping a campaign with one advertiser)",
+        )
+        return 0
+    return value
 
 
 def _check_pressure(

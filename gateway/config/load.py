@@ -312,7 +312,7 @@ _ENTRY_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         (
             *("advertiser", "name", "start", "end", "timezone", "identity", "required"),
             *("phone_region", "contact_pressure", "cpl", "dedup", "caps", "rules", "min_score"),
-            *("return_window", "feedback_window", "payout"),
+            *("return_window", "feedback_window", "payout", "ping_ttl_s"),
             *DISTRIBUTION_KEYS,
         ),
     ),

@@ -311,6 +311,9 @@ class Campaign:
     distribution: Distribution | None = None
     #: What the publisher is paid per lead sold (accepted), for answers and reports.
     payout: float | None = None
+    #: Seconds an accepted ping holds the cap room its post will need (0: the campaign takes
+    #: no pings). Single-advertiser campaigns only: a ping to buyers would reserve nothing yet.
+    ping_ttl_s: int = 0
 
     def is_active(self, now_s: float) -> bool:
         if self.start_at is not None and now_s < self.start_at:

@@ -12,6 +12,10 @@ Round trips, each one pipelined for the whole batch and skipped when nothing nee
    and so does a keyed lead rejected before the store (``DecisionRequest.rejected``).
 4. **release**: give back the reservations of leads that were not accepted.
 
+A ping (``DecisionRequest.hold``, ``HoldMode.TAKE``) takes the same steps, but reserves
+nothing in the person's slot (checked only, as a test lead: nothing to release) and, accepted,
+leaves only its hold in step 3. A post naming a ping (``HoldMode.COMMIT``) is a post.
+
 A crash after 2 leaves a reservation that holds a slot until its window ends; a crash after 3
 leaves an accepted lead committed (and its answer stored for an idempotent retry). Neither can
 lose an accepted lead nor accept one twice: acceptance happens only inside step 3's script.
@@ -27,6 +31,7 @@ from gateway.decision.model import (
     Decision,
     DecisionOutcome,
     DecisionRequest,
+    HoldMode,
     PersonReservation,
 )
 from gateway.failpoints import Failpoints
@@ -70,7 +75,7 @@ class DecisionEngine:
             todo = [i for i in todo if i not in settled]
 
         reservations: list[tuple[int, PersonReservation]] = [
-            (i, r) for i in todo for r in requests[i].person
+            (i, r) for i in todo for r in _person(requests[i])
         ]
         reserved: list[ReserveResult] = []
         forced: dict[int, ForcedOutcome] = {
@@ -102,6 +107,15 @@ class DecisionEngine:
         if releases:
             await self.store.release(releases)
         return outcomes
+
+
+def _person(request: DecisionRequest) -> tuple[PersonReservation, ...]:
+    """The request's person reservations; a ping's only checked, whoever built it: a ping
+    takes no pressure slot and no network mark (docs/decision.md, "Ping and post")."""
+    hold = request.hold
+    if hold is None or hold.mode is not HoldMode.TAKE:
+        return request.person
+    return tuple(r if r.dry_run else dataclasses.replace(r, dry_run=True) for r in request.person)
 
 
 def _accepted_as(outcome: DecisionOutcome | None, request: DecisionRequest) -> bool:

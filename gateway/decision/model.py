@@ -61,6 +61,10 @@ class CapCheck:
     rolling: bool
     #: Calendar: time until the period ends (the counter's TTL). Rolling: the window length.
     span_ms: int
+    #: The cap's holds (``keys.cap_holds``: ping ids scored by their expiry, epoch ms), whose
+    #: live ones count as used; "" when no ping can hold room on this cap, which then costs
+    #: exactly what it did before pings existed (no key, no command).
+    holds: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,59 @@ class IdempotencyRef:
     lead_id: LeadId | None = None
 
 
+class HoldMode(enum.Enum):
+    """What a request does with a ping's hold (``Hold``)."""
+
+    #: The ping: decide as a test lead would (nothing remembered, nothing counted) and, when
+    #: the answer is ``accepted``, hold a place on every cap with holds until ``expires_ms``.
+    TAKE = "take"
+    #: The post carrying the ping's id: decided as any post, its own live hold counting for
+    #: it; the hold is then used up, whatever the answer.
+    COMMIT = "commit"
+
+
+class PingStatus(enum.StrEnum):
+    """``DecisionOutcome.ping_status``: what became of a ping's hold."""
+
+    #: TAKE: the ping was accepted and holds its room (in test mode: would hold it).
+    HELD = "held"
+    #: COMMIT, live hold, post accepted: the room it held is the lead's.
+    COMMITTED = "committed"
+    #: COMMIT, live hold, post refused (a duplicate, a cap, the person's slot): the room it
+    #: held is given back.
+    RELEASED = "released"
+    #: COMMIT after the hold expired: decided afresh.
+    EXPIRED = "expired"
+    #: COMMIT of a ping already committed or released: decided afresh.
+    USED = "used"
+    #: COMMIT of a ping the store does not know (never held, or forgotten): decided afresh.
+    UNKNOWN = "unknown"
+
+
+#: What a ping's record (``keys.ping_record``) becomes once a post used its hold.
+PING_RECORD_USED = "used"
+
+
+@dataclass(slots=True)  # built per ping or post that names a ping: see the module docstring
+class Hold:
+    """A ping's hold, carried by the ping (TAKE) or by the post naming it (COMMIT); built by
+    ``decision.ping`` (``take_hold``, ``commit_hold``). All its keys are in the advertiser's
+    slot, with the decision's."""
+
+    ping_id: str
+    #: ``keys.ping_record``: the ping's record (``decision.ping.PingRecord``), then ``used``.
+    record_key: str
+    mode: HoldMode
+    #: TAKE: when the hold ends, epoch ms (the holds' score). COMMIT: unused (0).
+    expires_ms: int = 0
+    #: TAKE: the record text stored when the hold is taken (ids, times, digests; never
+    #: personal data), starting with ``<expires_ms>|``. COMMIT: unused.
+    record: str = ""
+    #: TAKE: how long the record is kept, ms: past the hold's end, so that a late post is
+    #: told ``expired`` rather than ``unknown``. COMMIT: unused.
+    record_ttl_ms: int = 0
+
+
 @dataclass(slots=True)  # built per lead: see the module docstring
 class DecisionRequest:
     lead_id: LeadId
@@ -121,6 +178,9 @@ class DecisionRequest:
     #: these reasons. Only its Idempotency-Key brings it to the store, which checks nothing
     #: and records the answer, so a retry is answered with it (``plan.build_refusal``).
     rejected: tuple[str, ...] = ()
+    #: A ping (TAKE) or a post naming one (COMMIT); None: a plain post. Single-advertiser
+    #: campaigns only (``plan.build_request``).
+    hold: Hold | None = None
 
 
 @dataclass(slots=True)  # built per lead: see the module docstring
@@ -149,24 +209,32 @@ class DecisionOutcome:
     replayed: bool = False
     #: A campaign sold to buyers: the buyers (advertisers) the lead was sold to.
     buyers: tuple[AdvertiserId, ...] = ()
+    #: A ping or a post naming one: a ``PingStatus`` value; "" for a plain post.
+    ping_status: str = ""
 
     def encode(self, body_digest: str) -> str:
         """The stored form of an idempotent answer (no personal data: ids and codes only);
-        the buyers, when there are, after a fifth ``|``."""
+        the buyers, when there are, after a fifth ``|``; a ping status after a sixth (the
+        buyers' part then written, empty or not). ``decide.lua`` writes the same form."""
         parts = [body_digest, self.lead_id, self.decision.value, ",".join(self.reasons)]
-        if self.buyers:
+        if self.buyers or self.ping_status:
             parts.append(",".join(self.buyers))
+        if self.ping_status:
+            parts.append(self.ping_status)
         return "|".join(parts)
 
     @classmethod
     def decode(cls, stored: str) -> tuple[str, DecisionOutcome]:
-        digest, lead_id, decision, reasons, *sold = stored.split("|", 4)
+        """``encode``'s text back, whichever version stored it: answers stored before ping
+        statuses (four or five parts) read as having none."""
+        digest, lead_id, decision, reasons, *rest = stored.split("|", 5)
         outcome = cls(
             Decision(decision),
             tuple(r for r in reasons.split(",") if r),
             LeadId(lead_id),
             replayed=True,
-            buyers=tuple(AdvertiserId(b) for b in sold[0].split(",") if b) if sold else (),
+            buyers=tuple(AdvertiserId(b) for b in rest[0].split(",") if b) if rest else (),
+            ping_status=rest[1] if len(rest) > 1 else "",
         )
         return digest, outcome
 

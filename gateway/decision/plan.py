@@ -18,6 +18,7 @@ from gateway.config.model import (
     CalendarPeriod,
     Campaign,
     CapRule,
+    CapSubject,
     Config,
     ContactPressure,
     DedupRule,
@@ -31,6 +32,8 @@ from gateway.decision.model import (
     CapCheck,
     DecisionRequest,
     DedupCheck,
+    Hold,
+    HoldMode,
     IdempotencyRef,
     LeadIndexEntry,
     PersonReservation,
@@ -69,16 +72,29 @@ def build_request(
     now_s: float,
     idempotency: Idempotency | None = None,
     plan: Plan | None = None,
+    hold: Hold | None = None,
 ) -> DecisionRequest:
     """The complete request for one lead. ``plan``: the config's compiled plan, whose routes
     are kept between leads (the intake's); without one the route is worked out for this lead
-    alone."""
+    alone, and only holds of ``campaign``'s own pings are counted (a ``Plan`` also knows the
+    advertiser's other campaigns that take pings, which share its advertiser-wide caps).
+
+    ``hold``: a ping (``decision.ping.take_hold``: decided as in test mode, the person's slot
+    only checked, nothing written but the hold, so no Idempotency-Key) or a post naming one
+    (``commit_hold``); ``ValueError`` for a ping to a campaign that takes none."""
     now_ms = int(now_s * 1000)
     advertiser = campaign.advertiser
     if advertiser is None:
         raise ValueError(f"campaign {campaign.id} is sold to buyers: see decision.sale_plan")
+    ping = hold is not None and hold.mode is HoldMode.TAKE
+    if ping and (campaign.ping_ttl_s <= 0 or idempotency is not None):
+        raise ValueError(f"campaign {campaign.id} takes no pings, nor a ping an Idempotency-Key")
     identities = lookups(lead, fingerprinter)
-    route = plan.route(campaign, partner, channel) if plan else _route(campaign, partner, channel)
+    route = (
+        plan.route(campaign, partner, channel)
+        if plan
+        else _route(campaign, partner, channel, pinged=campaign.ping_ttl_s > 0)
+    )
     caps = cap_checks(route.caps, campaign.timezone, now_s)
     if lead.ip is not None and campaign.velocity:
         ip_fp = fingerprinter.fingerprint("ip", lead.ip)
@@ -89,8 +105,23 @@ def build_request(
     pressing = pressure if pressure is not None and campaign.contact_pressure else None
     unit = campaign.id if pressing and pressing.per is PressureUnit.CAMPAIGN else advertiser
     person = person_reservations(
-        lead, identities, route, pressing, unit, lead_id, now_ms, channel, fingerprinter
-    )
+        lead, identities, route, pressing, unit, lead_id, now_ms, channel, fingerprinter,
+        check_only=ping,
+    )  # fmt: skip
+    if ping:
+        # A ping queues nothing and indexes nothing: no delivery record, no index entry.
+        return DecisionRequest(
+            lead_id=lead_id,
+            now_ms=now_ms,
+            dry_run=lead.test,
+            dedup=dedup_checks(route.scopes, identities, now_ms),
+            caps=tuple(caps),
+            person=person,
+            stream_key=keys.deliveries(advertiser),
+            payload=b"",
+            slot_anchor=keys.slot_anchor(advertiser),
+            hold=hold,
+        )
 
     record = {
         "lead_id": lead_id,
@@ -124,6 +155,7 @@ def build_request(
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
         index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
+        hold=hold,
     )
 
 
@@ -191,7 +223,8 @@ def dedup_checks(
 
 
 def cap_checks(caps: Sequence[CapPlan], zone: ZoneInfo, now_s: float) -> list[CapCheck]:
-    """Every cap of a route, keyed for the current calendar period or rolling window."""
+    """Every cap of a route, keyed for the current calendar period or rolling window, with
+    its holds' key when pings may hold room on it (``CapPlan.holds``)."""
     checks: list[CapCheck] = []
     for cap in caps:
         if cap.period is not None:
@@ -199,7 +232,9 @@ def cap_checks(caps: Sequence[CapPlan], zone: ZoneInfo, now_s: float) -> list[Ca
             span_ms, rolling = max(1, int((end_s - now_s) * 1000)), False
         else:
             bucket, span_ms, rolling = str(cap.rolling_s), cap.rolling_s * 1000, True
-        checks.append(CapCheck(cap.reason, cap.key_head + bucket, cap.limit, rolling, span_ms))
+        key = cap.key_head + bucket
+        holds = keys.cap_holds(key) if cap.holds else ""
+        checks.append(CapCheck(cap.reason, key, cap.limit, rolling, span_ms, holds))
     return checks
 
 
@@ -219,9 +254,12 @@ def person_reservations(
     now_ms: int,
     channel: ChannelId,
     fingerprinter: Fingerprinter,
+    *,
+    check_only: bool = False,
 ) -> tuple[PersonReservation, ...]:
     """The reservations of the person's slot (network dedup, contact pressure as ``unit``,
-    suppression lists): one per identity and fingerprint key; none when nothing needs them."""
+    suppression lists): one per identity and fingerprint key; none when nothing needs them.
+    ``check_only`` (a ping): checked as in test mode, nothing reserved, nothing to release."""
     person: list[PersonReservation] = []
     network, suppress = route.network, route.suppress
     if network is None and pressing is None and not suppress:
@@ -241,7 +279,7 @@ def person_reservations(
                     lead_id=lead_id,
                     unit=unit,
                     now_ms=now_ms,
-                    dry_run=lead.test or n > 0 or not counted,
+                    dry_run=check_only or lead.test or n > 0 or not counted,
                     network_window_ms=(
                         network.window_for(channel) * 1000 if network and counted else 0
                     ),
@@ -395,6 +433,8 @@ class CapPlan:
     limit: int
     period: CalendarPeriod | None
     rolling_s: int
+    #: Pings may hold room on this cap (``pinged_caps``): its live holds count as used.
+    holds: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +472,7 @@ class Plan:
     configuration itself (campaigns x partners x channels).
     """
 
-    __slots__ = ("__weakref__", "_partners_by_key", "_routes", "config")
+    __slots__ = ("__weakref__", "_partners_by_key", "_pinged", "_routes", "config")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -442,6 +482,9 @@ class Plan:
             for key_hash in partner.api_key_hashes
         }
         self._routes: dict[tuple[str, str, str], Route] = {}
+        #: The advertisers with a campaign that takes pings: their advertiser-wide caps, shared
+        #: by all their campaigns, may hold room for a ping of any of them.
+        self._pinged = pinged_advertisers(config)
 
     def partner(self, key_hash: str) -> Partner | None:
         """The partner holding the API key whose SHA-256 hex is ``key_hash``."""
@@ -453,12 +496,32 @@ class Plan:
         at = (campaign.id, partner.id, channel)
         route = self._routes.get(at)
         if route is None:
-            route = self._routes[at] = _route(campaign, partner, channel)
+            pinged = campaign.advertiser in self._pinged
+            route = self._routes[at] = _route(campaign, partner, channel, pinged=pinged)
         return route
 
 
-def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Route:
-    """Work out a single-advertiser campaign's route (``Plan.route`` keeps it)."""
+def pinged_advertisers(config: Config) -> frozenset[AdvertiserId]:
+    """The advertisers with a campaign that takes pings (``Campaign.ping_ttl_s``)."""
+    return frozenset(
+        c.advertiser
+        for c in config.campaigns.values()
+        if c.ping_ttl_s > 0 and c.advertiser is not None
+    )
+
+
+def pinged_caps(campaign: Campaign, advertiser_pinged: bool) -> Callable[[CapRule], bool]:
+    """Which of a campaign's caps pings may hold room on: every cap of a campaign that takes
+    pings, and the advertiser-wide caps of any campaign (or buyer) of an advertiser with one
+    (``advertiser_pinged``): those keys are the only ones its pings share. Any other cap
+    costs what it did before pings (``CapCheck.holds`` empty)."""
+    own = campaign.ping_ttl_s > 0
+    return lambda cap: own or (advertiser_pinged and cap.subject is CapSubject.ADVERTISER)
+
+
+def _route(campaign: Campaign, partner: Partner, channel: ChannelId, *, pinged: bool) -> Route:
+    """Work out a single-advertiser campaign's route (``Plan.route`` keeps it); ``pinged``:
+    its advertiser has a campaign that takes pings."""
     advertiser = campaign.advertiser
     if advertiser is None:
         raise ValueError(f"campaign {campaign.id} is sold to buyers: see decision.sale_plan")
@@ -470,6 +533,7 @@ def _route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Route:
         cap_head=lambda cap: keys.cap_head(advertiser, cap, campaign.id, partner.id, channel),
         channel=channel,
         indexed=index_route(campaign, partner, channel),
+        holds=pinged_caps(campaign, pinged),
     )
 
 
@@ -483,12 +547,13 @@ def route_of(
     channel: ChannelId,
     indexed: str = "",
     legacy: bool = True,
+    holds: Callable[[CapRule], bool] | None = None,
 ) -> Route:
     """A route over dedup rules and caps whose keys ``seen_prefix`` and ``cap_head`` form (the
     slot they name: an advertiser's, or a distributed campaign's), for leads of ``channel``.
     ``indexed``: the lead index's route text of the leads it accepts (``index_route``);
     ``legacy``: whether its dedup scopes may hold marks of the legacy layout (an advertiser's
-    slot does)."""
+    slot does); ``holds``: which caps pings may hold room on (``pinged_caps``; none without)."""
     scopes: list[ScopePlan] = []
     network: DedupRule | None = None
     for rule in dedup:
@@ -505,9 +570,12 @@ def route_of(
             )
         )
     cap_plans = tuple(
-        CapPlan(cap.reason, cap_head(cap), cap.limit, cap.window.period, cap.window.rolling_s or 0)
+        CapPlan(
+            cap.reason, cap_head(cap), cap.limit, cap.window.period, cap.window.rolling_s or 0,
+            holds is not None and holds(cap),
+        )
         for cap in caps
-    )
+    )  # fmt: skip
     suppress = tuple((list_id, rule.reason) for rule in suppression for list_id in rule.lists)
     code = keys.lead_route(indexed) if indexed else 0
     return Route(tuple(scopes), network, cap_plans, suppress, indexed, code)

@@ -13,7 +13,7 @@ price, the lead index feedback reads) is built only when the waterfall reaches t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -35,6 +35,8 @@ from gateway.decision.plan import (
     index_route,
     lookups,
     person_reservations,
+    pinged_advertisers,
+    pinged_caps,
     route_of,
     velocity_check,
 )
@@ -173,11 +175,13 @@ class SalePlan:
     (campaign, partner, channel) like ``Plan``'s, and each campaign's ``BuyerTurns`` in this
     process (a reload starts the turns again)."""
 
-    __slots__ = ("_buyers", "_plain", "_routes", "_turns", "config")
+    __slots__ = ("_buyers", "_pinged", "_plain", "_routes", "_turns", "config")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._routes: dict[tuple[str, str, str], SaleRoute] = {}
+        #: Buyers whose advertiser-wide caps pings of their own campaigns may hold room on.
+        self._pinged = pinged_advertisers(config)
         self._turns = {
             c.id: BuyerTurns(c.distribution)
             for c in config.campaigns.values()
@@ -209,15 +213,23 @@ class SalePlan:
         at = (campaign.id, partner.id, channel)
         route = self._routes.get(at)
         if route is None:
-            route = self._routes[at] = sale_route(campaign, partner, channel)
+            route = self._routes[at] = sale_route(campaign, partner, channel, self._pinged)
         return route
 
     def turns(self, campaign: Campaign) -> BuyerTurns:
         return self._turns[campaign.id]
 
 
-def sale_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> SaleRoute:
-    """Work out a distributed campaign's route (``SalePlan.route`` keeps it)."""
+def sale_route(
+    campaign: Campaign,
+    partner: Partner,
+    channel: ChannelId,
+    pinged: Collection[AdvertiserId] = frozenset(),
+) -> SaleRoute:
+    """Work out a distributed campaign's route (``SalePlan.route`` keeps it). ``pinged``: the
+    advertisers with a campaign of their own that takes pings (``plan.pinged_advertisers``):
+    a sale to one counts the live holds on its advertiser-wide caps, so it never takes room
+    a ping holds. The campaign's own pings are not taken yet (config refuses them)."""
     distribution = _distribution(campaign)
     own = route_of(
         campaign.dedup,
@@ -230,15 +242,19 @@ def sale_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> Sale
         legacy=False,
     )
     buyers = {
-        b.advertiser: _buyer_route(campaign, b, partner, channel) for b in distribution.buyers
+        b.advertiser: _buyer_route(campaign, b, partner, channel, b.advertiser in pinged)
+        for b in distribution.buyers
     }
     return SaleRoute(own, buyers)
 
 
-def _buyer_route(campaign: Campaign, buyer: Buyer, partner: Partner, channel: ChannelId) -> Route:
+def _buyer_route(
+    campaign: Campaign, buyer: Buyer, partner: Partner, channel: ChannelId, pinged: bool
+) -> Route:
     """A buyer's dedup and caps, keyed exactly as its advertiser's own campaign's would be
     (the distributed campaign's id in campaign-scoped keys), and its sales' lead index. Its
-    marks live in the advertiser's slot, where the legacy layout may still hold some."""
+    marks live in the advertiser's slot, where the legacy layout may still hold some.
+    ``pinged``: the advertiser's pings may hold room on its advertiser-wide caps."""
     advertiser = buyer.advertiser
     return route_of(
         buyer.dedup,
@@ -248,6 +264,7 @@ def _buyer_route(campaign: Campaign, buyer: Buyer, partner: Partner, channel: Ch
         cap_head=lambda cap: keys.cap_head(advertiser, cap, campaign.id, partner.id, channel),
         channel=channel,
         indexed=index_route(campaign, partner, channel),
+        holds=pinged_caps(campaign, pinged),
     )
 
 

@@ -19,6 +19,7 @@ sale              ``claim_sales``, ``open_sales``, ``close_sales``,      ``decis
                   and ``decide`` for each buyer
 ledger            ``ledger_add``, ``ledger_read``                        ``quality.ledger``
 feedback          ``record_feedback``                                    ``quality.feedback``
+pings             ``read_pings`` (``decide`` takes and uses the holds)   ``decision.intake``
 erasure           ``erase_keys``, ``erase_fields``,                      ``privacy.erasure``
                   ``suppression_lists``
 suppression       ``suppression_change``, ``suppression_size``           ``privacy.suppression``
@@ -205,6 +206,17 @@ class SaleStore(DecisionStore, Protocol):
         ...
 
 
+class PingStore(Protocol):
+    """Pings' records (``keys.ping_record``), read to match a post against the ping it
+    names before it is decided (``decision.ping``); ``decide`` takes and uses the holds."""
+
+    async def read_pings(self, keys: Sequence[str], now_ms: int) -> list[str | None]:
+        """Each record's text (``decision.ping.PingRecord`` or ``used``), ``None`` for a
+        record the store does not hold, in one round trip. ``now_ms``: the request's clock,
+        which the embedded store expires records by."""
+        ...
+
+
 class LedgerStore(Protocol):
     """The partner quality ledger's daily counts (``keys.quality_day``)."""
 
@@ -270,6 +282,7 @@ class CounterReader(Protocol):
 
 class Store(
     SaleStore,
+    PingStore,
     LedgerStore,
     FeedbackStore,
     ErasureStore,

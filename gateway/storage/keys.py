@@ -216,6 +216,20 @@ def cap_head(
     return f"{advertiser_tag(advertiser)}:cap:{letter}:{who}:{rule.window.label}:"
 
 
+def cap_holds(cap_key: str) -> str:
+    """The holds of pings on one cap (``cap``'s key, whose hash tag it keeps): a sorted set
+    of ping ids scored by when each hold ends (epoch ms). Its TTL is the longest ping TTL
+    written to it, only ever raised; ended holds are removed when a ping takes a new one."""
+    return cap_key + ":holds"
+
+
+def ping_record(advertiser: AdvertiserId, ping_id: str) -> str:
+    """An accepted ping's record (``decision.ping.PingRecord``: ids, its expiry, digests),
+    then ``used`` once a post committed or released it, until the record's TTL (the hold's
+    end plus ``decision.ping.RECORD_GRACE_MS``). ``ping_id`` is a gateway-made id."""
+    return f"{advertiser_tag(advertiser)}:ping:{ping_id}"
+
+
 def slot_anchor(advertiser: AdvertiserId) -> str:
     """A key of the advertiser's slot that is never written: it stands in a script's KEYS
     where an optional key (the idempotent answer) is absent, so the slot stays the same."""

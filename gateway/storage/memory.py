@@ -7,6 +7,7 @@ not for production. Expiry is measured against the requests' own clock (``now_ms
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.decision.model import (
+    PING_RECORD_USED,
     CampaignReservation,
     CapCheck,
     ClaimResult,
@@ -22,9 +24,12 @@ from gateway.decision.model import (
     DecisionOutcome,
     DecisionRequest,
     DedupCheck,
+    Hold,
+    HoldMode,
     IdempotencyRef,
     LeadIndexEntry,
     PersonReservation,
+    PingStatus,
 )
 from gateway.storage import keys as storage_keys
 from gateway.storage.base import (
@@ -183,8 +188,34 @@ class MemoryStore(Store):
                 digest, replay = DecisionOutcome.decode(stored)
                 return replay if digest == idem.body_digest else None
 
+        hold = rq.hold
+        # A post naming a ping: only a live hold is its own (decide.lua's reading).
+        own: Hold | None = None
+        ping_status = ""
+        if hold is not None and hold.mode is HoldMode.COMMIT:
+            record = self._get_str(hold.record_key, now)
+            if record is None:
+                ping_status = PingStatus.UNKNOWN
+            elif record == PING_RECORD_USED:
+                ping_status = PingStatus.USED
+            elif _record_ends_ms(record) > now:
+                own = hold
+            else:
+                ping_status = PingStatus.EXPIRED
+                if not rq.dry_run:
+                    self._unhold(rq.caps, hold.ping_id, now)
+
         def answer(decision: Decision, reasons: tuple[str, ...]) -> DecisionOutcome:
-            outcome = DecisionOutcome(decision, reasons, rq.lead_id)
+            nonlocal ping_status
+            if own is not None:
+                accepted = decision is Decision.ACCEPTED
+                ping_status = PingStatus.COMMITTED if accepted else PingStatus.RELEASED
+                if not rq.dry_run:
+                    self._unhold(rq.caps, own.ping_id, now)
+                    record = self._get(own.record_key, now)
+                    if record is not None:
+                        record.value = PING_RECORD_USED  # its TTL kept, as SET … KEEPTTL
+            outcome = DecisionOutcome(decision, reasons, rq.lead_id, ping_status=ping_status)
             if idem is not None and not rq.dry_run:
                 self._set(idem.answer_key, outcome.encode(idem.body_digest), now, idem.ttl_ms)
             return outcome
@@ -195,9 +226,17 @@ class MemoryStore(Store):
         duplicates = self._duplicates(rq.dedup, now)
         if duplicates:
             return answer(Decision.DUPLICATE, tuple(duplicates))
-        capped = self._capped(rq.caps, now)
+        capped = self._capped(rq.caps, now, own.ping_id if own is not None else None)
         if capped:
             return answer(Decision.CAPPED, tuple(capped))
+        if hold is not None and hold.mode is HoldMode.TAKE:
+            ping_status = PingStatus.HELD
+            if not rq.dry_run:
+                for cap in rq.caps:
+                    if cap.holds:
+                        self._hold(cap.holds, hold, now)
+                self._set(hold.record_key, hold.record, now, max(1, hold.record_ttl_ms))
+            return answer(Decision.ACCEPTED, ())
         if rq.dry_run:
             return answer(Decision.ACCEPTED, ())
 
@@ -239,8 +278,9 @@ class MemoryStore(Store):
                     break
         return duplicates
 
-    def _capped(self, caps: Sequence[CapCheck], now: int) -> list[str]:
-        """The caps already at their limit."""
+    def _capped(self, caps: Sequence[CapCheck], now: int, own_ping: str | None = None) -> list[str]:
+        """The caps already at their limit, live holds counted as used (but ``own_ping``'s,
+        the hold of the post being decided)."""
         capped: list[str] = []
         for cap in caps:
             if cap.rolling:
@@ -248,6 +288,11 @@ class MemoryStore(Store):
                 used = sum(1 for at in log.values() if at > now - cap.span_ms)
             else:
                 used = int(self._get_str(cap.key, now) or "0")
+            if cap.holds:
+                holds = self._zset(cap.holds, now)
+                used += sum(1 for ends in holds.values() if ends > now)
+                if own_ping is not None and holds.get(own_ping, 0) > now:
+                    used -= 1
             if used >= cap.limit:
                 capped.append(cap.reason)
         return capped
@@ -264,6 +309,28 @@ class MemoryStore(Store):
             self._set(cap.key, "1", now, cap.span_ms)
         else:
             entry.value = str(int(str(entry.value)) + 1)
+
+    def _hold(self, key: str, hold: Hold, now: int) -> None:
+        """A ping's place in one cap's holds, as ``decide.lua`` takes it: ended holds removed,
+        the set's expiry only ever moved later."""
+        entry = self._get(key, now)
+        held = entry.value if entry is not None and isinstance(entry.value, dict) else {}
+        live = {ping: ends for ping, ends in held.items() if ends > now}
+        live[hold.ping_id] = hold.expires_ms
+        expires_at_ms = max(hold.expires_ms, now + 1)
+        if entry is None:
+            self._set(key, live, now, expires_at_ms - now)
+            return
+        entry.value = live
+        entry.expires_at_ms = max(entry.expires_at_ms, expires_at_ms)
+
+    def _unhold(self, caps: Sequence[CapCheck], ping_id: str, now: int) -> None:
+        """ZREM of a ping from each cap's holds; a set left empty goes, as in Redis."""
+        for cap in caps:
+            if cap.holds:
+                held = self._zset(cap.holds, now)
+                if held.pop(ping_id, None) is not None and not held:
+                    self._data.pop(cap.holds, None)
 
     def _mark(self, check: DedupCheck, now: int) -> int:
         """HSET of the mark in the current generation's hash, whose expiry only moves later
@@ -422,6 +489,9 @@ class MemoryStore(Store):
             elif kind == "z":
                 self._zset(key, now).pop(lead_id, None)
 
+    async def read_pings(self, keys: Sequence[str], now_ms: int) -> list[str | None]:
+        return [self._get_str(key, now_ms) for key in keys]
+
     async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
         changed = 0
         for key in keys:
@@ -553,6 +623,16 @@ class MemoryStore(Store):
             entry = self._get(storage_keys.quality_day(day), self._last_now_ms)
             found[day] = dict(entry.value) if entry and isinstance(entry.value, dict) else {}
         return found
+
+
+def _record_ends_ms(record: str) -> int:
+    """When the hold of a ping's record ends: its leading digits, as ``decide.lua`` reads
+    them (0 when there are none)."""
+    digits = _LEADING_DIGITS.match(record)
+    return int(digits.group()) if digits is not None else 0
+
+
+_LEADING_DIGITS = re.compile(r"[0-9]+")
 
 
 def _day_start_ms(day: str) -> int:

@@ -22,6 +22,7 @@ from gateway.decision.model import (
     Decision,
     DecisionOutcome,
     DecisionRequest,
+    HoldMode,
     IdempotencyRef,
     PersonReservation,
 )
@@ -237,7 +238,12 @@ class RedisStore(Store):
             status = reply[0]
             if status == "ok":
                 reasons = tuple(r for r in reply[2].split(",") if r)
-                outcomes.append(DecisionOutcome(Decision(reply[1]), reasons, rq.lead_id))
+                ping_status = reply[3] if len(reply) > 3 else ""
+                outcomes.append(
+                    DecisionOutcome(
+                        Decision(reply[1]), reasons, rq.lead_id, ping_status=ping_status
+                    )
+                )
             elif status == "replay":
                 outcomes.append(DecisionOutcome.decode(reply[1])[1])
             else:
@@ -246,6 +252,13 @@ class RedisStore(Store):
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         await self._run([_release_command(r, reserved) for r, reserved in items])
+
+    async def read_pings(self, keys: Sequence[str], now_ms: int) -> list[str | None]:
+        """GET of each ping record, in one round trip (``now_ms``: Redis expires them by
+        its own clock)."""
+        if not keys:
+            return []
+        return [None if v is None else str(v) for v in await self._run([("GET", k) for k in keys])]
 
     async def suppression_change(self, list_id: str, keys: Sequence[str], *, add: bool) -> int:
         sha = scripts.SUPPRESS_CHANGE.sha
@@ -466,10 +479,15 @@ def _decide_parts(
     ]
     now_ms = rq.now_ms
     legacy_newest = min(now_ms, legacy_until_ms) // storage_keys.LEGACY_SEEN_GENERATION_MS
+    hold = rq.hold
+    held = [j for j, cap in enumerate(rq.caps, 1) if cap.holds]
+    mode: str | int = int(rq.dry_run)
+    if held or hold is not None:
+        mode = f"{mode}{_HOLD_LETTERS[hold.mode] if hold is not None else 'p'}"
     args: list[str | bytes | int] = [
         now_ms,
         rq.lead_id,
-        int(rq.dry_run),
+        mode,
         idem.ttl_ms if idem is not None else 0,
         idem.body_digest if idem is not None else "",
         f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
@@ -515,7 +533,24 @@ def _decide_parts(
             index.route,
             max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms,
         )
+    if held or hold is not None:
+        keys += [rq.caps[j - 1].holds for j in held]
+        args += held
+        if hold is not None:
+            keys.append(hold.record_key)
+            args += (
+                hold.ping_id,
+                hold.expires_ms,
+                max(1, hold.expires_ms - now_ms),
+                hold.record,
+                max(1, hold.record_ttl_ms),
+            )
+        args.append(len(held))
     return keys, args
+
+
+#: ``decide.lua``'s letter of each hold mode (its ARGV[3]; "p": a plain post counting holds).
+_HOLD_LETTERS = {HoldMode.TAKE: "t", HoldMode.COMMIT: "c"}
 
 
 def _policy_problem(reply: Any) -> str | None:

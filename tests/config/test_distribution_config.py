@@ -267,3 +267,12 @@ def test_the_example_configuration_sells_to_buyers() -> None:
     sold = [c for c in example.campaigns.values() if c.distribution is not None]
     modes = sorted(c.distribution.mode.value for c in sold if c.distribution is not None)
     assert modes == ["exclusive", "shared"]
+
+
+def test_a_campaign_sold_to_buyers_takes_no_pings_yet() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(config({**SOLD, "ping_ttl_s": 60}))
+
+    (issue,) = [i for i in refused.value.issues if i.path == "campaigns[0].ping_ttl_s"]
+    assert "a campaign sold to buyers takes no pings yet" in issue.message
+    assert parse_config(config({**SOLD, "ping_ttl_s": 0})).campaigns[CampaignId("sold")]

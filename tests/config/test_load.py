@@ -280,6 +280,12 @@ CASES: Final[list[tuple[tuple[Step, ...], object, str, str]]] = [
         "campaigns[0].caps[1]",
         "a second cap.partner.rolling cap",
     ),
+    # pings (issue 20)
+    ((*C0, "ping_ttl_s"), 4, "campaigns[0].ping_ttl_s", "4 is not a whole number of seconds"),
+    ((*C0, "ping_ttl_s"), 3601, "campaigns[0].ping_ttl_s", "from 5 to 3600 (0: no pings)"),
+    ((*C0, "ping_ttl_s"), "60s", "campaigns[0].ping_ttl_s", "'60s' is not a whole number"),
+    ((*C0, "ping_ttl_s"), True, "campaigns[0].ping_ttl_s", "True is not a whole number"),
+    ((*C0, "ping_ttl_s"), 2.5, "campaigns[0].ping_ttl_s", "2.5 is not a whole number"),
     # network contact pressure
     (("contact_pressure", "limit"), 0, "contact_pressure.limit", "0 must be at least 1"),
     (("contact_pressure", "window"), "1x", "contact_pressure.window", "'1x' is not a duration"),
@@ -409,9 +415,18 @@ def test_defaults() -> None:
     assert campaign.cpl is None
     assert campaign.start_at is None
     assert campaign.end_at is None
+    assert campaign.ping_ttl_s == 0
     assert config.channels[ChannelId("cashback")].name == "cashback"
     assert config.partners[PartnerId("p1")].rate_limit is None
     assert config.partners[PartnerId("p1")].api_key_hashes == (HASH_1.removeprefix("sha256:"),)
+
+
+@pytest.mark.parametrize("seconds", [0, 5, 60, 3600])
+def test_a_campaign_takes_pings_for_5_s_to_an_hour(seconds: int) -> None:
+    data = _base()
+    data["campaigns"][0]["ping_ttl_s"] = seconds
+
+    assert parse_config(data).campaigns[CampaignId("always")].ping_ttl_s == seconds
 
 
 def test_empty_optional_sections_count_as_absent() -> None:

@@ -22,6 +22,7 @@ from gateway.config.model import (
     CapRule,
     CapSubject,
     CapWindow,
+    Config,
     ContactPressure,
     DedupRule,
     DedupScope,
@@ -30,13 +31,16 @@ from gateway.config.model import (
 )
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
-from gateway.decision.model import Decision, DecisionRequest
-from gateway.decision.plan import Idempotency, build_request, dedup_check
+from gateway.decision.model import Decision, DecisionRequest, Hold
+from gateway.decision.ping import PingRecord, commit_hold, take_hold
+from gateway.decision.plan import Idempotency, Plan, build_request, dedup_check
+from gateway.decision.sale_plan import SalePlan
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
+from gateway.storage.redis import _decide_parts
 from gateway.types import (
     AdvertiserId,
     CampaignId,
@@ -537,3 +541,115 @@ async def test_a_replaced_config_leaves_nothing_of_itself_in_what_the_plan_keeps
     assert old_plan() is None
     assert intake.plan.config is new
     assert intake.authenticate(KEYS["p-alpha"]) is new.partners[PartnerId("p-alpha")]
+
+
+# -- pings (issue 20): which caps count holds, and what a ping's request carries -----------------
+
+
+def _pinged_network() -> Config:
+    """``network(buyers=True)`` with ``acme-ping``, a campaign of acme that takes pings (60 s;
+    a campaign day cap and an advertiser-wide one), and an advertiser-wide cap on acme-main."""
+    data = network(buyers=True)
+    acme_main, nova_main = data["campaigns"][0], data["campaigns"][1]
+    acme_main["caps"].append({"subject": "advertiser", "window": "day", "limit": 50})
+    nova_main["caps"].append({"subject": "advertiser", "window": "day", "limit": 50})
+    data["campaigns"].append(
+        {
+            "id": "acme-ping",
+            "advertiser": "acme",
+            "kind": "always_on",
+            "required": ["email"],
+            "ping_ttl_s": 60,
+            "caps": [
+                {"subject": "campaign", "window": "day", "limit": 10},
+                {"subject": "advertiser", "window": "day", "limit": 50},
+            ],
+        }
+    )
+    data["partners"][0]["campaigns"].append("acme-ping")
+    return parse_config(data)
+
+
+def _planned(
+    plan: Plan, campaign_id: str, hold: Hold | None = None, *, test: bool = False
+) -> DecisionRequest:
+    config = plan.config
+    campaign = config.campaigns[CampaignId(campaign_id)]
+    posted = {"campaign": campaign_id, "email": "jean@example.com", "test": test}
+    return build_request(
+        lead=parse_lead(posted, config.campaigns, now_s=NOW_S),
+        lead_id=LeadId("lead-1"),
+        campaign=campaign,
+        partner=config.partners[PartnerId("p-alpha")],
+        channel=ChannelId("email"),
+        pressure=ContactPressure(limit=3, window_s=30 * DAY_S),
+        fingerprinter=Fingerprinter([K1]),
+        now_s=NOW_S,
+        plan=plan,
+        hold=hold,
+    )
+
+
+def test_a_post_to_an_advertiser_without_pings_sends_no_holds_to_the_store() -> None:
+    plan = Plan(_pinged_network())
+
+    rq = _planned(plan, "nova-main")
+
+    assert [c.holds for c in rq.caps] == ["", ""]
+    # decide.lua gets exactly what it got before pings: no holds key, a one-character mode.
+    lua_keys, lua_args = _decide_parts(rq, None, 0)
+    n_dedup = sum(len(c.keys) for c in rq.dedup)
+    assert len(lua_keys) == 2 + n_dedup + len(rq.caps) + 2  # answer/anchor, stream, index
+    assert lua_args[2] == 0
+    assert not [k for k in lua_keys if str(k).endswith(":holds") or ":ping:" in str(k)]
+
+
+def test_holds_are_counted_on_every_cap_a_ping_may_hold_room_on_and_no_other() -> None:
+    plan = Plan(_pinged_network())
+
+    pinged, sibling = _planned(plan, "acme-ping"), _planned(plan, "acme-main")
+
+    # Every cap of the campaign that takes pings.
+    assert [c.holds for c in pinged.caps] == [keys.cap_holds(c.key) for c in pinged.caps]
+    # Another campaign of acme shares only acme's advertiser-wide cap with those pings.
+    held = {c.reason: c.holds for c in sibling.caps}
+    assert held == {
+        "cap.campaign.day": "",
+        "cap.partner.rolling": "",
+        "cap.advertiser.day": keys.cap_holds(sibling.caps[2].key),
+    }
+    assert sibling.caps[2].key == pinged.caps[1].key  # the one cap both count
+    assert keys.hash_slot_tag(sibling.caps[2].holds) == "a:acme"
+
+
+def test_a_sale_to_a_buyer_whose_advertiser_takes_pings_counts_its_advertiser_wide_holds() -> None:
+    config = _pinged_network()
+    sold = config.campaigns[CampaignId("sold-main")]
+
+    route = SalePlan(config).route(sold, config.partners[PartnerId("p-alpha")], ChannelId("email"))
+
+    acme_cap, nova_caps = route.buyers[ACME].caps, route.buyers[AdvertiserId("nova")].caps
+    assert [c.holds for c in acme_cap] == [True]  # acme's buyer cap is its advertiser-wide one
+    assert [c.holds for c in nova_caps] == []
+    assert [c.holds for c in route.campaign.caps] == []
+
+
+def test_a_ping_is_planned_as_a_check_that_queues_nothing() -> None:
+    plan = Plan(_pinged_network())
+    record = PingRecord(PartnerId("p-alpha"), CampaignId("acme-ping"), 1, "k1.m")
+    hold = take_hold(ACME, "ping-1", replace(record, expires_ms=int(NOW_S * 1000) + 60_000),
+                     now_ms=int(NOW_S * 1000))  # fmt: skip
+
+    rq = _planned(plan, "acme-ping", hold)
+    post = _planned(plan, "acme-ping", commit_hold(ACME, "ping-1"))
+
+    assert rq.hold is hold
+    assert (rq.payload, rq.index, rq.idempotency, rq.dry_run) == (b"", None, None, False)
+    assert rq.person
+    assert all(r.dry_run for r in rq.person)  # checked, nothing reserved
+    assert post.hold == commit_hold(ACME, "ping-1")
+    assert post.payload
+    assert post.index is not None
+    assert not any(r.dry_run for r in post.person if r.pressure_limit)
+    with pytest.raises(ValueError, match="takes no pings"):
+        _planned(plan, "acme-main", hold)

@@ -6,10 +6,13 @@ test's control; time never passes for real: each test moves ``now_ms``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import redis.asyncio
 from support import (
     ADVERTISER,
+    CAMPAIGN,
     DAY_MS,
     HOUR_MS,
     PARTNER,
@@ -29,7 +32,8 @@ from support import (
 
 from gateway.config.model import DedupScope
 from gateway.decision.engine import DecisionEngine
-from gateway.decision.model import Decision, DecisionRequest
+from gateway.decision.model import CapCheck, Decision, DecisionRequest
+from gateway.decision.ping import PingRecord, commit_hold, take_hold
 from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId
@@ -566,9 +570,21 @@ async def test_a_dry_run_takes_no_person_slot(engine: DecisionEngine) -> None:
 # -- keys: TTLs and hash slots -----------------------------------------------------------------
 
 
+def _ping(now_ms: int, ping_id: str, caps: list[CapCheck]) -> DecisionRequest:
+    record = PingRecord(PARTNER, CAMPAIGN, now_ms + 60_000, "k1.digest")
+    hold = take_hold(ADVERTISER, ping_id, record, now_ms=now_ms)
+    return dataclasses.replace(request(now_ms, caps=caps), payload=b"", hold=hold)
+
+
+def _post(now_ms: int, ping_id: str, caps: list[CapCheck], person: str) -> DecisionRequest:
+    rq = request(now_ms, dedup=[dedup(person)], caps=caps)
+    return dataclasses.replace(rq, hold=commit_hold(ADVERTISER, ping_id))
+
+
 async def _every_write_path(engine: DecisionEngine) -> list[DecisionRequest]:
     """Exercise every kind of key the stores write; return the requests that were run."""
     press = {"pressure_limit": 2, "pressure_window_ms": WINDOW_MS}
+    pinged = [dataclasses.replace(c, holds=keys.cap_holds(c.key)) for c in (calendar_cap(5),)]
     net = {"network_window_ms": 7 * DAY_MS, "network_retention_ms": WINDOW_MS}
     caps = [calendar_cap(2), rolling_cap(5, HOUR_MS)]
     run = [
@@ -588,6 +604,9 @@ async def _every_write_path(engine: DecisionEngine) -> list[DecisionRequest]:
         ),
         request(T0 + 1, dedup=[dedup("bob", DedupScope.CHANNEL)], caps=caps),
         request(T0 + 2, dedup=[dedup("cid")], caps=caps),  # capped
+        # Two pings hold a cap (ping ids: gateway-made ids); a post uses one's hold up.
+        *(_ping(T0 + 3, f"0192f1c2-7d5e-7a1b-9c3d-4e5f6071829{n}", pinged) for n in (1, 2)),
+        _post(T0 + 4, "0192f1c2-7d5e-7a1b-9c3d-4e5f60718291", pinged, "dan"),
         # Refused by globex's cap after 8 days: its release restores ann's earlier mark.
         request(
             T0 + 8 * DAY_MS,
@@ -620,7 +639,7 @@ async def test_every_redis_key_expires_except_the_delivery_streams(redis_url: st
     assert {k for k, ttl in ttls.items() if ttl == -1} == streams
     assert {k: ttl for k, ttl in ttls.items() if k not in streams and ttl <= 0} == {}
     kinds = {k.split("}:", 1)[1].split(":", 1)[0] for k in ttls}
-    assert kinds == {"seen", "cap", "idem", "net", "press", "deliveries"}
+    assert kinds == {"seen", "cap", "idem", "net", "press", "deliveries", "ping"}
 
 
 async def test_no_key_carries_a_raw_identity_and_each_has_its_owners_hash_tag(
@@ -640,3 +659,9 @@ async def test_no_key_carries_a_raw_identity_and_each_has_its_owners_hash_tag(
         }
         for r in rq.person:
             assert keys.hash_slot_tag(r.seen_key) == keys.hash_slot_tag(r.pressure_key)
+    # A ping leaves its record and its holds, named by ids only (a ping carries keyed
+    # fingerprints and digests, never the identities themselves).
+    pinged = {rq.hold.record_key for rq in run if rq.hold is not None}
+    pinged |= {c.holds for rq in run if rq.hold is not None for c in rq.caps}
+    assert {n for n in names if ":ping:" in n or n.endswith(":holds")} == pinged
+    assert all(keys.hash_slot_tag(n) == f"a:{ADVERTISER}" for n in pinged)

@@ -28,9 +28,18 @@ KEYS[3+d+n_caps], +1         optional: the lead index (a hash by week and bucket
                              1024 + 512 + offset ms, or the whole "route|accepted_ms" text)
                              and the week's route registry (hash code -> route text); written
                              when accepted
+then, only for a lead with holds (ARGV[3] of two characters), last:
+  n_held keys                the holds of the caps that have them (sorted sets: ping id ->
+                             the hold's end, epoch ms), in the order of their cap numbers
+                             below; a hold is live while its end is after now
+  1 key (ping, post)         the ping's record (string "<expires ms>|...", then "used")
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
-ARGV[3]  "1": test mode, check only and write nothing
+ARGV[3]  "0", or "1": test mode, check only and write nothing. A lead with holds has two
+         characters: test mode ("0"/"1"), then "p" (a plain post: live holds count as used),
+         "t" (a ping: decide as in test mode, then, if accepted, hold a place on each cap
+         with holds and store the record) or "c" (a post naming a ping: its own live hold
+         counts for it, and is used up, whatever the answer)
 ARGV[4]  idempotency answer TTL, ms ("0": the request has no Idempotency-Key)
 ARGV[5]  the request body digest (idempotency)
 ARGV[6]  forced outcome from the person's slot, "decision|reason,reason", or ""
@@ -47,16 +56,49 @@ then 7 per dedup check: reason, window ms, the TTL in ms the current generation'
 then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
 then, with the index keys: field, packed value ("" when the offset does not fit), route code,
          route text, the TTL in ms the index hash needs
+then, only for a lead with holds, last: the number (1 ..) of each cap with holds, in order;
+         for a ping or a post naming one, 5 more: ping id, the hold's end (epoch ms), the
+         holds' TTL in ms (the hold's end - now; only ever raised), the record, the record's
+         TTL in ms; and last of all n_held
 
-Returns, per lead: {"ok", decision, "reason,reason"} | {"replay", stored answer} |
-{"conflict"}
+Holds cost nothing to a lead without them: its ARGV[3] is one character and nothing of the
+above is read. A ping's hold is taken on every cap that has holds, after removing the holds
+that ended (ZREMRANGEBYSCORE); nothing else is written for a ping (no mark, no count, no
+stream entry, no index). A post naming a live ping counts each cap as used + live holds - its
+own hold, then uses it up: its holds removed, its record set to "used" (its TTL kept), so a
+second post naming it finds "used"; atomic, so of two such posts exactly one has the hold.
+
+Returns, per lead: {"ok", decision, "reason,reason"} (a ping or a post naming one: a fourth
+element, the ping's status: held, committed, released, expired, used, unknown, or "" for a
+ping refused) | {"replay", stored answer} | {"conflict"}
 ]]
 
-local function decide(kb, ab, nk)
+local function decide(kb, ab, nk, na)
   local lead_id = ARGV[ab + 2]
-  local dry = ARGV[ab + 3] == "1"
+  local mode = ARGV[ab + 3]
+  local dry = mode == "1"
   local idem = ARGV[ab + 4] ~= "0"
   local digest = ARGV[ab + 5]
+
+  -- Holds: the lead's last KEYS and ARGV (see above), read only for a lead that has them.
+  local holding, held, n_hold_keys = nil, nil, 0
+  local ping, record_key, own, ping_status = nil, nil, false, ""
+  if #mode > 1 then
+    dry = string.sub(mode, 1, 1) == "1"
+    holding = string.sub(mode, 2, 2)
+    local n_held = tonumber(ARGV[ab + na])
+    local n_fixed = 0
+    if holding ~= "p" then
+      n_fixed = 5
+      ping, record_key = ARGV[ab + na - 5], KEYS[kb + nk]
+    end
+    n_hold_keys = n_held + (n_fixed > 0 and 1 or 0)
+    local first_key, first_arg = kb + nk - n_hold_keys, ab + na - 1 - n_fixed - n_held
+    held = {}
+    for i = 1, n_held do
+      held[tonumber(ARGV[first_arg + i])] = KEYS[first_key + i]
+    end
+  end
 
   if idem then
     local stored = redis.call("GET", KEYS[kb + 1])
@@ -68,10 +110,45 @@ local function decide(kb, ab, nk)
     end
   end
 
+  -- A post naming a ping: what its record says. Only a live hold is the post's own.
+  if holding == "c" then
+    local record = redis.call("GET", record_key)
+    if not record then
+      ping_status = "unknown"
+    elseif record == "used" then
+      ping_status = "used"
+    elseif tonumber(string.match(record, "^%d+") or "0") > tonumber(ARGV[ab + 1]) then
+      own = true
+    else
+      ping_status = "expired"
+      if not dry then
+        for _, key in pairs(held) do
+          redis.call("ZREM", key, ping)
+        end
+      end
+    end
+  end
+
   local function answer(decision, reasons)
+    if own then
+      -- Whatever the answer, the hold is used up: counted (accepted) or given back.
+      ping_status = decision == "accepted" and "committed" or "released"
+      if not dry then
+        for _, key in pairs(held) do
+          redis.call("ZREM", key, ping)
+        end
+        redis.call("SET", record_key, "used", "KEEPTTL")
+      end
+    end
     if idem and not dry then
-      redis.call("SET", KEYS[kb + 1],
-        digest .. "|" .. lead_id .. "|" .. decision .. "|" .. reasons, "PX", ARGV[ab + 4])
+      local stored = digest .. "|" .. lead_id .. "|" .. decision .. "|" .. reasons
+      if ping_status ~= "" then
+        stored = stored .. "||" .. ping_status
+      end
+      redis.call("SET", KEYS[kb + 1], stored, "PX", ARGV[ab + 4])
+    end
+    if ping then
+      return {"ok", decision, reasons, ping_status}
     end
     return {"ok", decision, reasons}
   end
@@ -128,12 +205,41 @@ local function decide(kb, ab, nk)
     else
       used = tonumber(redis.call("GET", key) or "0")
     end
+    if held and held[j] then
+      -- Live holds count as used, but for a post its own (the room it holds is its).
+      local holds = held[j]
+      used = used + redis.call("ZCOUNT", holds, "(" .. ARGV[ab + 1], "+inf")
+      if own then
+        local ends = redis.call("ZSCORE", holds, ping)
+        if ends and tonumber(ends) > tonumber(ARGV[ab + 1]) then
+          used = used - 1
+        end
+      end
+    end
     if used >= tonumber(ARGV[ab + a + 2]) then
       capped[#capped + 1] = ARGV[ab + a + 1]
     end
   end
   if #capped > 0 then
     return answer("capped", table.concat(capped, ","))
+  end
+
+  if holding == "t" then
+    -- A ping: hold a place on each cap with holds until the hold ends, and leave the
+    -- record for its post. Ended holds go first, so a set holds no more than live pings.
+    ping_status = "held"
+    if not dry then
+      local ends, ttl = ARGV[ab + na - 4], tonumber(ARGV[ab + na - 3])
+      for _, key in pairs(held) do
+        redis.call("ZREMRANGEBYSCORE", key, "-inf", ARGV[ab + 1])
+        redis.call("ZADD", key, ends, ping)
+        if redis.call("PTTL", key) < ttl then
+          redis.call("PEXPIRE", key, ttl)
+        end
+      end
+      redis.call("SET", record_key, ARGV[ab + na - 2], "PX", ARGV[ab + na - 1])
+    end
+    return answer("accepted", "")
   end
 
   if dry then
@@ -167,7 +273,7 @@ local function decide(kb, ab, nk)
     end
   end
   local index_at = 2 + n_dedup_keys + n_caps + 1
-  if nk > index_at then
+  if nk - n_hold_keys > index_at then
     -- The lead index: the packed integer when the route's code is this route's in the week's
     -- registry and the acceptance is within 512 ms of the id's time (nearly always), else the
     -- text.
@@ -204,7 +310,7 @@ local results = {}
 local kb, ab = 0, 1
 for lead = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ab + 1]), tonumber(ARGV[ab + 2])
-  results[lead] = decide(kb, ab + 2, nk)
+  results[lead] = decide(kb, ab + 2, nk, na)
   kb, ab = kb + nk, ab + 2 + na
 end
 return results
