@@ -210,6 +210,13 @@ class InvalidLead(InvalidFields):
     type_slug = "invalid-lead"
 
 
+class PingMismatch(InvalidFields):
+    """422: a post naming a live ping is not the lead pinged: each differing field named."""
+
+    title = "The lead is not the one pinged"
+    type_slug = "ping-mismatch"
+
+
 class IdempotencyConflict(RequestError):
     status = 422
     title = "Idempotency-Key reused with another body"
@@ -224,6 +231,13 @@ class RateLimited(RequestError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(detail)
+
+
+class PingLimit(RateLimited):
+    """429: a partner's pings outnumber its posts that name one (``max_pings_per_post``)."""
+
+    title = "Too many pings per post"
+    type_slug = "ping-limit"
 
 
 class InvalidValue(ValueError):

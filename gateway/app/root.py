@@ -239,6 +239,7 @@ class App:
                 clock=self.clock,
                 waterfall=Waterfall(self.store, self.settings.failpoints),
                 endpoints=self.endpoints,
+                pings=self.store,
             )
         return self._intake
 

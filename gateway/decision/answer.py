@@ -41,6 +41,9 @@ class Answer:
     show_buyers: bool = False
     #: Each buyer's part (``sold`` or a refusal code), for metrics; never shown to publishers.
     offers: tuple[tuple[AdvertiserId, str], ...] = ()
+    #: A post naming a ping: what became of the ping (``committed``, ``released``,
+    #: ``expired``, ``used``, ``unknown``); a ping: ``held`` when it holds room.
+    ping_status: str | None = None
 
     def to_json(self) -> dict[str, object]:
         answer: dict[str, object] = {
@@ -60,6 +63,8 @@ class Answer:
                 answer["sold_to"] = [sale.buyer for sale in self.sales]
         if self.payout is not None and self.decision is Decision.ACCEPTED:
             answer["payout"] = self.payout
+        if self.ping_status is not None:
+            answer["ping_status"] = self.ping_status
         return answer
 
 
@@ -94,3 +99,34 @@ def check_json(answer: Answer) -> dict[str, object]:
     if answer.sales is not None:
         body["buyers"] = len(answer.sales)
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class PingAnswer:
+    """The answer to a ping: its decision as a post's (``answer``), and, when it holds room,
+    the id its post names and how long the hold lives."""
+
+    answer: Answer
+    ping_id: str | None
+    ttl_s: int
+
+    def to_json(self) -> dict[str, object]:
+        answer = self.answer
+        body: dict[str, object] = {}
+        if self.ping_id is not None:
+            body["ping_id"] = self.ping_id
+        body.update(
+            campaign=answer.campaign,
+            channel=answer.channel,
+            status=probe_status(answer),
+            reasons=list(answer.reasons),
+        )
+        if self.ping_id is not None:
+            body["expires_in_s"] = self.ttl_s
+            if answer.payout is not None:
+                body["payout"] = answer.payout
+        if answer.score is not None:
+            body["score"] = answer.score
+        if answer.test:
+            body["test"] = True
+        return body

@@ -19,10 +19,27 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config.model import Buyer, Config, Partner
-from gateway.decision.answer import Answer, Sale
+from gateway.decision.answer import Answer, PingAnswer, Sale
 from gateway.decision.distribution import EndpointView, NoEndpointView, unsold
 from gateway.decision.engine import DecisionEngine
-from gateway.decision.model import Decision, DecisionOutcome, DecisionRequest
+from gateway.decision.model import (
+    Decision,
+    DecisionOutcome,
+    DecisionRequest,
+    Hold,
+    HoldMode,
+    PingStatus,
+)
+from gateway.decision.ping import (
+    PING_ID,
+    PingRecord,
+    commit_hold,
+    mismatches,
+    new_ping_id,
+    ping_match,
+    ping_state,
+    take_hold,
+)
 from gateway.decision.plan import Idempotency, Plan, build_refusal, build_request, digest
 from gateway.decision.sale_plan import NoOffer, SalePlan, SaleRequest, build_sale
 from gateway.decision.waterfall import SaleResult, Waterfall
@@ -32,6 +49,7 @@ from gateway.errors import (
     Forbidden,
     IdempotencyConflict,
     InvalidLead,
+    PingMismatch,
     RequestError,
 )
 from gateway.leads.fingerprint import Fingerprinter
@@ -39,6 +57,7 @@ from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead, parse_probe
 from gateway.rules.model import Verdict
+from gateway.storage.base import PingStore
 from gateway.types import AdvertiserId, ChannelId
 
 Clock = Callable[[], float]
@@ -94,6 +113,8 @@ class _Prepared:
     #: buyer may be offered it (decided without the store, but for recording its key).
     sale: SaleRequest | None = None
     decided: SaleResult | None = None
+    #: A post naming a ping the store will not be asked about (``unknown``): its status.
+    ping_status: str = ""
 
 
 class Intake:
@@ -101,7 +122,8 @@ class Intake:
 
     ``recorders``: told about every request (metrics, ledger); ``clock``: epoch seconds;
     ``waterfall``: sells the leads of distributed campaigns (default: over ``engine``'s store,
-    which must then be a ``SaleStore``); ``endpoints``: which buyers' endpoints are disabled."""
+    which must then be a ``SaleStore``); ``endpoints``: which buyers' endpoints are disabled;
+    ``pings``: where posts naming a ping read its record (none: no pings)."""
 
     def __init__(
         self,
@@ -113,12 +135,14 @@ class Intake:
         clock: Clock = time.time,
         waterfall: Waterfall | None = None,
         endpoints: EndpointView | None = None,
+        pings: PingStore | None = None,
     ) -> None:
         self._plan = Plan(config)
         self._sales = SalePlan(config)
         self._engine = engine
         self._waterfall = waterfall
         self._endpoints: EndpointView = endpoints or NoEndpointView()
+        self._pings = pings
         self._fingerprinter = fingerprinter
         self._recorders = tuple(recorders)
         self.clock = clock
@@ -162,7 +186,11 @@ class Intake:
         plan = self._plan
         idem = self._idempotency(plan, idempotency_key, body, None)
         try:
-            prepared = self._prepare(plan, partner, data, now_s, idem, "")
+            ping_id = _ping_id(data.get("ping_id"), "")
+            prepared = self._prepare(plan, partner, data, now_s, idem, "", ping_id)
+            request = prepared.request
+            if request is not None and request.hold is not None:
+                prepared = await self._match_ping(partner, prepared, request, request.hold)
         except RequestError as refused:
             # Counted per partner like a lead refused inside a batch: ops see which partner
             # sends invalid leads, whichever endpoint it posts to.
@@ -203,6 +231,48 @@ class Intake:
             raise answer
         return answer
 
+    async def ping(self, partner: Partner, data: Mapping[str, object]) -> PingAnswer:
+        """A ping: decided as its post would be now on what it carries (rules that need the
+        person wait for the post) and, when accepted, room held on every cap for the
+        campaign's ``ping_ttl_s`` and a record left for the post to match. Raises
+        ``InvalidLead`` (also for a campaign that takes no pings), ``Forbidden``,
+        ``FingerprintKeyNotHashed`` or ``StoreUnavailable``."""
+        started = time.perf_counter()
+        now_s = self.clock()
+        plan = self._plan
+        try:
+            self._hashed_lookups_possible()
+            lead, channel = self._parse(
+                partner,
+                data,
+                "",
+                lambda: parse_probe(data, plan.config.campaigns, ping=True, now_s=now_s),
+            )
+            campaign = plan.config.campaigns[lead.campaign]
+            if campaign.advertiser is None or campaign.ping_ttl_s <= 0:
+                raise InvalidLead(
+                    [FieldProblem("campaign", "this campaign takes no pings: post the lead")]
+                )
+        except RequestError as refused:
+            for recorder in self._recorders:
+                recorder.probed(partner, Probe.PING.value, refused, 0.0)
+            raise
+        ping_id = new_ping_id()
+        now_ms = int(now_s * 1000)
+        record = PingRecord(
+            partner.id,
+            campaign.id,
+            now_ms + campaign.ping_ttl_s * 1000,
+            ping_match(lead, channel, self._fingerprinter),
+        )
+        hold = take_hold(campaign.advertiser, ping_id, record, now_ms=now_ms)
+        prepared = self._prepare_lead(plan, partner, lead, channel, now_s, None, hold)
+        (answer,) = await self._run(partner, [prepared], started, now_s, Probe.PING)
+        if isinstance(answer, RequestError):
+            raise answer
+        held = answer.decision is Decision.ACCEPTED
+        return PingAnswer(answer, ping_id if held else None, campaign.ping_ttl_s)
+
     def _hashed_lookups_possible(self) -> None:
         if not self._fingerprinter.digest_ready:
             raise FingerprintKeyNotHashed(
@@ -232,6 +302,15 @@ class Intake:
             try:
                 if not isinstance(item, Mapping):
                     raise InvalidLead([FieldProblem(f"leads/{index}", "expected a JSON object")])
+                if item.get("ping_id") is not None:
+                    raise InvalidLead(
+                        [
+                            FieldProblem(
+                                f"{where}ping_id",
+                                "a batch takes no ping_id: post each pinged lead on its own",
+                            )
+                        ]
+                    )
                 idem = self._idempotency(plan, idempotency_key, body, index)
                 prepared.append(self._prepare(plan, partner, item, now_s, idem, where))
             except RequestError as refused:
@@ -258,6 +337,7 @@ class Intake:
         now_s: float,
         idem: Idempotency | None,
         where: str,
+        ping_id: str | None = None,
     ) -> _Prepared:
         lead, channel = self._parse(
             partner,
@@ -265,7 +345,44 @@ class Intake:
             where,
             lambda: parse_lead(data, plan.config.campaigns, field_prefix=where, now_s=now_s),
         )
-        return self._prepare_lead(plan, partner, lead, channel, now_s, idem)
+        campaign = plan.config.campaigns[lead.campaign]
+        hold = None
+        if ping_id is not None and campaign.advertiser is not None and campaign.ping_ttl_s:
+            # The store uses the ping's hold up atomically and says what it found; a ping
+            # of another campaign is no ping of this one (its record is another key).
+            hold = commit_hold(campaign.advertiser, ping_id)
+        prepared = self._prepare_lead(plan, partner, lead, channel, now_s, idem, hold)
+        if ping_id is not None and hold is None:
+            return dataclasses.replace(prepared, ping_status=PingStatus.UNKNOWN.value)
+        return prepared
+
+    async def _match_ping(
+        self, partner: Partner, prepared: _Prepared, request: DecisionRequest, hold: Hold
+    ) -> _Prepared:
+        """A post naming a ping, matched against the ping's record: ``PingMismatch`` for a
+        post that is not the pinged lead while its hold lives; a ping of another partner is
+        no ping of this one (decided afresh, ``unknown``)."""
+        if self._pings is None:
+            return dataclasses.replace(
+                prepared,
+                request=dataclasses.replace(request, hold=None),
+                ping_status=PingStatus.UNKNOWN.value,
+            )
+        (text,) = await self._pings.read_pings([hold.record_key], request.now_ms)
+        status, record = ping_state(text, request.now_ms)
+        if record is not None and (
+            record.partner != partner.id or record.campaign != prepared.lead.campaign
+        ):
+            return dataclasses.replace(
+                prepared,
+                request=dataclasses.replace(request, hold=None),
+                ping_status=PingStatus.UNKNOWN.value,
+            )
+        if status is PingStatus.HELD and record is not None:
+            differ = mismatches(record.match, prepared.lead, prepared.channel, self._fingerprinter)
+            if differ:
+                raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
+        return prepared
 
     def _parse(
         self,
@@ -310,6 +427,7 @@ class Intake:
         channel: ChannelId,
         now_s: float,
         idem: Idempotency | None,
+        hold: Hold | None = None,
     ) -> _Prepared:
         campaign = plan.config.campaigns[lead.campaign]
         verdict = None
@@ -329,6 +447,17 @@ class Intake:
                 verdict = rules.evaluate(lead, now_s, channel=channel, partner=partner.id)
             if verdict.rejected:
                 rejected = verdict.reasons
+        if rejected and hold is not None and hold.mode is HoldMode.COMMIT:
+            # A post naming a ping, refused before the store: the store still hears of it, to
+            # give the ping's room back (and record the answer under its key, if any).
+            request = build_request(
+                lead=lead, lead_id=new_lead_id(), campaign=campaign, partner=partner,
+                channel=channel, pressure=plan.config.contact_pressure,
+                fingerprinter=self._fingerprinter, now_s=now_s, idempotency=idem, plan=plan,
+                hold=hold,
+            )  # fmt: skip
+            refused = dataclasses.replace(request, person=(), rejected=rejected)
+            return _Prepared(lead, channel, refused, verdict)
         if rejected:
             if idem is None or lead.test:  # test mode remembers nothing, not even a key
                 return _Prepared(lead, channel, None, verdict)
@@ -357,6 +486,7 @@ class Intake:
             now_s=now_s,
             idempotency=idem,
             plan=plan,
+            hold=hold,
         )
         return _Prepared(lead, channel, request, verdict)
 
@@ -473,6 +603,7 @@ class Intake:
                 replayed=outcome.replayed,
                 score=item.verdict.score if item.verdict is not None else None,
                 payout=campaign.payout if campaign is not None else None,
+                ping_status=outcome.ping_status or item.ping_status or None,
             )
             answers.append(answer)
         elapsed_s = time.perf_counter() - started
@@ -512,3 +643,13 @@ def _sold_answer(item: _Prepared, result: SaleResult, config: Config) -> Answer:
 def _price(buyers: Sequence[Buyer], advertiser: AdvertiserId) -> float | None:
     """The price of ``advertiser`` among ``buyers`` (a lead has one to a few sales)."""
     return next((b.price for b in buyers if b.advertiser == advertiser), None)
+
+
+def _ping_id(value: object, where: str) -> str | None:
+    """A post's ``ping_id``: ``None`` when absent; ``InvalidLead`` when not one leadgate
+    could have given (``decision.ping.new_ping_id``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and PING_ID.fullmatch(value):
+        return value
+    raise InvalidLead([FieldProblem(f"{where}ping_id", "not a ping id leadgate gave")])

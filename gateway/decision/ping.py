@@ -10,13 +10,23 @@ The record is text the caller gives and reads back (``PingStore.read_pings``) to
 against its ping: ids, the expiry, and an opaque ``match`` (keyed fingerprints and field
 digests the caller makes, never raw values). Only its first field matters to the stores: the
 expiry, which ``decide.lua`` reads to tell a live hold from an ended one.
+
+The match (``ping_match``): the post that follows must be the same lead: its identifiers
+must give the pinged fingerprints and the fields the ping carried must be the same
+(``mismatches`` names those a post changed). Field values are fingerprinted too, under the
+gateway's key (``pingfield`` kind): a postal code alone is no secret, but what the store
+keeps stays unreadable without the key.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 
 from gateway.decision.model import PING_RECORD_USED, Hold, HoldMode, PingStatus
+from gateway.leads.fingerprint import Fingerprinter
+from gateway.leads.lead import Lead
 from gateway.storage import keys
 from gateway.types import AdvertiserId, CampaignId, PartnerId
 
@@ -83,3 +93,48 @@ def take_hold(advertiser: AdvertiserId, ping_id: str, record: PingRecord, *, now
 def commit_hold(advertiser: AdvertiserId, ping_id: str) -> Hold:
     """The hold a post naming ``ping_id`` uses up, if it is still live."""
     return Hold(ping_id, keys.ping_record(advertiser, ping_id), HoldMode.COMMIT)
+
+
+#: A ping id: ``pg_`` and 22 characters of URL-safe base64 (128 random bits).
+PING_ID = re.compile(r"pg_[A-Za-z0-9_-]{22}")
+
+
+def new_ping_id() -> str:
+    """A new ping id: random (it says nothing about the ping), and unguessable, though a
+    ping of another partner is never used anyway."""
+    return "pg_" + secrets.token_urlsafe(16)
+
+
+#: The pinged fields a post must repeat, when the ping carried them (the channel always).
+MATCHED_FIELDS = ("postal_code", "city", "country")
+_FIELD_KIND = "pingfield"
+
+
+def ping_match(lead: Lead, channel: str, fingerprinter: Fingerprinter) -> str:
+    """The match text of a ping (``lead`` is its probe, ``hashed``)."""
+    parts = [f"channel={channel}"]
+    for kind, digest in sorted(lead.identities.items()):
+        # The current key only: a post within the ping's TTL is fingerprinted under it.
+        (current, *_) = fingerprinter.digest_lookups(kind, bytes.fromhex(digest))
+        parts.append(f"{kind}={current}")
+    parts += [f"{name}={fp}" for name, fp in _fields(lead, fingerprinter)]
+    return ";".join(parts)
+
+
+def mismatches(match: str, lead: Lead, channel: str, fingerprinter: Fingerprinter) -> list[str]:
+    """The fields of the post ``lead`` (through ``channel``) that differ from its ping's
+    ``match``, by name, in the order the ping named them."""
+    expected = dict(part.split("=", 1) for part in match.split(";") if part)
+    given = {"channel": channel, **dict(_fields(lead, fingerprinter))}
+    for kind, value in lead.identities.items():
+        given[kind] = fingerprinter.fingerprint(kind, value)
+    return [name for name, fp in expected.items() if given.get(name) != fp]
+
+
+def _fields(lead: Lead, fingerprinter: Fingerprinter) -> list[tuple[str, str]]:
+    fields: list[tuple[str, str]] = []
+    for name in MATCHED_FIELDS:
+        value = getattr(lead, name)
+        if value is not None:
+            fields.append((name, fingerprinter.fingerprint(_FIELD_KIND, f"{name}={value}")))
+    return fields

@@ -119,6 +119,15 @@ class Observer:
             ["partner", "kind", "status"],
             registry=r,
         )
+        self.ping_reservations = Counter(
+            "leadgate_ping_reservations",
+            "What became of pings' reservations, by partner and event: made (an accepted "
+            "ping held room), then for posts naming a ping: committed (accepted on it), "
+            "released (refused, room given back), expired, used (another post had it), "
+            "unknown. Test pings and replays are not counted.",
+            ["partner", "event"],
+            registry=r,
+        )
         self.refusals = Counter(
             "leadgate_requests_refused",
             "Leads refused before a decision (alone or in a batch), by partner and HTTP status.",
@@ -335,6 +344,8 @@ class Observer:
         (a probe names no one and creates nothing)."""
         status = "invalid" if isinstance(answer, RequestError) else probe_status(answer)
         self.probes.labels(partner.id, kind, status).inc()
+        if isinstance(answer, Answer) and answer.ping_status == "held" and not answer.test:
+            self.ping_reservations.labels(partner.id, "made").inc()
 
     def decided(
         self,
@@ -356,6 +367,8 @@ class Observer:
             if isinstance(answer, RequestError):
                 self.refused(partner, answer)
                 continue
+            if answer.ping_status and not answer.test and not answer.replayed:
+                self.ping_reservations.labels(partner.id, answer.ping_status).inc()
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
             leads = self._leads.get(key)
             if leads is None:

@@ -135,6 +135,7 @@ def create_app(
     app.router.add_get("/v1/leads", handlers.get_lead, allow_head=False)
     app.router.add_post("/v1/leads/batch", handlers.post_batch)
     app.router.add_post("/v1/leads/check", handlers.post_check)
+    app.router.add_post("/v1/ping", handlers.post_ping)
     app.router.add_get("/healthz", handlers.healthz, allow_head=False)
     app.router.add_get("/readyz", handlers.readyz, allow_head=False)
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)

@@ -17,6 +17,7 @@ from gateway.errors import (
     BadRequest,
     FieldProblem,
     InvalidLead,
+    PingLimit,
     RateLimited,
     StoreError,
     Unauthorized,
@@ -27,7 +28,15 @@ from gateway.web import body as bodies
 from gateway.web.auth import api_key, authenticate
 from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
-from gateway.web.state import BUCKETS, DRAINING, INTAKE, METRICS_TOKEN, OBSERVER, STORE
+from gateway.web.state import (
+    BUCKETS,
+    DRAINING,
+    INTAKE,
+    METRICS_TOKEN,
+    OBSERVER,
+    PING_LIMITS,
+    STORE,
+)
 
 _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
@@ -98,7 +107,39 @@ async def post_lead(request: web.Request) -> web.Response:
     raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
     data = bodies.parse_lead_body(request, raw)
     answer = await intake.submit(partner, data, idempotency_key=key, body=raw)
+    _count_pinged_post(request, partner, answer)
     return _answer_response(answer)
+
+
+def _count_pinged_post(request: web.Request, partner: Partner, answer: Answer) -> None:
+    """A post naming a ping counts for its partner's pings per post (``ping-limit``)."""
+    if answer.ping_status is not None and not answer.replayed:
+        request.app[PING_LIMITS].posted(partner.id, time.monotonic())
+
+
+async def post_ping(request: web.Request) -> web.Response:
+    """A ping (docs/api.md): a JSON object of the campaign, hashed identifiers and the
+    non-personal fields; its rate limit, then its partner's pings per post."""
+    intake = request.app[INTAKE]
+    partner = _partner(request, probe="ping")
+    server = intake.config.server
+    if request.headers.get("Idempotency-Key") is not None:
+        raise BadRequest(
+            "a ping takes no Idempotency-Key: it reserves nothing a retry could double "
+            "(an unused reservation ends by itself); send the key with the post"
+        )
+    wait_s = request.app[PING_LIMITS].ping(partner.id, server.max_pings_per_post, time.monotonic())
+    if wait_s:
+        raise PingLimit(
+            f"more than {server.max_pings_per_post} pings per post naming one over the last "
+            "hour: post the leads you pinged for",
+            wait_s,
+        )
+    raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
+    if bodies.media_type(request) != "application/json":
+        raise UnsupportedMediaType("a ping is application/json")
+    answer = await intake.ping(partner, bodies.parse_json_object(raw))
+    return _json(answer.to_json())
 
 
 async def post_check(request: web.Request) -> web.Response:
@@ -121,6 +162,7 @@ async def get_lead(request: web.Request) -> web.Response:
     data = bodies.query_fields(query, ((k, v) for k, v in query.items() if k != "api_key"))
     canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     answer = await intake.submit(partner, data, idempotency_key=key, body=canonical)
+    _count_pinged_post(request, partner, answer)
     return _answer_response(answer)
 
 
