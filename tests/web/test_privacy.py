@@ -8,6 +8,7 @@ as sent, lower-cased, normalized (E.164, ISO date), digits only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ from gateway.storage import keys
 from gateway.storage.redis import RedisStore
 from gateway.types import AdvertiserId
 
-from .conftest import Gateway, GatewayFactory, Reply
+from .conftest import Gateway, GatewayFactory, Reply, network
 
 CANARY: dict[str, object] = {
     "email": "Canary.Qvw7m+Promo@Example.ORG",
@@ -65,6 +66,13 @@ BAD_CANARY: dict[str, object] = {
     "birth_date": "1987-03-14T00:00",
     "ip": "203.0.113.1977",
 }
+#: The canary's identifiers as a publisher hashes them for a check or a ping (docs/api.md):
+#: personal data too, so searched for like the rest (in full and their first 16 characters).
+CANARY_HASHES = {
+    "email_sha256": hashlib.sha256(b"canary.qvw7m+promo@example.org").hexdigest(),
+    "phone_sha256": hashlib.sha256(b"+33647119328").hexdigest(),
+}
+NEEDLES += tuple(h[:16] for h in CANARY_HASHES.values())
 _BETWEEN_DIGITS = re.compile(r"(?<=\d)[\s.+\-()/]+(?=\d)")
 
 
@@ -137,8 +145,21 @@ async def exercise_every_route(gw: Gateway) -> list[Reply]:
             "/v1/leads",
             params={**{k: str(v) for k, v in lead.items()}, "api_key": gw.keys["p-coreg"]},
         ),
-        await gw.batch("p-mail", [lead, {**lead, "campaign": "nova-daily"}, {**BAD_CANARY}]),
     ]
+    mixed = await gw.batch("p-mail", [lead, {**lead, "campaign": "nova-daily"}, {**BAD_CANARY}])
+    decided.append(mixed)
+    probe = {"campaign": "acme-peak", **CANARY_HASHES}
+    checked = await gw.post("p-cash", probe, path="/v1/leads/check")
+    place = {k: CANARY[k] for k in ("postal_code", "country", "city")}
+    pinged = await gw.post("p-cash", {**probe, **place, "campaign": "nova-pinged"}, path="/v1/ping")
+    assert pinged.status == 200, pinged.body
+    ping_id = pinged.json()["ping_id"]
+    pinged_lead = {**lead, "campaign": "nova-pinged", "ping_id": ping_id}
+    decided += [checked, pinged]
+    # A post that is not the pinged lead, then the pinged one.
+    mismatched = await gw.post("p-cash", {**pinged_lead, "phone": "+33 6 47 11 93 29"})
+    assert mismatched.status == 422, mismatched.body
+    decided.append(await gw.post("p-cash", pinged_lead))
     for reply in decided:
         assert reply.status == 200, reply.body
 
@@ -172,12 +193,29 @@ async def exercise_every_route(gw: Gateway) -> list[Reply]:
     bad_batch = await gw.batch("p-mail", [bad, {**bad, "campaign": "acme-peak"}])
     item_errors = [
         item["error"]
-        for batch in (decided[-1], bad_batch)
+        for batch in (mixed, bad_batch)
         for item in batch.json()["results"]
         if "error" in item
     ]
     assert len(item_errors) == 3
+    refused += [
+        mismatched,
+        await gw.post("p-mail", {**probe, "email": CANARY["email"]}, path="/v1/leads/check"),
+        await gw.post("p-mail", {**probe, "ip": CANARY["ip"]}, path="/v1/ping"),
+    ]
     return refused + [Reply(422, bad_batch.headers, orjson.dumps(e)) for e in item_errors]
+
+
+def privacy_network() -> dict[str, Any]:
+    """``network()`` and ``nova-pinged``, nova's campaign that takes pings."""
+    config = network()
+    config["campaigns"].append(
+        {"id": "nova-pinged", "advertiser": "nova", "kind": "always_on", "ping_ttl_s": 60,
+         "dedup": [{"scope": "campaign", "window": "30d"}]}
+    )  # fmt: skip
+    for partner in config["partners"]:
+        partner["campaigns"] = [*partner["campaigns"], "nova-pinged"]
+    return config
 
 
 async def test_no_canary_in_logs_metrics_keys_or_error_messages(
@@ -185,7 +223,7 @@ async def test_no_canary_in_logs_metrics_keys_or_error_messages(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="leadgate")
-    gw = await make_gateway()
+    gw = await make_gateway(privacy_network())
     errors = await exercise_every_route(gw)
 
     formatter = JsonFormatter()
@@ -211,7 +249,7 @@ async def test_the_delivery_stream_is_the_only_place_redis_holds_the_lead(
     make_embedded_gateway: GatewayFactory, redis_url: str
 ) -> None:
     """Dedup marks, caps, idempotency answers and person slots hold ids and instants only."""
-    gw = await make_embedded_gateway(store=RedisStore(redis_url))
+    gw = await make_embedded_gateway(privacy_network(), store=RedisStore(redis_url))
     await exercise_every_route(gw)
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     streams = {keys.deliveries(AdvertiserId(a)) for a in ("acme", "nova")}
