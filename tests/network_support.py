@@ -27,7 +27,8 @@ def key_hash(api_key: str) -> str:
 def network(crm_url: str | None = None, *, buyers: bool = False) -> dict[str, Any]:
     """A small network with something for every metric.
 
-    - ``acme-main`` (acme): advertiser-wide dedup, a day cap of 1000 and 30 per partner per hour.
+    - ``acme-main`` (acme): advertiser-wide dedup, a day cap of 1000 and 30 per partner per hour;
+      it takes pings (held 60 s).
     - ``nova-main`` (nova): campaign dedup, a per-channel day cap of 2.
     - ``nova-summer`` (nova): a peak campaign that ended (leads rejected ``campaign.inactive``).
     ``p-alpha`` (email) posts everywhere; ``p-beta`` (coreg) to acme-main and nova-main.
@@ -46,6 +47,7 @@ def network(crm_url: str | None = None, *, buyers: bool = False) -> dict[str, An
                 "kind": "always_on",
                 "timezone": "Europe/Paris",
                 "required": ["email"],
+                "ping_ttl_s": 60,
                 "dedup": [{"scope": "advertiser", "window": "30d"}],
                 "caps": [
                     {"subject": "campaign", "window": "day", "limit": 1000},
@@ -174,10 +176,12 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def post(gateway: Listening, partner: str, lead: Mapping[str, object]) -> Reply:
-    """POST ``lead`` to ``/v1/leads`` with ``partner``'s API key."""
+def post(
+    gateway: Listening, partner: str, lead: Mapping[str, object], *, path: str = "/v1/leads"
+) -> Reply:
+    """POST ``lead`` to ``path`` (``/v1/leads``; a check, a ping) with ``partner``'s API key."""
     headers = {"Authorization": f"Bearer {KEYS[partner]}"}
-    return request("POST", f"{gateway.url}/v1/leads", body=dict(lead), headers=headers)
+    return request("POST", f"{gateway.url}{path}", body=dict(lead), headers=headers)
 
 
 def batch(gateway: Listening, partner: str, leads: Sequence[object]) -> Reply:

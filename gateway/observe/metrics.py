@@ -66,6 +66,10 @@ _LEAD_STATUSES = (
 )
 #: Statuses of leads refused inside a batch (invalid, campaign not open, key reused).
 _REFUSED_STATUSES = ("403", "422")
+#: What a check or a ping can answer (``answer.probe_status``), and ``invalid``.
+_PROBE_STATUSES = ("open", "duplicate", "capped", "closed", "rejected", "invalid")
+#: ``leadgate_ping_reservations_total`` events: made, then what posts found.
+_PING_EVENTS = ("made", "committed", "released", "expired", "used", "unknown")
 _REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 
 
@@ -250,9 +254,17 @@ class Observer:
         self.delivery.configure(config)
         self.feedback.configure(config)
         self.buyers.configure(config)
+        pinged = any(c.ping_ttl_s for c in config.campaigns.values())
         for partner in config.partners.values():
             for status in _REFUSED_STATUSES:
                 self.refusals.labels(partner.id, status)
+            for status in _PROBE_STATUSES:
+                self.probes.labels(partner.id, "check", status)
+                if pinged:
+                    self.probes.labels(partner.id, "ping", status)
+            if pinged:
+                for event in _PING_EVENTS:
+                    self.ping_reservations.labels(partner.id, event)
             for campaign_id in partner.campaigns:
                 campaign = config.campaigns.get(campaign_id)
                 if campaign is None or (partner.id, campaign_id) in self._known:

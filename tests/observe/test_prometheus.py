@@ -9,6 +9,7 @@ every answer is tallied, and waits until Prometheus has scraped the final counts
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import re
@@ -60,9 +61,9 @@ def drive_load(
     sold_to: collections.Counter[str] = collections.Counter()
     singles = 0
 
-    def send(partner: str, campaign: str, email: str) -> None:
+    def send(partner: str, campaign: str, email: str, **more: str) -> None:
         nonlocal singles
-        reply = post(server, partner, {"campaign": campaign, "email": email})
+        reply = post(server, partner, {"campaign": campaign, "email": email, **more})
         singles += 1
         assert reply.status == 200, reply
         tally[(partner, campaign, reply.body["decision"])] += 1
@@ -90,6 +91,23 @@ def drive_load(
     for item in batched.body["results"]:
         if "decision" in item:
             tally[("p-alpha", "acme-main", item["decision"])] += 1
+
+    # A pre-ping check of a person already bought (a duplicate), then a ping and its post.
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    checked = post(
+        server, "p-alpha", {"campaign": "acme-main", "email_sha256": sha("alpha0@example.com")},
+        path="/v1/leads/check",
+    )  # fmt: skip
+    assert checked.status == 200, checked
+    assert checked.body["status"] == "duplicate"
+    pinged = post(
+        server, "p-beta", {"campaign": "acme-main", "email_sha256": sha("pinged0@example.com")},
+        path="/v1/ping",
+    )  # fmt: skip
+    assert pinged.status == 200, pinged
+    send("p-beta", "acme-main", "pinged0@example.com", ping_id=pinged.body["ping_id"])
     unknown = request(
         "POST",
         f"{server.url}/v1/leads",
@@ -317,6 +335,7 @@ def test_the_dashboard_is_provisionable_from_a_file() -> None:
         "Latency and health",
         "Delivery per advertiser",
         "Buyers (distributed campaigns)",
+        "Pings and checks per partner",
     ]
     for panel in dashboard["panels"]:
         if panel.get("targets"):
