@@ -41,7 +41,7 @@ CANARY: dict[str, object] = {
 #: Each canary as it could appear once normalized: lower-case, E.164 / national / digits only
 #: (searched in text whose digit groups were joined, percent-decoded too), ISO date, postal
 #: code without space.
-NEEDLES = (
+NEEDLES: tuple[str, ...] = (
     "qvw7m",
     "647119328",
     "zorglubine",
