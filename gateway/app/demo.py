@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import hmac
 import logging
 import os
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -36,6 +38,8 @@ from gateway.config.delivery import AuthKind, Endpoint, resolve_secret, webhook_
 from gateway.config.model import Config
 from gateway.delivery.signing import signature
 from gateway.delivery.worker import Worker
+from gateway.leads.email import normalize_email
+from gateway.leads.phone import normalize_phone
 from gateway.observe.logs import configure_logging
 from gateway.types import AdvertiserId
 from gateway.web.app import create_app, create_ops_app
@@ -435,6 +439,7 @@ async def _run(
         async with http.post(f"{base}/v1/leads/batch", json=batch, headers=headers) as resp:
             result = await resp.json()
         print(f"\nbatch of 20 from cashmoon -> {result['counts']}")
+        await _ping_post(http, base)
         async with http.get(metrics_url) as resp:
             metrics_lines = sum(1 for line in (await resp.text()).splitlines()
                                 if line.startswith("leadgate_leads_total"))  # fmt: skip
@@ -457,6 +462,49 @@ async def _run(
         await ops_runner.cleanup()
         await crm_runner.cleanup()
     return 0
+
+
+SOPHIE = {"email": "Sophie.Bernard@free.fr", "first_name": "Sophie", "last_name": "Bernard",
+          "phone": "06 55 44 33 22", "postal_code": "69007", "consent": True}  # fmt: skip
+
+
+def _sha256(kind: str, value: str) -> str:
+    """What a publisher sends for an identifier (docs/api.md, "Hashed identifiers")."""
+    email = kind == "email"
+    identity = normalize_email(value).identity if email else normalize_phone(value, "FR")
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+async def _ping_post(http: aiohttp.ClientSession, base: str) -> None:
+    """A pre-ping check, a ping and its post, as a publisher's code would send them."""
+    print("\nping/post on hashed identifiers (acme-always-on, compario):")
+    headers = {"Authorization": f"Bearer {KEYS['p-compario']}"}
+
+    async def call(path: str, body: Mapping[str, object]) -> dict[str, Any]:
+        async with http.post(f"{base}{path}", json=body, headers=headers) as resp:
+            answer: dict[str, Any] = await resp.json(content_type=None)
+            return answer
+
+    marie = {"campaign": "acme-always-on", "email_sha256": _sha256("email", str(MARIE["email"]))}
+    checked = await call("/v1/leads/check", marie)
+    print(f"  check Marie by email_sha256    -> {checked['status']} {checked['reasons']}")
+    hashes = {
+        "email_sha256": _sha256("email", str(SOPHIE["email"])),
+        "phone_sha256": _sha256("phone", str(SOPHIE["phone"])),
+    }
+    pinged = await call(
+        "/v1/ping", {"campaign": "acme-always-on", "postal_code": "69007", **hashes}
+    )
+    held = f"room held {pinged.get('expires_in_s')} s as {pinged.get('ping_id', '-')[:9]}…"
+    print(f"  ping Sophie (hashes, 69007)    -> {pinged['status']}, {held}")
+    posted = await call(
+        "/v1/leads",
+        {**SOPHIE, "campaign": "acme-always-on", "ref": "cp-ping-1", "ping_id": pinged["ping_id"]},
+    )
+    print(f"  post Sophie with its ping_id   -> {posted['decision']} "
+          f"(ping {posted.get('ping_status')})")  # fmt: skip
+    again = await call("/v1/leads/check", {"campaign": "acme-always-on", **hashes})
+    print(f"  check Sophie by her hashes     -> {again['status']} {again['reasons']}")
 
 
 async def _wait_delivered(worker: Worker, timeout_s: float) -> None:

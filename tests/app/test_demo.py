@@ -31,6 +31,15 @@ def test_the_demo_runs_end_to_end() -> None:
         "duplicate.campaign; 0 buyer(s)",
     ):
         assert text in out, text
+    # Ping/post on hashed identifiers: a check finds a person posted in full, a ping holds
+    # room, its post commits it, and the person is then found by hash.
+    for pattern in (
+        r"check Marie by email_sha256 +-> duplicate \['duplicate.advertiser'",
+        r"ping Sophie \(hashes, 69007\) +-> open, room held 60 s as pg_",
+        r"post Sophie with its ping_id +-> accepted \(ping committed\)",
+        r"check Sophie by her hashes +-> duplicate",
+    ):
+        assert re.search(pattern, out), pattern
     helio = re.search(r"helio-install\s+webhook\s+(\d+)\s+signature verified \((\d+)\)", out)
     assert helio is not None, out
     assert (helio[1], helio[2]) == ("3", "3")
