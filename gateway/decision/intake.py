@@ -210,18 +210,7 @@ class Intake:
         started = time.perf_counter()
         now_s = self.clock()
         plan = self._plan
-        try:
-            self._hashed_lookups_possible()
-            lead, channel = self._parse(
-                partner,
-                data,
-                "",
-                lambda: parse_probe(data, plan.config.campaigns, ping=False, now_s=now_s),
-            )
-        except RequestError as refused:
-            for recorder in self._recorders:
-                recorder.probed(partner, Probe.CHECK.value, refused, 0.0)
-            raise
+        lead, channel = self._parse_probe(partner, data, plan, now_s, Probe.CHECK)
         # Test mode: checked, never written, whatever the publisher sent as test.
         prepared = self._prepare_lead(
             plan, partner, dataclasses.replace(lead, test=True), channel, now_s, None
@@ -240,23 +229,10 @@ class Intake:
         started = time.perf_counter()
         now_s = self.clock()
         plan = self._plan
-        try:
-            self._hashed_lookups_possible()
-            lead, channel = self._parse(
-                partner,
-                data,
-                "",
-                lambda: parse_probe(data, plan.config.campaigns, ping=True, now_s=now_s),
-            )
-            campaign = plan.config.campaigns[lead.campaign]
-            if campaign.advertiser is None or campaign.ping_ttl_s <= 0:
-                raise InvalidLead(
-                    [FieldProblem("campaign", "this campaign takes no pings: post the lead")]
-                )
-        except RequestError as refused:
-            for recorder in self._recorders:
-                recorder.probed(partner, Probe.PING.value, refused, 0.0)
-            raise
+        lead, channel = self._parse_probe(partner, data, plan, now_s, Probe.PING)
+        campaign = plan.config.campaigns[lead.campaign]
+        if campaign.advertiser is None:  # the parse refused it: this only tells mypy
+            raise RuntimeError(f"campaign {campaign.id} is sold to buyers: it takes no pings")
         ping_id = new_ping_id()
         now_ms = int(now_s * 1000)
         record = PingRecord(
@@ -273,12 +249,34 @@ class Intake:
         held = answer.decision is Decision.ACCEPTED
         return PingAnswer(answer, ping_id if held else None, campaign.ping_ttl_s)
 
-    def _hashed_lookups_possible(self) -> None:
-        if not self._fingerprinter.digest_ready:
-            raise FingerprintKeyNotHashed(
-                "the gateway's fingerprint key is not a sha256 key: hashed identifiers "
-                "cannot be matched yet (docs/configuration.md, 'Moving to a sha256 key')"
+    def _parse_probe(
+        self, partner: Partner, data: Mapping[str, object], plan: Plan, now_s: float, probe: Probe
+    ) -> tuple[Lead, ChannelId]:
+        """A check's or a ping's probe (``parse_probe``) and its channel; a refusal is told to
+        the recorders as the probe's answer, then raised."""
+        try:
+            if not self._fingerprinter.digest_ready:
+                raise FingerprintKeyNotHashed(
+                    "the gateway's fingerprint key is not a sha256 key: hashed identifiers "
+                    "cannot be matched yet (docs/configuration.md, 'Moving to a sha256 key')"
+                )
+            ping = probe is Probe.PING
+            lead, channel = self._parse(
+                partner,
+                data,
+                "",
+                lambda: parse_probe(data, plan.config.campaigns, ping=ping, now_s=now_s),
             )
+            campaign = plan.config.campaigns[lead.campaign]
+            if ping and (campaign.advertiser is None or campaign.ping_ttl_s <= 0):
+                raise InvalidLead(
+                    [FieldProblem("campaign", "this campaign takes no pings: post the lead")]
+                )
+        except RequestError as refused:
+            for recorder in self._recorders:
+                recorder.probed(partner, probe.value, refused, 0.0)
+            raise
+        return lead, channel
 
     async def submit_batch(
         self,

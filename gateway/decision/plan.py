@@ -108,33 +108,8 @@ def build_request(
         lead, identities, route, pressing, unit, lead_id, now_ms, channel, fingerprinter,
         check_only=ping,
     )  # fmt: skip
-    if ping:
-        # A ping queues nothing and indexes nothing: no delivery record, no index entry.
-        return DecisionRequest(
-            lead_id=lead_id,
-            now_ms=now_ms,
-            dry_run=lead.test,
-            dedup=dedup_checks(route.scopes, identities, now_ms),
-            caps=tuple(caps),
-            person=person,
-            stream_key=keys.deliveries(advertiser),
-            payload=b"",
-            slot_anchor=keys.slot_anchor(advertiser),
-            hold=hold,
-        )
-
-    record = {
-        "lead_id": lead_id,
-        "campaign": campaign.id,
-        "advertiser": advertiser,
-        "partner": partner.id,
-        "channel": channel,
-        "ref": lead.ref,
-        "accepted_at_ms": now_ms,
-        "lead": lead.to_payload(),
-    }
     idem = None
-    # Test mode remembers nothing, not even an Idempotency-Key.
+    # Test mode remembers nothing, not even an Idempotency-Key (and a ping takes none).
     if idempotency is not None and not lead.test:
         idem = IdempotencyRef(
             claim_key=keys.idempotency_claim(partner.id, idempotency.key_digest),
@@ -143,6 +118,20 @@ def build_request(
             ttl_ms=idempotency.ttl_s * 1000,
             lead_id=lead_id,
         )
+    payload, index = b"", None  # a ping queues nothing and indexes nothing
+    if not ping:
+        record = {
+            "lead_id": lead_id,
+            "campaign": campaign.id,
+            "advertiser": advertiser,
+            "partner": partner.id,
+            "channel": channel,
+            "ref": lead.ref,
+            "accepted_at_ms": now_ms,
+            "lead": lead.to_payload(),
+        }
+        payload = orjson.dumps(record)
+        index = route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000)
     return DecisionRequest(
         lead_id=lead_id,
         now_ms=now_ms,
@@ -151,10 +140,10 @@ def build_request(
         caps=tuple(caps),
         person=person,
         stream_key=keys.deliveries(advertiser),
-        payload=orjson.dumps(record),
+        payload=payload,
         idempotency=idem,
         slot_anchor=keys.slot_anchor(advertiser),
-        index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
+        index=index,
         hold=hold,
     )
 

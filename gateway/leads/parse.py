@@ -212,7 +212,10 @@ class _LeadParser:
             self.problem(name, str(exc))
             return None
 
-    def parse(self, campaigns: Mapping[CampaignId, FieldRules]) -> Lead:
+    def campaign(
+        self, campaigns: Mapping[CampaignId, FieldRules]
+    ) -> tuple[str | None, FieldRules | None]:
+        """The ``campaign`` field, and the campaign it names when it is known."""
         campaign_id = self.field("campaign", _check_id, max_chars=MAX_ID_CHARS)
         campaign = None
         if campaign_id is not None:
@@ -221,7 +224,10 @@ class _LeadParser:
                 self.problem("campaign", "unknown campaign")
         elif "campaign" not in self.problem_fields:
             self.problem("campaign", "required")
+        return campaign_id, campaign
 
+    def parse(self, campaigns: Mapping[CampaignId, FieldRules]) -> Lead:
+        campaign_id, campaign = self.campaign(campaigns)
         channel = self.field("channel", _check_id, max_chars=MAX_ID_CHARS)
         ref = self.field("ref", _check_ref, max_chars=MAX_REF_CHARS, numbers=True)
         test = self.boolean("test")
@@ -287,14 +293,7 @@ class _LeadParser:
                 self.problem(key, f"a {what} has no ping_id: send it with the post")
             elif not ping:
                 self.problem(_field_name(key), "not a field of a check")
-        campaign_id = self.field("campaign", _check_id, max_chars=MAX_ID_CHARS)
-        campaign = None
-        if campaign_id is not None:
-            campaign = campaigns.get(CampaignId(campaign_id))
-            if campaign is None:
-                self.problem("campaign", "unknown campaign")
-        elif "campaign" not in self.problem_fields:
-            self.problem("campaign", "required")
+        campaign_id, campaign = self.campaign(campaigns)
         channel = self.field("channel", _check_id, max_chars=MAX_ID_CHARS)
         test = self.boolean("test")
         ref = country = postal_code = city = consent = None
