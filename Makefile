@@ -23,11 +23,14 @@ run: $(STAMP)
 	$(BIN)/leadgate serve --config examples/leadgate.yaml
 
 ## The whole test suite; the fixtures start their own redis-server and Prometheus (both
-## installed from Debian's packages if missing).
+## installed from Debian's packages if missing). In TEST_WORKERS processes (pytest-xdist):
+## the suite mostly waits on the processes it starts, so twice CI's 2 cores still pays;
+## `make test TEST_WORKERS=0` runs it in one process, as plain `pytest` does.
+TEST_WORKERS ?= 4
 test: $(STAMP)
 	@command -v redis-server >/dev/null || ./.ci/install-redis
 	@command -v prometheus >/dev/null || ./.ci/install-prometheus
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench deploy tools
