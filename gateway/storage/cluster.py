@@ -6,7 +6,7 @@ that owns its first key's slot, and every script's keys share one slot by constr
 hash tags of ``storage.keys``), so a decision is still one atomic script on one node.
 
 Redirections are followed, and only those: ``MOVED`` (the slot moved: the map is read again
-and the command sent to its owner), ``ASK`` (a slot being migrated: ``ASKING`` and the command
+and the command sent to the owner the redirection named), ``ASK`` (a slot being migrated: ``ASKING`` and the command
 to the target, once), ``TRYAGAIN`` and ``CLUSTERDOWN`` (a failover or migration in progress).
 Each of these means the command did not run, so sending it again is safe. A transport error is
 never retried here, as on a single Redis (``storage.pipeline``): the reply of a script that ran
@@ -182,11 +182,16 @@ class ClusterPipeline:
             again: list[int] = []
             moved = settle = False
             asking = {}
+            #: slot -> the node a MOVED named: trusted over a map read from a node that may
+            #: not have heard of a failover yet (a map that still names the old primary
+            #: would send the command back to it, redirect after redirect).
+            owners: dict[int, Node] = {}
             for ids, answers in zip(groups.values(), replies, strict=True):
                 for i, answer in zip(ids, answers, strict=True):
                     results[i] = answer
                     if isinstance(answer, MovedError):
                         moved = True
+                        owners[answer.slot_id] = (answer.host, int(answer.port))
                         again.append(i)
                     elif isinstance(answer, AskError):
                         asking[i] = (answer.host, int(answer.port))
@@ -209,6 +214,9 @@ class ClusterPipeline:
                 await asyncio.sleep(pause_s)
             if moved or settle:
                 await self.refresh()
+            if self._slots:
+                for slot, owner in owners.items():
+                    self._slots[slot] = owner
             todo = again
         return results
 
