@@ -121,7 +121,7 @@ def parse_campaign(
         feedback_window_s = r.duration(fields["feedback_window"], at + "feedback_window")
     if feedback_window_s < return_window_s:
         r.fail(at + "feedback_window", "must be at least the return_window (default 30d)")
-    ping_ttl_s = _ping_ttl(r, fields.get("ping_ttl_s", 0), at + "ping_ttl_s", distributed)
+    ping_ttl_s = _ping_ttl(r, fields.get("ping_ttl_s", 0), at + "ping_ttl_s")
     rules = packs.campaign_rules(
         opt(fields, "rules", []), at + "rules", default_country=region, min_score=min_score,
         min_score_path=at + "min_score",
@@ -164,9 +164,9 @@ def parse_campaign(
 PING_TTL_RANGE_S: Final = (5, 3600)
 
 
-def _ping_ttl(r: Reader, value: object, path: str, distributed: bool) -> int:
-    """``ping_ttl_s``: 0 (no pings) or seconds within ``PING_TTL_RANGE_S``; refused on a
-    campaign sold to buyers, whose pings would hold no buyer's room yet."""
+def _ping_ttl(r: Reader, value: object, path: str) -> int:
+    """``ping_ttl_s``: 0 (no pings) or seconds within ``PING_TTL_RANGE_S``, on a campaign with
+    one advertiser or sold to buyers (its pings hold room on the buyers that would buy)."""
     low, high = PING_TTL_RANGE_S
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0
@@ -174,13 +174,6 @@ def _ping_ttl(r: Reader, value: object, path: str, distributed: bool) -> int:
         r.fail(
             path,
             f"{show(value)} is not a whole number of seconds from {low} to {high} (0: no pings)",
-        )
-        return 0
-    if distributed:
-        r.fail(
-            path,
-            "a campaign sold to buyers takes no pings yet: a ping would hold no buyer's room "
-            "(remove ping_ttl_s, or ping a campaign with one advertiser)",
         )
         return 0
     return value

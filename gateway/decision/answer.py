@@ -123,6 +123,9 @@ class PingAnswer:
         )
         if self.ping_id is not None:
             body["expires_in_s"] = self.ttl_s
+            if answer.sales is not None:
+                # Sold to buyers: how many would buy it (a place held at each).
+                body["buyers"] = len(answer.sales)
             if answer.payout is not None:
                 body["payout"] = answer.payout
         if answer.score is not None:

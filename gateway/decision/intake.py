@@ -41,7 +41,7 @@ from gateway.decision.ping import (
     take_hold,
 )
 from gateway.decision.plan import Idempotency, Plan, build_refusal, build_request, digest
-from gateway.decision.sale_plan import NoOffer, SalePlan, SaleRequest, build_sale
+from gateway.decision.sale_plan import NoOffer, SalePing, SalePlan, SaleRequest, build_sale
 from gateway.decision.waterfall import SaleResult, Waterfall
 from gateway.errors import (
     FieldProblem,
@@ -57,6 +57,7 @@ from gateway.leads.ids import new_lead_id
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead, parse_probe
 from gateway.rules.model import Verdict
+from gateway.storage import keys
 from gateway.storage.base import PingStore
 from gateway.types import AdvertiserId, ChannelId
 
@@ -191,6 +192,8 @@ class Intake:
             request = prepared.request
             if request is not None and request.hold is not None:
                 prepared = await self._match_ping(partner, prepared, request, request.hold)
+            elif prepared.sale is not None and ping_id is not None:
+                prepared = await self._match_sale_ping(partner, prepared, prepared.sale, ping_id)
         except RequestError as refused:
             # Counted per partner like a lead refused inside a batch: ops see which partner
             # sends invalid leads, whichever endpoint it posts to.
@@ -231,8 +234,6 @@ class Intake:
         plan = self._plan
         lead, channel = self._parse_probe(partner, data, plan, now_s, Probe.PING)
         campaign = plan.config.campaigns[lead.campaign]
-        if campaign.advertiser is None:  # the parse refused it: this only tells mypy
-            raise RuntimeError(f"campaign {campaign.id} is sold to buyers: it takes no pings")
         ping_id = new_ping_id()
         now_ms = int(now_s * 1000)
         record = PingRecord(
@@ -241,8 +242,16 @@ class Intake:
             now_ms + campaign.ping_ttl_s * 1000,
             ping_match(lead, channel, self._fingerprinter),
         )
-        hold = take_hold(campaign.advertiser, ping_id, record, now_ms=now_ms)
-        prepared = self._prepare_lead(plan, partner, lead, channel, now_s, None, hold)
+        if campaign.advertiser is not None:
+            hold = take_hold(campaign.advertiser, ping_id, record, now_ms=now_ms)
+            prepared = self._prepare_lead(plan, partner, lead, channel, now_s, None, hold)
+        else:
+            # Sold to buyers: the waterfall finds those that would buy it now and holds a
+            # place at each (and on the campaign's own caps).
+            sale_ping = SalePing(ping_id, HoldMode.TAKE, record)
+            prepared = self._prepare_lead(
+                plan, partner, lead, channel, now_s, None, sale_ping=sale_ping
+            )
         (answer,) = await self._run(partner, [prepared], started, now_s, Probe.PING)
         if isinstance(answer, RequestError):
             raise answer
@@ -268,7 +277,7 @@ class Intake:
                 lambda: parse_probe(data, plan.config.campaigns, ping=ping, now_s=now_s),
             )
             campaign = plan.config.campaigns[lead.campaign]
-            if ping and (campaign.advertiser is None or campaign.ping_ttl_s <= 0):
+            if ping and campaign.ping_ttl_s <= 0:
                 raise InvalidLead(
                     [FieldProblem("campaign", "this campaign takes no pings: post the lead")]
                 )
@@ -350,6 +359,8 @@ class Intake:
             # of another campaign is no ping of this one (its record is another key).
             hold = commit_hold(campaign.advertiser, ping_id)
         prepared = self._prepare_lead(plan, partner, lead, channel, now_s, idem, hold)
+        if prepared.sale is not None and campaign.ping_ttl_s:
+            return prepared  # its ping is read and matched at each buyer (_match_sale_ping)
         if ping_id is not None and hold is None:
             return dataclasses.replace(prepared, ping_status=PingStatus.UNKNOWN.value)
         return prepared
@@ -381,6 +392,39 @@ class Intake:
             if differ:
                 raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
         return prepared
+
+    async def _match_sale_ping(
+        self, partner: Partner, prepared: _Prepared, sale: SaleRequest, ping_id: str
+    ) -> _Prepared:
+        """A post to a distributed campaign naming a ping: its record read at every buyer
+        (one round trip), matched as ``_match_ping`` does, and the sale told which buyers
+        hold it (``SaleRequest.naming``)."""
+        unknown = dataclasses.replace(prepared, ping_status=PingStatus.UNKNOWN.value)
+        if self._pings is None:
+            return unknown
+        buyers = [b.advertiser for b in sale.requests.buyers]
+        texts = await self._pings.read_pings(
+            [keys.ping_record(b, ping_id) for b in buyers], sale.now_ms
+        )
+        states = [ping_state(text, sale.now_ms) for text in texts]
+        record = next((r for _, r in states if r is not None), None)
+        if record is not None and (
+            record.partner != partner.id or record.campaign != prepared.lead.campaign
+        ):
+            return unknown
+        held = tuple(b for b, (status, _) in zip(buyers, states, strict=True) if status is
+                     PingStatus.HELD)  # fmt: skip
+        if held and record is not None:
+            differ = mismatches(record.match, prepared.lead, prepared.channel, self._fingerprinter)
+            if differ:
+                raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
+        found = tuple(b for b, text in zip(buyers, texts, strict=True) if text is not None)
+        seen = {status for status, _ in states}
+        status = next(
+            (s for s in (PingStatus.EXPIRED, PingStatus.USED) if s in seen), PingStatus.UNKNOWN
+        )
+        ping = SalePing(ping_id, HoldMode.COMMIT, found=found, held=held, status=status.value)
+        return dataclasses.replace(prepared, sale=sale.naming(ping))
 
     def _parse(
         self,
@@ -426,6 +470,8 @@ class Intake:
         now_s: float,
         idem: Idempotency | None,
         hold: Hold | None = None,
+        *,
+        sale_ping: SalePing | None = None,
     ) -> _Prepared:
         campaign = plan.config.campaigns[lead.campaign]
         verdict = None
@@ -472,7 +518,7 @@ class Intake:
             )
             return _Prepared(lead, channel, refusal, verdict)
         if campaign.distribution is not None:
-            return self._prepare_sale(plan, partner, lead, channel, now_s, idem, verdict)
+            return self._prepare_sale(plan, partner, lead, channel, now_s, idem, verdict, sale_ping)
         request = build_request(
             lead=lead,
             lead_id=new_lead_id(),
@@ -497,6 +543,7 @@ class Intake:
         now_s: float,
         idem: Idempotency | None,
         verdict: Verdict | None,
+        sale_ping: SalePing | None = None,
     ) -> _Prepared:
         campaign = plan.config.campaigns[lead.campaign]
         sale = build_sale(
@@ -512,6 +559,7 @@ class Intake:
             sales=self._sales,
             endpoints=self._endpoints,
             idempotency=idem,
+            ping=sale_ping,
         )
         if isinstance(sale, NoOffer):
             decision, reasons = unsold(refusal for _, refusal in sale.passed)
@@ -635,6 +683,7 @@ def _sold_answer(item: _Prepared, result: SaleResult, config: Config) -> Answer:
         payout=campaign.payout if campaign is not None else None,
         show_buyers=distribution.show_buyers if distribution is not None else False,
         offers=result.offers,
+        ping_status=outcome.ping_status or item.ping_status or None,
     )
 
 

@@ -178,8 +178,9 @@ class DecisionRequest:
     #: these reasons. Only its Idempotency-Key brings it to the store, which checks nothing
     #: and records the answer, so a retry is answered with it (``plan.build_refusal``).
     rejected: tuple[str, ...] = ()
-    #: A ping (TAKE) or a post naming one (COMMIT); None: a plain post. Single-advertiser
-    #: campaigns only (``plan.build_request``).
+    #: A ping (TAKE) or a post naming one (COMMIT); None: a plain post. A distributed
+    #: campaign's lead carries one in each buyer's request that holds or may hold its ping
+    #: (``sale_plan.SaleRequest.hold_for``), and one in its ``CampaignReservation``.
     hold: Hold | None = None
 
 
@@ -271,3 +272,10 @@ class CampaignReservation:
     #: How long ``key`` is kept: the Idempotency-Key's life for a keyed request (a retry may
     #: find it), the sale lease's otherwise.
     ttl_ms: int
+    #: A ping to the campaign (TAKE: checked as in test mode, then a place held on each cap
+    #: with holds, nothing else written) or a post naming one (COMMIT: its own live hold
+    #: counts for it on each cap, and is used up whatever the answer). In the campaign's slot
+    #: the holds sets are the whole truth (``record_key`` unused): a hold is the post's while
+    #: its ping id is in them with an end after now. None: a plain lead (live holds still
+    #: count on caps that have them).
+    hold: Hold | None = None

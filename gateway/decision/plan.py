@@ -491,12 +491,18 @@ class Plan:
 
 
 def pinged_advertisers(config: Config) -> frozenset[AdvertiserId]:
-    """The advertisers with a campaign that takes pings (``Campaign.ping_ttl_s``)."""
-    return frozenset(
-        c.advertiser
-        for c in config.campaigns.values()
-        if c.ping_ttl_s > 0 and c.advertiser is not None
-    )
+    """The advertisers a ping may hold room on (``Campaign.ping_ttl_s``): those with a
+    campaign of their own that takes pings, and the buyers of a distributed one that does
+    (a ping holds room on its buyers' caps, advertiser-wide ones among them)."""
+    pinged: set[AdvertiserId] = set()
+    for c in config.campaigns.values():
+        if c.ping_ttl_s <= 0:
+            continue
+        if c.advertiser is not None:
+            pinged.add(c.advertiser)
+        if c.distribution is not None:
+            pinged.update(b.advertiser for b in c.distribution.buyers)
+    return frozenset(pinged)
 
 
 def pinged_caps(campaign: Campaign, advertiser_pinged: bool) -> Callable[[CapRule], bool]:

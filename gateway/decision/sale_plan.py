@@ -23,9 +23,12 @@ from gateway.decision.distribution import BuyerTurns, EndpointView, Refusal, in_
 from gateway.decision.model import (
     CampaignReservation,
     DecisionRequest,
+    Hold,
+    HoldMode,
     IdempotencyRef,
     PersonReservation,
 )
+from gateway.decision.ping import PingRecord, commit_hold, take_hold
 from gateway.decision.plan import (
     Idempotency,
     Identities,
@@ -84,9 +87,31 @@ class BuyerRequests:
         self._route = route
         self._now_ms = now_ms
 
-    def request(self, buyer: Buyer, lead_id: LeadId) -> DecisionRequest:
+    @property
+    def buyers(self) -> tuple[Buyer, ...]:
+        """Every buyer of the campaign, in its list's order."""
+        distribution = self._campaign.distribution
+        return distribution.buyers if distribution is not None else ()
+
+    def request(self, buyer: Buyer, lead_id: LeadId, hold: Hold | None = None) -> DecisionRequest:
+        """``hold``: the lead's hold at this buyer (``SaleRequest.hold_for``): a ping's
+        (TAKE: decided as a test lead, a place held if the buyer would buy, nothing queued or
+        indexed) or a post's naming a ping (COMMIT)."""
         campaign, now_ms, advertiser = self._campaign, self._now_ms, buyer.advertiser
         route = self._route.buyers[advertiser]
+        if hold is not None and hold.mode is HoldMode.TAKE:
+            return DecisionRequest(
+                lead_id=lead_id,
+                now_ms=now_ms,
+                dry_run=self._lead.test,
+                dedup=dedup_checks(route.scopes, self._identities, now_ms),
+                caps=tuple(cap_checks(route.caps, campaign.timezone, now_ms / 1000)),
+                person=(),
+                stream_key=keys.deliveries(advertiser),
+                payload=b"",
+                slot_anchor=keys.slot_anchor(advertiser),
+                hold=hold,
+            )
         record = {
             "lead_id": lead_id,
             "campaign": campaign.id,
@@ -110,7 +135,28 @@ class BuyerRequests:
             payload=orjson.dumps(record),
             slot_anchor=keys.slot_anchor(advertiser),
             index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
+            hold=hold,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SalePing:
+    """A ping to a distributed campaign (TAKE) or a post naming one (COMMIT): what the
+    waterfall does with holds (docs/decision.md, "Ping and post")."""
+
+    ping_id: str
+    mode: HoldMode
+    #: TAKE: the record each buyer that would buy keeps (``keys.ping_record`` in its slot).
+    record: PingRecord | None = None
+    #: COMMIT: the buyers whose slot held a record of the ping when the post read them
+    #: (whatever its state): their requests carry the COMMIT, which says what became of it.
+    found: tuple[AdvertiserId, ...] = ()
+    #: COMMIT: those whose hold was live then: offered the post first, and, if the post
+    #: does not reach them, their holds are given back at its close.
+    held: tuple[AdvertiserId, ...] = ()
+    #: COMMIT: what the records said (``expired``, ``used``, ``unknown``), for a post no
+    #: buyer's script told anything.
+    status: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +182,31 @@ class SaleRequest:
     lease_ms: int
     anchor: str
     requests: BuyerRequests
+    #: A ping, or a post naming one; None: a plain lead.
+    ping: SalePing | None = None
+
+    def hold_for(self, buyer: AdvertiserId) -> Hold | None:
+        """This lead's hold at ``buyer``: a ping takes one at every buyer it is offered to; a
+        post commits the one a buyer's slot has a record of; None: a plain offer."""
+        ping = self.ping
+        if ping is None:
+            return None
+        if ping.mode is HoldMode.TAKE:
+            assert ping.record is not None, "a ping carries its record"
+            return take_hold(buyer, ping.ping_id, ping.record, now_ms=self.now_ms)
+        return commit_hold(buyer, ping.ping_id) if buyer in ping.found else None
+
+    def naming(self, ping: SalePing) -> SaleRequest:
+        """This post, naming ``ping`` (COMMIT, as its records were read): offered first to
+        the buyers holding the ping (in this lead's order), so the place the ping reserved is
+        the one the post takes; its campaign reservation commits the campaign's hold."""
+        held = [b for b in self.offers if b.advertiser in ping.held]
+        offers = (*held, *(b for b in self.offers if b.advertiser not in ping.held))
+        reservation = self.reservation
+        if reservation is not None:
+            hold = Hold(ping.ping_id, "", HoldMode.COMMIT)
+            reservation = dataclasses.replace(reservation, hold=hold)
+        return dataclasses.replace(self, offers=offers, reservation=reservation, ping=ping)
 
     def rebind(self, lead_id: LeadId) -> SaleRequest:
         """This request under the lead id an earlier request with its Idempotency-Key claimed
@@ -229,7 +300,8 @@ def sale_route(
     """Work out a distributed campaign's route (``SalePlan.route`` keeps it). ``pinged``: the
     advertisers with a campaign of their own that takes pings (``plan.pinged_advertisers``):
     a sale to one counts the live holds on its advertiser-wide caps, so it never takes room
-    a ping holds. The campaign's own pings are not taken yet (config refuses them)."""
+    a ping holds. A campaign that takes pings counts (and its pings take) holds on every cap
+    of its own and of its buyers'."""
     distribution = _distribution(campaign)
     own = route_of(
         campaign.dedup,
@@ -240,6 +312,7 @@ def sale_route(
         channel=channel,
         # The campaign's slot is as new as the dedup layout: no legacy mark to read there.
         legacy=False,
+        holds=pinged_caps(campaign, False),
     )
     buyers = {
         b.advertiser: _buyer_route(campaign, b, partner, channel, b.advertiser in pinged)
@@ -282,9 +355,17 @@ def build_sale(
     sales: SalePlan,
     endpoints: EndpointView,
     idempotency: Idempotency | None = None,
+    ping: SalePing | None = None,
 ) -> SaleRequest | NoOffer:
-    """The complete sale request for one lead of a distributed campaign, or ``NoOffer``."""
+    """The complete sale request for one lead of a distributed campaign, or ``NoOffer``.
+    ``ping``: a ping (TAKE, of a campaign with ``ping_ttl_s``; no Idempotency-Key): the
+    waterfall finds the buyers that would buy it now and holds a place at each, the campaign
+    slot one on its caps; the person's slot is only checked. A post naming a ping is built
+    plain, then given its ``SaleRequest.naming`` once its records are read."""
     distribution = _distribution(campaign)
+    taking = ping is not None and ping.mode is HoldMode.TAKE
+    if taking and (campaign.ping_ttl_s <= 0 or idempotency is not None):
+        raise ValueError(f"campaign {campaign.id} takes no pings, nor a ping an Idempotency-Key")
     disabled = endpoints.disabled_now()
     passed: list[tuple[AdvertiserId, Refusal]] = []
     if sales.plain(campaign) and not disabled:
@@ -329,6 +410,9 @@ def build_sale(
     dedup = dedup_checks(own.scopes, identities, now_ms) if own.scopes else ()
     reservation = None
     if dedup or caps:
+        hold = None
+        if taking and ping is not None and ping.record is not None:
+            hold = Hold(ping.ping_id, "", HoldMode.TAKE, ping.record.expires_ms)
         reservation = CampaignReservation(
             key=keys.campaign_reservation(campaign.id, lead_id),
             lead_id=lead_id,
@@ -337,13 +421,14 @@ def build_sale(
             dedup=dedup,
             caps=tuple(caps),
             ttl_ms=idem.ttl_ms if idem is not None else lease_ms,
+            hold=hold,
         )
     pressing = pressure if pressure is not None and campaign.contact_pressure else None
     # The campaign is the unit of contact pressure: its buyers are not known yet. ``c:``
     # keeps it apart from an advertiser (or campaign) id of the same name.
     person = person_reservations(
         lead, identities, route.campaign, pressing, f"c:{campaign.id}", lead_id, now_ms,
-        channel, fingerprinter,
+        channel, fingerprinter, check_only=taking,
     )  # fmt: skip
     return SaleRequest(
         lead_id=lead_id,
@@ -361,6 +446,7 @@ def build_sale(
         lease_ms=lease_ms,
         anchor=keys.campaign_anchor(campaign.id),
         requests=BuyerRequests(campaign, partner, channel, lead, identities, route, now_ms),
+        ping=ping if taking else None,
     )
 
 

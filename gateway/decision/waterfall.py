@@ -37,8 +37,11 @@ from gateway.decision.model import (
     Decision,
     DecisionOutcome,
     DecisionRequest,
+    HoldMode,
     PersonReservation,
+    PingStatus,
 )
+from gateway.decision.ping import commit_hold
 from gateway.decision.sale_plan import SaleRequest
 from gateway.errors import (
     IdempotencyConflict,
@@ -85,6 +88,8 @@ class _Lead:
     #: The campaign reservation was taken (not refused).
     taken: bool = False
     resumed: bool = False
+    #: A post naming a ping: what the buyers' scripts said of its hold, in order.
+    ping_statuses: list[str] = field(default_factory=list)
 
     @property
     def wanted(self) -> int:
@@ -237,11 +242,14 @@ class Waterfall:
                 offered = lead.queue.pop(0)
                 tries.append((lead, offered.advertiser))
                 rq = lead.request
-                requests.append(rq.requests.request(offered, rq.lead_id))
+                hold = rq.hold_for(offered.advertiser)
+                requests.append(rq.requests.request(offered, rq.lead_id, hold))
         decided = await self.store.decide([(rq, None) for rq in requests])
         any_sold = False
         for (lead, buyer), outcome in zip(tries, decided, strict=True):
             assert outcome is not None, "a buyer's offer carries no Idempotency-Key"
+            if outcome.ping_status and outcome.ping_status != PingStatus.HELD:
+                lead.ping_statuses.append(outcome.ping_status)
             if outcome.decision is Decision.ACCEPTED:
                 lead.sold.append(buyer)
                 lead.offers.append((buyer, SOLD))
@@ -254,10 +262,49 @@ class Waterfall:
         if any_sold:
             self._failpoints.hit("after-sale")
 
+    async def _release_holds(self, leads: dict[int, _Lead]) -> None:
+        """A post naming a ping that did not reach some of the buyers holding it (refused
+        before the waterfall, or those buyers filtered, closed or disabled now): their holds
+        are given back now, each by its buyer's script under a forced refusal, which uses a
+        live hold up atomically as any post naming it would (``released``), so the room
+        returns before the ping's expiry. One round trip, only when there are such holds."""
+        tries: list[tuple[_Lead, DecisionRequest]] = []
+        for lead in leads.values():
+            rq, ping = lead.request, lead.request.ping
+            if ping is None or ping.mode is not HoldMode.COMMIT or rq.dry_run:
+                continue
+            offered = {buyer for buyer, _ in lead.offers}
+            by_id = {b.advertiser: b for b in rq.requests.buyers}
+            for advertiser in ping.held:
+                if advertiser not in offered and advertiser in by_id:
+                    hold = commit_hold(advertiser, ping.ping_id)
+                    request = rq.requests.request(by_id[advertiser], rq.lead_id, hold)
+                    tries.append((lead, request))
+        if not tries:
+            return
+        decided = await self.store.decide([(rq, _RELEASE) for _, rq in tries])
+        for (lead, _), outcome in zip(tries, decided, strict=True):
+            if outcome is not None and outcome.ping_status:
+                lead.ping_statuses.append(outcome.ping_status)
+
     async def _close(self, leads: dict[int, _Lead]) -> None:
+        await self._release_holds(leads)
         closing: list[SaleClosing] = []
         for lead in leads.values():
             rq = lead.request
+            if rq.ping is not None and rq.ping.mode is HoldMode.TAKE:
+                # A ping writes nothing to give back but the campaign's holds of a ping no
+                # buyer would buy (a ping that would sell keeps them until its post or its
+                # expiry); a ping carries no Idempotency-Key.
+                reservation = rq.reservation
+                if lead.sold or not lead.taken or reservation is None or rq.dry_run:
+                    continue
+                unhold = tuple(cap.holds for cap in reservation.caps if cap.holds)
+                if unhold:
+                    closing.append(
+                        SaleClosing(None, False, rq.anchor, unhold=unhold, ping_id=rq.ping.ping_id)
+                    )
+                continue
             if rq.idempotency is None and rq.reservation is None and not rq.person:
                 continue  # nothing to store or give back
             sold = bool(lead.sold)
@@ -294,12 +341,44 @@ def _result(lead: _Lead) -> SaleResult:
     # The buyers tried, in the order they were, then those not offered (filtered, closed,
     # disabled): the waterfall as ops read it in the decision log.
     offers = tuple([*lead.offers, *((b, r.value) for b, r in rq.passed)])
+    status = _ping_status(lead)
     if lead.sold:
-        outcome = DecisionOutcome(Decision.ACCEPTED, (), rq.lead_id, buyers=tuple(lead.sold))
+        outcome = DecisionOutcome(
+            Decision.ACCEPTED, (), rq.lead_id, buyers=tuple(lead.sold), ping_status=status
+        )
     elif lead.refused is not None:
         decision = Decision(lead.refused.decision)
-        outcome = DecisionOutcome(decision, lead.refused.reasons, rq.lead_id)
+        outcome = DecisionOutcome(decision, lead.refused.reasons, rq.lead_id, ping_status=status)
     else:
         decision, reasons = unsold([*(r for _, r in rq.passed), *lead.refusals])
-        outcome = DecisionOutcome(decision, reasons, rq.lead_id)
+        outcome = DecisionOutcome(decision, reasons, rq.lead_id, ping_status=status)
     return SaleResult(outcome, offers)
+
+
+#: A post's statuses of its ping, the one that says most first: sold on a held place, a
+#: hold given back, then why it was decided afresh.
+_STATUS_RANK: dict[str, int] = {
+    s.value: i
+    for i, s in enumerate(
+        (PingStatus.COMMITTED, PingStatus.RELEASED, PingStatus.EXPIRED, PingStatus.USED)
+    )
+}
+#: What ``_release_holds`` forces in a buyer's script: nothing is checked or written but the
+#: hold used up (no Idempotency-Key on a buyer's offer, so nothing recorded either).
+_RELEASE = ForcedOutcome(Decision.REJECTED.value, ("ping.released",))
+
+
+def _ping_status(lead: _Lead) -> str:
+    """What became of a lead's ping (``DecisionOutcome.ping_status``): a ping that holds a
+    place at a buyer ``held`` (none: ""); a post naming one, the status that says most among
+    its buyers' (``committed`` only when a buyer bought it on its held place), else what its
+    records said when read (``expired``, ``used``, ``unknown``)."""
+    ping = lead.request.ping
+    if ping is None:
+        return ""
+    if ping.mode is HoldMode.TAKE:
+        return PingStatus.HELD.value if lead.sold else ""
+    found = [s for s in lead.ping_statuses if s in _STATUS_RANK]
+    if found:
+        return str(min(found, key=_STATUS_RANK.__getitem__))
+    return ping.status or PingStatus.UNKNOWN.value

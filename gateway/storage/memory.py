@@ -432,12 +432,20 @@ class MemoryStore(Store):
         self._last_now_ms = max(self._last_now_ms, now)
         if not rv.dry_run and self._get(rv.key, now) is not None:
             return None  # held by this lead id already
-        duplicates = self._duplicates(rv.dedup, now)
-        if duplicates:
-            return ForcedOutcome(Decision.DUPLICATE.value, tuple(duplicates))
-        capped = self._capped(rv.caps, now)
-        if capped:
-            return ForcedOutcome(Decision.CAPPED.value, tuple(capped))
+        hold = rv.hold
+        commit = hold is not None and hold.mode is HoldMode.COMMIT
+        refused = self._campaign_refusal(rv, now, hold.ping_id if commit and hold else None)
+        if commit and hold is not None and not rv.dry_run:
+            # A post naming a ping uses its hold up whatever the answer (campaign_reserve.lua).
+            self._unhold(rv.caps, hold.ping_id, now)
+        if refused is not None:
+            return refused
+        if hold is not None and hold.mode is HoldMode.TAKE:
+            if not rv.dry_run:
+                for cap in rv.caps:
+                    if cap.holds:
+                        self._hold(cap.holds, hold, now)
+            return None
         if rv.dry_run:
             return None
         taken: list[str] = []
@@ -454,10 +462,25 @@ class MemoryStore(Store):
         self._set(rv.key, "\n".join(taken), now, rv.ttl_ms)
         return None
 
+    def _campaign_refusal(
+        self, rv: CampaignReservation, now: int, own_ping: str | None
+    ) -> ForcedOutcome | None:
+        duplicates = self._duplicates(rv.dedup, now)
+        if duplicates:
+            return ForcedOutcome(Decision.DUPLICATE.value, tuple(duplicates))
+        capped = self._capped(rv.caps, now, own_ping)
+        if capped:
+            return ForcedOutcome(Decision.CAPPED.value, tuple(capped))
+        return None
+
     async def close_sales(self, items: Sequence[SaleClosing]) -> None:
         for item in items:
             rv = item.reservation
             now = rv.now_ms if rv is not None else self._last_now_ms
+            for key in item.unhold:
+                held = self._zset(key, now)
+                if held.pop(item.ping_id, None) is not None and not held:
+                    self._data.pop(key, None)
             if item.answer_key:
                 self._set(item.answer_key, item.answer, now, item.answer_ttl_ms)
             if rv is not None:

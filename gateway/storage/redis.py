@@ -390,15 +390,18 @@ class RedisStore(Store):
     async def close_sales(self, items: Sequence[SaleClosing]) -> None:
         commands: list[Command] = []
         for item in items:
-            if item.reservation is not None or item.answer_key:
+            if item.reservation is not None or item.answer_key or item.unhold:
+                unhold = (*item.unhold, item.ping_id) if item.unhold else ()
                 commands.append(
                     (
-                        "EVALSHA", scripts.CAMPAIGN_CLOSE.sha, 2,
+                        "EVALSHA", scripts.CAMPAIGN_CLOSE.sha, 2 + len(item.unhold),
                         item.reservation.key if item.reservation is not None else item.anchor,
                         item.answer_key or item.anchor,
+                        *unhold[:-1],
                         int(item.sold), item.answer_ttl_ms if item.answer_key else 0,
                         item.answer,
                         item.reservation.lead_id if item.reservation is not None else "",
+                        *unhold[-1:],
                     )
                 )  # fmt: skip
             commands += [_release_command(r, reserved) for r, reserved in item.releases]
@@ -450,6 +453,16 @@ def _campaign_reserve_command(rv: CampaignReservation) -> Command:
     for cap in rv.caps:
         keys.append(cap.key)
         args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
+    hold = rv.hold
+    held = [j for j, cap in enumerate(rv.caps, 1) if cap.holds]
+    if held or hold is not None:
+        # As decide.lua's holds: nothing of this for a campaign without pings.
+        args[2] = f"{int(rv.dry_run)}{_HOLD_LETTERS[hold.mode] if hold is not None else 'p'}"
+        keys += [rv.caps[j - 1].holds for j in held]
+        args += held
+        if hold is not None:
+            args += (hold.ping_id, hold.expires_ms, max(1, hold.expires_ms - rv.now_ms))
+        args.append(len(held))
     return ("EVALSHA", scripts.CAMPAIGN_RESERVE.sha, len(keys), *keys, *args)
 
 

@@ -269,10 +269,11 @@ def test_the_example_configuration_sells_to_buyers() -> None:
     assert modes == ["exclusive", "shared"]
 
 
-def test_a_campaign_sold_to_buyers_takes_no_pings_yet() -> None:
+def test_a_campaign_sold_to_buyers_takes_pings_within_the_same_range() -> None:
+    sold = parse_config(config({**SOLD, "ping_ttl_s": 60})).campaigns[CampaignId("sold")]
+    assert sold.ping_ttl_s == 60
     with pytest.raises(ConfigError) as refused:
-        parse_config(config({**SOLD, "ping_ttl_s": 60}))
+        parse_config(config({**SOLD, "ping_ttl_s": 4}))
 
     (issue,) = [i for i in refused.value.issues if i.path == "campaigns[0].ping_ttl_s"]
-    assert "a campaign sold to buyers takes no pings yet" in issue.message
-    assert parse_config(config({**SOLD, "ping_ttl_s": 0})).campaigns[CampaignId("sold")]
+    assert "is not a whole number of seconds from 5 to 3600" in issue.message

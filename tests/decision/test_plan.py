@@ -31,16 +31,23 @@ from gateway.config.model import (
 )
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
-from gateway.decision.model import Decision, DecisionRequest, Hold
+from gateway.decision.model import CampaignReservation, Decision, DecisionRequest, Hold
 from gateway.decision.ping import PingRecord, commit_hold, take_hold
-from gateway.decision.plan import Idempotency, Plan, build_request, dedup_check
+from gateway.decision.plan import (
+    Idempotency,
+    Plan,
+    build_request,
+    cap_checks,
+    dedup_check,
+    pinged_advertisers,
+)
 from gateway.decision.sale_plan import SalePlan
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.lead import Lead
 from gateway.leads.parse import parse_lead
 from gateway.storage import keys
 from gateway.storage.memory import MemoryStore
-from gateway.storage.redis import _decide_parts
+from gateway.storage.redis import _campaign_reserve_command, _decide_parts
 from gateway.types import (
     AdvertiserId,
     CampaignId,
@@ -551,6 +558,9 @@ def _pinged_network() -> Config:
     a campaign day cap and an advertiser-wide one), and an advertiser-wide cap on acme-main."""
     data = network(buyers=True)
     acme_main, nova_main = data["campaigns"][0], data["campaigns"][1]
+    # network() lets acme-main take pings (for the metrics tests); here it is the sibling
+    # that takes none.
+    acme_main.pop("ping_ttl_s", None)
     acme_main["caps"].append({"subject": "advertiser", "window": "day", "limit": 50})
     acme_main["ping_ttl_s"] = 0  # the network's acme-main takes pings; here, only acme-ping
     nova_main["caps"].append({"subject": "advertiser", "window": "day", "limit": 50})
@@ -654,3 +664,41 @@ def test_a_ping_is_planned_as_a_check_that_queues_nothing() -> None:
     assert not any(r.dry_run for r in post.person if r.pressure_limit)
     with pytest.raises(ValueError, match="takes no pings"):
         _planned(plan, "acme-main", hold)
+
+
+def test_a_sale_without_pings_sends_no_holds_to_either_slot() -> None:
+    config = network(buyers=True)
+    config["campaigns"][0].pop("ping_ttl_s", None)  # no advertiser takes pings
+    config["campaigns"][-1]["caps"] = [{"subject": "campaign", "window": "day", "limit": 5}]
+    parsed = parse_config(config)
+    sold = parsed.campaigns[CampaignId("sold-main")]
+    route = SalePlan(parsed).route(sold, parsed.partners[PartnerId("p-alpha")], ChannelId("email"))
+
+    assert [c.holds for c in route.campaign.caps] == [False]
+    assert [c.holds for r in route.buyers.values() for c in r.caps] == [False]
+    # campaign_reserve.lua gets exactly what it got before pings: a one-character mode, no
+    # holds key.
+    reservation = CampaignReservation(
+        "lg:{c:sold-main}:res:l1", LeadId("l1"), 1, False, (),
+        tuple(cap_checks(route.campaign.caps, sold.timezone, NOW_S)), 1000,
+    )  # fmt: skip
+    command = _campaign_reserve_command(reservation)
+    assert command[3 + 2 + 2] == 0  # ARGV[3]: after EVALSHA, sha, numkeys, 2 keys, 2 args
+    assert not [w for w in command if str(w).endswith(":holds")]
+
+
+def test_a_distributed_campaign_with_pings_holds_every_cap_of_its_own_and_its_buyers() -> None:
+    config = network(buyers=True)
+    config["campaigns"][0].pop("ping_ttl_s", None)
+    config["campaigns"][-1]["ping_ttl_s"] = 60
+    config["campaigns"][-1]["caps"] = [{"subject": "campaign", "window": "day", "limit": 5}]
+    parsed = parse_config(config)
+    sold = parsed.campaigns[CampaignId("sold-main")]
+    partner = parsed.partners[PartnerId("p-alpha")]
+
+    route = SalePlan(parsed).route(sold, partner, ChannelId("email"))
+
+    assert [c.holds for c in route.campaign.caps] == [True]
+    assert [c.holds for c in route.buyers[ACME].caps] == [True]
+    # acme's own campaigns count the holds on its advertiser-wide caps: a buyer's pings share them.
+    assert ACME in pinged_advertisers(parsed)

@@ -13,9 +13,16 @@ ARGV[1]  "1": the lead was sold (what the reservation took is the sale's: kept)
 ARGV[2]  the answer's TTL, ms ("0": no answer to store)
 ARGV[3]  the answer ("digest|lead_id|decision|reasons|buyers")
 ARGV[4]  lead id
+KEYS[3 ..]  optional: the holds sets of a ping no buyer would buy (campaign_reserve.lua's
+            "t"), which ARGV[5], the ping id, is removed from: its room returns at once
+ARGV[5]  the ping id ("" when KEYS has no holds)
 
 Returns 1.
 ]]
+
+for i = 3, #KEYS do
+  redis.call("ZREM", KEYS[i], ARGV[5])
+end
 
 if tonumber(ARGV[2]) > 0 then
   redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[2])

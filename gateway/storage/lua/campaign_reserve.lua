@@ -13,9 +13,16 @@ KEYS[1]                   the reservation: a string of lines, one per write,
                           lead id holds the reservation (a keyed retry after a crash)
 KEYS[2 .. 1+d]            dedup memory, as decide.lua's KEYS[3 .. 2+d]
 KEYS[2+d .. 1+d+n_caps]   caps, as decide.lua's
+then, only for a lead with holds (ARGV[3] of two characters), last:
+  n_held keys             the holds of the caps that have them (sorted sets: ping id -> the
+                          hold's end, epoch ms), in the order of their cap numbers below
 ARGV[1]  now, epoch ms
 ARGV[2]  lead id
-ARGV[3]  "1": test mode, check only and write nothing
+ARGV[3]  "0", or "1": test mode, check only and write nothing. A lead with holds has two
+         characters, as decide.lua's: test mode, then "p" (a plain lead: live holds count as
+         used), "t" (a ping: check as in test mode and, if it passes, hold a place on each
+         cap with holds; nothing else written, no reservation kept) or "c" (a post naming a
+         ping: its own live hold counts for it, and is used up whatever the answer)
 ARGV[4]  TTL of KEYS[1], ms
 ARGV[5]  n_dedup
 ARGV[6]  n_caps
@@ -23,6 +30,13 @@ ARGV[7]  a generation's length, ms
 ARGV[8]  the current generation (now // generation length)
 then 6 per dedup check: reason, window ms, retention ms, remember ("1"/"0"), field, n_keys
 then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
+then, only for a lead with holds, last: the number (1 ..) of each cap with holds, in order;
+         for a ping or a post naming one, 3 more: ping id, the hold's end (epoch ms), the
+         holds' TTL in ms (the hold's end - now; only ever raised); and last of all n_held
+
+Holds cost nothing to a lead without them (ARGV[3] of one character). No record of the ping
+is kept in this slot: a post's hold is its own while its ping id is in a holds set with an
+end after now, so of two posts naming one ping only the first finds it.
 
 Returns {decision, "reason,reason"}: {"", "held"} when this lead id holds the reservation
 already (nothing checked or taken again), {"", "taken"} when taken now (in test mode: when it
@@ -31,7 +45,8 @@ would be), {"duplicate", …} or {"capped", …} when refused.
 
 local now = tonumber(ARGV[1])
 local lead_id = ARGV[2]
-local dry = ARGV[3] == "1"
+local mode = ARGV[3]
+local dry = string.sub(mode, 1, 1) == "1"
 if not dry and redis.call("EXISTS", KEYS[1]) == 1 then
   return {"", "held"}
 end
@@ -39,6 +54,32 @@ local n_dedup = tonumber(ARGV[5])
 local n_caps = tonumber(ARGV[6])
 local generation_ms = tonumber(ARGV[7])
 local generation = tonumber(ARGV[8])
+
+-- Holds: the last KEYS and ARGV (see above), read only for a lead that has them.
+local holding, held, ping = nil, nil, nil
+if #mode > 1 then
+  holding = string.sub(mode, 2, 2)
+  local n_held = tonumber(ARGV[#ARGV])
+  local n_fixed = holding ~= "p" and 3 or 0
+  if n_fixed > 0 then
+    ping = ARGV[#ARGV - 3]
+  end
+  local first_arg = #ARGV - 1 - n_fixed - n_held
+  held = {}
+  for i = 1, n_held do
+    held[tonumber(ARGV[first_arg + i])] = KEYS[#KEYS - n_held + i]
+  end
+end
+
+-- A post naming a ping: its hold is used up whatever the answer (given back when refused).
+local function finish(decision, reasons)
+  if holding == "c" and not dry then
+    for _, key in pairs(held) do
+      redis.call("ZREM", key, ping)
+    end
+  end
+  return {decision, reasons}
+end
 
 local dup, dup_seen = {}, {}
 local k = 2
@@ -59,7 +100,7 @@ for i = 1, n_dedup do
   k = k + n_keys
 end
 if #dup > 0 then
-  return {"duplicate", table.concat(dup, ",")}
+  return finish("duplicate", table.concat(dup, ","))
 end
 
 local n_dedup_keys = k - 2
@@ -74,12 +115,37 @@ for j = 1, n_caps do
   else
     used = tonumber(redis.call("GET", key) or "0")
   end
+  if held and held[j] then
+    -- Live holds count as used, but for a post its own (the room it holds is its).
+    local holds = held[j]
+    used = used + redis.call("ZCOUNT", holds, "(" .. now, "+inf")
+    if holding == "c" then
+      local ends = redis.call("ZSCORE", holds, ping)
+      if ends and tonumber(ends) > now then
+        used = used - 1
+      end
+    end
+  end
   if used >= tonumber(ARGV[a + 2]) then
     capped[#capped + 1] = ARGV[a + 1]
   end
 end
 if #capped > 0 then
-  return {"capped", table.concat(capped, ",")}
+  return finish("capped", table.concat(capped, ","))
+end
+if holding == "t" then
+  -- A ping: a place on each cap with holds until the hold ends; ended holds go first.
+  if not dry then
+    local ends, ttl = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1])
+    for _, key in pairs(held) do
+      redis.call("ZREMRANGEBYSCORE", key, "-inf", now)
+      redis.call("ZADD", key, ends, ping)
+      if redis.call("PTTL", key) < ttl then
+        redis.call("PEXPIRE", key, ttl)
+      end
+    end
+  end
+  return {"", "taken"}
 end
 if dry then
   return {"", "taken"}
@@ -121,4 +187,4 @@ for j = 1, n_caps do
   end
 end
 redis.call("SET", KEYS[1], table.concat(taken, "\n"), "PX", ARGV[4])
-return {"", "taken"}
+return finish("", "taken")
