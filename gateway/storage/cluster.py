@@ -7,7 +7,8 @@ hash tags of ``storage.keys``), so a decision is still one atomic script on one 
 
 Redirections are followed, and only those: ``MOVED`` (the slot moved: the map is read again
 and the command sent to the owner the redirection named), ``ASK`` (a slot being migrated:
-``ASKING`` and the command to the target, once), ``TRYAGAIN`` and ``CLUSTERDOWN`` (a failover or migration in progress).
+``ASKING`` and the command to the target, once), ``TRYAGAIN`` and ``CLUSTERDOWN`` (a failover
+or migration in progress).
 Each of these means the command did not run, so sending it again is safe. A transport error is
 never retried here, as on a single Redis (``storage.pipeline``): the reply of a script that ran
 may be what was lost. It fails the call with ``StoreUnavailable`` and the next call reads the
