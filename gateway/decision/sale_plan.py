@@ -99,31 +99,22 @@ class BuyerRequests:
         indexed) or a post's naming a ping (COMMIT)."""
         campaign, now_ms, advertiser = self._campaign, self._now_ms, buyer.advertiser
         route = self._route.buyers[advertiser]
-        if hold is not None and hold.mode is HoldMode.TAKE:
-            return DecisionRequest(
-                lead_id=lead_id,
-                now_ms=now_ms,
-                dry_run=self._lead.test,
-                dedup=dedup_checks(route.scopes, self._identities, now_ms),
-                caps=tuple(cap_checks(route.caps, campaign.timezone, now_ms / 1000)),
-                person=(),
-                stream_key=keys.deliveries(advertiser),
-                payload=b"",
-                slot_anchor=keys.slot_anchor(advertiser),
-                hold=hold,
-            )
-        record = {
-            "lead_id": lead_id,
-            "campaign": campaign.id,
-            "advertiser": advertiser,
-            "buyer": advertiser,
-            "price": buyer.price,
-            "partner": self._partner.id,
-            "channel": self._channel,
-            "ref": self._lead.ref,
-            "accepted_at_ms": now_ms,
-            "lead": self._lead.to_payload(),
-        }
+        payload, index = b"", None  # a ping queues nothing and indexes nothing
+        if hold is None or hold.mode is not HoldMode.TAKE:
+            record = {
+                "lead_id": lead_id,
+                "campaign": campaign.id,
+                "advertiser": advertiser,
+                "buyer": advertiser,
+                "price": buyer.price,
+                "partner": self._partner.id,
+                "channel": self._channel,
+                "ref": self._lead.ref,
+                "accepted_at_ms": now_ms,
+                "lead": self._lead.to_payload(),
+            }
+            payload = orjson.dumps(record)
+            index = route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000)
         return DecisionRequest(
             lead_id=lead_id,
             now_ms=now_ms,
@@ -132,9 +123,9 @@ class BuyerRequests:
             caps=tuple(cap_checks(route.caps, campaign.timezone, now_ms / 1000)),
             person=(),
             stream_key=keys.deliveries(advertiser),
-            payload=orjson.dumps(record),
+            payload=payload,
             slot_anchor=keys.slot_anchor(advertiser),
-            index=route.index_entry(advertiser, lead_id, campaign.feedback_window_s * 1000),
+            index=index,
             hold=hold,
         )
 
