@@ -12,6 +12,12 @@ from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResu
 
 from gateway.errors import MissingCountryCode
 
+# phonenumbers recompiles (through ``re``'s own cache) each metadata pattern it matches: ~30%
+# of ``is_valid_number``. Its own cache of the compiled patterns changes no answer.
+_enable_pattern_cache = getattr(phonenumbers, "enable_pattern_cache", None)
+if _enable_pattern_cache is not None:
+    _enable_pattern_cache()
+
 #: Longer input is not a phone number anyone typed (libphonenumber itself stops at 250).
 MAX_PHONE_CHARS = 40
 
