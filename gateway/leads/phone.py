@@ -96,6 +96,15 @@ _PREFIX_KEPT_IF: Final = frozenset(
 _IDD_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
+#: The metadata steps of ``parse`` the fast path reuses: private functions of phonenumbers
+#: (in its type stubs). A release without them turns the fast path off, never a lead into a
+#: 500: every number then goes through ``parse``.
+_STRIP_NATIONAL_PREFIX = getattr(_util, "_maybe_strip_national_prefix_carrier_code", None)
+_TEST_LENGTH = getattr(_util, "_test_number_length", None)
+_MAX_NSN = getattr(_util, "_MAX_LENGTH_FOR_NSN", None)
+FAST_PATH = None not in (_STRIP_NATIONAL_PREFIX, _TEST_LENGTH, _MAX_NSN)
+
+
 def fast_e164(text: str, default_region: str | None) -> str | None:
     """The E.164 spelling of a valid ``text`` as ``parsed_e164`` gives it, without ``parse``'s
     text handling (~10 µs of regular expressions a number), or ``None`` when unsure.
@@ -110,7 +119,9 @@ def fast_e164(text: str, default_region: str | None) -> str | None:
     """
     # parse reads a +CC number with the region's metadata when the region is the code's own:
     # for "001" (non-geographic codes) that is none, and it strips no national prefix.
-    if default_region is not None and default_region not in _util.SUPPORTED_REGIONS:
+    if not FAST_PATH or (
+        default_region is not None and default_region not in _util.SUPPORTED_REGIONS
+    ):
         return None
     compact = text.translate(_SEPARATORS)
     if compact[:1] == "+":
@@ -156,10 +167,10 @@ def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> st
     """``+<country_code><national>`` if valid, ``national`` read as ``parse`` reads it."""
     if len(national) < 2:
         return None
-    _, stripped, _ = _util._maybe_strip_national_prefix_carrier_code(national, metadata)
-    if _util._test_number_length(stripped, metadata) not in _PREFIX_KEPT_IF:
+    _, stripped, _ = _STRIP_NATIONAL_PREFIX(national, metadata)  # type: ignore[misc]
+    if _TEST_LENGTH(stripped, metadata) not in _PREFIX_KEPT_IF:  # type: ignore[misc]
         national = stripped
-    if not 2 <= len(national) <= _util._MAX_LENGTH_FOR_NSN:
+    if not 2 <= len(national) <= _MAX_NSN:  # type: ignore[operator]
         return None
     number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
     if national[0] == "0":

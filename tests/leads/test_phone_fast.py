@@ -251,3 +251,15 @@ def test_plain_digit_strings_agree_in_every_region(
 ) -> None:
     pairs = [digits[i : i + 2] for i in range(0, len(digits), 2)]
     assert_agrees(lead + separator.join(pairs), region)
+
+
+def test_a_phonenumbers_without_the_private_steps_only_loses_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path reuses two private functions of phonenumbers: a release without them
+    must send every number through ``parse``, never fail a lead."""
+    from gateway.leads import phone
+
+    monkeypatch.setattr(phone, "FAST_PATH", False)
+    assert fast_e164("06 12 34 56 78", "FR") is None
+    assert normalize_phone("06 12 34 56 78", "FR") == "+33612345678"
