@@ -13,8 +13,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers.phonemetadata import PhoneMetadata
 
-from gateway.leads.phone import MAX_PHONE_CHARS, fast_e164, normalize_phone, parsed_e164
+from gateway.leads.phone import (
+    MAX_PHONE_CHARS,
+    fast_e164,
+    is_valid_national,
+    normalize_phone,
+    parsed_e164,
+)
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 #: Defaults the callers never pass but parse reads differently: no region, the non-geographic
@@ -263,3 +270,50 @@ def test_a_phonenumbers_without_the_private_steps_only_loses_the_fast_path(
     monkeypatch.setattr(phone, "FAST_PATH", False)
     assert fast_e164("06 12 34 56 78", "FR") is None
     assert normalize_phone("06 12 34 56 78", "FR") == "+33612345678"
+
+
+#: The country codes of one region: those ``is_valid_national`` answers for.
+SINGLE_REGION_CODES = sorted(
+    code for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items() if len(regions) == 1
+)
+
+
+def _assert_validity_agrees(code: int, nsn: str) -> None:
+    """``is_valid_national`` against ``phonenumbers.is_valid_number`` of the same number."""
+    if not nsn or nsn[0] == "0":  # the fast path never asks (italian leading zeros)
+        return
+    (region,) = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    assert metadata is not None
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
+    assert is_valid_national(nsn, metadata) == phonenumbers.is_valid_number(number), (code, nsn)
+
+
+def test_validity_agrees_on_every_example_number_and_its_neighbours() -> None:
+    """Every region's example number of every type, and numbers one digit off, shorter and
+    longer: valid and invalid numbers of every type, in every single-region code."""
+    checked = valid = 0
+    for number in EXAMPLES:
+        code = number.country_code
+        assert code is not None
+        if code not in SINGLE_REGION_CODES:
+            continue
+        nsn = phonenumbers.national_significant_number(number)
+        variants = {nsn, nsn[:-1], nsn + "0", nsn + "9", nsn[1:]}
+        for i in range(len(nsn)):
+            for digit in "0159":
+                variants.add(nsn[:i] + digit + nsn[i + 1 :])
+        for variant in variants:
+            _assert_validity_agrees(code, variant)
+            checked += 1
+        valid += 1
+    assert valid > 800, valid
+    assert checked > 25_000, checked
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(SINGLE_REGION_CODES), st.text("0123456789", min_size=1, max_size=17))
+@example(33, "612345678")
+@example(33, "112345678")
+def test_validity_agrees_on_digit_strings(code: int, nsn: str) -> None:
+    _assert_validity_agrees(code, nsn)
