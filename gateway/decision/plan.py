@@ -188,26 +188,32 @@ def dedup_checks(
     scopes: Sequence[ScopePlan], identities: Identities, now_ms: int
 ) -> tuple[DedupCheck, ...]:
     """Every identity's check in every scope of a route (the slot its prefixes name)."""
+    # Each fingerprint's mark, bucket name and legacy bucket, once for all scopes.
+    marked: list[tuple[keys.SeenMark, str, bool, int]] = []
+    for _, fingerprints in identities:
+        for n, fp in enumerate(fingerprints):
+            mark = keys.seen_mark(fp)
+            marked.append((mark, keys.seen_bucket(mark), n == 0, mark.legacy_bucket))
     dedup: list[DedupCheck] = []
-    marks: dict[Fingerprint, keys.SeenMark] = {}
     for scope in scopes:
         generations = keys.seen_generations(now_ms, scope.window_ms)
-        for _, fingerprints in identities:
-            for n, fp in enumerate(fingerprints):
-                mark = marks.get(fp) or marks.setdefault(fp, keys.seen_mark(fp))
-                dedup.append(
-                    DedupCheck(
-                        scope.reason,
-                        keys.seen_in(scope.heads(mark.key_id, generations), mark),
-                        mark.field,
-                        generations[0],
-                        scope.window_ms,
-                        scope.retention_ms,
-                        n == 0,
-                        scope.legacy_head(mark.key_id),
-                        mark.legacy_bucket,
-                    )
+        newest, reason = generations[0], scope.reason
+        window_ms, retention_ms = scope.window_ms, scope.retention_ms
+        for mark, bucket, remember, legacy_bucket in marked:
+            key_id = mark.key_id
+            dedup.append(
+                DedupCheck(
+                    reason,
+                    tuple([head + bucket for head in scope.heads(key_id, generations)]),
+                    mark.field,
+                    newest,
+                    window_ms,
+                    retention_ms,
+                    remember,
+                    scope.legacy_head(key_id),
+                    legacy_bucket,
                 )
+            )
     return tuple(dedup)
 
 

@@ -164,8 +164,13 @@ def seen_heads(prefix: str, key_id: str, generations: range) -> tuple[str, ...]:
 
 def seen_in(heads: tuple[str, ...], mark: SeenMark) -> tuple[str, ...]:
     """The hashes of ``mark``'s bucket under each of ``heads`` (``seen_heads``)."""
-    bucket = f"{mark.bucket:04x}"
+    bucket = seen_bucket(mark)
     return tuple([head + bucket for head in heads])
+
+
+def seen_bucket(mark: SeenMark) -> str:
+    """What ``seen_in`` adds to a head: the mark's bucket."""
+    return f"{mark.bucket:04x}"
 
 
 def legacy_seen_head(prefix: str, key_id: str) -> str:
