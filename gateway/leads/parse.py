@@ -186,8 +186,11 @@ class _LeadParser:
         ``max_chars`` here only keeps huge values away from the normalizers; the normalizer
         enforces the exact limit after it has trimmed and collapsed.
         """
+        value = self.data.get(name)
+        if value is None:  # most optional fields: _scalar_text's answer, without the call
+            return None
         try:
-            text = _scalar_text(self.data.get(name), numbers=numbers)
+            text = _scalar_text(value, numbers=numbers)
             if text is None:
                 return None
             if len(text) > 2 * max_chars + 16:
