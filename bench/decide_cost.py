@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-import redis
-
+from bench.scratch_redis import scratch_redis
 from gateway.config.load import load_config
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.plan import build_request
@@ -85,44 +81,23 @@ def main() -> int:
         "hashes are read too (docs/decision.md, 'Upgrading')",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="leadgate-decide-cost-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-        server = subprocess.Popen(
-            [
-                *pin,
-                *("redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""),
-                *("--appendonly", "no", "--maxmemory-policy", "noeviction"),
-            ],
-            stdout=subprocess.DEVNULL,
+    with scratch_redis("leadgate-decide-cost-") as (sock, client):
+        if args.migrating:
+            client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
+        before = int(client.info("memory")["used_memory"])
+        cpu_before = time.process_time()
+        asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+        # This process's side: parse, plan, engine and store (no HTTP, no metrics).
+        python_us = (time.process_time() - cpu_before) / args.leads * 1e6
+        stats = client.info("commandstats")["cmdstat_evalsha"]
+        after = int(client.info("memory")["used_memory"])
+        # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
+        print(
+            f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
+            f"{stats['usec'] / args.leads:.1f} µs per decision (Redis CPU); "
+            f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead; "
+            f"{python_us:.1f} µs of this process's CPU per decision (parse, plan, store)"
         )
-        try:
-            client = redis.Redis(unix_socket_path=str(sock))
-            for _ in range(50):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            if args.migrating:
-                client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
-            before = int(client.info("memory")["used_memory"])
-            cpu_before = time.process_time()
-            asyncio.run(_decide_all(f"unix://{sock}", args.leads))
-            # This process's side: parse, plan, engine and store (no HTTP, no metrics).
-            python_us = (time.process_time() - cpu_before) / args.leads * 1e6
-            stats = client.info("commandstats")["cmdstat_evalsha"]
-            after = int(client.info("memory")["used_memory"])
-            # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
-            print(
-                f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
-                f"{stats['usec'] / args.leads:.1f} µs per decision (Redis CPU); "
-                f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead; "
-                f"{python_us:.1f} µs of this process's CPU per decision (parse, plan, store)"
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
     return 0
 
 

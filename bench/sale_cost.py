@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
-
-import redis
 
 from bench.scenario import GATEWAY_CONFIG
+from bench.scratch_redis import scratch_redis
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.decision.engine import DecisionEngine
@@ -110,29 +105,8 @@ def main() -> int:
     args = parser.parse_args()
     config = load_config(GATEWAY_CONFIG)
     cpu = asyncio.run(_cpu(config, args.reps, args.leads))
-    with tempfile.TemporaryDirectory(prefix="leadgate-sale-cost-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-        server = subprocess.Popen(
-            [
-                *pin,
-                *("redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""),
-                *("--appendonly", "no", "--maxmemory-policy", "noeviction"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            client = redis.Redis(unix_socket_path=str(sock))
-            for _ in range(50):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            trips = asyncio.run(_redis(config, f"unix://{sock}", args.leads))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with scratch_redis("leadgate-sale-cost-") as (sock, _):
+        trips = asyncio.run(_redis(config, f"unix://{sock}", args.leads))
     print(f"{'campaign':<18}{'µs CPU/lead min':>16}{'median':>9}{'round trips/lead':>18}")
     for campaign in CAMPAIGNS:
         runs = [s * 1e6 for s in cpu[campaign]]

@@ -98,6 +98,19 @@ def _streams(advertiser: AdvertiserId) -> dict[Source, str]:
     return {Source.NEW: keys.deliveries(advertiser), Source.DUE: keys.delivery_retries(advertiser)}
 
 
+def _every_key(advertiser: AdvertiserId) -> list[str]:
+    """Every key of an advertiser's queue, in the order expire.lua and erase.lua take them:
+    the new and due streams, dead letters, delayed, waiting, retrying."""
+    return [
+        keys.deliveries(advertiser),
+        keys.delivery_retries(advertiser),
+        keys.delivery_dead(advertiser),
+        keys.delivery_delayed(advertiser),
+        keys.delivery_waiting(advertiser),
+        keys.delivery_retrying(advertiser),
+    ]
+
+
 class RedisQueue:
     name = "redis"
 
@@ -351,15 +364,7 @@ class RedisQueue:
             reason = INVALID if claimed.invalid else EXPIRED
             for name, value in dead_fields(claimed, reason, claimed.last, now_ms).items():
                 args += (name, value)
-        keys_ = [
-            keys.deliveries(advertiser),
-            keys.delivery_retries(advertiser),
-            keys.delivery_dead(advertiser),
-            keys.delivery_delayed(advertiser),
-            keys.delivery_waiting(advertiser),
-            keys.delivery_retrying(advertiser),
-        ]
-        return int(await self._eval(EXPIRE, keys_, args))
+        return int(await self._eval(EXPIRE, _every_key(advertiser), args))
 
     async def promote(self, advertiser: AdvertiserId, now_ms: int, limit: int) -> int:
         keys_ = [
@@ -569,15 +574,7 @@ class RedisQueue:
                 return found, erased
 
     async def _erase(self, advertiser: AdvertiserId, doomed: Sequence[Any]) -> Erased:
-        keys_ = [
-            keys.deliveries(advertiser),
-            keys.delivery_retries(advertiser),
-            keys.delivery_dead(advertiser),
-            keys.delivery_delayed(advertiser),
-            keys.delivery_waiting(advertiser),
-            keys.delivery_retrying(advertiser),
-        ]
-        undelivered, dead = await self._eval(ERASE, keys_, [GROUP, *doomed])
+        undelivered, dead = await self._eval(ERASE, _every_key(advertiser), [GROUP, *doomed])
         return Erased(int(undelivered), int(dead))
 
     async def disable(self, advertiser: AdvertiserId, detail: str, now_ms: int) -> None:
