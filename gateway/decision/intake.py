@@ -368,30 +368,18 @@ class Intake:
     async def _match_ping(
         self, partner: Partner, prepared: _Prepared, request: DecisionRequest, hold: Hold
     ) -> _Prepared:
-        """A post naming a ping, matched against the ping's record: ``PingMismatch`` for a
-        post that is not the pinged lead while its hold lives; a ping of another partner is
-        no ping of this one (decided afresh, ``unknown``)."""
-        if self._pings is None:
-            return dataclasses.replace(
-                prepared,
-                request=dataclasses.replace(request, hold=None),
-                ping_status=PingStatus.UNKNOWN.value,
-            )
-        (text,) = await self._pings.read_pings([hold.record_key], request.now_ms)
-        status, record = ping_state(text, request.now_ms)
-        if record is not None and (
-            record.partner != partner.id or record.campaign != prepared.lead.campaign
-        ):
-            return dataclasses.replace(
-                prepared,
-                request=dataclasses.replace(request, hold=None),
-                ping_status=PingStatus.UNKNOWN.value,
-            )
-        if status is PingStatus.HELD and record is not None:
-            differ = mismatches(record.match, prepared.lead, prepared.channel, self._fingerprinter)
-            if differ:
-                raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
-        return prepared
+        """A post naming a ping, matched against the ping's record (``_matched``); a ping of
+        another partner or campaign is no ping of this one (decided afresh, ``unknown``)."""
+        if self._pings is not None:
+            (text,) = await self._pings.read_pings([hold.record_key], request.now_ms)
+            status, record = ping_state(text, request.now_ms)
+            if self._matched(partner, prepared, record, status is PingStatus.HELD):
+                return prepared
+        return dataclasses.replace(
+            prepared,
+            request=dataclasses.replace(request, hold=None),
+            ping_status=PingStatus.UNKNOWN.value,
+        )
 
     async def _match_sale_ping(
         self, partner: Partner, prepared: _Prepared, sale: SaleRequest, ping_id: str
@@ -408,16 +396,10 @@ class Intake:
         )
         states = [ping_state(text, sale.now_ms) for text in texts]
         record = next((r for _, r in states if r is not None), None)
-        if record is not None and (
-            record.partner != partner.id or record.campaign != prepared.lead.campaign
-        ):
-            return unknown
         held = tuple(b for b, (status, _) in zip(buyers, states, strict=True) if status is
                      PingStatus.HELD)  # fmt: skip
-        if held and record is not None:
-            differ = mismatches(record.match, prepared.lead, prepared.channel, self._fingerprinter)
-            if differ:
-                raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
+        if not self._matched(partner, prepared, record, bool(held)):
+            return unknown
         found = tuple(b for b, text in zip(buyers, texts, strict=True) if text is not None)
         seen = {status for status, _ in states}
         status = next(
@@ -425,6 +407,22 @@ class Intake:
         )
         ping = SalePing(ping_id, HoldMode.COMMIT, found=found, held=held, status=status.value)
         return dataclasses.replace(prepared, sale=sale.naming(ping))
+
+    def _matched(
+        self, partner: Partner, prepared: _Prepared, record: PingRecord | None, live: bool
+    ) -> bool:
+        """Whether a post may name the ping ``record`` is of (False: another partner's or
+        campaign's); ``PingMismatch`` for a post that is not the pinged lead while the ping
+        holds room (``live``)."""
+        if record is None:
+            return True  # used, unknown: the store says which
+        if record.partner != partner.id or record.campaign != prepared.lead.campaign:
+            return False
+        if live:
+            differ = mismatches(record.match, prepared.lead, prepared.channel, self._fingerprinter)
+            if differ:
+                raise PingMismatch([FieldProblem(name, "differs from the ping") for name in differ])
+        return True
 
     def _parse(
         self,
