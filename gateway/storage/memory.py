@@ -232,9 +232,7 @@ class MemoryStore(Store):
         if hold is not None and hold.mode is HoldMode.TAKE:
             ping_status = PingStatus.HELD
             if not rq.dry_run:
-                for cap in rq.caps:
-                    if cap.holds:
-                        self._hold(cap.holds, hold, now)
+                self._hold_all(rq.caps, hold, now)
                 self._set(hold.record_key, hold.record, now, max(1, hold.record_ttl_ms))
             return answer(Decision.ACCEPTED, ())
         if rq.dry_run:
@@ -324,13 +322,22 @@ class MemoryStore(Store):
         entry.value = live
         entry.expires_at_ms = max(entry.expires_at_ms, expires_at_ms)
 
-    def _unhold(self, caps: Sequence[CapCheck], ping_id: str, now: int) -> None:
-        """ZREM of a ping from each cap's holds; a set left empty goes, as in Redis."""
+    def _hold_all(self, caps: Sequence[CapCheck], hold: Hold, now: int) -> None:
+        """A ping's place on each cap that has holds."""
         for cap in caps:
             if cap.holds:
-                held = self._zset(cap.holds, now)
-                if held.pop(ping_id, None) is not None and not held:
-                    self._data.pop(cap.holds, None)
+                self._hold(cap.holds, hold, now)
+
+    def _unhold(self, caps: Sequence[CapCheck], ping_id: str, now: int) -> None:
+        """ZREM of a ping from each cap's holds."""
+        self._unhold_keys([cap.holds for cap in caps if cap.holds], ping_id, now)
+
+    def _unhold_keys(self, holds: Sequence[str], ping_id: str, now: int) -> None:
+        """ZREM of a ping from each of these holds sets; a set left empty goes, as in Redis."""
+        for key in holds:
+            held = self._zset(key, now)
+            if held.pop(ping_id, None) is not None and not held:
+                self._data.pop(key, None)
 
     def _mark(self, check: DedupCheck, now: int) -> int:
         """HSET of the mark in the current generation's hash, whose expiry only moves later
@@ -442,9 +449,7 @@ class MemoryStore(Store):
             return refused
         if hold is not None and hold.mode is HoldMode.TAKE:
             if not rv.dry_run:
-                for cap in rv.caps:
-                    if cap.holds:
-                        self._hold(cap.holds, hold, now)
+                self._hold_all(rv.caps, hold, now)
             return None
         if rv.dry_run:
             return None
@@ -477,10 +482,7 @@ class MemoryStore(Store):
         for item in items:
             rv = item.reservation
             now = rv.now_ms if rv is not None else self._last_now_ms
-            for key in item.unhold:
-                held = self._zset(key, now)
-                if held.pop(item.ping_id, None) is not None and not held:
-                    self._data.pop(key, None)
+            self._unhold_keys(item.unhold, item.ping_id, now)
             if item.answer_key:
                 self._set(item.answer_key, item.answer, now, item.answer_ttl_ms)
             if rv is not None:
