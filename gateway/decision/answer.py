@@ -111,21 +111,15 @@ class PingAnswer:
     ttl_s: int
 
     def to_json(self) -> dict[str, object]:
+        """A check's answer (``check_json``) and, when the ping holds room, its id first,
+        how long the hold lives and the payout; ``buyers`` (a place held at each) only then."""
         answer = self.answer
-        body: dict[str, object] = {}
-        if self.ping_id is not None:
-            body["ping_id"] = self.ping_id
-        body.update(
-            campaign=answer.campaign,
-            channel=answer.channel,
-            status=probe_status(answer),
-            reasons=list(answer.reasons),
-        )
-        if self.ping_id is not None:
-            body["expires_in_s"] = self.ttl_s
-            if answer.sales is not None:
-                # Sold to buyers: how many would buy it (a place held at each).
-                body["buyers"] = len(answer.sales)
+        checked = check_json(answer)
+        if self.ping_id is None:
+            checked.pop("buyers", None)
+            body = checked
+        else:
+            body = {"ping_id": self.ping_id, **checked, "expires_in_s": self.ttl_s}
             if answer.payout is not None:
                 body["payout"] = answer.payout
         if answer.score is not None:
