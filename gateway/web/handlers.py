@@ -135,10 +135,7 @@ async def post_ping(request: web.Request) -> web.Response:
             "hour: post the leads you pinged for",
             wait_s,
         )
-    raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
-    if bodies.media_type(request) != "application/json":
-        raise UnsupportedMediaType("a ping is application/json")
-    answer = await intake.ping(partner, bodies.parse_json_object(raw))
+    answer = await intake.ping(partner, await _probe_body(request, "a ping"))
     return _json(answer.to_json())
 
 
@@ -146,12 +143,17 @@ async def post_check(request: web.Request) -> web.Response:
     """A pre-ping check (docs/api.md): a JSON object of the campaign and hashed identifiers."""
     intake = request.app[INTAKE]
     partner = _partner(request, probe="check")
-    server = intake.config.server
+    answer = await intake.check(partner, await _probe_body(request, "a check"))
+    return _json(check_json(answer))
+
+
+async def _probe_body(request: web.Request, what: str) -> dict[str, object]:
+    """A check's or a ping's body: one JSON object, within the lead routes' size and time."""
+    server = request.app[INTAKE].config.server
     raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
     if bodies.media_type(request) != "application/json":
-        raise UnsupportedMediaType("a check is application/json")
-    answer = await intake.check(partner, bodies.parse_json_object(raw))
-    return _json(check_json(answer))
+        raise UnsupportedMediaType(f"{what} is application/json")
+    return bodies.parse_json_object(raw)
 
 
 async def get_lead(request: web.Request) -> web.Response:
