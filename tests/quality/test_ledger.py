@@ -231,7 +231,7 @@ async def test_increments_survive_an_outage_and_are_sent_once_it_ends(
 ) -> None:
     server = spare_redis()
     server.start()
-    store = RedisStore(server.url, socket_timeout_s=0.5)
+    store = RedisStore(server.url, socket_timeout_s=2.0)
     ledger = QualityLedger(store)
     try:
         ledger.feedback("p1", "acme-on", "converted", int(T0 * 1000))
@@ -260,7 +260,7 @@ async def test_pending_counts_are_bounded_dropping_the_oldest_days(
     spare_redis: Callable[[], RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = spare_redis()  # never started: every flush fails
-    store = RedisStore(server.url, socket_timeout_s=0.5)
+    store = RedisStore(server.url, socket_timeout_s=2.0)
     ledger = QualityLedger(store, max_pending_fields=4)
     try:
         for day in range(6):  # 6 days x 1 field, oldest first

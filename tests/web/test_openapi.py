@@ -566,7 +566,7 @@ async def test_answers_while_the_store_is_down_match_the_document(
 ) -> None:
     server = spare_redis()
     server.start()
-    gw = await make_embedded_gateway(store=RedisStore(server.url, socket_timeout_s=0.5))
+    gw = await make_embedded_gateway(store=RedisStore(server.url, socket_timeout_s=2.0))
     assert (await gw.post("p-mail", person(campaign="nova-ten"))).status == 200
     server.kill()
 
