@@ -353,15 +353,18 @@ class Intake:
             lambda: parse_lead(data, plan.config.campaigns, field_prefix=where, now_s=now_s),
         )
         campaign = plan.config.campaigns[lead.campaign]
-        hold = None
-        if ping_id is not None and campaign.advertiser is not None and campaign.ping_ttl_s:
-            # The store uses the ping's hold up atomically and says what it found; a ping
-            # of another campaign is no ping of this one (its record is another key).
-            hold = commit_hold(campaign.advertiser, ping_id)
-        prepared = self._prepare_lead(plan, partner, lead, channel, now_s, idem, hold)
-        if prepared.sale is not None and campaign.ping_ttl_s:
-            return prepared  # its ping is read and matched at each buyer (_match_sale_ping)
-        if ping_id is not None and hold is None:
+        hold, naming = None, False
+        if ping_id is not None and campaign.ping_ttl_s:
+            if campaign.advertiser is not None:
+                # The store uses the ping's hold up atomically and says what it found; a ping
+                # of another campaign is no ping of this one (its record is another key).
+                hold = commit_hold(campaign.advertiser, ping_id)
+            else:
+                naming = True  # its ping is read and matched at each buyer (_match_sale_ping)
+        prepared = self._prepare_lead(
+            plan, partner, lead, channel, now_s, idem, hold, naming=naming
+        )
+        if ping_id is not None and hold is None and not naming:
             return dataclasses.replace(prepared, ping_status=PingStatus.UNKNOWN.value)
         return prepared
 
@@ -470,7 +473,11 @@ class Intake:
         hold: Hold | None = None,
         *,
         sale_ping: SalePing | None = None,
+        naming: bool = False,
     ) -> _Prepared:
+        """``hold``: a single-advertiser campaign's ping (TAKE) or the hold of the ping its
+        post names (COMMIT); ``sale_ping``: a ping to a campaign sold to buyers; ``naming``:
+        a post to one naming a ping."""
         campaign = plan.config.campaigns[lead.campaign]
         verdict = None
         rejected: tuple[str, ...] = ()
@@ -500,6 +507,12 @@ class Intake:
             )  # fmt: skip
             refused = dataclasses.replace(request, person=(), rejected=rejected)
             return _Prepared(lead, channel, refused, verdict)
+        if rejected and naming:
+            # The same on a campaign sold to buyers: its sale, offered to no buyer, gives the
+            # places its ping holds back (decision.waterfall).
+            return self._prepare_sale(
+                plan, partner, lead, channel, now_s, idem, verdict, naming=True, rejected=rejected
+            )
         if rejected:
             if idem is None or lead.test:  # test mode remembers nothing, not even a key
                 return _Prepared(lead, channel, None, verdict)
@@ -516,7 +529,9 @@ class Intake:
             )
             return _Prepared(lead, channel, refusal, verdict)
         if campaign.distribution is not None:
-            return self._prepare_sale(plan, partner, lead, channel, now_s, idem, verdict, sale_ping)
+            return self._prepare_sale(
+                plan, partner, lead, channel, now_s, idem, verdict, sale_ping, naming=naming
+            )
         request = build_request(
             lead=lead,
             lead_id=new_lead_id(),
@@ -542,7 +557,13 @@ class Intake:
         idem: Idempotency | None,
         verdict: Verdict | None,
         sale_ping: SalePing | None = None,
+        *,
+        naming: bool = False,
+        rejected: tuple[str, ...] = (),
     ) -> _Prepared:
+        """``naming``: a post naming a ping; ``rejected``: one the gateway refused already
+        (both as ``build_sale``'s): its sale is built whatever, to give back what its ping
+        holds."""
         campaign = plan.config.campaigns[lead.campaign]
         sale = build_sale(
             lead=lead,
@@ -558,6 +579,8 @@ class Intake:
             endpoints=self._endpoints,
             idempotency=idem,
             ping=sale_ping,
+            naming=naming,
+            rejected=rejected,
         )
         if isinstance(sale, NoOffer):
             decision, reasons = unsold(refusal for _, refusal in sale.passed)

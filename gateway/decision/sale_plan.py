@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.config.model import Buyer, Campaign, Config, ContactPressure, Distribution, Partner
-from gateway.decision.distribution import BuyerTurns, EndpointView, Refusal, in_process_refusal
+from gateway.decision.distribution import (
+    BuyerTurns,
+    EndpointView,
+    Refusal,
+    in_process_refusal,
+    unsold,
+)
 from gateway.decision.model import (
     CampaignReservation,
     DecisionRequest,
@@ -175,6 +181,11 @@ class SaleRequest:
     requests: BuyerRequests
     #: A ping, or a post naming one; None: a plain lead.
     ping: SalePing | None = None
+    #: Not empty: a post naming a ping, refused in the gateway with these reasons (its
+    #: campaign's rules or state, or no buyer may be offered it). Offered to no buyer, opened
+    #: nowhere (no ``person``): it reaches the store only to give back its ping's holds and
+    #: record its answer under its Idempotency-Key (``decision.waterfall``).
+    rejected: tuple[str, ...] = ()
 
     def hold_for(self, buyer: AdvertiserId) -> Hold | None:
         """This lead's hold at ``buyer``: a ping takes one at every buyer it is offered to; a
@@ -347,20 +358,31 @@ def build_sale(
     endpoints: EndpointView,
     idempotency: Idempotency | None = None,
     ping: SalePing | None = None,
+    naming: bool = False,
+    rejected: tuple[str, ...] = (),
 ) -> SaleRequest | NoOffer:
     """The complete sale request for one lead of a distributed campaign, or ``NoOffer``.
     ``ping``: a ping (TAKE, of a campaign with ``ping_ttl_s``; no Idempotency-Key): the
     waterfall finds the buyers that would buy it now and holds a place at each, the campaign
     slot one on its caps; the person's slot is only checked. A post naming a ping is built
-    plain, then given its ``SaleRequest.naming`` once its records are read."""
+    plain, then given its ``SaleRequest.naming`` once its records are read.
+
+    ``naming``: a post naming a ping, never ``NoOffer``: the places its ping holds must be
+    given back, so a post no buyer may be offered is built whole, offered to none and
+    refused (``SaleRequest.rejected``) with ``unsold``'s reasons. ``rejected``: such a post
+    refused already (the campaign's rules or state), with these reasons: no buyer is judged."""
     distribution = _distribution(campaign)
     taking = ping is not None and ping.mode is HoldMode.TAKE
     if taking and (campaign.ping_ttl_s <= 0 or idempotency is not None):
         raise ValueError(f"campaign {campaign.id} takes no pings, nor a ping an Idempotency-Key")
+    if rejected and not naming:
+        raise ValueError("only a post naming a ping is built to be refused")
     disabled = endpoints.disabled_now()
     passed: list[tuple[AdvertiserId, Refusal]] = []
-    if sales.plain(campaign) and not disabled:
-        eligible: tuple[Buyer, ...] | list[Buyer] = distribution.buyers
+    if rejected:
+        eligible: tuple[Buyer, ...] | list[Buyer] = []
+    elif sales.plain(campaign) and not disabled:
+        eligible = distribution.buyers
     else:
         eligible = []
         for buyer in distribution.buyers:
@@ -373,7 +395,9 @@ def build_sale(
             else:
                 passed.append((buyer.advertiser, refusal))
         if not eligible:
-            return NoOffer(tuple(passed))
+            if not naming:
+                return NoOffer(tuple(passed))
+            _, rejected = unsold(refusal for _, refusal in passed)
     offers = tuple(sales.turns(campaign).order(eligible))
 
     now_ms = int(now_s * 1000)
@@ -415,12 +439,14 @@ def build_sale(
             hold=hold,
         )
     pressing = pressure if pressure is not None and campaign.contact_pressure else None
-    # The campaign is the unit of contact pressure: its buyers are not known yet. ``c:``
-    # keeps it apart from an advertiser (or campaign) id of the same name.
-    person = person_reservations(
-        lead, identities, route.campaign, pressing, f"c:{campaign.id}", lead_id, now_ms,
-        channel, fingerprinter, check_only=taking,
-    )  # fmt: skip
+    person: tuple[PersonReservation, ...] = ()
+    if not rejected:  # a post refused in the gateway takes nothing of the person's
+        # The campaign is the unit of contact pressure: its buyers are not known yet. ``c:``
+        # keeps it apart from an advertiser (or campaign) id of the same name.
+        person = person_reservations(
+            lead, identities, route.campaign, pressing, f"c:{campaign.id}", lead_id, now_ms,
+            channel, fingerprinter, check_only=taking,
+        )  # fmt: skip
     return SaleRequest(
         lead_id=lead_id,
         now_ms=now_ms,
@@ -438,6 +464,7 @@ def build_sale(
         anchor=keys.campaign_anchor(campaign.id),
         requests=BuyerRequests(campaign, partner, channel, lead, identities, route, now_ms),
         ping=ping if taking else None,
+        rejected=rejected,
     )
 
 

@@ -19,6 +19,10 @@ Round trips, each one pipelined for the whole batch and skipped when nothing nee
    unsold lead): give back what a lead not sold took (campaign and person), store the answer
    with its buyers.
 
+A post naming a ping that the gateway refused (``SaleRequest.rejected``: its campaign's rules
+or state, or no buyer to offer it to) is only claimed and closed: offered to no buyer, it gives
+back the places its ping holds at each buyer and on the campaign's caps, and records its answer.
+
 A keyed request stops before a new step once half its lease is spent (503, outcome unknown):
 a retry may take the lease over only after the lease, when this request can no longer sell.
 """
@@ -82,7 +86,8 @@ class _Lead:
     sold: list[AdvertiserId] = field(default_factory=list)
     offers: list[tuple[AdvertiserId, str]] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
-    #: Decided before the waterfall (a refusal of the campaign or the person's slot).
+    #: Decided before the waterfall (a refusal of the gateway, the campaign or the person's
+    #: slot).
     refused: ForcedOutcome | None = None
     reserved: tuple[ReserveResult, ...] = ()
     #: The campaign reservation was taken (not refused).
@@ -90,6 +95,21 @@ class _Lead:
     resumed: bool = False
     #: A post naming a ping: what the buyers' scripts said of its hold, in order.
     ping_statuses: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, request: SaleRequest) -> _Lead:
+        """A lead as the protocol starts: one the gateway refused is decided already."""
+        refused = None
+        if request.rejected:
+            refused = ForcedOutcome(Decision.REJECTED.value, request.rejected)
+        return cls(request, list(request.offers), refused=refused)
+
+    @property
+    def opens(self) -> bool:
+        """Whether step 2 has work for it: a retry of a crashed attempt, person checks, or
+        campaign-level dedup or caps; never for a lead the gateway refused."""
+        rq = self.request
+        return not rq.rejected and (self.resumed or bool(rq.person) or rq.reservation is not None)
 
     @property
     def wanted(self) -> int:
@@ -127,15 +147,14 @@ class Waterfall:
         a retry with the key after the lease finds it)."""
         started = self._clock()
         results: list[SaleResult | RequestError | None] = [None] * len(given)
-        leads: dict[int, _Lead] = {i: _Lead(rq, list(rq.offers)) for i, rq in enumerate(given)}
+        leads: dict[int, _Lead] = {i: _Lead.of(rq) for i, rq in enumerate(given)}
         keyed = [i for i, rq in enumerate(given) if rq.idempotency is not None]
         budget_s = min((given[i].lease_ms for i in keyed), default=0) / 2000
 
         if keyed:
             await self._claim(keyed, leads, results, given[keyed[0]].now_ms)
             self._failpoints.hit("after-sale-claim")
-        if any(lead.resumed or lead.request.person or lead.request.reservation for lead in
-               leads.values()):  # fmt: skip
+        if any(lead.opens for lead in leads.values()):
             await self._open(leads)
         while any(lead.wanted for lead in leads.values()):
             if keyed:
@@ -202,7 +221,7 @@ class Waterfall:
                 lead.request.reservation,
             )
             for i, lead in leads.items()
-            if lead.resumed or lead.request.person or lead.request.reservation is not None
+            if lead.opens
         }
         if not opening:
             return
@@ -263,11 +282,12 @@ class Waterfall:
             self._failpoints.hit("after-sale")
 
     async def _release_holds(self, leads: dict[int, _Lead]) -> None:
-        """A post naming a ping that did not reach some of the buyers holding it (refused
-        before the waterfall, or those buyers filtered, closed or disabled now): their holds
-        are given back now, each by its buyer's script under a forced refusal, which uses a
-        live hold up atomically as any post naming it would (``released``), so the room
-        returns before the ping's expiry. One round trip, only when there are such holds."""
+        """A post naming a ping that did not reach some of the buyers holding it (refused in
+        the gateway or at its open, or those buyers filtered, closed or disabled now): their
+        holds are given back now, each by its buyer's script under a forced refusal, which
+        uses a live hold up atomically as any post naming it would (``released``), so the
+        room returns before the ping's expiry. One round trip, only when there are such
+        holds."""
         tries: list[tuple[_Lead, DecisionRequest]] = []
         for lead in leads.values():
             rq, ping = lead.request, lead.request.ping
@@ -296,10 +316,9 @@ class Waterfall:
                 # A ping writes nothing to give back but the campaign's holds of a ping no
                 # buyer would buy (a ping that would sell keeps them until its post or its
                 # expiry); a ping carries no Idempotency-Key.
-                reservation = rq.reservation
-                if lead.sold or not lead.taken or reservation is None or rq.dry_run:
+                if lead.sold or not lead.taken:
                     continue
-                unhold = tuple(cap.holds for cap in reservation.caps if cap.holds)
+                unhold = _campaign_holds(rq)
                 if unhold:
                     closing.append(
                         SaleClosing(None, False, rq.anchor, unhold=unhold, ping_id=rq.ping.ping_id)
@@ -316,7 +335,11 @@ class Waterfall:
                     if not result.reason and not r.dry_run
                 )
             reservation = rq.reservation if lead.taken and not rq.dry_run else None
-            if reservation is None and rq.idempotency is None and not releases:
+            ping_id = rq.ping.ping_id if rq.ping is not None else ""
+            # A post naming a ping that the gateway refused never ran campaign_reserve.lua,
+            # which uses the ping's hold up in the campaign's slot: its close does.
+            unhold = _campaign_holds(rq) if rq.rejected and ping_id else ()
+            if reservation is None and rq.idempotency is None and not releases and not unhold:
                 continue
             if sold and reservation is not None and rq.idempotency is None:
                 # Sold: what the reservation took is the sale's; its record expires by itself.
@@ -328,12 +351,21 @@ class Waterfall:
                 ref = rq.idempotency
                 answer_key, ttl_ms = ref.answer_key, ref.ttl_ms
                 answer = _result(lead).outcome.encode(ref.body_digest)
-            closing.append(
-                SaleClosing(reservation, sold, rq.anchor, answer_key, answer, ttl_ms, releases)
-            )
+            closing.append(SaleClosing(
+                reservation, sold, rq.anchor, answer_key, answer, ttl_ms, releases,
+                unhold=unhold, ping_id=ping_id,
+            ))  # fmt: skip
         if closing:
             await self.store.close_sales(closing)
             self._failpoints.hit("after-sale-close")
+
+
+def _campaign_holds(rq: SaleRequest) -> tuple[str, ...]:
+    """The campaign's holds sets its ping may hold a place in (those of its caps that have
+    them); none in test mode, where a ping holds nothing."""
+    if rq.reservation is None or rq.dry_run:
+        return ()
+    return tuple(cap.holds for cap in rq.reservation.caps if cap.holds)
 
 
 def _result(lead: _Lead) -> SaleResult:

@@ -184,8 +184,9 @@ class SaleClosing:
     answer_ttl_ms: int = 0
     #: The person reservations to give back (a lead not sold).
     releases: tuple[tuple[PersonReservation, ReserveResult], ...] = ()
-    #: A ping no buyer would buy: the campaign's holds sets it took a place in, and its id,
-    #: removed from them now (its room returns at once rather than at its expiry).
+    #: A ping no buyer would buy, or a post naming a ping that the gateway refused: the
+    #: campaign's holds sets the ping took a place in, and its id, removed from them now (its
+    #: room returns at once rather than at its expiry).
     unhold: tuple[str, ...] = ()
     ping_id: str = ""
 

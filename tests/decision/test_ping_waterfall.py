@@ -1,7 +1,9 @@
 """Pings on campaigns sold to buyers, on the embedded store, one Redis and the real 3-primary
 Redis Cluster, with one gateway or three replicas racing (the ``memories`` fixture): a ping
 holds a place at each buyer that would buy it, and on the campaign's own caps, exactly under
-concurrency; its post is sold on the held place; of two posts naming one ping one commits it.
+concurrency; its post is sold on the held place; of two posts naming one ping one commits it;
+a post refused in the gateway (its campaign's rules or state, no buyer to offer it to) gives
+every place its ping holds back at once.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from support import StoreView
 
 from decision.sale_support import BUYERS, buyers_network, distributed, person
@@ -20,6 +25,7 @@ from gateway.decision.answer import Answer, PingAnswer
 from gateway.decision.engine import DecisionEngine
 from gateway.decision.intake import Intake
 from gateway.decision.waterfall import Waterfall
+from gateway.errors import PingMismatch
 from gateway.leads.email import normalize_email
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.storage.base import Store
@@ -41,11 +47,14 @@ class Clock:
 
 
 class Pingers:
-    """Gateway replicas (intakes with pings) over the stores of one test."""
+    """Gateway replicas (intakes with pings) over the stores of one test; ``root``: more keys
+    of the config (``rules_dir``)."""
 
-    def __init__(self, campaigns: Sequence[Mapping[str, Any]], memories: Memories) -> None:
+    def __init__(
+        self, campaigns: Sequence[Mapping[str, Any]], memories: Memories, **root: Any
+    ) -> None:
         stores, _ = memories
-        self.config = parse_config(buyers_network(campaigns))
+        self.config = parse_config(buyers_network(campaigns, **root))
         self.clock = Clock()
         fingerprinter = Fingerprinter([KEY])
         self.intakes = [
@@ -61,10 +70,16 @@ class Pingers:
         ]
         self.partner = self.config.partners[PartnerId("p-one")]
 
-    async def ping(self, campaign: str, lead: Mapping[str, object], replica: int = 0) -> PingAnswer:
+    async def ping(
+        self, campaign: str, lead: Mapping[str, object], replica: int = 0, *,
+        partner: str = "p-one",
+    ) -> PingAnswer:  # fmt: skip
+        """A ping of ``lead``: its hashed email only (rules and filters on anything else wait
+        for the post)."""
         email = normalize_email(str(lead["email"])).identity
         body = {"campaign": campaign, "email_sha256": hashlib.sha256(email.encode()).hexdigest()}
-        return await self.intakes[replica % len(self.intakes)].ping(self.partner, body)
+        intake = self.intakes[replica % len(self.intakes)]
+        return await intake.ping(self.config.partners[PartnerId(partner)], body)
 
     async def post(
         self, campaign: str, lead: Mapping[str, object], ping_id: str | None = None, *,
@@ -229,3 +244,139 @@ async def test_a_keyed_post_naming_a_ping_replays_its_status(memories: Memories)
 
     assert (first.ping_status, first.replayed) == ("committed", False)
     assert (again.ping_status, again.replayed, again.lead_id) == ("committed", True, first.lead_id)
+
+
+PRO_PACK = """rules:
+  - id: pro
+    message: No free mail
+    reject_if: {kind: email_free_mail}
+"""
+#: A buyer's filter of the same rule.
+PRO_ONLY = {"rules": [{"id": "pro", "message": "No free mail", "reject_if": {
+    "kind": "email_free_mail"}}]}  # fmt: skip
+#: A day cap of one lead on the campaign's own slot.
+ONE_A_DAY = [{"subject": "campaign", "window": "day", "limit": 1}]
+
+
+def free_mail(n: int | str) -> dict[str, object]:
+    """A lead the ``pro`` rule refuses, but only at its post: its ping hashes the email."""
+    return person(n, email=f"camille.{n}@gmail.com")
+
+
+def ruled(memories: Memories, rules_dir: Path) -> Pingers:
+    """``ruled``: no free mail (the campaign's rules), one lead a day, sold to B1 (one a day)."""
+    (rules_dir / "pro.yaml").write_text(PRO_PACK)
+    campaign = distributed(
+        "ruled", [capped(B1, 1)], ping_ttl_s=TTL_S, rules=["pro"], caps=ONE_A_DAY
+    )
+    return Pingers([campaign], memories, rules_dir=str(rules_dir))
+
+
+async def test_a_post_the_rules_reject_gives_back_its_buyers_and_campaign_places_at_once(
+    memories: Memories, tmp_path: Path
+) -> None:
+    shop = ruled(memories, tmp_path)
+    lead = free_mail("ruled")
+    ping_id = (await shop.ping("ruled", lead)).ping_id  # the rule waits for the email
+    assert ping_id is not None
+    assert (await shop.post("ruled", person("early"))).decision.value == "capped"
+
+    post = await shop.post("ruled", lead, ping_id)
+
+    assert (post.decision.value, post.reasons, post.ping_status) == (
+        "rejected", ("rule.pro",), "released",
+    )  # fmt: skip
+    # B1's place and the campaign's are both back: the next lead sells at once.
+    assert buyer_of(await shop.post("ruled", person("next"))) == B1
+
+
+async def test_a_post_to_an_ended_campaign_gives_back_its_buyers_places_at_once(
+    memories: Memories,
+) -> None:
+    ends = datetime.fromtimestamp(Clock().now_s + TTL_S / 2, UTC).isoformat()
+    ending = distributed(
+        "ending", [capped(B1, 1)], ping_ttl_s=TTL_S, kind="peak", start="2026-01-01", end=ends
+    )
+    # B1's cap counts every lead it buys (advertiser-wide), through either campaign.
+    shop = Pingers([ending, distributed("always", [capped(B1, 1)])], memories)
+    lead = person("ending")
+    ping_id = (await shop.ping("ending", lead)).ping_id
+    assert ping_id is not None
+    assert (await shop.post("always", person("early"))).decision.value == "capped"
+    shop.clock.now_s += TTL_S / 2 + 1  # the campaign ended; the ping's hold has not
+
+    post = await shop.post("ending", lead, ping_id)
+
+    assert (post.decision.value, post.reasons, post.ping_status) == (
+        "rejected", ("campaign.inactive",), "released",
+    )  # fmt: skip
+    assert buyer_of(await shop.post("always", person("next"))) == B1
+
+
+async def test_a_post_no_buyer_may_be_offered_now_gives_back_its_ping_places_at_once(
+    memories: Memories,
+) -> None:
+    filtered = {**capped(B1, 1), "filter": PRO_ONLY}
+    campaign = distributed("filtered", [filtered], ping_ttl_s=TTL_S, caps=ONE_A_DAY)
+    shop = Pingers([campaign], memories)
+    lead = free_mail("filtered")
+    ping_id = (await shop.ping("filtered", lead)).ping_id  # the filter waits for the post
+    assert ping_id is not None
+    assert (await shop.post("filtered", person("early"))).decision.value == "capped"
+
+    post = await shop.post("filtered", lead, ping_id)
+
+    assert (post.decision.value, post.reasons, post.ping_status) == (
+        "rejected", ("buyer.filtered",), "released",
+    )  # fmt: skip
+    assert post.offers == ((B1, "buyer.filtered"),)
+    assert buyer_of(await shop.post("filtered", person("next"))) == B1
+
+
+async def test_a_keyed_post_refused_in_the_gateway_replays_its_answer(
+    memories: Memories, tmp_path: Path
+) -> None:
+    shop = ruled(memories, tmp_path)
+    lead = free_mail("keyed")
+    ping_id = (await shop.ping("ruled", lead)).ping_id
+
+    first = await shop.post("ruled", lead, ping_id, key="k-refused")
+    again = await shop.post("ruled", lead, ping_id, key="k-refused", replica=1)
+
+    assert (first.decision.value, first.ping_status, first.replayed) == (
+        "rejected", "released", False,
+    )  # fmt: skip
+    assert (again.decision.value, again.reasons, again.ping_status) == (
+        "rejected", ("rule.pro",), "released",
+    )  # fmt: skip
+    assert (again.replayed, again.lead_id) == (True, first.lead_id)
+    assert buyer_of(await shop.post("ruled", person("next"))) == B1
+
+
+async def test_a_refused_post_naming_another_partners_ping_gives_nothing_back(
+    memories: Memories, tmp_path: Path
+) -> None:
+    shop = ruled(memories, tmp_path)
+    lead = free_mail("theirs")
+    ping_id = (await shop.ping("ruled", lead, partner="p-two")).ping_id
+    assert ping_id is not None
+
+    post = await shop.post("ruled", lead, ping_id)  # p-one's post
+
+    assert (post.decision.value, post.ping_status) == ("rejected", "unknown")
+    # The ping still holds its places: for its own partner's post, not for another lead.
+    assert (await shop.post("ruled", person("next"))).decision.value == "capped"
+
+
+async def test_a_refused_post_that_differs_from_its_live_ping_is_a_ping_mismatch(
+    memories: Memories, tmp_path: Path
+) -> None:
+    shop = ruled(memories, tmp_path)
+    ping_id = (await shop.ping("ruled", free_mail("pinged"))).ping_id
+
+    with pytest.raises(PingMismatch) as refused:
+        await shop.post("ruled", free_mail("someone-else"), ping_id)
+
+    assert [p.field for p in refused.value.problems] == ["email"]
+    # Its places stay, for a corrected post.
+    assert (await shop.post("ruled", person("next"))).decision.value == "capped"

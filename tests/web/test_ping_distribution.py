@@ -1,15 +1,17 @@
 """Ping/post through HTTP on a campaign sold to buyers, on both stores: a ping answers how
 many buyers would buy and the payout, and holds a place at each of them, exactly under
 concurrency; the post naming it is sold on the held place (``committed``); expired holds
-return their room."""
+return their room; a post refused in the gateway gives its places back (``released``)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .conftest import GatewayFactory, person, sold_network
+from .test_distribution_http import metric
 from .test_openapi import assert_matches_spec
 from .test_ping import ping, ping_of
 
@@ -106,3 +108,64 @@ async def test_expired_holds_on_buyers_return_their_room(make_gateway: GatewayFa
     late = await gw.decide("p-mail", {**first, "ping_id": ping_id})
     # ...and the late post is decided afresh on what is left (b-two), and says so.
     assert (late["decision"], late["buyers"], late["ping_status"]) == ("accepted", 1, "expired")
+
+
+PRO_PACK = """rules:
+  - id: pro
+    message: No free mail
+    reject_if: {kind: email_free_mail}
+"""
+
+
+def free_mail(campaign: str) -> dict[str, object]:
+    """A lead outside Paris the ``pro`` rule refuses at its post (its ping hashes the email)."""
+    lead = lyon(campaign)
+    return {**lead, "email": str(lead["email"]).replace("@example.com", "@gmail.com")}
+
+
+async def test_a_post_the_rules_reject_gives_its_buyers_places_back_and_replays(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = pinged_network(b_one=1, b_two=1)
+    (tmp_path / "pro.yaml").write_text(PRO_PACK)
+    config["rules_dir"] = str(tmp_path)
+    excl = next(c for c in config["campaigns"] if c["id"] == "sold-excl")
+    excl["rules"] = ["pro"]
+    gw = await make_gateway(config)
+    lead = free_mail("sold-excl")
+    ping_id = (await ping(gw, "p-mail", ping_of(lead)))["ping_id"]  # b-one's only place
+    key = {"Idempotency-Key": "refused-post-1"}
+
+    post = await gw.decide("p-mail", {**lead, "ping_id": ping_id}, headers=key)
+
+    assert (post["decision"], post["reasons"], post["ping_status"]) == (
+        "rejected", ["rule.pro"], "released",
+    )  # fmt: skip
+    replay = await gw.post("p-mail", {**lead, "ping_id": ping_id}, headers=key)
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.json() == post
+    assert metric(gw, "leadgate_ping_reservations_total", partner="p-mail", event="released") == 1
+    # b-one's place is free again: two more pings hold b-one's and b-two's.
+    again = [await ping(gw, "p-mail", ping_of(lyon("sold-excl"))) for _ in range(2)]
+    assert [a["status"] for a in again] == ["open", "open"]
+
+
+async def test_a_post_no_buyer_may_be_offered_gives_its_buyers_places_back(
+    make_gateway: GatewayFactory,
+) -> None:
+    config = pinged_network(b_one=1)
+    one, two, _ = next(c for c in config["campaigns"] if c["id"] == "sold-excl")["buyers"]
+    pro = {"id": "pro", "message": "No free mail", "reject_if": {"kind": "email_free_mail"}}
+    one["filter"] = {"rules": [pro]}
+    two["hours"] = {"sat-sun": ["09:00-18:00"]}  # closed on the tests' Friday
+    gw = await make_gateway(config)
+    lead = free_mail("sold-excl")
+    ping_id = (await ping(gw, "p-mail", ping_of(lead)))["ping_id"]  # b-one's only place
+
+    post = await gw.decide("p-mail", {**lead, "ping_id": ping_id})
+
+    assert (post["decision"], post["reasons"], post["ping_status"]) == (
+        "rejected", ["buyer.filtered", "buyer.closed"], "released",
+    )  # fmt: skip
+    after = await gw.decide("p-mail", lyon("sold-excl"))
+    assert (after["decision"], after["buyers"]) == ("accepted", 1)

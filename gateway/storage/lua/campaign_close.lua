@@ -14,7 +14,9 @@ ARGV[2]  the answer's TTL, ms ("0": no answer to store)
 ARGV[3]  the answer ("digest|lead_id|decision|reasons|buyers")
 ARGV[4]  lead id
 KEYS[3 ..]  optional: the holds sets of a ping no buyer would buy (campaign_reserve.lua's
-            "t"), which ARGV[5], the ping id, is removed from: its room returns at once
+            "t"), or of the ping a post the gateway refused names (campaign_reserve.lua's
+            "c" never ran for it), which ARGV[5], the ping id, is removed from: its room
+            returns at once
 ARGV[5]  the ping id ("" when KEYS has no holds)
 
 Returns 1.
