@@ -192,7 +192,8 @@ class Intake:
             request = prepared.request
             if request is not None and request.hold is not None:
                 prepared = await self._match_ping(partner, prepared, request, request.hold)
-            elif prepared.sale is not None and ping_id is not None:
+            elif prepared.sale is not None and ping_id is not None and not prepared.ping_status:
+                # (A campaign that takes no pings has no record to read: ``unknown`` already.)
                 prepared = await self._match_sale_ping(partner, prepared, prepared.sale, ping_id)
         except RequestError as refused:
             # Counted per partner like a lead refused inside a batch: ops see which partner

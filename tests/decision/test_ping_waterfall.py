@@ -380,3 +380,31 @@ async def test_a_refused_post_that_differs_from_its_live_ping_is_a_ping_mismatch
     assert [p.field for p in refused.value.problems] == ["email"]
     # Its places stay, for a corrected post.
     assert (await shop.post("ruled", person("next"))).decision.value == "capped"
+
+
+
+class CountedReads:
+    """A store's ping records, every read of them counted."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads: list[list[str]] = []
+
+    async def read_pings(self, keys: Sequence[str], now_ms: int) -> list[str | None]:
+        self.reads.append(list(keys))
+        result: list[str | None] = await self.store.read_pings(keys, now_ms)
+        return result
+
+
+async def test_a_post_naming_a_ping_on_a_campaign_that_takes_none_reads_no_record(
+    memories: Memories,
+) -> None:
+    shop = Pingers([distributed("plain", [capped(B1, 5)])], memories)
+    counted = [CountedReads(intake._pings) for intake in shop.intakes]
+    for intake, reads in zip(shop.intakes, counted, strict=True):
+        intake._pings = reads
+
+    post = await shop.post("plain", person("no-pings"), "pg_" + "A" * 22)
+
+    assert (post.decision.value, post.ping_status, buyer_of(post)) == ("accepted", "unknown", B1)
+    assert [r.reads for r in counted] == [[] for _ in counted]  # no ping could be held
