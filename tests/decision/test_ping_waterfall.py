@@ -382,7 +382,6 @@ async def test_a_refused_post_that_differs_from_its_live_ping_is_a_ping_mismatch
     assert (await shop.post("ruled", person("next"))).decision.value == "capped"
 
 
-
 class CountedReads:
     """A store's ping records, every read of them counted."""
 

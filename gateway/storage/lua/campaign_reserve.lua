@@ -43,6 +43,8 @@ already (nothing checked or taken again), {"", "taken"} when taken now (in test 
 would be), {"duplicate", …} or {"capped", …} when refused.
 ]]
 
+-- As decide.lua's: a dedup hash's expiry raised with a minute to spare, not every lead.
+local EXPIRY_SLACK_MS = 60000
 local now = tonumber(ARGV[1])
 local lead_id = ARGV[2]
 local mode = ARGV[3]
@@ -164,7 +166,7 @@ for i = 1, n_dedup do
     redis.call("HSET", key, field, offset_now)
     local ttl = generation_ends + tonumber(ARGV[a + 3]) - now
     if redis.call("PTTL", key) < ttl then
-      redis.call("PEXPIRE", key, ttl)
+      redis.call("PEXPIRE", key, ttl + EXPIRY_SLACK_MS)
     end
     taken[#taken + 1] = "m " .. key .. " " .. field .. " " .. offset_now .. " " .. previous
   end

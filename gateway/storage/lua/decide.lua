@@ -68,10 +68,18 @@ stream entry, no index). A post naming a live ping counts each cap as used + liv
 own hold, then uses it up: its holds removed, its record set to "used" (its TTL kept), so a
 second post naming it finds "used"; atomic, so of two such posts exactly one has the hold.
 
+An expiry that must only ever move later (a dedup hash, the lead index and its registry) is
+raised to the TTL it needs plus EXPIRY_SLACK_MS, and only when PTTL is below what it needs: the
+next leads of the generation then find it long enough and leave it (a PTTL each), where
+raising it to exactly what it needs had every lead raise it again by a millisecond or two (a
+PEXPIRE each). Such a key lives at most a minute longer than it must.
+
 Returns, per lead: {"ok", decision, "reason,reason"} (a ping or a post naming one: a fourth
 element, the ping's status: held, committed, released, expired, used, unknown, or "" for a
 ping refused) | {"replay", stored answer} | {"conflict"}
 ]]
+
+local EXPIRY_SLACK_MS = 60000
 
 local function decide(kb, ab, nk, na)
   local lead_id = ARGV[ab + 2]
@@ -255,8 +263,9 @@ local function decide(kb, ab, nk, na)
     if ARGV[ab + a + 4] == "1" then
       local key = KEYS[kb + k]
       redis.call("HSET", key, ARGV[ab + a + 5], ARGV[ab + 14])
-      if redis.call("PTTL", key) < tonumber(ARGV[ab + a + 3]) then
-        redis.call("PEXPIRE", key, ARGV[ab + a + 3])
+      local ttl = tonumber(ARGV[ab + a + 3])
+      if redis.call("PTTL", key) < ttl then
+        redis.call("PEXPIRE", key, ttl + EXPIRY_SLACK_MS)
       end
     end
     k = k + tonumber(ARGV[ab + a + 6]) + tonumber(ARGV[ab + a + 7])
@@ -293,12 +302,13 @@ local function decide(kb, ab, nk, na)
     end
     -- Until the later of the week's end and now, plus the feedback window; only ever later,
     -- and the registry outlives every bucket that refers to it.
-    local raised = redis.call("PTTL", index) < tonumber(ttl)
+    ttl = tonumber(ttl)
+    local raised = redis.call("PTTL", index) < ttl
     if raised then
-      redis.call("PEXPIRE", index, ttl)
+      redis.call("PEXPIRE", index, ttl + EXPIRY_SLACK_MS)
     end
-    if (raised or registered) and redis.call("PTTL", routes) < tonumber(ttl) then
-      redis.call("PEXPIRE", routes, ttl)
+    if (raised or registered) and redis.call("PTTL", routes) < ttl + EXPIRY_SLACK_MS then
+      redis.call("PEXPIRE", routes, ttl + EXPIRY_SLACK_MS)
     end
   end
   redis.call("XADD", KEYS[kb + 2], "*", "lead_id", lead_id, "accepted_at_ms", ARGV[ab + 1],
