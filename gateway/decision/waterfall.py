@@ -287,11 +287,12 @@ class Waterfall:
         holds are given back now, each by its buyer's script under a forced refusal, which
         uses a live hold up atomically as any post naming it would (``released``), so the
         room returns before the ping's expiry. One round trip, only when there are such
-        holds."""
+        holds. A test post's scripts run in test mode: they say what a real post's would
+        (``released``) and write nothing."""
         tries: list[tuple[_Lead, DecisionRequest]] = []
         for lead in leads.values():
             rq, ping = lead.request, lead.request.ping
-            if ping is None or ping.mode is not HoldMode.COMMIT or rq.dry_run:
+            if ping is None or ping.mode is not HoldMode.COMMIT:
                 continue
             offered = {buyer for buyer, _ in lead.offers}
             by_id = {b.advertiser: b for b in rq.requests.buyers}

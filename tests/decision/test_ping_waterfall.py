@@ -353,6 +353,23 @@ async def test_a_keyed_post_refused_in_the_gateway_replays_its_answer(
     assert buyer_of(await shop.post("ruled", person("next"))) == B1
 
 
+async def test_a_refused_test_post_says_what_a_real_one_would_and_gives_nothing_back(
+    memories: Memories, tmp_path: Path
+) -> None:
+    """Test mode writes nothing: the refused test post names its ping's fate as a real post's
+    answer would (``released``, as on a single-advertiser campaign), and the places stay held
+    for the real post."""
+    shop = ruled(memories, tmp_path)
+    lead = free_mail("trial")
+    ping_id = (await shop.ping("ruled", lead)).ping_id
+    assert ping_id is not None
+
+    post = await shop.post("ruled", {**lead, "test": True}, ping_id)
+
+    assert (post.decision.value, post.ping_status, post.test) == ("rejected", "released", True)
+    assert (await shop.post("ruled", person("next"))).decision.value == "capped"
+
+
 async def test_a_refused_post_naming_another_partners_ping_gives_nothing_back(
     memories: Memories, tmp_path: Path
 ) -> None:
