@@ -29,7 +29,8 @@ from __future__ import annotations
 import logging
 import resource
 
-from gateway.web.connections import REFUSAL_MAX_LINGERING
+from gateway.config.model import ServerSettings
+from gateway.web.connections import REFUSAL_MAX_LINGERING, Limits
 
 LOG = logging.getLogger("leadgate")
 #: The admin and metrics listeners' bound each (scrapers and operators, not partners).
@@ -77,3 +78,12 @@ def connection_bound(configured: int | None, soft_limit: int, worker_concurrency
         )
         return allowed
     return configured
+
+
+def listener_limits(server: ServerSettings, max_connections: int) -> Limits:
+    """A listener's deadlines (``server:``) and its bound on open connections."""
+    return Limits(
+        head_timeout_s=server.head_timeout_s,
+        keepalive_timeout_s=server.keepalive_timeout_s,
+        max_connections=max_connections,
+    )

@@ -32,7 +32,12 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app.heap import settle_heap
-from gateway.app.limits import OPS_CONNECTIONS, connection_bound, raise_open_file_limit
+from gateway.app.limits import (
+    OPS_CONNECTIONS,
+    connection_bound,
+    listener_limits,
+    raise_open_file_limit,
+)
 from gateway.app.root import App
 from gateway.app.settings import Settings
 from gateway.config.model import ServerSettings
@@ -144,7 +149,7 @@ class Server:
             server = self.app.config.server
             if not served or served[0][0] is not server:
                 bound = connection_bound(server.max_connections, soft_limit, worker_concurrency)
-                served[:] = [(server, _limits(server, bound))]
+                served[:] = [(server, listener_limits(server, bound))]
             return served[0][1]
 
         return limits
@@ -170,7 +175,7 @@ class Server:
             name = "metrics" if metrics else "admin"
             guard = ConnectionGuard(
                 name,
-                lambda: _limits(self.app.config.server, OPS_CONNECTIONS),
+                lambda: listener_limits(self.app.config.server, OPS_CONNECTIONS),
                 app.observer.connections.events(name),
             )
             ops = create_ops_app(
@@ -251,11 +256,3 @@ class Server:
                 "; ".join(str(issue) for issue in error.issues),
             )
             return None
-
-
-def _limits(server: ServerSettings, max_connections: int) -> Limits:
-    return Limits(
-        head_timeout_s=server.head_timeout_s,
-        keepalive_timeout_s=server.keepalive_timeout_s,
-        max_connections=max_connections,
-    )

@@ -1,5 +1,9 @@
 """``leadgate worker``: a delivery worker process on Redis, and its ``/metrics``/``/healthz``.
 
+Its ops listener has the serving process's connection deadlines (``server.head_timeout_s``,
+``keepalive_timeout_s``) and the ops listeners' bound (``OPS_CONNECTIONS``), so a client that
+trickles or idles cannot hold its scrape port (``web.connections``).
+
 Run as many as the load needs: they share the streams through one consumer group. SIGTERM
 stops claiming, lets in-flight deliveries finish within ``delivery.shutdown_grace``, then the
 process exits 0.
@@ -16,11 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway import __version__
 from gateway.app.heap import settle_heap
+from gateway.app.limits import OPS_CONNECTIONS, listener_limits
 from gateway.app.root import App
 from gateway.app.settings import Settings
 from gateway.delivery.metrics import DeliveryMetrics
 from gateway.delivery.queue_base import Queue
 from gateway.errors import StoreError
+from gateway.observe.connections import ConnectionMetrics
+from gateway.web.connections import ConnectionGuard, GuardedSite, phases_middleware
 
 DEFAULT_METRICS_PORT = 9102
 
@@ -57,7 +64,7 @@ def metrics_app(
             return web.json_response({"status": "unavailable"}, status=503)
         return web.json_response({"status": "ready"})
 
-    app = web.Application()
+    app = web.Application(middlewares=[phases_middleware])
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
@@ -76,7 +83,12 @@ async def run_worker(settings: Settings, metrics_host: str | None, metrics_port:
             runner = web.AppRunner(metrics_app(registry, worker.queue, token), access_log=None)
             await runner.setup()
             host = metrics_host or settings.environment.host
-            await web.TCPSite(runner, host, metrics_port).start()
+            guard = ConnectionGuard(
+                "metrics",
+                lambda: listener_limits(settings.config.server, OPS_CONNECTIONS),
+                ConnectionMetrics(registry, ("metrics",)).events("metrics"),
+            )
+            await GuardedSite(runner, guard, host, metrics_port).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,9 @@ _MALFORMED_STATUSES = ("400",)
 
 
 class ConnectionMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """``listeners``: the names this process has (each series starts at 0)."""
+
+    def __init__(self, registry: CollectorRegistry, listeners: tuple[str, ...] = LISTENERS) -> None:
         self.open = Gauge(
             "leadgate_connections_open",
             "Client connections open now, by listener (public, admin, metrics).",
@@ -43,7 +45,7 @@ class ConnectionMetrics:
             ["listener", "status"],
             registry=registry,
         )
-        for listener in LISTENERS:
+        for listener in listeners:
             self.open.labels(listener)
             self.refused.labels(listener)
             for phase in PHASES:

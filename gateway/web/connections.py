@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -320,6 +320,26 @@ class _Refusal(asyncio.Protocol):
         if self._lingers:
             self._lingers = False
             self._guard.lingering -= 1
+
+
+@web.middleware
+async def phases_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A guarded connection's phases for an app without the gateway's own middleware (the
+    delivery worker's ops listener, whose requests read no body): busy while the handler
+    runs, then idle (or closing)."""
+    protocol = request.protocol
+    if not isinstance(protocol, GuardedHandler):
+        return await handler(request)
+    protocol.request_started()
+    closing = False
+    try:
+        response = await handler(request)
+        closing = response.keep_alive is False
+        return response
+    finally:
+        protocol.request_finished(closing=closing)
 
 
 class GuardedSite(web.BaseSite):

@@ -11,6 +11,7 @@ only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import signal
@@ -343,3 +344,49 @@ async def test_a_slow_loris_flood_neither_starves_clients_nor_breaks_reloads(
 
 async def _logged(gateway: GatewayProcess, message: str, times: int) -> bool:
     return gateway.messages().count(message) >= times
+
+
+# --- the delivery worker's ops listener ---------------------------------------------------
+
+#: The example config's endpoint secrets, made up: the worker refuses to start without them.
+WORKER_SECRETS = {
+    "LEADGATE_WEBHOOK_SECRET_ACME": "whsec_" + base64.b64encode(b"a" * 32).decode(),
+    "LEADGATE_WEBHOOK_SECRET_HELIO": "whsec_" + base64.b64encode(b"h" * 32).decode(),
+    "LEADGATE_NOVABANK_TOKEN": "novabank-" + "t" * 20,
+    "LEADGATE_SOLARIS_API_KEY": "solaris-" + "k" * 20,
+    "LEADGATE_VOLTAIC_TOKEN": "voltaic-" + "t" * 20,
+}
+
+
+async def test_the_workers_metrics_listener_has_the_same_deadlines(
+    launcher: GatewayLauncher, tmp_path: Path, redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    """A scrape port is an ops port like the serving process's: a slow head is cut (408), an
+    idle kept-alive connection closed, and the worker still answers scrapes meanwhile."""
+    config = write_config(
+        tmp_path / "leadgate.yaml",
+        head_timeout_s=HEAD_TIMEOUT_S,
+        keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+    )
+    worker = await launcher.astart_worker(config, redis_url=redis_url, env=WORKER_SECRETS)
+    metrics_url = f"http://127.0.0.1:{worker.port}/metrics"
+
+    slow = await Raw.open(worker.port)
+    idle = await Raw.open(worker.port)
+    try:
+        await idle.send(b"GET /healthz HTTP/1.1\r\nHost: worker\r\n\r\n")
+        assert status_of(await idle.read_response()) == 200
+        trickled = asyncio.create_task(slow.trickle_until_closed(b"GET /metrics HTTP/1.1\r\nX: "))
+        async with http.get(metrics_url) as scrape:  # answered while the slow one trickles
+            assert scrape.status == 200
+        answer = await trickled
+        assert await idle.read_all() == b""  # closed by the worker, not by the test's timeout
+    finally:
+        slow.close()
+        idle.close()
+    assert status_of(answer) == 408, answer
+    async with http.get(metrics_url) as scrape:
+        page = await scrape.text()
+    assert sample(page, "leadgate_connections_timed_out_total", listener="metrics", phase="head")
+    assert sample(page, "leadgate_connections_timed_out_total", listener="metrics", phase="idle")
+    assert 'listener="public"' not in page  # the worker has no partner-facing listener
