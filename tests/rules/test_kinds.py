@@ -129,6 +129,9 @@ CASES: dict[str, list[Case]] = {
         ({"kind": "email_disposable"}, {"email": "x@eu.mailinator.com"}, True),  # a subdomain
         ({"kind": "email_disposable"}, {"email": "x@gmail.com"}, False),
         ({"kind": "email_disposable"}, {"phone": "0612345678"}, False),
+        # Lookalikes read as what they imitate (a Cyrillic a, a fullwidth o).
+        ({"kind": "email_disposable"}, {"email": "x@m\u0430ilinator.com"}, True),
+        ({"kind": "email_disposable"}, {"email": "x@y\uff4fpmail.com"}, True),
     ],
     "email_role_account": [
         ({"kind": "email_role_account"}, {"email": "info@acme.fr"}, True),
@@ -136,6 +139,7 @@ CASES: dict[str, list[Case]] = {
         ({"kind": "email_role_account"}, {"email": "marie.info@acme.fr"}, False),
         ({"kind": "email_role_account", "names": ["boss"]}, {"email": "boss@acme.fr"}, True),
         ({"kind": "email_role_account", "names": ["boss"]}, {"email": "info@acme.fr"}, False),
+        ({"kind": "email_role_account"}, {"email": "\u0456nfo@acme.fr"}, True),  # Cyrillic i
     ],
     "email_free_mail": [
         ({"kind": "email_free_mail"}, {"email": "x@gmail.com"}, True),
@@ -143,6 +147,7 @@ CASES: dict[str, list[Case]] = {
         ({"kind": "email_free_mail"}, {"email": "x@acme.fr"}, False),
         ({"kind": "email_free_mail", "add": ["acme.fr"]}, {"email": "x@acme.fr"}, True),
         ({"kind": "email_free_mail", "domains": ["acme.fr"]}, {"email": "x@gmail.com"}, False),
+        ({"kind": "email_free_mail"}, {"email": "x@gm\u0430il.com"}, True),  # Cyrillic a
     ],
     "email_typo": [
         ({"kind": "email_typo"}, {"email": "x@gmial.com"}, True),
@@ -151,6 +156,7 @@ CASES: dict[str, list[Case]] = {
         ({"kind": "email_typo"}, {"email": "x@gmail.com"}, False),
         ({"kind": "email_typo"}, {"email": "x@hotmail.com"}, False),  # a provider, not a typo
         ({"kind": "email_typo"}, {"email": "x@acme.fr"}, False),
+        ({"kind": "email_typo"}, {"email": "x@gmi\u0430l.com"}, True),  # Cyrillic a, and a typo
     ],
     "phone_valid": [
         ({"kind": "phone_valid"}, {"phone": "+32 470 12 34 56"}, True),
