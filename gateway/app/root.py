@@ -190,6 +190,7 @@ class App:
             problems = await store.server_checks()
             if not problems or self.settings.allow_eviction:
                 await store.load_scripts()
+                await store.connect_all()
         except StoreError as unreachable:
             LOG.error("redis unreachable at start; serving 503 until it answers: %s", unreachable)
             problems = []

@@ -233,6 +233,12 @@ class ClusterPipeline:
         )  # fmt: skip
         return [answers[-1] for answers in sent]
 
+    async def connect_all(self) -> None:
+        """``AutoPipeline.connect_all`` on every primary's pipeline."""
+        if not self._slots:
+            await self.refresh()
+        await asyncio.gather(*(self._pipe(n).connect_all() for n in self._primaries()))
+
     async def broadcast(self, commands: Sequence[Command]) -> list[list[Any]]:
         """``commands`` on every primary; each primary's results."""
         if not self._slots:

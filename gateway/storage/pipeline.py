@@ -160,18 +160,39 @@ class AutoPipeline:
         finally:
             self._idle.append(conn)
 
+    async def connect_all(self) -> None:
+        """Open every connection not open yet (each through ``on_connect``) now, rather than
+        when load first needs it: a process about to serve opens them before its first
+        client, so nothing a connection's opening sets off (``RedisStore`` learns the dedup
+        layout again) lands in the middle of a burst. Raises ``StoreUnavailable`` (nothing
+        sent); connections that could not open are opened on their first use, as always."""
+        closed = [conn for conn in self._idle if not conn.is_connected]
+        for conn in closed:
+            self._idle.remove(conn)
+        try:
+            await asyncio.gather(*(self._connect(conn) for conn in closed))
+        except _TRANSPORT_ERRORS as exc:
+            for conn in closed:
+                await conn.disconnect(nowait=True)
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+        finally:
+            self._idle.extend(closed)
+
+    async def _connect(self, conn: AbstractConnection) -> None:
+        # The TCP connect and the handshake together, within one socket timeout (a frozen
+        # Redis accepts the connection and never answers the handshake).
+        async with asyncio.timeout(self._timeout_s):
+            await conn.connect()  # type: ignore[no-untyped-call]
+            if self._on_connect is not None:
+                await self._on_connect(conn)
+
     async def _round_trip(self, conn: AbstractConnection, batch: list[_Pending]) -> None:
         answered = 0
         sending = False
         try:
             self.round_trips += 1
             if not conn.is_connected:
-                # The TCP connect and the handshake together, within one socket timeout (a
-                # frozen Redis accepts the connection and never answers the handshake).
-                async with asyncio.timeout(self._timeout_s):
-                    await conn.connect()  # type: ignore[no-untyped-call]
-                    if self._on_connect is not None:
-                        await self._on_connect(conn)
+                await self._connect(conn)
                 # Callers told meanwhile that their commands were not sent must stay right.
                 batch = [item for item in batch if not item.future.done()]
             # hiredis packs in C what redis-py packs in Python: about 7 times cheaper for a

@@ -309,6 +309,14 @@ class RedisStore(Store):
     async def ping(self) -> None:
         await self._run([("PING",)])
 
+    async def connect_all(self) -> None:
+        """Open every connection to Redis now and learn the dedup layout once for them all
+        (``App.open_store``, before serving): opened lazily under a first burst of traffic,
+        each new connection would have every request in flight wait for a learning of its
+        own. Raises ``StoreUnavailable``."""
+        await self._pipe.connect_all()
+        await self._layout()
+
     async def read_for_metrics(self, commands: Sequence[Command]) -> list[Any]:
         """Read-only commands for the metrics scrape (cap counters), in one round trip;
         a Redis error reply stays in place of its result."""

@@ -72,3 +72,24 @@ async def test_a_moved_slot_is_followed(cluster_url: str, redis_cluster: RedisCl
         assert redis_cluster.primary_for(key) == target
     finally:
         await pipe.close()
+
+
+async def test_connect_all_opens_every_primarys_connections(
+    cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    opened: list[object] = []
+
+    async def check(conn: object) -> None:
+        opened.append(conn)
+
+    pipe = ClusterPipeline(cluster_url, 2.0, decode_responses=True, connections=2, on_connect=check)
+    try:
+        await pipe.connect_all()
+        # The slot map's read opened one connection of the node it asked; then every idle one.
+        assert len(opened) == 2 * len(redis_cluster.primaries())
+        before = len(opened)
+        keys = [f"lg:{{a:spread-{n}}}:counter" for n in range(30)]
+        assert await pipe.execute([("INCR", k) for k in keys]) == [1] * 30
+        assert len(opened) == before  # the commands found them open
+    finally:
+        await pipe.close()

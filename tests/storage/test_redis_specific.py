@@ -378,6 +378,45 @@ async def test_requests_waiting_for_a_hung_redis_layout_fail_within_their_own_de
     assert took_s < 5 * 0.3  # one socket timeout and event-loop time, not ten (3 s)
 
 
+async def test_connections_opened_before_serving_leave_a_burst_no_layout_to_learn(
+    redis_url: str,
+) -> None:
+    """``connect_all`` (``App.open_store``, before the first client) opens every connection
+    and learns the dedup layout once. Opened lazily, each connection a first burst needed
+    made every request in flight wait for a learning of its own: under 1,000 connections on
+    a slow machine, some waited past their deadline (503s with Redis answering)."""
+    store = RedisStore(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await store.connect_all()
+        connected = await client.client_list()
+        await client.config_resetstat()
+        await asyncio.gather(*(store.ping() for _ in range(200)))
+        stats = await client.info("commandstats")
+        after = await client.client_list()
+    finally:
+        await client.aclose()
+        await store.close()
+    assert len(connected) == 1 + 4  # this client and the store's four
+    assert len(after) == len(connected)  # the burst opened none
+    assert "cmdstat_dbsize" not in stats  # nor learnt the layout again
+    assert stats["cmdstat_ping"]["calls"] == 200
+
+
+async def test_connect_all_on_a_redis_down_is_a_503_and_the_store_connects_later(
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    server = spare_redis()  # not started yet
+    store = RedisStore(server.url, socket_timeout_s=2.0)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.connect_all()
+        server.start()
+        await store.ping()  # the connections open on first use, as before
+    finally:
+        await store.close()
+
+
 # -- server settings ---------------------------------------------------------------------------
 
 
