@@ -170,13 +170,20 @@ class AutoPipeline:
         for conn in closed:
             self._idle.remove(conn)
         try:
-            await asyncio.gather(*(self._connect(conn) for conn in closed))
-        except _TRANSPORT_ERRORS as exc:
-            for conn in closed:
-                await conn.disconnect(nowait=True)
-            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+            outcomes = await asyncio.gather(
+                *(self._connect(conn) for conn in closed), return_exceptions=True
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                # None is kept half-checked: each opens (and is checked) again on first use.
+                for conn in closed:
+                    await conn.disconnect(nowait=True)
         finally:
             self._idle.extend(closed)
+        if failures:
+            if isinstance(failures[0], _TRANSPORT_ERRORS):
+                raise StoreUnavailable(f"redis: {type(failures[0]).__name__}")
+            raise failures[0]
 
     async def _connect(self, conn: AbstractConnection) -> None:
         # The TCP connect and the handshake together, within one socket timeout (a frozen

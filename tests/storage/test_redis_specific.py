@@ -417,6 +417,22 @@ async def test_connect_all_on_a_redis_down_is_a_503_and_the_store_connects_later
         await store.close()
 
 
+async def test_connect_all_keeps_no_connection_a_refused_redis_opened(redis_url: str) -> None:
+    """A connection refused by the settings check (an evicting Redis) is not kept open: its
+    next use opens it again and checks again, so the refusal holds until Redis is fixed."""
+    await _set_eviction_policy(redis_url, "allkeys-lru")
+    store = RedisStore(redis_url)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.connect_all()
+        with pytest.raises(StoreUnavailable):
+            await store.ping()  # checked again, refused again
+        await _set_eviction_policy(redis_url, "noeviction")
+        await store.ping()
+    finally:
+        await store.close()
+
+
 # -- server settings ---------------------------------------------------------------------------
 
 
