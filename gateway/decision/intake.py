@@ -189,12 +189,11 @@ class Intake:
         try:
             ping_id = _ping_id(data.get("ping_id"), "")
             prepared = self._prepare(plan, partner, data, now_s, idem, "", ping_id)
-            request = prepared.request
+            request, sale = prepared.request, prepared.sale
             if request is not None and request.hold is not None:
                 prepared = await self._match_ping(partner, prepared, request, request.hold)
-            elif prepared.sale is not None and ping_id is not None and not prepared.ping_status:
-                # (A campaign that takes no pings has no record to read: ``unknown`` already.)
-                prepared = await self._match_sale_ping(partner, prepared, prepared.sale, ping_id)
+            elif sale is not None and ping_id is not None and self._takes_pings(prepared):
+                prepared = await self._match_sale_ping(partner, prepared, sale, ping_id)
         except RequestError as refused:
             # Counted per partner like a lead refused inside a batch: ops see which partner
             # sends invalid leads, whichever endpoint it posts to.
@@ -368,6 +367,11 @@ class Intake:
         if ping_id is not None and hold is None and not naming:
             return dataclasses.replace(prepared, ping_status=PingStatus.UNKNOWN.value)
         return prepared
+
+    def _takes_pings(self, prepared: _Prepared) -> bool:
+        """Whether the campaign of ``prepared`` takes pings (of one that takes none, a post's
+        ``ping_id`` names no record: it is ``unknown`` already, ``_prepare``)."""
+        return self._plan.config.campaigns[prepared.lead.campaign].ping_ttl_s > 0
 
     async def _match_ping(
         self, partner: Partner, prepared: _Prepared, request: DecisionRequest, hold: Hold

@@ -399,17 +399,16 @@ class RedisStore(Store):
         commands: list[Command] = []
         for item in items:
             if item.reservation is not None or item.answer_key or item.unhold:
-                unhold = (*item.unhold, item.ping_id) if item.unhold else ()
                 commands.append(
                     (
                         "EVALSHA", scripts.CAMPAIGN_CLOSE.sha, 2 + len(item.unhold),
                         item.reservation.key if item.reservation is not None else item.anchor,
                         item.answer_key or item.anchor,
-                        *unhold[:-1],
+                        *item.unhold,
                         int(item.sold), item.answer_ttl_ms if item.answer_key else 0,
                         item.answer,
                         item.reservation.lead_id if item.reservation is not None else "",
-                        *unhold[-1:],
+                        *((item.ping_id,) if item.unhold else ()),
                     )
                 )  # fmt: skip
             commands += [_release_command(r, reserved) for r, reserved in item.releases]
