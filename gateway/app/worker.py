@@ -30,6 +30,11 @@ from gateway.observe.connections import ConnectionMetrics
 from gateway.web.connections import ConnectionGuard, GuardedSite, phases_middleware
 
 DEFAULT_METRICS_PORT = 9102
+#: ``/readyz``'s wait for the queue's Redis, as the gateway's (``web.handlers.readyz``).
+READY_TIMEOUT_S = 1.0
+#: How long a stopping worker waits for scrapes and probes in flight (as ``serve``'s public
+#: listener: aiohttp's default would be 60 s, past any orchestrator's stop grace).
+LISTENER_SHUTDOWN_S = 0.5
 
 
 def metrics_app(
@@ -58,9 +63,11 @@ def metrics_app(
         return web.json_response({"status": "ok", "version": __version__})
 
     async def readyz(_: web.Request) -> web.Response:
+        # Bounded as the gateway's: a probe answers, and a stopping worker never waits on it.
         try:
-            await queue.ping()
-        except StoreError:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await queue.ping()
+        except (StoreError, TimeoutError):
             return web.json_response({"status": "unavailable"}, status=503)
         return web.json_response({"status": "ready"})
 
@@ -80,7 +87,11 @@ async def run_worker(settings: Settings, metrics_host: str | None, metrics_port:
         runner: web.AppRunner | None = None
         if metrics_port:
             token = settings.environment.metrics_token
-            runner = web.AppRunner(metrics_app(registry, worker.queue, token), access_log=None)
+            runner = web.AppRunner(
+                metrics_app(registry, worker.queue, token),
+                access_log=None,
+                shutdown_timeout=LISTENER_SHUTDOWN_S,
+            )
             await runner.setup()
             host = metrics_host or settings.environment.host
             guard = ConnectionGuard(

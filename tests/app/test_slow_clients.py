@@ -15,7 +15,7 @@ import base64
 import contextlib
 import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +24,7 @@ import yaml
 from http_support import post_lead
 from processes import EXAMPLE_CONFIG, GatewayLauncher, GatewayProcess, wait_until
 from prom_support import sample
-from support import free_port
+from support import RedisServer, free_port
 
 ADMIN_TOKEN = "admin-" + "s" * 40
 HEAD_TIMEOUT_S = 2
@@ -390,3 +390,28 @@ async def test_the_workers_metrics_listener_has_the_same_deadlines(
     assert sample(page, "leadgate_connections_timed_out_total", listener="metrics", phase="head")
     assert sample(page, "leadgate_connections_timed_out_total", listener="metrics", phase="idle")
     assert 'listener="public"' not in page  # the worker has no partner-facing listener
+
+
+async def test_the_workers_readyz_answers_503_when_its_redis_stops_answering(
+    launcher: GatewayLauncher,
+    tmp_path: Path,
+    spare_redis: Callable[[], RedisServer],
+    http: aiohttp.ClientSession,
+) -> None:
+    """``/readyz`` waits for the queue's Redis one second at most, as the gateway's does: a
+    frozen Redis is a prompt 503, never a probe held open (which also held a stopping
+    worker's listener: aiohttp waits for requests in flight)."""
+    server = spare_redis()
+    server.start()
+    config = write_config(tmp_path / "leadgate.yaml")
+    worker = await launcher.astart_worker(config, redis_url=server.url, env=WORKER_SECRETS)
+    readyz = f"http://127.0.0.1:{worker.port}/readyz"
+    async with http.get(readyz) as ready:
+        assert ready.status == 200
+    server.freeze()
+    try:
+        async with http.get(readyz) as frozen:
+            status, body = frozen.status, await frozen.json()
+    finally:
+        server.thaw()
+    assert (status, body) == (503, {"status": "unavailable"})
