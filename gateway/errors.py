@@ -41,6 +41,21 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def detached(error: _E) -> _E:
+    """``error`` kept as a value (a batch item's answer), not raised again: without its
+    traceback and the exceptions it was raised during or from. Their frames include the one
+    that caught it, whose locals hold the list it is kept in: a reference cycle that keeps
+    that list (a whole batch of leads) alive until a full garbage collection finds it
+    (BENCHMARKS.md, "Garbage collection, again")."""
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error
 
 
 class LeadgateError(Exception):

@@ -51,6 +51,7 @@ from gateway.errors import (
     InvalidLead,
     PingMismatch,
     RequestError,
+    detached,
 )
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.ids import new_lead_id
@@ -321,7 +322,7 @@ class Intake:
                 idem = self._idempotency(plan, idempotency_key, body, index)
                 prepared.append(self._prepare(plan, partner, item, now_s, idem, where))
             except RequestError as refused:
-                prepared.append(refused)
+                prepared.append(detached(refused))
         return await self._run(partner, prepared, started, now_s)
 
     def _idempotency(

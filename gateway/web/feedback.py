@@ -26,6 +26,7 @@ from gateway.errors import (
     RateLimited,
     RequestError,
     UnsupportedMediaType,
+    detached,
 )
 from gateway.quality.feedback import FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
@@ -96,7 +97,7 @@ async def post_feedback(request: web.Request) -> web.Response:
         try:
             parsed.append(parse_item(entry, f"feedback/{index}/"))
         except RequestError as refused:
-            parsed.append(refused)
+            parsed.append(detached(refused))
     valid = [p for p in parsed if isinstance(p, FeedbackItem)]
     recorded = iter(await request.app[FEEDBACK_DESK].record(advertiser.id, valid))
     results: list[dict[str, object]] = []

@@ -14,12 +14,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "leadgate.yaml"
 
 
 def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_thaws_them() -> None:
+    """Also: live young objects (requests in flight) do not set the collector off."""
     script = textwrap.dedent(
         f"""
         import gc, json, weakref
         import phonenumbers
         from gateway.config.load import load_config
-        from gateway.app.heap import settle_heap
+        from gateway.app.heap import GEN0_THRESHOLD, settle_heap
 
         config = load_config({str(EXAMPLE)!r})
         regions = sorted({{c.phone_region for c in config.campaigns.values()}})
@@ -27,6 +28,16 @@ def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_tha
         settle_heap(config)
         gc.collect()
         tracked_after = len(gc.get_objects())
+
+        # Requests in flight: thousands of live young objects, which the default threshold
+        # (700) would have the collector walk again and again.
+        collections = []
+        gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info))
+        in_flight = [[] for _ in range(GEN0_THRESHOLD // 2)]
+        del in_flight
+        in_flight = [[] for _ in range(GEN0_THRESHOLD // 2)]
+        collections_in_flight = len(collections)
+        gc.callbacks.clear()
 
         # A reload: what the old config held in cycles is freed by the next settle_heap.
         class Node:
@@ -46,6 +57,7 @@ def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_tha
             "frozen_before": before,
             "frozen": gc.get_freeze_count(),
             "tracked_after": tracked_after,
+            "collections_in_flight": collections_in_flight,
             "kept_while_frozen": kept_while_frozen,
             "freed_after_reload": gone() is None,
             "frozen_after_reload": gc.get_freeze_count(),
@@ -62,6 +74,7 @@ def test_start_up_objects_are_frozen_phone_regions_loaded_first_and_a_reload_tha
     assert found["frozen"] > 10_000  # the config, the libraries' modules and tables
     # Left for full collections: what settle_heap's own frame still held, a few hundred.
     assert found["tracked_after"] < found["frozen"] / 10
+    assert found["collections_in_flight"] == 0
     assert found["kept_while_frozen"]
     assert found["freed_after_reload"]
     assert found["frozen_after_reload"] > 10_000
