@@ -43,13 +43,13 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("plan (decision request)", r"\(gateway/(decision/(plan|windows)|storage/keys|leads/ids)"),
         ("lead parsing (ours)", r"\(gateway/leads/"),
         ("store call / pipeline", r"\((gateway/storage/|gateway/decision/engine|redis/|hiredis)"),
-        ("metrics", r"\((gateway/observe\.py|prometheus_client/)"),
-        ("quality ledger", r"\(gateway/ledger\.py"),
+        ("metrics", r"\((gateway/observe/|gateway/quality/metrics\.py|prometheus_client/)"),
+        ("quality ledger", r"\(gateway/quality/ledger\.py"),
         ("logging", r"\(logging/"),
         ("body read + JSON", r"\(gateway/web/body\.py"),
         ("response (ours)", r"^(_json|_answer_response|Answer\.to_json|problem_body) "),
         ("auth + rate limit", r"^(_partner|_api_key|Intake\.authenticate|TokenBucket\.\w+) "),
-        ("intake orchestration", r"\(gateway/intake\.py"),
+        ("intake orchestration", r"\(gateway/decision/intake\.py"),
         ("handlers + middlewares (ours)", r"\(gateway/web/"),
     )
 )

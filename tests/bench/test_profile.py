@@ -22,7 +22,8 @@ ROOT = "_run_module_as_main (<frozen runpy>:198);run (asyncio/runners.py:190)"
 HANDLER = (
     f"{ROOT};RequestHandler._handle_request (aiohttp/web_protocol.py:510)"
     ";metrics_middleware (gateway/web/app.py:29);post_lead (gateway/web/handlers.py:99)"
-    ";Intake.submit (gateway/intake.py:131);Intake._prepare (gateway/intake.py:194)"
+    ";Intake.submit (gateway/decision/intake.py:131)"
+    ";Intake._prepare (gateway/decision/intake.py:194)"
 )
 
 
@@ -63,10 +64,20 @@ HANDLER = (
             "store call / pipeline",
         ),
         (
-            f"{HANDLER};Intake._run (gateway/intake.py:258)"
-            ";Observer.decisions (gateway/observe.py:330)"
+            f"{HANDLER};Intake._run (gateway/decision/intake.py:258)"
+            ";Observer.decided (gateway/observe/metrics.py:330)"
             ";Counter.inc (prometheus_client/metrics.py:300)",
             "metrics",
+        ),
+        (
+            f"{HANDLER};Intake._run (gateway/decision/intake.py:258)"
+            ";Observer.decided (gateway/observe/metrics.py:330)",
+            "metrics",
+        ),
+        (
+            f"{HANDLER};Intake._run (gateway/decision/intake.py:258)"
+            ";QualityLedger.decided (gateway/quality/ledger.py:80)",
+            "quality ledger",
         ),
         (
             f"{ROOT};RequestHandler._handle_request (aiohttp/web_protocol.py:510)"
