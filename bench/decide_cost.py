@@ -11,14 +11,24 @@ Run it from two trees to compare two versions of ``decide.lua``.
 ``--prefill N``: N other people decided first, unmeasured (a Redis that has served a while).
 ``--migrating``: as right after an upgrade from the weekly layout, whose hashes are then read
 too until the windows pass.
+``--callgrind``: Redis runs under valgrind's callgrind, counting only while the measured
+decisions run (``callgrind_control -i``), and the instructions per decision are printed, in
+all and inside ``EVALSHA``: a count that the machine's load does not move (the same binary,
+script and inputs give the same figure), where the µs of ``commandstats`` move by a third
+from one run to the next on a shared VM. About 50 times slower: use ``--leads 2000``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
+
+import redis
 
 from bench.scratch_redis import scratch_redis
 from gateway.config.load import load_config
@@ -93,8 +103,63 @@ def main() -> int:
         "then hold marks already, as in a Redis that has served a while (with few leads every "
         "lead writes to hashes of its own)",
     )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="count Redis's instructions per decision under valgrind's callgrind "
+        "(deterministic; slow: use --leads 2000)",
+    )
     args = parser.parse_args()
-    with scratch_redis("leadgate-decide-cost-") as (sock, client):
+    if args.callgrind:
+        for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+            if shutil.which(tool) is None:
+                parser.error(f"--callgrind needs {tool} (Debian's valgrind package)")
+    with tempfile.TemporaryDirectory(prefix="leadgate-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        wrapper = (
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+            if args.callgrind
+            else []
+        )
+        _measure(args, wrapper)
+        if args.callgrind:
+            _print_instructions(out, args.leads)
+    return 0
+
+
+def _instrument(client: redis.Redis, on: bool) -> None:
+    """callgrind's counting on or off in the server (valgrind's process is Redis's)."""
+    pid = str(client.info("server")["process_id"])
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", pid], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def _print_instructions(out: Path, leads: int) -> None:
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    total = _count(annotated, "PROGRAM TOTALS")
+    script = _count(annotated, ":evalGenericCommand ")
+    print(
+        f"callgrind: {total / leads:,.0f} Redis instructions per decision, "
+        f"{script / leads:,.0f} of them inside EVALSHA"
+    )
+
+
+def _count(annotated: str, what: str) -> int:
+    """The instruction count on the first line of ``callgrind_annotate`` naming ``what``."""
+    for line in annotated.splitlines():
+        if what in line:
+            return int(line.split()[0].replace(",", ""))
+    raise SystemExit(f"callgrind: no {what!r} in the profile")
+
+
+def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
+    callgrind = bool(wrapper)
+    with scratch_redis("leadgate-decide-cost-", wrapper) as (sock, client):
         if args.migrating:
             client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
         if args.prefill:
@@ -102,7 +167,11 @@ def main() -> int:
             client.config_resetstat()
         before = int(client.info("memory")["used_memory"])
         cpu_before = time.process_time()
+        if callgrind:
+            _instrument(client, True)
         asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+        if callgrind:
+            _instrument(client, False)
         # This process's side: parse, plan, engine and store (no HTTP, no metrics).
         python_us = (time.process_time() - cpu_before) / args.leads * 1e6
         commands = client.info("commandstats")
@@ -127,7 +196,6 @@ def main() -> int:
             f"per decision: {sum(calls.values()):.1f} commands from the script: "
             + ", ".join(f"{name} {n:.2f}" for name, n in sorted(calls.items()))
         )
-    return 0
 
 
 if __name__ == "__main__":

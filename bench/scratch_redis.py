@@ -9,29 +9,33 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
 
 
 @contextlib.contextmanager
-def scratch_redis(prefix: str) -> Iterator[tuple[Path, redis.Redis]]:
-    """The server's socket and a client to it, once it answers ``PING`` (within 5 s)."""
+def scratch_redis(prefix: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[Path, redis.Redis]]:
+    """The server's socket and a client to it, once it answers ``PING`` (within 5 s, 60 s
+    under a ``wrapper``: the command the server runs under, valgrind for one)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         sock = Path(tmp) / "redis.sock"
         pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
         server = subprocess.Popen(
             [
                 *pin,
+                *wrapper,
                 *("redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""),
                 *("--appendonly", "no", "--maxmemory-policy", "noeviction"),
             ],
             stdout=subprocess.DEVNULL,
+            # valgrind's own report goes to stderr.
+            stderr=subprocess.DEVNULL if wrapper else None,
         )
         try:
             client = redis.Redis(unix_socket_path=str(sock))
-            for _ in range(50):
+            for _ in range(600 if wrapper else 50):
                 try:
                     client.ping()
                     break
@@ -40,4 +44,4 @@ def scratch_redis(prefix: str) -> Iterator[tuple[Path, redis.Redis]]:
             yield sock, client
         finally:
             server.terminate()
-            server.wait(timeout=10)
+            server.wait(timeout=120 if wrapper else 10)
