@@ -172,10 +172,13 @@ local function decide(kb, ab, nk, na)
   -- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once,
   -- so a scope already found needs no more lookups. Times are only worked out for a mark found.
   local dup, dup_seen = {}, {}
+  -- Each check's first key (its current generation's hash), for the commit below.
+  local firsts = {}
   local k = 3
   for i = 1, n_dedup do
     local a = 14 + (i - 1) * 7
     local reason, n_keys, n_legacy = ARGV[ab + a + 1], tonumber(ARGV[ab + a + 6]), tonumber(ARGV[ab + a + 7])
+    firsts[i] = k
     if not dup_seen[reason] then
       local field = ARGV[ab + a + 5]
       for g = 0, n_keys + n_legacy - 1 do
@@ -257,18 +260,16 @@ local function decide(kb, ab, nk, na)
   -- Every check passed: commit everything. A generation's hash lives until the generation ends
   -- plus the longest retention of any mark written to it: campaigns with shorter windows share
   -- the advertiser-wide scope, so an expiry is only ever moved later.
-  k = 3
   for i = 1, n_dedup do
     local a = 14 + (i - 1) * 7
     if ARGV[ab + a + 4] == "1" then
-      local key = KEYS[kb + k]
+      local key = KEYS[kb + firsts[i]]
       redis.call("HSET", key, ARGV[ab + a + 5], ARGV[ab + 14])
       local ttl = tonumber(ARGV[ab + a + 3])
       if redis.call("PTTL", key) < ttl then
         redis.call("PEXPIRE", key, ttl + EXPIRY_SLACK_MS)
       end
     end
-    k = k + tonumber(ARGV[ab + a + 6]) + tonumber(ARGV[ab + a + 7])
   end
   for j = 1, n_caps do
     local a = cap_base + (j - 1) * 4
