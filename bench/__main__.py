@@ -54,7 +54,14 @@ from bench.probe import (
     pinning_available,
     process_tree,
 )
-from bench.report import SCHEMA_ID, latency_ms, table, timeline_from_metrics, timeline_from_samples
+from bench.report import (
+    SCHEMA_ID,
+    latency_ms,
+    rounds_summary,
+    table,
+    timeline_from_metrics,
+    timeline_from_samples,
+)
 from bench.scenario import (
     DEDUP_SCOPES,
     GATEWAY_CONFIG,
@@ -581,10 +588,9 @@ async def _gateway_run(
     memory_after = _used_memory(r)
     delta = metrics_after.minus(metrics_before)
     metric_mix = {k: v for k, v in delta.decisions.items()}
-    # Invalid leads: refused inside batches; a single lead's 422 is an HTTP status only.
-    invalid = delta.refused.get("422", 0.0) + (
-        delta.statuses.get("422", 0.0) if scenario.batch == 1 else 0.0
-    )
+    # Invalid leads: refused inside a batch or as a single post, both counted per partner
+    # (``leadgate_requests_refused_total``; adding a single post's HTTP 422 counted it twice).
+    invalid = delta.refused.get("422", 0.0)
     if invalid:
         metric_mix["invalid"] = invalid
     for status, n in delta.refused.items():
@@ -756,6 +762,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-baselines", action="store_true", help="gateway runs only")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the peer and the scenarios this many times in turn, each gateway run over "
+        "the peer of its own round, and print each scenario's median ratio: on a shared "
+        "machine one pair of runs is not enough (ceilings and profiles in round 1 only)",
+    )
+    parser.add_argument(
         "--ceilings",
         action="store_true",
         help="after each scenario, the same bodies against servers that do only part of a "
@@ -776,6 +790,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.rounds < 1:
+        print("--rounds must be 1 or more", file=sys.stderr)
+        return 2
     names = list(args.scenarios) or (["smoke"] if args.smoke else list(DEFAULT_SCENARIOS))
     scenarios = [load_scenario(name) for name in names]
     if args.seconds:
@@ -818,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     hello: dict[str, Any] | None = None
     redis_decide: dict[str, Any] | None = None
     peer: dict[str, Any] | None = None
+    #: Each round's peer run (the first is ``peer``); a run's round is ``run["round"]``.
+    peers: list[dict[str, Any]] = []
     try:
         with _process(redis_argv):
             r = redis.Redis(unix_socket_path=str(sock))
@@ -845,45 +864,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hello = _hello_run(base, tmp, LeadGenerator(base).requests(base.body_count()))
                 print(f"[redis-benchmark] {args.redis_calls:,} EVALSHA decide.lua ...", flush=True)
                 redis_decide = _redis_decide(sock, args.redis_calls)
-                peer_scenario = _peer_scenario(scenarios, args.baseline_seconds)
-                print(
-                    f"[peer] {peer_scenario.client.value}, {peer_scenario.concurrency} "
-                    f"connections, {peer_scenario.duration_s:g}s ...",
-                    flush=True,
-                )
-                peer = _peer_run(peer_scenario, tmp, sock, r)
-            for scenario in scenarios:
-                profile_out = (
-                    args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt" if args.profile else None
-                )
-                runs.append(asyncio.run(_gateway_run(scenario, tmp, sock, r, config, profile_out)))
-                # A ceiling server is one process: beside one gateway process only.
-                if args.ceilings and scenario.identities is None and scenario.workers == 1:
-                    # wrk posts the bodies file the gateway run wrote; the aiohttp client
-                    # the same requests again (the generator is seeded).
-                    requests = (
-                        []
-                        if scenario.client is Client.WRK
-                        else LeadGenerator(scenario).requests(scenario.body_count())
+            for round_no in range(1, args.rounds + 1):
+                if not args.no_baselines:
+                    peer_scenario = _peer_scenario(scenarios, args.baseline_seconds)
+                    print(
+                        f"[peer{_round_tag(round_no, args.rounds)}] "
+                        f"{peer_scenario.client.value}, {peer_scenario.concurrency} "
+                        f"connections, {peer_scenario.duration_s:g}s ...",
+                        flush=True,
                     )
-                    for mode in CEILING_MODES:
-                        print(f"[{scenario.name}] the same bodies, {mode} only ...", flush=True)
-                        runs.append(_ceiling_run(mode, scenario, tmp, requests))
+                    peers.append(_peer_run(peer_scenario, tmp, sock, r) | {"round": round_no})
+                runs += _scenario_round(args, round_no, scenarios, stamp, tmp, sock, r, config)
+            peer = peers[0] if peers else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for run in [*runs, *([peer] if peer else [])]:
-        run["ratios"] = {
-            "hello_world": round(run["leads_per_s"] / hello["requests_per_s"], 3)
-            if hello and hello["requests_per_s"]
-            else None,
-            "redis_decide": round(run["leads_per_s"] / redis_decide["calls_per_s"], 3)
-            if redis_decide and redis_decide["calls_per_s"]
-            else None,
-            # Every run over the peer's single-lead rate (leads/s), batches included.
-            "peer": round(run["leads_per_s"] / peer["leads_per_s"], 3)
-            if peer and peer["leads_per_s"]
-            else None,
-        }
+    for run in [*runs, *peers]:
+        own = peers[run["round"] - 1] if peers else None
+        run["ratios"] = _ratios(run, hello, redis_decide, own)
     if hello is not None:
         hello["ratios"] = {"hello_world": 1.0, "redis_decide": None, "peer": None}
     doc: dict[str, Any] = {
@@ -896,6 +893,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baselines": {"hello_world": hello, "redis_decide": redis_decide, "peer": peer},
         "runs": runs,
     }
+    if args.rounds > 1:
+        doc["baselines"]["peer_rounds"] = peers
+        doc["rounds"] = rounds_summary(runs)
     path = args.out / f"bench-{stamp}.json"
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print()
@@ -910,6 +910,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         return _smoke_verdict(runs, peer)
     return 0
+
+
+def _round_tag(round_no: int, rounds: int) -> str:
+    return f" round {round_no}/{rounds}" if rounds > 1 else ""
+
+
+def _ratios(
+    run: dict[str, Any],
+    hello: dict[str, Any] | None,
+    redis_decide: dict[str, Any] | None,
+    peer: dict[str, Any] | None,
+) -> dict[str, float | None]:
+    """A run's leads/s over the hello-world's requests/s, the decide script's calls/s and its
+    round's peer (every run over the peer's single-lead rate, batches included)."""
+    return {
+        "hello_world": round(run["leads_per_s"] / hello["requests_per_s"], 3)
+        if hello and hello["requests_per_s"]
+        else None,
+        "redis_decide": round(run["leads_per_s"] / redis_decide["calls_per_s"], 3)
+        if redis_decide and redis_decide["calls_per_s"]
+        else None,
+        "peer": round(run["leads_per_s"] / peer["leads_per_s"], 3)
+        if peer and peer["leads_per_s"]
+        else None,
+    }
+
+
+def _scenario_round(
+    args: argparse.Namespace,
+    round_no: int,
+    scenarios: Sequence[Scenario],
+    stamp: str,
+    tmp: Path,
+    sock: Path,
+    r: redis.Redis,
+    config: Path,
+) -> list[dict[str, Any]]:
+    """One round of the gateway's scenarios (and, in round 1, their ceilings)."""
+    runs: list[dict[str, Any]] = []
+    first = round_no == 1
+    for scenario in scenarios:
+        profile_out = (
+            args.out / f"bench-{stamp}-{scenario.name}.pyspy.txt"
+            if args.profile and first
+            else None
+        )
+        run = asyncio.run(_gateway_run(scenario, tmp, sock, r, config, profile_out))
+        runs.append(run | {"round": round_no})
+        # A ceiling server is one process: beside one gateway process only.
+        if first and args.ceilings and scenario.identities is None and scenario.workers == 1:
+            # wrk posts the bodies file the gateway run wrote; the aiohttp client
+            # the same requests again (the generator is seeded).
+            requests = (
+                []
+                if scenario.client is Client.WRK
+                else LeadGenerator(scenario).requests(scenario.body_count())
+            )
+            for mode in CEILING_MODES:
+                print(f"[{scenario.name}] the same bodies, {mode} only ...", flush=True)
+                runs.append(_ceiling_run(mode, scenario, tmp, requests) | {"round": 1})
+    return runs
 
 
 def _smoke_verdict(runs: list[dict[str, Any]], peer: dict[str, Any] | None = None) -> int:

@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 
 import matplotlib.pyplot as plt
 
+from bench.report import run_label
+
 
 def draw(doc: dict[str, Any], path: Path) -> None:
     runs = [r for r in doc["runs"] if r["timeline"]]
@@ -26,7 +28,7 @@ def draw(doc: dict[str, Any], path: Path) -> None:
                 continue
             xs, ys = zip(*points, strict=True)
             server = " (server)" if source.startswith("server") else ""
-            label = f"{run['name']} {key[:3]}{server}"
+            label = f"{run_label(doc, run)} {key[:3]}{server}"
             left.plot(xs, ys, style, color=color, label=label, linewidth=1.5)
     left.set_yscale("log")
     left.set_xlabel("seconds into the run")
@@ -55,9 +57,13 @@ def draw(doc: dict[str, Any], path: Path) -> None:
         values.append(peer["leads_per_s"])
         bar_colors.append("#666666")
     hatches = ["" for _ in names]
+    by_peer = peer["leads_per_s"] if peer else None
+    # Each bar over the peer: a baseline over the (first) peer, a run over its own round's.
+    over_peer: list[float | None] = [v / by_peer if by_peer else None for v in values]
     for i, run in enumerate(doc["runs"]):
-        names.append(f"{run['name']}\n(leads/s)")
+        names.append(f"{run_label(doc, run)}\n(leads/s)")
         values.append(run["leads_per_s"])
+        over_peer.append(run["ratios"].get("peer"))
         bar_colors.append(colors[i % len(colors)])
         hatches.append("//" if run["kind"] == "ceiling" else "")  # a ceiling, not the gateway
     bars = right.bar(range(len(values)), values, color=bar_colors, hatch=hatches)
@@ -65,10 +71,9 @@ def draw(doc: dict[str, Any], path: Path) -> None:
     if positive and max(positive) > 20 * min(positive):
         right.set_yscale("log")  # batch ceilings reach 100x what one connection does
     base = hello["requests_per_s"] if hello else None
-    by_peer = peer["leads_per_s"] if peer else None
-    for bar, value in zip(bars, values, strict=True):
+    for bar, value, ratio in zip(bars, values, over_peer, strict=True):
         note = f"{value:,.0f}" + (f"\n{value / base:.2f}x hello" if base else "")
-        note += f"\n{value / by_peer:.2f}x peer" if by_peer else ""
+        note += f"\n{ratio:.2f}x peer" if ratio is not None else ""
         right.annotate(
             note, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8
         )

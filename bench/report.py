@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,9 @@ _RUN = {
             },
         },
         "timeline_source": {"enum": ["client", "server /metrics", "none"]},
+        # With ``--rounds N``: which round the run belongs to (its ``ratios.peer`` is over
+        # that round's peer).
+        "round": {"type": "integer", "minimum": 1},
         "ratios": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
         # Only with ``--profile``: py-spy's samples of the gateway, shares in percent.
         "profile": {
@@ -136,6 +140,8 @@ SCHEMA: dict[str, Any] = {
                 "hello_world": {"oneOf": [_RUN, {"type": "null"}]},
                 # bench/peer.py: the same work written the obvious way (single leads).
                 "peer": {"oneOf": [_RUN, {"type": "null"}]},
+                # With ``--rounds N``: every round's peer run, in order (``peer`` is the first).
+                "peer_rounds": {"type": "array", "items": _RUN},
                 "redis_decide": {
                     "type": ["object", "null"],
                     "required": ["calls_per_s", "requests", "latency_ms", "errors"],
@@ -143,8 +149,57 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "runs": {"type": "array", "items": _RUN},
+        # With ``--rounds N``: per scenario, its leads/s and its ratio to its round's peer
+        # over the rounds (``rounds_summary``).
+        "rounds": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["rounds", "leads_per_s", "peer"],
+                "properties": {
+                    "rounds": {"type": "integer", "minimum": 1},
+                    "leads_per_s": {"$ref": "#/$defs/spread"},
+                    "peer": {"oneOf": [{"$ref": "#/$defs/spread"}, {"type": "null"}]},
+                },
+            },
+        },
+    },
+    "$defs": {
+        "spread": {
+            "type": "object",
+            "required": ["median", "min", "max"],
+            "properties": {k: {"type": "number"} for k in ("median", "min", "max")},
+        }
     },
 }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def rounds_summary(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per scenario (its gateway runs over the rounds; ceilings left out): how many rounds,
+    and the median, lowest and highest of its leads/s and of its ratio to its round's peer
+    (``None`` without a peer). A median of paired ratios is what to read on a shared machine,
+    where a run's rate moves by a third from one minute to the next."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run["kind"] != "ceiling":
+            by_name.setdefault(run["name"], []).append(run)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, of_name in by_name.items():
+        ratios = [r["ratios"]["peer"] for r in of_name if r["ratios"].get("peer") is not None]
+        summary[name] = {
+            "rounds": len(of_name),
+            "leads_per_s": _spread([r["leads_per_s"] for r in of_name]),
+            "peer": _spread(ratios) if ratios else None,
+        }
+    return summary
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -227,6 +282,13 @@ def _fmt(value: object, digits: int = 0) -> str:
     return str(value)
 
 
+def run_label(doc: dict[str, Any], run: dict[str, Any]) -> str:
+    """A run's name, with its round (``#2``) when the document has several."""
+    if "rounds" in doc and "round" in run:
+        return f"{run['name']} #{run['round']}"
+    return str(run["name"])
+
+
 def table(doc: dict[str, Any]) -> str:
     """The run as a text table: one line per baseline and gateway run, then the mixes."""
     rows: list[dict[str, Any]] = []
@@ -234,9 +296,18 @@ def table(doc: dict[str, Any]) -> str:
     if hello is not None:
         rows.append(hello)
     peer = doc["baselines"].get("peer")
-    if peer is not None:
-        rows.append(peer)
-    rows.extend(doc["runs"])
+    peers = doc["baselines"].get("peer_rounds") or ([peer] if peer is not None else [])
+    if "rounds" in doc:
+        # Each round's peer just before that round's runs.
+        for round_no, own in enumerate(peers, 1):
+            rows.append(own)
+            rows.extend(r for r in doc["runs"] if r.get("round") == round_no)
+        rows.extend(r for r in doc["runs"] if r.get("round", 1) > len(peers) > 0)
+        if not peers:
+            rows.extend(doc["runs"])
+    else:
+        rows.extend(peers)
+        rows.extend(doc["runs"])
     head = (
         f"{'run':<30} {'client':<7} {'req/s':>9} {'leads/s':>9} {'x hello':>8} "
         f"{'x peer':>7} {'x redis':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
@@ -245,8 +316,9 @@ def table(doc: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for run in rows:
         lat = run["latency_ms"]
+        name = run_label(doc, run)
         lines.append(
-            f"{run['name']:<30} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
+            f"{name:<30} {run['client']:<7} {_fmt(run['requests_per_s']):>9} "
             f"{_fmt(run['leads_per_s']):>9} {_fmt(run['ratios'].get('hello_world'), 2):>8} "
             f"{_fmt(run['ratios'].get('peer'), 2):>7} "
             f"{_fmt(run['ratios'].get('redis_decide'), 2):>8} {_fmt(lat['p50'], 2):>8} "
@@ -266,6 +338,18 @@ def table(doc: dict[str, Any]) -> str:
             "  peer: bench/peer.py, the same work written the obvious way (one EVALSHA a lead); "
             "x peer: leads/s over its single-lead rate"
         )
+    for name, spread in doc.get("rounds", {}).items():
+        rate = spread["leads_per_s"]
+        over = spread["peer"]
+        ratio = (
+            f"x peer median {over['median']:.2f} ({over['min']:.2f}-{over['max']:.2f}), "
+            if over
+            else ""
+        )
+        lines.append(
+            f"  {name}: {ratio}leads/s median {rate['median']:,.0f} "
+            f"({rate['min']:,.0f}-{rate['max']:,.0f}) over {spread['rounds']} rounds"
+        )
     ceilings = [run for run in doc["runs"] if run["kind"] == "ceiling"]
     if ceilings:
         lines.append(
@@ -273,30 +357,30 @@ def table(doc: dict[str, Any]) -> str:
             "only that part of a lead's work (no rules, no fingerprints, no store): a ceiling"
         )
         lines.append("  no full pipeline on this stack can pass")
-    for run in [*([peer] if peer is not None else []), *doc["runs"]]:
+    for run in [*peers, *doc["runs"]]:
+        name = run_label(doc, run)
         if run["kind"] == "ceiling":
             if run["errors"]:
-                lines.append(f"  {run['name']}: errors {run['errors']}")
+                lines.append(f"  {name}: errors {run['errors']}")
             continue
         d = run["decisions"]
         mix = d["answers"] or d["metrics"] or {}
         shown = ", ".join(f"{k} {int(v):,}" for k, v in sorted(mix.items()))
-        lines.append(f"  {run['name']}: decisions {shown or '-'}")
+        lines.append(f"  {name}: decisions {shown or '-'}")
         if d["expected"]:
             want = ", ".join(f"{k} {int(v):,}" for k, v in sorted(d["expected"].items()))
-            lines.append(f"  {' ' * len(run['name'])}  generated {want}")
+            lines.append(f"  {' ' * len(name)}  generated {want}")
         if run.get("bodies_cycled"):
             lines.append(
-                f"  {' ' * len(run['name'])}  (bodies sent more than once: "
-                "later rounds are duplicates)"
+                f"  {' ' * len(name)}  (bodies sent more than once: later rounds are duplicates)"
             )
         if run["errors"]:
-            lines.append(f"  {' ' * len(run['name'])}  errors {run['errors']}")
+            lines.append(f"  {' ' * len(name)}  errors {run['errors']}")
         if run.get("profile"):
             lines.append(profile_table(run["name"], run["profile"]))
         memory = run.get("memory")
         if memory:
-            pad = " " * len(run["name"])
+            pad = " " * len(name)
             if "bytes_per_accepted_lead" in memory:
                 lines.append(
                     f"  {pad}  Redis bytes per accepted lead, everything but the stream: "

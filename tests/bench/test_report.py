@@ -15,6 +15,7 @@ from bench.report import (
     SCHEMA_ID,
     latency_ms,
     percentile,
+    rounds_summary,
     table,
     timeline_from_metrics,
     timeline_from_samples,
@@ -241,3 +242,71 @@ def test_the_peer_is_a_baseline_row_and_every_run_has_its_ratio_to_it() -> None:
     assert " 1.00 " in peer
     assert " 0.80 " in single
     assert any(line.strip().startswith("peer: decisions accepted") for line in lines)
+
+
+def _rounds_doc() -> dict[str, Any]:
+    """Two rounds: each round's peer, then its single and batch runs, each over its own
+    round's peer; a ceiling in round 1 only."""
+    doc = _doc()
+    peers = [
+        _run("peer", kind="baseline", leads_per_s=rate, round=n,
+             ratios={"hello_world": rate / 20000, "peer": 1.0})
+        for n, rate in ((1, 2000.0), (2, 4000.0))
+    ]  # fmt: skip
+    runs = []
+    for n, peer_rate, single, batch in ((1, 2000.0, 1800.0, 5000.0), (2, 4000.0, 4400.0, 8000.0)):
+        for name, rate in (("single", single), ("batch", batch)):
+            ratios = {"hello_world": rate / 20000, "redis_decide": None, "peer": rate / peer_rate}
+            runs.append(_run(name, leads_per_s=rate, round=n, ratios=ratios))
+    runs.append(_run("single/parse-only", kind="ceiling", ceiling="parse", round=1,
+                     leads_per_s=900_000.0, ratios={"peer": 450.0}))  # fmt: skip
+    doc["baselines"]["peer"] = peers[0]
+    doc["baselines"]["peer_rounds"] = peers
+    doc["runs"] = runs
+    doc["rounds"] = rounds_summary(runs)
+    return doc
+
+
+def test_rounds_are_summed_up_per_scenario_over_their_own_peers() -> None:
+    doc = _rounds_doc()
+    jsonschema.validate(doc, SCHEMA)
+
+    assert doc["rounds"] == {
+        "single": {
+            "rounds": 2,
+            "leads_per_s": {"median": 3100.0, "min": 1800.0, "max": 4400.0},
+            "peer": {"median": 1.0, "min": 0.9, "max": 1.1},
+        },
+        "batch": {
+            "rounds": 2,
+            "leads_per_s": {"median": 6500.0, "min": 5000.0, "max": 8000.0},
+            "peer": {"median": 2.25, "min": 2.0, "max": 2.5},
+        },
+    }
+    without_peer = [dict(r, ratios={"peer": None}) for r in doc["runs"]]
+    assert rounds_summary(without_peer)["single"]["peer"] is None
+
+
+def test_the_table_shows_each_round_after_its_peer_and_the_medians() -> None:
+    lines = table(_rounds_doc()).splitlines()
+    labels = [line.split("  ")[0] for line in lines[2:9]]
+
+    assert labels == [
+        "hello-world", "peer #1", "single #1", "batch #1", "single/parse-only #1", "peer #2",
+        "single #2",
+    ]  # fmt: skip
+    single_2 = next(line for line in lines if line.startswith("single #2 "))
+    assert " 1.10 " in single_2  # 4,400 over round 2's peer (4,000), not round 1's
+    assert (
+        "  single: x peer median 1.00 (0.90-1.10), leads/s median 3,100 (1,800-4,400) over 2 rounds"
+        in lines
+    )
+    assert any(line.strip().startswith("peer #2: decisions") for line in lines)
+
+
+def test_the_picture_is_drawn_with_rounds(tmp_path: Path) -> None:
+    from bench.plot import draw
+
+    png = tmp_path / "rounds.png"
+    draw(_rounds_doc(), png)
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
