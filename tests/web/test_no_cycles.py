@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import orjson
 from support import cyclic_garbage
 
-from .conftest import GatewayFactory, key_hash, network, person
-
-ADVERTISER_KEY = "test-key-acme-cycles"
+from .conftest import GatewayFactory, person
+from .test_feedback import feedback_network, send
 
 
 def _kinds(found: list[object]) -> Counter[str]:
@@ -50,21 +48,10 @@ async def test_a_batch_with_refused_items_leaves_no_cycles(make_gateway: Gateway
 
 
 async def test_feedback_with_refused_items_leaves_no_cycles(make_gateway: GatewayFactory) -> None:
-    config = network()
-    for advertiser in config["advertisers"]:
-        advertiser["api_keys"] = [key_hash(ADVERTISER_KEY + advertiser["id"])]
-    gw = await make_gateway(config)
+    gw = await make_gateway(feedback_network())
     lead_id = (await gw.decide("p-mail", person(campaign="acme-always-on")))["lead_id"]
     body = {"feedback": [{"lead_id": lead_id, "status": "converted"}, {"status": "nope"}]}
     with cyclic_garbage() as found:
-        reply = await gw.request(
-            "POST",
-            "/v1/feedback",
-            data=orjson.dumps(body),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {ADVERTISER_KEY}acme",
-            },
-        )
+        reply = await send(gw, "acme", body)
         assert reply.status == 200, reply.body
     assert not found, _kinds(found)
