@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -488,6 +489,12 @@ def _decide_command(leads: Sequence[tuple[list[str | int], list[str | bytes | in
     return ("EVALSHA", scripts.DECIDE.sha, len(keys), *keys, *args)
 
 
+def _pack_numbers(numbers: Sequence[int]) -> bytes:
+    """``decide.lua``'s NUM: little-endian doubles, exact for integers below 2^53 (epoch ms,
+    TTLs and counts are far below)."""
+    return struct.pack(f"<{len(numbers)}d", *numbers)
+
+
 def _decide_parts(
     rq: DecisionRequest, forced: ForcedOutcome | None, legacy_until_ms: int
 ) -> tuple[list[str | int], list[str | bytes | int]]:
@@ -504,6 +511,16 @@ def _decide_parts(
     mode: str | int = int(rq.dry_run)
     if held or hold is not None:
         mode = f"{mode}{_HOLD_LETTERS[hold.mode] if hold is not None else 'p'}"
+    # The lead's numbers go packed in one argument (decide.lua's NUM): Redis then makes no
+    # Lua string of each, nor parses it back with strtod.
+    numbers: list[int] = [
+        len(rq.dedup),
+        len(rq.caps),
+        storage_keys.SEEN_GENERATION_MS,
+        rq.dedup[0].generation if rq.dedup else 0,
+        storage_keys.LEGACY_SEEN_GENERATION_MS,
+        legacy_newest,
+    ]
     args: list[str | bytes | int] = [
         now_ms,
         rq.lead_id,
@@ -511,14 +528,9 @@ def _decide_parts(
         idem.ttl_ms if idem is not None else 0,
         idem.body_digest if idem is not None else "",
         f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
-        len(rq.dedup),
-        len(rq.caps),
         rq.payload,
-        storage_keys.SEEN_GENERATION_MS,
-        rq.dedup[0].generation if rq.dedup else 0,
-        storage_keys.LEGACY_SEEN_GENERATION_MS,
-        legacy_newest,
         now_ms - (rq.dedup[0].generation * storage_keys.SEEN_GENERATION_MS if rq.dedup else 0),
+        b"",  # the numbers, packed once they are all known
     ]
     for check in rq.dedup:
         keys += check.keys
@@ -529,30 +541,30 @@ def _decide_parts(
                 storage_keys.legacy_seen(check.legacy_head, g, check.legacy_bucket) for g in legacy
             ]
             n_legacy = len(legacy)
-        args += (
-            check.reason,
+        numbers += (
             check.window_ms,
             (check.generation + 1) * storage_keys.SEEN_GENERATION_MS + check.retention_ms - now_ms,
-            int(check.remember),
-            check.field,
             len(check.keys),
             n_legacy,
         )
+        args += (check.reason, int(check.remember), check.field)
     for cap in rq.caps:
         keys.append(cap.key)
-        args += (cap.reason, cap.limit, int(cap.rolling), cap.span_ms)
+        numbers += (cap.limit, cap.span_ms)
+        args += (cap.reason, int(cap.rolling))
     index = rq.index
     if index is not None:
         keys += (index.key, index.routes)
         span = storage_keys.LEAD_INDEX_OFFSETS
         offset = now_ms - index.id_ms + span // 2
+        numbers.append(max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms)
         args += (
             index.field,
             index.code * span + offset if 0 <= offset < span else "",
             index.code,
             index.route,
-            max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms,
         )
+    args[8] = _pack_numbers(numbers)
     if held or hold is not None:
         keys += [rq.caps[j - 1].holds for j in held]
         args += held

@@ -6,7 +6,10 @@ advertiser's hash tag, so this runs unchanged on Redis Cluster. A batch in one c
 Redis and the gateway one command instead of one per lead. The caller
 does the arithmetic (TTLs, packed values): a Lua number turned into a command argument costs
 Redis a "%.17g" formatting and a big number parsed with tonumber() a strtod, together about a
-quarter of this script's instructions before they were moved out.
+quarter of this script's instructions before they were moved out. The numbers the script
+only computes and compares with come packed in one argument (NUM, below): each argument
+costs Redis ~950 instructions (read from the command, made a Lua string) and each
+tonumber() ~730, and the packed ones cost neither (BENCHMARKS.md, "The numbers packed").
 
 ARGV[1] is the number of leads; each lead then has 2 ARGV, its number of KEYS and of ARGV,
 followed by its own ARGV, and its KEYS follow the previous lead's. Below, KEYS[i] and ARGV[i]
@@ -43,19 +46,21 @@ ARGV[3]  "0", or "1": test mode, check only and write nothing. A lead with holds
 ARGV[4]  idempotency answer TTL, ms ("0": the request has no Idempotency-Key)
 ARGV[5]  the request body digest (idempotency)
 ARGV[6]  forced outcome from the person's slot, "decision|reason,reason", or ""
-ARGV[7]  n_dedup
-ARGV[8]  n_caps
-ARGV[9]  delivery record (JSON) appended to the stream when accepted
-ARGV[10] a generation's length, ms
-ARGV[11] the current generation (now // generation length)
-ARGV[12] a legacy generation's length, ms
-ARGV[13] the newest legacy generation read (its first hash of each check)
-ARGV[14] a new mark's value: now - the current generation's start, ms
-then 7 per dedup check: reason, window ms, the TTL in ms the current generation's hash needs
-         (its end + the rule's retention - now), remember ("1"/"0"), field, n_keys, n_legacy
-then 4 per cap key:   reason, limit, rolling ("1"/"0"), span ms (calendar: TTL; rolling: window)
+ARGV[7]  delivery record (JSON) appended to the stream when accepted
+ARGV[8]  a new mark's value: now - the current generation's start, ms
+ARGV[9]  the lead's numbers, little-endian doubles (struct.unpack: no strtod, no Lua string
+         each; integers all, exact below 2^53), NUM[1 ..]:
+           1 n_dedup, 2 n_caps, 3 a generation's length (ms), 4 the current generation
+           (now // generation length), 5 a legacy generation's length (ms), 6 the newest
+           legacy generation read (its first hash of each check);
+           then 4 per dedup check: window ms, the TTL in ms the current generation's hash
+           needs (its end + the rule's retention - now), n_keys, n_legacy;
+           then 2 per cap key: limit, span ms (calendar: TTL; rolling: window);
+           then, with the index keys, the TTL in ms the index hash needs
+then 3 per dedup check: reason, remember ("1"/"0"), field
+then 2 per cap key:   reason, rolling ("1"/"0")
 then, with the index keys: field, packed value ("" when the offset does not fit), route code,
-         route text, the TTL in ms the index hash needs
+         route text
 then, only for a lead with holds, last: the number (1 ..) of each cap with holds, in order;
          for a ping or a post naming one, 5 more: ping id, the hold's end (epoch ms), the
          holds' TTL in ms (the hold's end - now; only ever raised), the record, the record's
@@ -166,8 +171,9 @@ local function decide(kb, ab, nk, na)
     return answer(string.sub(ARGV[ab + 6], 1, bar - 1), string.sub(ARGV[ab + 6], bar + 1))
   end
 
-  local n_dedup = tonumber(ARGV[ab + 7])
-  local n_caps = tonumber(ARGV[ab + 8])
+  local numbers = ARGV[ab + 9]
+  local num = {struct.unpack("<" .. string.rep("d", #numbers / 8), numbers)}
+  local n_dedup, n_caps = num[1], num[2]
 
   -- Dedup: a match on any identity in any scope is a duplicate; each scope is reported once,
   -- so a scope already found needs no more lookups. Times are only worked out for a mark found.
@@ -176,21 +182,21 @@ local function decide(kb, ab, nk, na)
   local firsts = {}
   local k = 3
   for i = 1, n_dedup do
-    local a = 14 + (i - 1) * 7
-    local reason, n_keys, n_legacy = ARGV[ab + a + 1], tonumber(ARGV[ab + a + 6]), tonumber(ARGV[ab + a + 7])
+    local a, n = 9 + (i - 1) * 3, 6 + (i - 1) * 4
+    local reason, n_keys, n_legacy = ARGV[ab + a + 1], num[n + 3], num[n + 4]
     firsts[i] = k
     if not dup_seen[reason] then
-      local field = ARGV[ab + a + 5]
+      local field = ARGV[ab + a + 3]
       for g = 0, n_keys + n_legacy - 1 do
         local offset = redis.call("HGET", KEYS[kb + k + g], field)
         if offset then
           local began
           if g < n_keys then
-            began = (tonumber(ARGV[ab + 11]) - g) * tonumber(ARGV[ab + 10])
+            began = (num[4] - g) * num[3]
           else
-            began = (tonumber(ARGV[ab + 13]) - (g - n_keys)) * tonumber(ARGV[ab + 12])
+            began = (num[6] - (g - n_keys)) * num[5]
           end
-          if tonumber(ARGV[ab + 1]) - (began + tonumber(offset)) < tonumber(ARGV[ab + a + 2]) then
+          if tonumber(ARGV[ab + 1]) - (began + tonumber(offset)) < num[n + 1] then
             dup_seen[reason] = true
             dup[#dup + 1] = reason
             break
@@ -205,14 +211,14 @@ local function decide(kb, ab, nk, na)
   end
 
   local n_dedup_keys = k - 3
-  local cap_base = 14 + n_dedup * 7
+  local cap_base, cap_nums = 9 + n_dedup * 3, 6 + n_dedup * 4
   local capped = {}
   for j = 1, n_caps do
-    local a = cap_base + (j - 1) * 4
+    local a, n = cap_base + (j - 1) * 2, cap_nums + (j - 1) * 2
     local key = KEYS[kb + 2 + n_dedup_keys + j]
     local used
-    if ARGV[ab + a + 3] == "1" then
-      used = redis.call("ZCOUNT", key, "(" .. (tonumber(ARGV[ab + 1]) - tonumber(ARGV[ab + a + 4])), "+inf")
+    if ARGV[ab + a + 2] == "1" then
+      used = redis.call("ZCOUNT", key, "(" .. (tonumber(ARGV[ab + 1]) - num[n + 2]), "+inf")
     else
       used = tonumber(redis.call("GET", key) or "0")
     end
@@ -227,7 +233,7 @@ local function decide(kb, ab, nk, na)
         end
       end
     end
-    if used >= tonumber(ARGV[ab + a + 2]) then
+    if used >= num[n + 1] then
       capped[#capped + 1] = ARGV[ab + a + 1]
     end
   end
@@ -261,25 +267,25 @@ local function decide(kb, ab, nk, na)
   -- plus the longest retention of any mark written to it: campaigns with shorter windows share
   -- the advertiser-wide scope, so an expiry is only ever moved later.
   for i = 1, n_dedup do
-    local a = 14 + (i - 1) * 7
-    if ARGV[ab + a + 4] == "1" then
+    local a = 9 + (i - 1) * 3
+    if ARGV[ab + a + 2] == "1" then
       local key = KEYS[kb + firsts[i]]
-      redis.call("HSET", key, ARGV[ab + a + 5], ARGV[ab + 14])
-      local ttl = tonumber(ARGV[ab + a + 3])
+      redis.call("HSET", key, ARGV[ab + a + 3], ARGV[ab + 8])
+      local ttl = num[6 + (i - 1) * 4 + 2]
       if redis.call("PTTL", key) < ttl then
         redis.call("PEXPIRE", key, ttl + EXPIRY_SLACK_MS)
       end
     end
   end
   for j = 1, n_caps do
-    local a = cap_base + (j - 1) * 4
+    local a, span = cap_base + (j - 1) * 2, num[cap_nums + (j - 1) * 2 + 2]
     local key = KEYS[kb + 2 + n_dedup_keys + j]
-    if ARGV[ab + a + 3] == "1" then
-      redis.call("ZREMRANGEBYSCORE", key, "-inf", tonumber(ARGV[ab + 1]) - tonumber(ARGV[ab + a + 4]))
+    if ARGV[ab + a + 2] == "1" then
+      redis.call("ZREMRANGEBYSCORE", key, "-inf", tonumber(ARGV[ab + 1]) - span)
       redis.call("ZADD", key, ARGV[ab + 1], lead_id)
-      redis.call("PEXPIRE", key, ARGV[ab + a + 4])
+      redis.call("PEXPIRE", key, span)
     elseif redis.call("INCR", key) == 1 then
-      redis.call("PEXPIRE", key, ARGV[ab + a + 4])
+      redis.call("PEXPIRE", key, span)
     end
   end
   local index_at = 2 + n_dedup_keys + n_caps + 1
@@ -287,9 +293,10 @@ local function decide(kb, ab, nk, na)
     -- The lead index: the packed integer when the route's code is this route's in the week's
     -- registry and the acceptance is within 512 ms of the id's time (nearly always), else the
     -- text.
-    local a = cap_base + n_caps * 4
+    local a = cap_base + n_caps * 2
     local index, routes = KEYS[kb + index_at], KEYS[kb + index_at + 1]
-    local packed, code, route, ttl = ARGV[ab + a + 2], ARGV[ab + a + 3], ARGV[ab + a + 4], ARGV[ab + a + 5]
+    local packed, code, route = ARGV[ab + a + 2], ARGV[ab + a + 3], ARGV[ab + a + 4]
+    local ttl = num[cap_nums + n_caps * 2 + 1]
     local held = redis.call("HGET", routes, code)
     local registered = false
     if not held then
@@ -303,7 +310,6 @@ local function decide(kb, ab, nk, na)
     end
     -- Until the later of the week's end and now, plus the feedback window; only ever later,
     -- and the registry outlives every bucket that refers to it.
-    ttl = tonumber(ttl)
     local raised = redis.call("PTTL", index) < ttl
     if raised then
       redis.call("PEXPIRE", index, ttl + EXPIRY_SLACK_MS)
@@ -313,7 +319,7 @@ local function decide(kb, ab, nk, na)
     end
   end
   redis.call("XADD", KEYS[kb + 2], "*", "lead_id", lead_id, "accepted_at_ms", ARGV[ab + 1],
-    "record", ARGV[ab + 9])
+    "record", ARGV[ab + 7])
   return answer("accepted", "")
 end
 
