@@ -20,7 +20,7 @@ from gateway.config.model import (
     DedupRule,
     DedupScope,
 )
-from gateway.config.reader import MISSING, Reader, duration_of, opt
+from gateway.config.reader import MAX_COUNT, MISSING, Reader, duration_of, opt
 from gateway.types import ChannelId
 
 _PERIODS: Final = tuple(period.value for period in CalendarPeriod)
@@ -88,7 +88,9 @@ def cap_rules(
         rule = CapRule(
             subject=r.choice(subject_value, p + ".subject", CapSubject),
             window=_cap_window(r, fields.get("window", MISSING), p + ".window"),
-            limit=r.integer(fields.get("limit", MISSING), p + ".limit", 1, fallback=1),
+            limit=r.integer(
+                fields.get("limit", MISSING), p + ".limit", 1, fallback=1, maximum=MAX_COUNT
+            ),
         )
         if refused and rule.subject in refused and len(r.issues) == before:
             r.fail(p + ".subject", refused[rule.subject])

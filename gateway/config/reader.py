@@ -26,6 +26,9 @@ ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 ID_RULE = "use 1-63 of a-z 0-9 - _, starting with a letter or digit"
 #: A required key that is absent (already reported): readers return their fallback silently.
 MISSING: Final = object()
+#: The largest limit a cap may name: the decision script reads it as a double (exact up to
+#: 2^53; a larger whole number could not even be sent).
+MAX_COUNT: Final = 2**53 - 1
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -154,7 +157,9 @@ class Reader:
         self.fail(path, f"{show(value)} is not one of {', '.join(options)}")
         return enum(options[0])
 
-    def integer(self, value: object, path: str, minimum: int, *, fallback: int) -> int:
+    def integer(
+        self, value: object, path: str, minimum: int, *, fallback: int, maximum: int | None = None
+    ) -> int:
         if value is MISSING:
             return fallback
         if isinstance(value, bool) or not isinstance(value, int):
@@ -162,6 +167,9 @@ class Reader:
             return fallback
         if value < minimum:
             self.fail(path, f"{value} must be at least {minimum}")
+            return fallback
+        if maximum is not None and value > maximum:
+            self.fail(path, f"{value} must be at most {maximum:,}")
             return fallback
         return value
 

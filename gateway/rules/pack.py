@@ -31,7 +31,7 @@ from typing import Final
 import yaml
 
 from gateway.config.model import SuppressionRule, VelocityRule
-from gateway.config.reader import MISSING, Reader, join, load_yaml, opt, show
+from gateway.config.reader import MAX_COUNT, MISSING, Reader, join, load_yaml, opt, show
 from gateway.rules.conditions import compile_condition
 from gateway.rules.model import Action, Rule, RuleSet
 
@@ -171,7 +171,10 @@ def _rule(
             fields["ip_velocity"], join(at, "ip_velocity"), "a mapping with limit and window",
             required=("limit", "window"),
         )  # fmt: skip
-        limit = r.integer(spec.get("limit", MISSING), join(at, "ip_velocity.limit"), 1, fallback=1)
+        limit = r.integer(
+            spec.get("limit", MISSING), join(at, "ip_velocity.limit"), 1, fallback=1,
+            maximum=MAX_COUNT,
+        )  # fmt: skip
         window_s = r.duration(spec.get("window", MISSING), join(at, "ip_velocity.window"))
         return VelocityRule(rule_id, reason, message, limit, window_s)
     test = compile_condition(r, fields[action], join(at, action))

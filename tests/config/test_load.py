@@ -240,6 +240,12 @@ CASES: Final[list[tuple[tuple[Step, ...], object, str, str]]] = [
     ((*C0, "caps", 0, "limit"), 0, "campaigns[0].caps[0].limit", "0 must be at least 1"),
     (
         (*C0, "caps", 0, "limit"),
+        10**400,
+        "campaigns[0].caps[0].limit",
+        "must be at most 9,007,199,254,740,991",
+    ),
+    (
+        (*C0, "caps", 0, "limit"),
         "lots",
         "campaigns[0].caps[0].limit",
         "expected a whole number, got 'lots'",

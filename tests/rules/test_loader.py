@@ -78,6 +78,9 @@ def _rule(**fields: object) -> dict[str, object]:
          "rules/p.yaml: rules[0] (adult).suppression.lists[0]: unknown suppression list"),
         (_rule(ip_velocity={"limit": 0, "window": "1h"}),
          "rules/p.yaml: rules[0] (adult).ip_velocity.limit: 0 must be at least 1"),
+        (_rule(ip_velocity={"limit": 2**53, "window": "1h"}),
+         "rules/p.yaml: rules[0] (adult).ip_velocity.limit: 9007199254740992 must be at most "
+         "9,007,199,254,740,991"),
         (_rule(ip_velocity={"limit": 3}),
          "rules/p.yaml: rules[0] (adult).ip_velocity.window: required key is missing"),
     ],
