@@ -21,6 +21,7 @@ from gateway.config.durations import parse_duration_s
         (" 7d ", 7 * 86_400),  # YAML keeps stray spaces inside quotes
         (3600, 3600),  # an int already counts seconds
         (1, 1),
+        ("5214w", 5214 * 7 * 86_400),  # just under a century
     ],
 )
 def test_valid_durations(text: str | int, seconds: int) -> None:
@@ -43,6 +44,8 @@ def test_valid_durations(text: str | int, seconds: int) -> None:
         (0, "0 is not a positive number of seconds"),
         (-60, "-60 is not a positive number of seconds"),
         (True, "True is not a duration like 30m, 1h, 1d"),  # YAML `yes` must not mean 1s
+        ("1000000w", "'1000000w' is longer than 100 years"),
+        (10**400, f"{10**400!r} is longer than 100 years"),
     ],
 )
 def test_invalid_durations_name_the_value(text: str | int, message: str) -> None:
