@@ -297,14 +297,11 @@ def table(doc: dict[str, Any]) -> str:
         rows.append(hello)
     peer = doc["baselines"].get("peer")
     peers = doc["baselines"].get("peer_rounds") or ([peer] if peer is not None else [])
-    if "rounds" in doc:
+    if "rounds" in doc and peers:
         # Each round's peer just before that round's runs.
         for round_no, own in enumerate(peers, 1):
             rows.append(own)
             rows.extend(r for r in doc["runs"] if r.get("round") == round_no)
-        rows.extend(r for r in doc["runs"] if r.get("round", 1) > len(peers) > 0)
-        if not peers:
-            rows.extend(doc["runs"])
     else:
         rows.extend(peers)
         rows.extend(doc["runs"])

@@ -521,17 +521,8 @@ def _decide_parts(
         storage_keys.LEGACY_SEEN_GENERATION_MS,
         legacy_newest,
     ]
-    args: list[str | bytes | int] = [
-        now_ms,
-        rq.lead_id,
-        mode,
-        idem.ttl_ms if idem is not None else 0,
-        idem.body_digest if idem is not None else "",
-        f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
-        rq.payload,
-        now_ms - (rq.dedup[0].generation * storage_keys.SEEN_GENERATION_MS if rq.dedup else 0),
-        b"",  # the numbers, packed once they are all known
-    ]
+    # The arguments after NUM (the checks', caps', index's and holds'), in order.
+    args: list[str | bytes | int] = []
     for check in rq.dedup:
         keys += check.keys
         n_legacy = 0
@@ -564,7 +555,6 @@ def _decide_parts(
             index.code,
             index.route,
         )
-    args[8] = _pack_numbers(numbers)
     if held or hold is not None:
         keys += [rq.caps[j - 1].holds for j in held]
         args += held
@@ -578,7 +568,18 @@ def _decide_parts(
                 max(1, hold.record_ttl_ms),
             )
         args.append(len(held))
-    return keys, args
+    head: list[str | bytes | int] = [
+        now_ms,
+        rq.lead_id,
+        mode,
+        idem.ttl_ms if idem is not None else 0,
+        idem.body_digest if idem is not None else "",
+        f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
+        rq.payload,
+        now_ms - (rq.dedup[0].generation * storage_keys.SEEN_GENERATION_MS if rq.dedup else 0),
+        _pack_numbers(numbers),
+    ]
+    return keys, head + args
 
 
 #: ``decide.lua``'s letter of each hold mode (its ARGV[3]; "p": a plain post counting holds).
