@@ -772,6 +772,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-baselines", action="store_true", help="gateway runs only")
     parser.add_argument(
+        "--redis-server",
+        default="redis-server",
+        metavar="PATH",
+        help="the redis-server binary the run starts (default: redis-server on PATH): another "
+        "version's, to measure the gateway and the peer on it (the JSON's machine.redis says "
+        "which)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -816,9 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     args.out.mkdir(parents=True, exist_ok=True)
-    if not shutil.which("redis-server"):
+    if not shutil.which(args.redis_server):
         print(
-            "redis-server is missing (Debian: redis-server; ./.ci/install-redis)", file=sys.stderr
+            f"{args.redis_server} is missing (Debian: redis-server; ./.ci/install-redis)",
+            file=sys.stderr,
         )
         return 2
     if pinning_available():
@@ -829,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules")))
     redis_argv = [
         *_pin(str(_client_cpu())),
-        "redis-server",
+        args.redis_server,
         "--port",
         "0",
         "--unixsocket",

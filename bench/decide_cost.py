@@ -16,6 +16,12 @@ decisions run (``callgrind_control -i``), and the instructions per decision are 
 all and inside ``EVALSHA``: a count that the machine's load does not move (the same binary,
 script and inputs give the same figure), where the µs of ``commandstats`` move by a third
 from one run to the next on a shared VM. About 50 times slower: use ``--leads 2000``.
+``--field-expiry``: the leads decided by ``bench/field_expiry.lua`` instead, what a decision
+would cost if each dedup mark expired on its own (Redis 7.4's ``HPEXPIRE``; one hash a check
+instead of one a generation): a measurement, not a layout the gateway has.
+``--hpexpire``: with ``--field-expiry`` on Redis 8, a mark written as 7.4 must (``HSET`` then
+``HPEXPIRE``) rather than with 8.0's ``HSETEX``.
+``--redis-server PATH``: the redis-server binary to measure (default: the one on ``PATH``).
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ import time
 from pathlib import Path
 
 import redis
+import redis.asyncio
 
+from bench import field_expiry
 from bench.scratch_redis import scratch_redis
 from gateway.config.load import load_config
 from gateway.decision.engine import DecisionEngine
+from gateway.decision.model import DecisionRequest
 from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
@@ -44,45 +53,71 @@ HERE = Path(__file__).resolve().parent
 BATCH = 500
 
 
-async def _decide_all(url: str, leads: int, first: int = 0) -> None:
-    config = load_config(HERE / "scenarios" / "gateway.yaml")
-    campaign = config.campaigns[CampaignId("bench")]
-    partner = config.partners[PartnerId("p-alpha")]
-    fingerprinter = Fingerprinter([FingerprintKey("b1", b"bench-decide-cost-key-32-bytes!!")])
+class BenchLeads:
+    """The bench campaign's decision requests for new people (an email and a mobile each,
+    person ``i`` always the same person), through the real parse and plan."""
+
+    def __init__(self) -> None:
+        self.config = load_config(HERE / "scenarios" / "gateway.yaml")
+        self.campaign = self.config.campaigns[CampaignId("bench")]
+        self.partner = self.config.partners[PartnerId("p-alpha")]
+        self.fingerprinter = Fingerprinter(
+            [FingerprintKey("b1", b"bench-decide-cost-key-32-bytes!!")]
+        )
+
+    def requests(self, people: range, now_s: float) -> list[DecisionRequest]:
+        """One request per person of ``people``, decided at ``now_s``."""
+        requests = []
+        for i in people:
+            lead = parse_lead(
+                {
+                    "campaign": "bench",
+                    "email": f"person{i}@example.fr",
+                    "phone": f"+336{i:08d}",
+                    "first_name": "Jo",
+                },
+                self.config.campaigns,
+                now_s=now_s,
+            )
+            requests.append(
+                build_request(
+                    lead=lead,
+                    lead_id=LeadId(f"lead-{i}"),
+                    campaign=self.campaign,
+                    partner=self.partner,
+                    channel=ChannelId("email"),
+                    pressure=None,
+                    fingerprinter=self.fingerprinter,
+                    now_s=now_s,
+                )
+            )
+        return requests
+
+
+async def _decide_all(
+    url: str, leads: int, first: int = 0, *, fields: bool = False, hsetex: bool = False
+) -> None:
+    """Decide ``leads`` new people (numbered from ``first``) through the real plan and store,
+    or, with ``fields``, through ``field_expiry.lua`` (its marks written with ``HSETEX``
+    where ``hsetex``)."""
+    bench = BenchLeads()
     store = RedisStore(url)
     engine = DecisionEngine(store)
+    client = redis.asyncio.Redis.from_url(url)
+    sha = await client.script_load(field_expiry.SCRIPT) if fields else ""
     try:
         for start in range(first, first + leads, BATCH):
             # The clock of each batch, as a gateway's: the TTLs a lead asks for are worked out
             # from its own time, and Redis's moves on meanwhile.
-            now_s = time.time()
-            requests = []
-            for i in range(start, min(first + leads, start + BATCH)):
-                lead = parse_lead(
-                    {
-                        "campaign": "bench",
-                        "email": f"person{i}@example.fr",
-                        "phone": f"+336{i:08d}",
-                        "first_name": "Jo",
-                    },
-                    config.campaigns,
-                    now_s=now_s,
-                )
-                requests.append(
-                    build_request(
-                        lead=lead,
-                        lead_id=LeadId(f"lead-{i}"),
-                        campaign=campaign,
-                        partner=partner,
-                        channel=ChannelId("email"),
-                        pressure=None,
-                        fingerprinter=fingerprinter,
-                        now_s=now_s,
-                    )
-                )
-            await engine.run(requests)
+            requests = bench.requests(range(start, min(first + leads, start + BATCH)), time.time())
+            if fields:
+                for command in field_expiry.commands(sha, requests, hsetex):
+                    await client.execute_command(*command)  # type: ignore[no-untyped-call]
+            else:
+                await engine.run(requests)
     finally:
         await store.close()
+        await client.aclose()
 
 
 def main() -> int:
@@ -109,7 +144,27 @@ def main() -> int:
         help="count Redis's instructions per decision under valgrind's callgrind "
         "(deterministic; slow: use --leads 2000)",
     )
+    parser.add_argument(
+        "--field-expiry",
+        action="store_true",
+        help="decide through bench/field_expiry.lua: one hash a dedup check, each mark "
+        "expiring on its own (needs Redis 7.4 or later; a measurement, not the gateway's layout)",
+    )
+    parser.add_argument(
+        "--hpexpire",
+        action="store_true",
+        help="with --field-expiry on Redis 8: write a mark as Redis 7.4 must (HSET, then "
+        "HPEXPIRE) rather than with HSETEX",
+    )
+    parser.add_argument(
+        "--redis-server",
+        default="redis-server",
+        metavar="PATH",
+        help="the redis-server binary to measure (default: redis-server on PATH)",
+    )
     args = parser.parse_args()
+    if shutil.which(args.redis_server) is None:
+        parser.error(f"no redis-server at {args.redis_server!r}")
     if args.callgrind:
         for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
             if shutil.which(tool) is None:
@@ -159,17 +214,35 @@ def _count(annotated: str, what: str) -> int:
 
 def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
     callgrind = bool(wrapper)
-    with scratch_redis("leadgate-decide-cost-", wrapper) as (sock, client):
+    server = args.redis_server
+    with scratch_redis("leadgate-decide-cost-", wrapper, server=server) as (sock, client):
+        version = str(client.info("server")["redis_version"])
+        if args.field_expiry and _version(version) < (7, 4):
+            raise SystemExit(
+                f"--field-expiry needs Redis 7.4 or later (HPEXPIRE); this is {version}"
+            )
+        # Redis 8.0 sets a field with its expiry in one command (HSETEX).
+        hsetex = _version(version) >= (8, 0) and not args.hpexpire
         if args.migrating:
             client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
         if args.prefill:
-            asyncio.run(_decide_all(f"unix://{sock}", args.prefill, first=args.leads))
+            asyncio.run(
+                _decide_all(
+                    f"unix://{sock}",
+                    args.prefill,
+                    first=args.leads,
+                    fields=args.field_expiry,
+                    hsetex=hsetex,
+                )
+            )
             client.config_resetstat()
         before = int(client.info("memory")["used_memory"])
         cpu_before = time.process_time()
         if callgrind:
             _instrument(client, True)
-        asyncio.run(_decide_all(f"unix://{sock}", args.leads))
+        asyncio.run(
+            _decide_all(f"unix://{sock}", args.leads, fields=args.field_expiry, hsetex=hsetex)
+        )
         if callgrind:
             _instrument(client, False)
         # This process's side: parse, plan, engine and store (no HTTP, no metrics).
@@ -178,8 +251,12 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
         stats = commands["cmdstat_evalsha"]
         after = int(client.info("memory")["used_memory"])
         # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
+        script = "decide.lua"
+        if args.field_expiry:
+            script = f"field_expiry.lua ({'HSETEX' if hsetex else 'HSET + HPEXPIRE'})"
         print(
-            f"{args.leads:,} decisions: EVALSHA {stats['calls']:,} calls, "
+            f"Redis {version}, {script}: {args.leads:,} decisions: "
+            f"EVALSHA {stats['calls']:,} calls, "
             f"{stats['usec'] / args.leads:.1f} µs per decision (Redis CPU); "
             f"used_memory +{(after - before) / args.leads:,.0f} bytes per lead; "
             f"{python_us:.1f} µs of this process's CPU per decision (parse, plan, store)"
@@ -196,6 +273,11 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
             f"per decision: {sum(calls.values()):.1f} commands from the script: "
             + ", ".join(f"{name} {n:.2f}" for name, n in sorted(calls.items()))
         )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``INFO``'s ``redis_version`` as numbers (``"7.0.15"`` -> ``(7, 0, 15)``)."""
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 if __name__ == "__main__":

@@ -16,17 +16,20 @@ import redis
 
 
 @contextlib.contextmanager
-def scratch_redis(prefix: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[Path, redis.Redis]]:
+def scratch_redis(
+    prefix: str, wrapper: Sequence[str] = (), server: str = "redis-server"
+) -> Iterator[tuple[Path, redis.Redis]]:
     """The server's socket and a client to it, once it answers ``PING`` (within 5 s, 60 s
-    under a ``wrapper``: the command the server runs under, valgrind for one)."""
+    under a ``wrapper``: the command the server runs under, valgrind for one). ``server``:
+    the redis-server binary (another version's, say)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         sock = Path(tmp) / "redis.sock"
         pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-        server = subprocess.Popen(
+        process = subprocess.Popen(
             [
                 *pin,
                 *wrapper,
-                *("redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""),
+                *(server, "--port", "0", "--unixsocket", str(sock), "--save", ""),
                 *("--appendonly", "no", "--maxmemory-policy", "noeviction"),
             ],
             stdout=subprocess.DEVNULL,
@@ -43,5 +46,5 @@ def scratch_redis(prefix: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[Pa
                     time.sleep(0.1)
             yield sock, client
         finally:
-            server.terminate()
-            server.wait(timeout=120 if wrapper else 10)
+            process.terminate()
+            process.wait(timeout=120 if wrapper else 10)
