@@ -44,6 +44,27 @@ from gateway.storage.cluster import is_cluster_url
 from gateway.storage.memory import MemoryStore
 from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint, LeadId, PartnerId
 
+#: Keeps Redis busy for ARGV[1] milliseconds (it answers nothing else meanwhile), then answers
+#: how it kept time. Redis 8 freezes TIME for a script's whole run and gives scripts
+#: ``os.clock`` (CPU seconds: a busy loop spends them as they pass); Redis 7 has no ``os``
+#: (``rawget`` looks without tripping the guard on globals) and lets TIME move.
+BUSY_SCRIPT = """
+local limit_ms = tonumber(ARGV[1])
+local os_lib = rawget(_G, "os")
+if os_lib and os_lib.clock then
+  local start = os_lib.clock()
+  while (os_lib.clock() - start) * 1000 < limit_ms do end
+  return "clock"
+end
+local t = redis.call("TIME")
+local start = t[1] * 1000 + t[2] / 1000
+local now = start
+while now - start < limit_ms do
+  t = redis.call("TIME")
+  now = t[1] * 1000 + t[2] / 1000
+end
+return "time"
+"""
 INSTALL_HINT = "redis-server is not on PATH: run ./.ci/install-redis (tests start their own)"
 #: How long a fresh redis-server may take to answer PING.
 START_TIMEOUT_S = 10.0

@@ -20,7 +20,7 @@ import redis.asyncio
 from http_support import Reply, decided, get_status, post_lead
 from processes import GatewayLauncher, GatewayProcess, wait_until
 from prom_support import sample
-from support import RedisServer
+from support import BUSY_SCRIPT, RedisServer
 
 from gateway.storage import scripts
 
@@ -227,16 +227,6 @@ async def test_evicting_redis_is_refused_at_start_unless_allowed(
     assert "maxmemory-policy is allkeys-lru" in allowed.log_text()
 
 
-#: Keeps Redis busy (it runs one script at a time) for ARGV[1] ms, below the 5 s after which
-#: Redis answers BUSY to everyone else.
-BUSY_SCRIPT = """
-local t = redis.call('TIME')
-local start_us = t[1] * 1000000 + t[2]
-while true do
-  t = redis.call('TIME')
-  if t[1] * 1000000 + t[2] - start_us > tonumber(ARGV[1]) * 1000 then return 1 end
-end
-"""
 SOLO_KEY = "solo-test-key"
 #: No contact pressure, no network dedup: a lead's first Redis round trip is the decision.
 SOLO_CONFIG = """\
@@ -273,6 +263,7 @@ async def test_a_503_after_a_lost_reply_says_so_and_a_keyed_retry_gets_the_real_
 
     lead = solo_lead()
     blocker = redis.asyncio.Redis.from_url(server.url)
+    # Redis runs one script at a time: 3 s, below the 5 s after which it answers BUSY to all.
     busy = asyncio.ensure_future(blocker.eval(BUSY_SCRIPT, 0, 3000))
     try:
         await asyncio.sleep(0.2)
