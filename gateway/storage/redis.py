@@ -238,11 +238,12 @@ class RedisStore(Store):
         for (rq, _), reply in zip(items, replies, strict=True):
             status = reply[0]
             if status == "ok":
-                reasons = tuple(r for r in reply[2].split(",") if r)
+                # The script joins reason codes (never empty ones) with commas, "" for none.
+                reasons = tuple(reply[2].split(",")) if reply[2] else ()
                 ping_status = reply[3] if len(reply) > 3 else ""
                 outcomes.append(
                     DecisionOutcome(
-                        Decision(reply[1]), reasons, rq.lead_id, ping_status=ping_status
+                        _DECISIONS[reply[1]], reasons, rq.lead_id, ping_status=ping_status
                     )
                 )
             elif status == "replay":
@@ -581,6 +582,10 @@ def _decide_parts(
     ]
     return keys, head + args
 
+
+#: A decision by the word ``decide.lua`` answers (a dict lookup: ``Decision(word)`` goes
+#: through the enum's metaclass, ten times dearer, for every lead).
+_DECISIONS = {decision.value: decision for decision in Decision}
 
 #: ``decide.lua``'s letter of each hold mode (its ARGV[3]; "p": a plain post counting holds).
 _HOLD_LETTERS = {HoldMode.TAKE: "t", HoldMode.COMMIT: "c"}
