@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.decision.model import DecisionRequest
-from gateway.storage import keys as storage_keys
+from gateway.storage.redis import index_arguments
 
 SCRIPT = (Path(__file__).resolve().parent / "field_expiry.lua").read_text()
 #: Leads per script call, as the store's (``DECIDE_LEADS_PER_CALL``).
@@ -44,15 +44,9 @@ def lead_parts(rq: DecisionRequest) -> tuple[list[str], list[str | bytes | int]]
         args += (cap.reason, int(cap.rolling))
     index = rq.index
     keys += (index.key, index.routes)
-    span = storage_keys.LEAD_INDEX_OFFSETS
-    offset = now - index.id_ms + span // 2
-    numbers.append(max(index.generation_ends_ms, now) + index.feedback_window_ms - now)
-    args += (
-        index.field,
-        index.code * span + offset if 0 <= offset < span else "",
-        index.code,
-        index.route,
-    )
+    ttl_ms, index_args = index_arguments(index, now)
+    numbers.append(ttl_ms)
+    args += index_args
     packed = struct.pack(f"<{len(numbers)}d", *numbers)
     return keys, [now, rq.lead_id, rq.payload, packed, *args]
 

@@ -25,6 +25,7 @@ from gateway.decision.model import (
     DecisionRequest,
     HoldMode,
     IdempotencyRef,
+    LeadIndexEntry,
     PersonReservation,
 )
 from gateway.errors import StoreError, StoreUnavailable
@@ -547,15 +548,9 @@ def _decide_parts(
     index = rq.index
     if index is not None:
         keys += (index.key, index.routes)
-        span = storage_keys.LEAD_INDEX_OFFSETS
-        offset = now_ms - index.id_ms + span // 2
-        numbers.append(max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms)
-        args += (
-            index.field,
-            index.code * span + offset if 0 <= offset < span else "",
-            index.code,
-            index.route,
-        )
+        ttl_ms, index_args = index_arguments(index, now_ms)
+        numbers.append(ttl_ms)
+        args += index_args
     if held or hold is not None:
         keys += [rq.caps[j - 1].holds for j in held]
         args += held
@@ -581,6 +576,17 @@ def _decide_parts(
         _pack_numbers(numbers),
     ]
     return keys, head + args
+
+
+def index_arguments(index: LeadIndexEntry, now_ms: int) -> tuple[int, tuple[str | int, ...]]:
+    """What ``decide.lua`` is told of a lead's index entry: the TTL its hash needs (ms, one of
+    NUM), and its arguments: the field, the packed value ("" when the offset does not fit),
+    the route's code and text."""
+    span = storage_keys.LEAD_INDEX_OFFSETS
+    offset = now_ms - index.id_ms + span // 2
+    ttl_ms = max(index.generation_ends_ms, now_ms) + index.feedback_window_ms - now_ms
+    packed: str | int = index.code * span + offset if 0 <= offset < span else ""
+    return ttl_ms, (index.field, packed, index.code, index.route)
 
 
 #: A decision by the word ``decide.lua`` answers (a dict lookup: ``Decision(word)`` goes
