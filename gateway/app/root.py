@@ -188,6 +188,8 @@ class App:
         try:
             # The settings first: a refused Redis is not one to load scripts on.
             problems = await store.server_checks()
+            if store.too_old is not None:
+                raise ConfigError([ConfigIssue("LEADGATE_REDIS_URL", store.too_old)])
             if not problems or self.settings.allow_eviction:
                 await store.load_scripts()
                 await store.connect_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -89,6 +90,9 @@ class RedisStore(Store):
         self._layout_covers = -1
         self._layout_lock = asyncio.Lock()
         self._last_warning_s = -60.0
+        #: Why the last server met was refused as too old (``MIN_REDIS_VERSION``), else None:
+        #: no setting overrides it (``App.open_store`` refuses to start on it).
+        self.too_old: str | None = None
 
     @property
     def round_trips(self) -> int:
@@ -124,20 +128,33 @@ class RedisStore(Store):
         A connection that passes has the dedup layout learnt again before the next command
         (``_layout``): never before this check, so nothing is learnt from a refused Redis."""
         await conn.send_command("CONFIG", "GET", "maxmemory-policy")
-        try:
-            reply = await conn.read_response()
-        except ResponseError as refused:
-            reply = refused
+        await conn.send_command("INFO", "server")
+        replies: list[Any] = []
+        for _ in range(2):
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as refused:
+                replies.append(refused)
+        reply, info = replies
+        self.too_old = _version_problem(info)
+        if self.too_old is not None:
+            self._refusal = self.too_old
+            self._warn(self.too_old)
+            raise StoreUnavailable(self.too_old)
         problem = _policy_problem(reply)
         self._refusal = None if self._allow_eviction else problem
         if problem is None or self._allow_eviction:
             self._connections += 1
             return
+        self._warn(problem)
+        raise StoreUnavailable("redis settings put decisions at risk: " + problem)
+
+    def _warn(self, problem: str) -> None:
+        """``problem`` logged, at most once a minute (every new connection meets it)."""
         now_s = time.monotonic()
         if now_s - self._last_warning_s >= 60:
             self._last_warning_s = now_s
             LOG.error(problem)
-        raise StoreUnavailable("redis settings put decisions at risk: " + problem)
 
     async def _layout(self) -> int:
         """``legacy_seen_until_ms``, learnt again first when a connection was opened since it
@@ -595,6 +612,32 @@ _DECISIONS = {decision.value: decision for decision in Decision}
 
 #: ``decide.lua``'s letter of each hold mode (its ARGV[3]; "p": a plain post counting holds).
 _HOLD_LETTERS = {HoldMode.TAKE: "t", HoldMode.COMMIT: "c"}
+
+
+#: The oldest Redis leadgate runs on: ``SET`` with both ``NX`` and ``GET`` (idempotency claims,
+#: the dedup layout's start) is Redis 7.0's. An older one answered every such command with a
+#: syntax error, so every keyed lead failed; it is refused on connecting, by name.
+MIN_REDIS_VERSION = (7, 0)
+_REDIS_VERSION = re.compile(r"^redis_version:(\d+)\.(\d+)\S*", re.MULTILINE)
+
+
+def _version_problem(info: Any) -> str | None:
+    """Why the server whose ``INFO server`` reply is ``info`` is too old, as a log line; None
+    when it is recent enough, or says no version (``INFO`` refused by an ACL, a server that
+    names none): nothing is refused on a guess."""
+    if isinstance(info, bytes):
+        info = info.decode(errors="replace")
+    found = _REDIS_VERSION.search(info) if isinstance(info, str) else None
+    if found is None:
+        return None
+    version = (int(found.group(1)), int(found.group(2)))
+    if version >= MIN_REDIS_VERSION:
+        return None
+    wanted = ".".join(map(str, MIN_REDIS_VERSION))
+    return (
+        f"redis {found.group(0).split(':', 1)[1]} is older than {wanted}, which leadgate needs "
+        f"(SET with NX and GET): upgrade Redis"
+    )
 
 
 def _policy_problem(reply: Any) -> str | None:

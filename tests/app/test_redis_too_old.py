@@ -1,0 +1,105 @@
+"""A Redis older than 7.0 is refused by name, at start and on any later connection: its
+``SET ... NX GET`` is a syntax error, so every lead with an Idempotency-Key would fail. No
+Redis 6 is installed here: a stand-in server speaks the protocol the gateway uses on
+connecting (``CONFIG GET``, ``INFO server``; ``+OK`` to the client's own settings) and
+answers as one would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from processes import GatewayLauncher
+
+from gateway.storage.redis import _version_problem
+
+START_REFUSAL_S = 20.0
+
+
+@pytest.mark.parametrize(
+    ("info", "refused"),
+    [
+        ("# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n", True),
+        ("redis_version:6.0.0\r\n", True),
+        ("redis_version:7.0.15\r\n", False),
+        ("redis_version:8.2.3\r\n", False),
+        ("redis_version:10.0.0\r\n", False),
+        (b"redis_version:6.2.7\r\n", True),
+        ("# Server\r\nserver_name:something\r\n", False),  # no version: no guess
+        (None, False),
+    ],
+)
+def test_only_a_version_below_7_0_is_refused(info: object, refused: bool) -> None:
+    problem = _version_problem(info)
+    assert (problem is not None) == refused
+    if problem is not None:
+        assert "older than 7.0" in problem
+        assert "redis 6." in problem
+
+
+def _bulk(text: str) -> bytes:
+    data = text.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One client of the stand-in Redis 6.2: RESP arrays of bulk strings in, replies out."""
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            if not line.startswith(b"*"):
+                return
+            args = []
+            for _ in range(int(line[1:])):
+                size = int((await reader.readline())[1:])
+                args.append((await reader.readexactly(size + 2))[:-2].decode())
+            name = args[0].upper()
+            if name == "CONFIG":
+                writer.write(b"*2\r\n" + _bulk("maxmemory-policy") + _bulk("noeviction"))
+            elif name == "INFO":
+                writer.write(_bulk("# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n"))
+            elif name == "HELLO":
+                # As Redis 6.2 answers it: its fields, as a map (RESP3) or a flat list.
+                proto = args[1] if len(args) > 1 else "2"
+                fields = [("server", _bulk("redis")), ("version", _bulk("6.2.14")),
+                          ("proto", b":%s\r\n" % proto.encode()), ("id", b":1\r\n"),
+                          ("mode", _bulk("standalone")), ("role", _bulk("master")),
+                          ("modules", b"*0\r\n")]  # fmt: skip
+                head = b"%%%d\r\n" if proto == "3" else b"*%d\r\n"
+                count = len(fields) if proto == "3" else 2 * len(fields)
+                writer.write(head % count + b"".join(_bulk(k) + v for k, v in fields))
+            elif name in ("CLIENT", "PING", "SELECT"):
+                writer.write(b"+OK\r\n")
+            else:
+                writer.write(b"-ERR syntax error\r\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@pytest_asyncio.fixture
+async def redis6() -> AsyncIterator[str]:
+    server = await asyncio.start_server(_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"redis://127.0.0.1:{port}"
+
+
+async def test_a_redis_older_than_7_0_is_refused_at_start_by_name(
+    gateways: GatewayLauncher, redis6: str
+) -> None:
+    refused = gateways.spawn(redis_url=redis6)
+    assert await refused.await_exit(START_REFUSAL_S) == 2, refused.log_tail()
+    log = refused.log_text()
+    assert "redis 6.2.14 is older than 7.0" in log, log
+    # No setting starts it anyway: the eviction override is not offered.
+    assert "LEADGATE_REDIS_ALLOW_EVICTION" not in log, log
+    assert "Traceback" not in log, log
+
+    overridden = gateways.spawn(redis_url=redis6, env={"LEADGATE_REDIS_ALLOW_EVICTION": "true"})
+    assert await overridden.await_exit(START_REFUSAL_S) == 2, overridden.log_tail()
+    assert "redis 6.2.14 is older than 7.0" in overridden.log_text()
