@@ -188,21 +188,14 @@ class App:
         try:
             # The settings first: a refused Redis is not one to load scripts on.
             problems = await store.server_checks()
-            if store.too_old is not None:
-                raise ConfigError([ConfigIssue("LEADGATE_REDIS_URL", store.too_old)])
+            refuse_version(store.too_old)
             if not problems or self.settings.allow_eviction:
                 await store.load_scripts()
                 await store.connect_all()
         except StoreError as unreachable:
             LOG.error("redis unreachable at start; serving 503 until it answers: %s", unreachable)
             problems = []
-        for problem in problems:
-            LOG.error(problem)
-        if problems and not self.settings.allow_eviction:
-            raise ConfigError(
-                [ConfigIssue("LEADGATE_REDIS_URL", p) for p in problems]
-                + [ConfigIssue("", "set LEADGATE_REDIS_ALLOW_EVICTION=true to start anyway")]
-            )
+        refuse_settings(problems, allow_eviction=self.settings.allow_eviction)
         self._store = store
         return store
 
@@ -341,4 +334,24 @@ class App:
             events,
             consumer=consumer,
             on_close=transport.close,
+        )
+
+
+def refuse_version(too_old: str | None) -> None:
+    """``ConfigError`` for a Redis older than the scripts need (``storage.redis.
+    version_problem``), whatever the settings: nothing would work on it."""
+    if too_old is not None:
+        raise ConfigError([ConfigIssue("LEADGATE_REDIS_URL", too_old)])
+
+
+def refuse_settings(problems: list[str], *, allow_eviction: bool) -> None:
+    """Each of a Redis's settings problems (``policy_problem``) logged, and ``ConfigError``
+    for them unless ``LEADGATE_REDIS_ALLOW_EVICTION`` starts anyway: the gateway's start and
+    the delivery worker's."""
+    for problem in problems:
+        LOG.error(problem)
+    if problems and not allow_eviction:
+        raise ConfigError(
+            [ConfigIssue("LEADGATE_REDIS_URL", p) for p in problems]
+            + [ConfigIssue("", "set LEADGATE_REDIS_ALLOW_EVICTION=true to start anyway")]
         )

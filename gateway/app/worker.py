@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import signal
 
 from aiohttp import web
@@ -21,15 +22,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway import __version__
 from gateway.app.heap import settle_heap
 from gateway.app.limits import OPS_CONNECTIONS, listener_limits
-from gateway.app.root import App
+from gateway.app.root import App, refuse_settings, refuse_version
 from gateway.app.settings import Settings
 from gateway.delivery.metrics import DeliveryMetrics
+from gateway.delivery.queue import RedisQueue
 from gateway.delivery.queue_base import Queue
 from gateway.errors import StoreError
 from gateway.observe.connections import ConnectionMetrics
 from gateway.web.connections import ConnectionGuard, GuardedSite, phases_middleware
 
 DEFAULT_METRICS_PORT = 9102
+LOG = logging.getLogger("leadgate.worker")
+
 #: ``/readyz``'s wait for the queue's Redis, as the gateway's (``web.handlers.readyz``).
 READY_TIMEOUT_S = 1.0
 #: How long a stopping worker waits for scrapes and probes in flight (as ``serve``'s public
@@ -78,12 +82,29 @@ def metrics_app(
     return app
 
 
+async def _check_server(settings: Settings, queue: Queue) -> None:
+    """The gateway's start-up refusals, for the Redis the worker delivers from: one older
+    than the scripts need (no override), an evicting one (it may drop queued leads) unless
+    ``LEADGATE_REDIS_ALLOW_EVICTION``. A Redis not answering yet stops nothing: the worker
+    waits for it, as before."""
+    if not isinstance(queue, RedisQueue):
+        return
+    try:
+        too_old, problems = await queue.server_checks()
+    except StoreError as unreachable:
+        LOG.error("redis unreachable at start; delivering once it answers: %s", unreachable)
+        return
+    refuse_version(too_old)
+    refuse_settings(problems, allow_eviction=settings.allow_eviction)
+
+
 async def run_worker(settings: Settings, metrics_host: str | None, metrics_port: int) -> int:
     """Deliver until SIGTERM/SIGINT; the exit code. Raises ``ConfigError`` without Redis (the
     embedded store lives in the serving process) or when an endpoint's secret is missing."""
     registry = CollectorRegistry()
     async with App(settings) as app:
         worker = app.delivery_worker(DeliveryMetrics(settings.config, registry))
+        await _check_server(settings, worker.queue)
         runner: web.AppRunner | None = None
         if metrics_port:
             token = settings.environment.metrics_token

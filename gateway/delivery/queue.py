@@ -48,6 +48,7 @@ from gateway.errors import StoreError, StoreUnavailable
 from gateway.storage import keys, scripts
 from gateway.storage.base import Command
 from gateway.storage.cluster import is_cluster_url, node_url, open_pipeline
+from gateway.storage.redis import policy_problem, version_problem
 from gateway.types import AdvertiserId, LeadId
 
 #: Entries taken over per XAUTOCLAIM call, and per reclaim pass of one stream.
@@ -588,6 +589,28 @@ class RedisQueue:
     async def disabled(self, advertiser: AdvertiserId) -> bool:
         async with _translated():
             return bool(await self._client.exists(keys.delivery_disabled(advertiser)))
+
+    async def server_checks(self) -> tuple[str | None, list[str]]:
+        """What the gateway's store refuses, read from every primary: why the server is too
+        old (``storage.redis.version_problem``), else None; and its settings' problems
+        (``policy_problem``: an evicting Redis drops queued leads), as log lines."""
+        async with _translated():
+            replies = await self._pipe.broadcast(
+                [("CONFIG", "GET", "maxmemory-policy"), ("INFO", "server")]
+            )
+        too_old: str | None = None
+        problems: list[str] = []
+        for policy, info in replies:
+            too_old = too_old or version_problem(info)
+            # This pipeline keeps bytes; a map (RESP3) or a flat list (RESP2) of them.
+            if isinstance(policy, dict):
+                policy = {_text(k): _text(v) for k, v in policy.items()}
+            elif isinstance(policy, list):
+                policy = [_text(x) for x in policy]
+            problem = policy_problem(policy)
+            if problem is not None and problem not in problems:
+                problems.append(problem)
+        return too_old, problems
 
     async def ping(self) -> None:
         async with _translated():

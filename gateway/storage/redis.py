@@ -136,12 +136,12 @@ class RedisStore(Store):
             except ResponseError as refused:
                 replies.append(refused)
         reply, info = replies
-        self.too_old = _version_problem(info)
+        self.too_old = version_problem(info)
         if self.too_old is not None:
             self._refusal = self.too_old
             self._warn(self.too_old)
             raise StoreUnavailable(self.too_old)
-        problem = _policy_problem(reply)
+        problem = policy_problem(reply)
         self._refusal = None if self._allow_eviction else problem
         if problem is None or self._allow_eviction:
             self._connections += 1
@@ -215,7 +215,7 @@ class RedisStore(Store):
             if self._refusal is not None:
                 return [self._refusal]
             raise
-        problems = [_policy_problem(reply) for (reply,) in replies]
+        problems = [policy_problem(reply) for (reply,) in replies]
         return list(dict.fromkeys(p for p in problems if p is not None))
 
     async def claim(self, refs: Sequence[IdempotencyRef], now_ms: int) -> list[ClaimResult]:
@@ -621,7 +621,7 @@ MIN_REDIS_VERSION = (7, 0)
 _REDIS_VERSION = re.compile(r"^redis_version:(\d+)\.(\d+)\S*", re.MULTILINE)
 
 
-def _version_problem(info: Any) -> str | None:
+def version_problem(info: Any) -> str | None:
     """Why the server whose ``INFO server`` reply is ``info`` is too old, as a log line; None
     when it is recent enough, or says no version (``INFO`` refused by an ACL, a server that
     names none): nothing is refused on a guess."""
@@ -640,7 +640,7 @@ def _version_problem(info: Any) -> str | None:
     )
 
 
-def _policy_problem(reply: Any) -> str | None:
+def policy_problem(reply: Any) -> str | None:
     """What is wrong with a ``CONFIG GET maxmemory-policy`` reply, as a log line; None if
     the policy is ``noeviction``."""
     if isinstance(reply, ResponseError):

@@ -1,4 +1,5 @@
-"""A Redis older than 7.0 is refused by name, at start and on any later connection: its
+"""A Redis older than 7.0 is refused by name, at start and on any later connection (the
+delivery worker refuses it at start, and an evicting one, as the gateway does): its
 ``SET ... NX GET`` is a syntax error, so every lead with an Idempotency-Key would fail. No
 Redis 6 is installed here: a stand-in server speaks the protocol the gateway uses on
 connecting (``CONFIG GET``, ``INFO server``; ``+OK`` to the client's own settings) and
@@ -7,13 +8,16 @@ answers as one would."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from delivery.records import SECRET
 from processes import GatewayLauncher
+from support import RedisServer
 
-from gateway.storage.redis import _version_problem
+from gateway.storage.redis import version_problem
 
 START_REFUSAL_S = 20.0
 
@@ -32,7 +36,7 @@ START_REFUSAL_S = 20.0
     ],
 )
 def test_only_a_version_below_7_0_is_refused(info: object, refused: bool) -> None:
-    problem = _version_problem(info)
+    problem = version_problem(info)
     assert (problem is not None) == refused
     if problem is not None:
         assert "older than 7.0" in problem
@@ -103,3 +107,56 @@ async def test_a_redis_older_than_7_0_is_refused_at_start_by_name(
     overridden = gateways.spawn(redis_url=redis6, env={"LEADGATE_REDIS_ALLOW_EVICTION": "true"})
     assert await overridden.await_exit(START_REFUSAL_S) == 2, overridden.log_tail()
     assert "redis 6.2.14 is older than 7.0" in overridden.log_text()
+
+
+WORKER_CONFIG = """
+channels: [{id: email}]
+delivery: {allow_networks: [127.0.0.0/8]}
+advertisers:
+  - id: acme
+    delivery: {adapter: webhook, url: "http://127.0.0.1:9/crm", secret_env: CRM_SECRET}
+campaigns:
+  - {id: acme-always-on, advertiser: acme, kind: always_on}
+partners:
+  - {id: p-mailfox, api_keys: ["sha256:%s"], channels: [email], campaigns: [acme-always-on]}
+""" % ("0" * 64)
+
+
+async def test_the_delivery_worker_refuses_an_old_or_evicting_redis_at_start(
+    gateways: GatewayLauncher,
+    redis6: str,
+    spare_redis: Callable[[], RedisServer],
+    tmp_path: Path,
+) -> None:
+    """The worker's queue is leads already accepted: an evicting Redis may drop them, an old
+    one fails its scripts. It refuses both at start as the gateway does (the eviction
+    override included), and delivers on a Redis that is neither."""
+    config = tmp_path / "worker.yaml"
+    config.write_text(WORKER_CONFIG, encoding="utf-8")
+    env = {"CRM_SECRET": SECRET}
+
+    old = gateways.spawn_worker(config, redis_url=redis6, env=env)
+    assert await old.await_exit(START_REFUSAL_S) == 2, old.log_tail()
+    assert "redis 6.2.14 is older than 7.0" in old.log_text()
+
+    server = spare_redis()
+    server.start()
+    with server.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+    evicting = gateways.spawn_worker(config, redis_url=server.url, env=env)
+    assert await evicting.await_exit(START_REFUSAL_S) == 2, evicting.log_tail()
+    log = evicting.log_text()
+    assert "maxmemory-policy is allkeys-lru" in log, log
+    assert "LEADGATE_REDIS_ALLOW_EVICTION" in log, log
+    assert "Traceback" not in log, log
+
+    allowed = gateways.spawn_worker(
+        config, redis_url=server.url, env={**env, "LEADGATE_REDIS_ALLOW_EVICTION": "true"}
+    )
+    await allowed.await_healthy()
+    assert "maxmemory-policy is allkeys-lru" in allowed.log_text()
+
+    with server.client() as client:
+        client.config_set("maxmemory-policy", "noeviction")
+    fine = gateways.spawn_worker(config, redis_url=server.url, env=env)
+    await fine.await_healthy()
