@@ -90,8 +90,9 @@ class RedisStore(Store):
         self._layout_covers = -1
         self._layout_lock = asyncio.Lock()
         self._last_warning_s = -60.0
-        #: Why the last server met was refused as too old (``MIN_REDIS_VERSION``), else None:
-        #: no setting overrides it (``App.open_store`` refuses to start on it).
+        #: Why a server met was refused as too old (``MIN_REDIS_VERSION``), else None; kept
+        #: once set (one old primary of a cluster is enough): no setting overrides it, and
+        #: ``App.open_store`` refuses to start on it.
         self.too_old: str | None = None
 
     @property
@@ -120,10 +121,11 @@ class RedisStore(Store):
         return results
 
     async def _check_connection(self, conn: AbstractConnection) -> None:
-        """Refuse to decide on a Redis that may evict, on every connection before it carries
-        anything else: a gateway started before its Redis, or whose Redis was replaced
-        behind it (a failover, a restart with another config), must not use an evicting one
-        silently. Raises ``StoreUnavailable`` (nothing was sent: the callers get a 503).
+        """Refuse to decide on a Redis older than 7.0 (``version_problem``) or one that may
+        evict, on every connection before it carries anything else: a gateway started before
+        its Redis, or whose Redis was replaced behind it (a failover, a restart with another
+        config), must not use such a one silently. Raises ``StoreUnavailable`` (nothing was
+        sent: the callers get a 503).
 
         A connection that passes has the dedup layout learnt again before the next command
         (``_layout``): never before this check, so nothing is learnt from a refused Redis."""
@@ -136,11 +138,11 @@ class RedisStore(Store):
             except ResponseError as refused:
                 replies.append(refused)
         reply, info = replies
-        self.too_old = version_problem(info)
-        if self.too_old is not None:
-            self._refusal = self.too_old
-            self._warn(self.too_old)
-            raise StoreUnavailable(self.too_old)
+        too_old = version_problem(info)
+        if too_old is not None:
+            self.too_old = self._refusal = too_old
+            self._warn(too_old)
+            raise StoreUnavailable(too_old)
         problem = policy_problem(reply)
         self._refusal = None if self._allow_eviction else problem
         if problem is None or self._allow_eviction:

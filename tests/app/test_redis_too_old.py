@@ -11,12 +11,15 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from delivery.records import SECRET
-from processes import GatewayLauncher
+from http_support import decided, post_lead
+from processes import GatewayLauncher, wait_until
 from support import RedisServer
 
+from app.test_redis_outage import new_lead
 from gateway.storage.redis import version_problem
 
 START_REFUSAL_S = 20.0
@@ -91,6 +94,32 @@ async def redis6() -> AsyncIterator[str]:
     port = server.sockets[0].getsockname()[1]
     async with server:
         yield f"redis://127.0.0.1:{port}"
+
+
+async def test_a_redis_replaced_by_an_older_one_is_refused_after_the_reconnect(
+    gateways: GatewayLauncher,
+    http: aiohttp.ClientSession,
+    spare_redis: Callable[[], RedisServer],
+) -> None:
+    """A running gateway whose Redis is replaced, at the same address, by one older than 7.0
+    answers 503 (nothing sent to it) and logs why, rather than fail each lead on a syntax
+    error."""
+    server = spare_redis()
+    server.start()
+    gateway = await gateways.astart(redis_url=server.url)
+    decided(await post_lead(http, gateway, new_lead()), "accepted")
+    server.stop()
+    old = await asyncio.start_server(_answer, "127.0.0.1", server.port)
+    async with old:
+        reply = await post_lead(http, gateway, new_lead())
+        assert reply.status == 503, (reply.status, reply.body)
+        assert reply.body["type"] == "urn:leadgate:problem:store-unavailable"
+        assert "decision" not in reply.body
+
+        async def logged() -> bool:
+            return "redis 6.2.14 is older than 7.0" in gateway.log_text()
+
+        await wait_until(logged, 10.0)
 
 
 async def test_a_redis_older_than_7_0_is_refused_at_start_by_name(
