@@ -373,7 +373,12 @@ async def test_retention_holds_for_an_advertiser_no_lane_delivers_to(rig: Rig) -
             await asyncio.sleep(0.02)
         assert {d.reason for d in await queue.dead_letters(OTHER)} == {"expired"}
         assert (await queue.state(OTHER)).depth == 0
+        # Counted once the worker has the script's answer: the dead letters (written by the
+        # script) can be seen a moment before.
         expired = {"advertiser": "novabank", "reason": "expired"}
+        while rig.count("leadgate_delivery_dead_letters_total", **expired) < 2:
+            assert time.monotonic() < deadline, "the expired leads were not counted"
+            await asyncio.sleep(0.02)
         assert rig.count("leadgate_delivery_dead_letters_total", **expired) == 2
 
         while await queue.dead_letters(OTHER):
