@@ -21,6 +21,7 @@ would cost if each dedup mark expired on its own (Redis 7.4's ``HPEXPIRE``; one 
 instead of one a generation): a measurement, not a layout the gateway has.
 ``--hpexpire``: with ``--field-expiry`` on Redis 8, a mark written as 7.4 must (``HSET`` then
 ``HPEXPIRE``) rather than with 8.0's ``HSETEX``.
+``--seconds``: with ``--field-expiry``, a mark's value in epoch seconds rather than ms.
 ``--redis-server PATH``: the redis-server binary to measure (default: the one on ``PATH``).
 """
 
@@ -95,7 +96,13 @@ class BenchLeads:
 
 
 async def _decide_all(
-    url: str, leads: int, first: int = 0, *, fields: bool = False, hsetex: bool = False
+    url: str,
+    leads: int,
+    first: int = 0,
+    *,
+    fields: bool = False,
+    hsetex: bool = False,
+    seconds: bool = False,
 ) -> None:
     """Decide ``leads`` new people (numbered from ``first``) through the real plan and store,
     or, with ``fields``, through ``field_expiry.lua`` (its marks written with ``HSETEX``
@@ -111,7 +118,7 @@ async def _decide_all(
             # from its own time, and Redis's moves on meanwhile.
             requests = bench.requests(range(start, min(first + leads, start + BATCH)), time.time())
             if fields:
-                for command in field_expiry.commands(sha, requests, hsetex):
+                for command in field_expiry.commands(sha, requests, hsetex, seconds):
                     await client.execute_command(*command)  # type: ignore[no-untyped-call]
             else:
                 await engine.run(requests)
@@ -155,6 +162,12 @@ def main() -> int:
         action="store_true",
         help="with --field-expiry on Redis 8: write a mark as Redis 7.4 must (HSET, then "
         "HPEXPIRE) rather than with HSETEX",
+    )
+    parser.add_argument(
+        "--seconds",
+        action="store_true",
+        help="with --field-expiry: a mark's value in epoch seconds rather than ms (a smaller "
+        "integer in the listpack)",
     )
     parser.add_argument(
         "--redis-server",
@@ -233,6 +246,7 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
                     first=args.leads,
                     fields=args.field_expiry,
                     hsetex=hsetex,
+                    seconds=args.seconds,
                 )
             )
             client.config_resetstat()
@@ -241,7 +255,13 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
         if callgrind:
             _instrument(client, True)
         asyncio.run(
-            _decide_all(f"unix://{sock}", args.leads, fields=args.field_expiry, hsetex=hsetex)
+            _decide_all(
+                f"unix://{sock}",
+                args.leads,
+                fields=args.field_expiry,
+                hsetex=hsetex,
+                seconds=args.seconds,
+            )
         )
         if callgrind:
             _instrument(client, False)
@@ -253,7 +273,8 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
         # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
         script = "decide.lua"
         if args.field_expiry:
-            script = f"field_expiry.lua ({'HSETEX' if hsetex else 'HSET + HPEXPIRE'})"
+            written = "HSETEX" if hsetex else "HSET + HPEXPIRE"
+            script = f"field_expiry.lua ({written}, {'s' if args.seconds else 'ms'})"
         print(
             f"Redis {version}, {script}: {args.leads:,} decisions: "
             f"EVALSHA {stats['calls']:,} calls, "

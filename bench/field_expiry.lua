@@ -9,10 +9,11 @@ caps, the lead index, the delivery stream. Left out, because bench leads have no
 idempotency answer, holds, a forced outcome, the legacy layout's hashes.
 
 ARGV[1] is the number of leads, ARGV[2] "1" to write a mark with HSETEX (Redis 8.0), "0" with
-HSET and HPEXPIRE (7.4); each lead then has 2 ARGV, its number of KEYS and of ARGV,
+HSET and HPEXPIRE (7.4), ARGV[3] the unit of a mark's value in ms (1, or 1000: seconds); each
+lead then has 2 ARGV, its number of KEYS and of ARGV,
 followed by its own ARGV; its KEYS follow the previous lead's. A lead's own:
 KEYS: 1 the delivery stream; then one hash per dedup check (field: the mark, value: the
-      acceptance time, epoch ms); then each cap's key; then the lead index and its registry
+      acceptance time, epoch ms or s); then each cap's key; then the lead index and its registry
 ARGV: 1 now (epoch ms), 2 lead id, 3 the delivery record, 4 NUM (little-endian doubles:
       n_dedup, n_caps; per check: window ms, the mark's TTL ms; per cap: limit, span ms; the
       index's TTL ms), then per check: reason, field; per cap: reason, rolling ("1"/"0");
@@ -23,6 +24,9 @@ Returns per lead {"ok", decision, "reason,reason"}.
 local EXPIRY_SLACK_MS = 60000
 -- Redis 8.0's HSETEX sets a field and its expiry in one command (7.4: HSET, then HPEXPIRE).
 local HSETEX = ARGV[2] == "1"
+-- A mark's value: its acceptance time in units of ARGV[3] ms (1: ms; 1000: seconds, a
+-- smaller integer in the listpack, a window then counted in whole seconds).
+local UNIT = tonumber(ARGV[3])
 
 local function decide(kb, ab)
   local now = ARGV[ab + 1]
@@ -37,7 +41,7 @@ local function decide(kb, ab)
     local reason = ARGV[ab + a + 1]
     if not dup_seen[reason] then
       local at = redis.call("HGET", KEYS[kb + 1 + i], ARGV[ab + a + 2])
-      if at and now_ms - tonumber(at) < num[2 + (i - 1) * 2 + 1] then
+      if at and now_ms - tonumber(at) * UNIT < num[2 + (i - 1) * 2 + 1] then
         dup_seen[reason] = true
         dup[#dup + 1] = reason
       end
@@ -66,13 +70,17 @@ local function decide(kb, ab)
     return {"ok", "capped", table.concat(capped, ",")}
   end
 
+  local mark = now
+  if UNIT ~= 1 then
+    mark = string.format("%d", math.floor(now_ms / UNIT))
+  end
   for i = 1, n_dedup do
     local a = 4 + (i - 1) * 2
     local key, field = KEYS[kb + 1 + i], ARGV[ab + a + 2]
     if HSETEX then
-      redis.call("HSETEX", key, "PX", num[2 + (i - 1) * 2 + 2], "FIELDS", 1, field, now)
+      redis.call("HSETEX", key, "PX", num[2 + (i - 1) * 2 + 2], "FIELDS", 1, field, mark)
     else
-      redis.call("HSET", key, field, now)
+      redis.call("HSET", key, field, mark)
       redis.call("HPEXPIRE", key, num[2 + (i - 1) * 2 + 2], "FIELDS", 1, field)
     end
   end
@@ -116,7 +124,7 @@ local function decide(kb, ab)
 end
 
 local results = {}
-local kb, ab = 0, 2
+local kb, ab = 0, 3
 for lead = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ab + 1]), tonumber(ARGV[ab + 2])
   results[lead] = decide(kb, ab + 2)

@@ -52,15 +52,16 @@ def lead_parts(rq: DecisionRequest) -> tuple[list[str], list[str | bytes | int]]
 
 
 def commands(
-    sha: str, requests: Sequence[DecisionRequest], hsetex: bool
+    sha: str, requests: Sequence[DecisionRequest], hsetex: bool, seconds: bool = False
 ) -> list[tuple[object, ...]]:
     """``EVALSHA`` of the script for ``requests``, ``LEADS_PER_CALL`` leads a call; a mark
-    written with ``HSETEX`` (Redis 8.0) or else ``HSET`` and ``HPEXPIRE`` (7.4)."""
+    written with ``HSETEX`` (Redis 8.0) or else ``HSET`` and ``HPEXPIRE`` (7.4), its value in
+    epoch ms, or in seconds with ``seconds``."""
     out: list[tuple[object, ...]] = []
     for start in range(0, len(requests), LEADS_PER_CALL):
         chunk = [lead_parts(rq) for rq in requests[start : start + LEADS_PER_CALL]]
         keys: list[str] = []
-        args: list[str | bytes | int] = [len(chunk), int(hsetex)]
+        args: list[str | bytes | int] = [len(chunk), int(hsetex), 1000 if seconds else 1]
         for lead_keys, lead_args in chunk:
             keys += lead_keys
             args += (len(lead_keys), len(lead_args), *lead_args)

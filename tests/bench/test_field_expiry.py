@@ -76,8 +76,12 @@ def test_a_redis_without_per_field_expiry_is_refused_with_the_reason() -> None:
 @pytest.mark.skipif(
     not NEW_REDIS, reason="LEADGATE_TEST_REDIS_SERVER_74 names no redis-server of 7.4 or later"
 )
-@pytest.mark.parametrize("hsetex", [False, True], ids=["hset-hpexpire", "hsetex"])
-def test_the_measured_script_decides_as_decide_lua(hsetex: bool) -> None:
+@pytest.mark.parametrize(
+    ("hsetex", "seconds"),
+    [(False, False), (True, False), (True, True)],
+    ids=["hset-hpexpire", "hsetex", "hsetex-seconds"],
+)
+def test_the_measured_script_decides_as_decide_lua(hsetex: bool, seconds: bool) -> None:
     version = _server_version(NEW_REDIS)
     assert version >= (7, 4), f"{NEW_REDIS} is {version}"
     if hsetex and version < (8, 0):
@@ -89,7 +93,7 @@ def test_the_measured_script_decides_as_decide_lua(hsetex: bool) -> None:
         def decide(people: range) -> list[list[bytes]]:
             requests = bench.requests(people, time.time())
             replies: list[list[bytes]] = []
-            for command in field_expiry.commands(sha, requests, hsetex):
+            for command in field_expiry.commands(sha, requests, hsetex, seconds):
                 replies += client.execute_command(*command)  # type: ignore[no-untyped-call]
             return replies
 
@@ -109,4 +113,7 @@ def test_the_measured_script_decides_as_decide_lua(hsetex: bool) -> None:
             )
             assert check.retention_ms - 60_000 < ttl <= check.retention_ms
             assert client.pttl(key) == -1
+            (at,) = client.hmget(key, [check.field])
+            assert at is not None
+            assert abs(int(at) * (1000 if seconds else 1) - rq.now_ms) < 60_000
         assert client.xlen(rq.stream_key) == 160
