@@ -182,6 +182,8 @@ class GatewayProcess:
         test if the process has exited."""
         code = self.process.poll()
         if code is not None:
+            if "address already in use" in self.log_text():
+                raise PortTaken(f"{self.command} exited with {code}:\n{self.log_tail()}")
             pytest.fail(f"{self.command} exited with {code}:\n{self.log_tail()}")
         if self.log_text().count('"msg":"serving"') < self.serving_lines:
             return False
@@ -235,6 +237,20 @@ class WorkerOptions(TypedDict, total=False):
     port: int | None
 
 
+#: Starts of one process before a port taken meanwhile fails the test.
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(Exception):
+    """The process could not bind a port ``free_port`` had found free: another took it."""
+
+
+def _ports_given(options: ServeOptions) -> bool:
+    """Whether the test chose the gateway's ports itself (then a taken one is its failure)."""
+    env = options.get("env") or {}
+    return options.get("port") is not None or "LEADGATE_METRICS_PORT" in env
+
+
 class GatewayLauncher:
     """Starts ``leadgate`` processes for one test (or module) and kills them all at ``close``."""
 
@@ -272,17 +288,24 @@ class GatewayLauncher:
     def start(
         self, config: Path = EXAMPLE_CONFIG, **options: Unpack[ServeOptions]
     ) -> GatewayProcess:
-        """``spawn``, then wait until ``/healthz`` answers 200 and every worker is serving."""
-        gateway = self.spawn(config, **options)
-        gateway.wait_healthy()
-        return gateway
+        """``spawn``, then wait until ``/healthz`` answers 200 and every worker is serving.
+        A port ``free_port`` chose may be taken by another process before the gateway binds
+        it (tests run in parallel): then it is started again on other ports, unless the test
+        chose them."""
+        for attempt in range(PORT_ATTEMPTS):
+            gateway = self.spawn(config, **options)
+            try:
+                gateway.wait_healthy()
+                return gateway
+            except PortTaken as taken:
+                if attempt + 1 == PORT_ATTEMPTS or _ports_given(options):
+                    pytest.fail(str(taken))
+        raise AssertionError("unreachable")
 
     async def astart(
         self, config: Path = EXAMPLE_CONFIG, **options: Unpack[ServeOptions]
     ) -> GatewayProcess:
-        gateway = self.spawn(config, **options)
-        await gateway.await_healthy()
-        return gateway
+        return await asyncio.to_thread(self.start, config, **options)
 
     def spawn_worker(
         self,
@@ -298,15 +321,20 @@ class GatewayLauncher:
         return self._popen("worker", config, flags, port, redis_url, env, serving_lines=0)
 
     def start_worker(self, config: Path, **options: Unpack[WorkerOptions]) -> GatewayProcess:
-        """``spawn_worker``, then wait until its ``/healthz`` answers 200."""
-        worker = self.spawn_worker(config, **options)
-        worker.wait_healthy()
-        return worker
+        """``spawn_worker``, then wait until its ``/healthz`` answers 200 (started again on
+        another port when the one chosen was taken meanwhile, as ``start``)."""
+        for attempt in range(PORT_ATTEMPTS):
+            worker = self.spawn_worker(config, **options)
+            try:
+                worker.wait_healthy()
+                return worker
+            except PortTaken as taken:
+                if attempt + 1 == PORT_ATTEMPTS or options.get("port") is not None:
+                    pytest.fail(str(taken))
+        raise AssertionError("unreachable")
 
     async def astart_worker(self, config: Path, **options: Unpack[WorkerOptions]) -> GatewayProcess:
-        worker = self.spawn_worker(config, **options)
-        await worker.await_healthy()
-        return worker
+        return await asyncio.to_thread(self.start_worker, config, **options)
 
     def _popen(
         self,
