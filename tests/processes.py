@@ -245,6 +245,20 @@ class PortTaken(Exception):
     """The process could not bind a port ``free_port`` had found free: another took it."""
 
 
+def _healthy(spawn: Callable[[], GatewayProcess], *, chosen: bool) -> GatewayProcess:
+    """A process ``spawn`` started, once healthy; started again (``PORT_ATTEMPTS`` in all)
+    when a port was taken before it bound it, unless the test chose its ports (``chosen``)."""
+    for attempt in range(PORT_ATTEMPTS):
+        process = spawn()
+        try:
+            process.wait_healthy()
+            return process
+        except PortTaken as taken:
+            if attempt + 1 == PORT_ATTEMPTS or chosen:
+                pytest.fail(str(taken))
+    raise AssertionError("unreachable")
+
+
 def _ports_given(options: ServeOptions) -> bool:
     """Whether the test chose the gateway's ports itself (then a taken one is its failure)."""
     env = options.get("env") or {}
@@ -292,15 +306,7 @@ class GatewayLauncher:
         A port ``free_port`` chose may be taken by another process before the gateway binds
         it (tests run in parallel): then it is started again on other ports, unless the test
         chose them."""
-        for attempt in range(PORT_ATTEMPTS):
-            gateway = self.spawn(config, **options)
-            try:
-                gateway.wait_healthy()
-                return gateway
-            except PortTaken as taken:
-                if attempt + 1 == PORT_ATTEMPTS or _ports_given(options):
-                    pytest.fail(str(taken))
-        raise AssertionError("unreachable")
+        return _healthy(lambda: self.spawn(config, **options), chosen=_ports_given(options))
 
     async def astart(
         self, config: Path = EXAMPLE_CONFIG, **options: Unpack[ServeOptions]
@@ -323,15 +329,8 @@ class GatewayLauncher:
     def start_worker(self, config: Path, **options: Unpack[WorkerOptions]) -> GatewayProcess:
         """``spawn_worker``, then wait until its ``/healthz`` answers 200 (started again on
         another port when the one chosen was taken meanwhile, as ``start``)."""
-        for attempt in range(PORT_ATTEMPTS):
-            worker = self.spawn_worker(config, **options)
-            try:
-                worker.wait_healthy()
-                return worker
-            except PortTaken as taken:
-                if attempt + 1 == PORT_ATTEMPTS or options.get("port") is not None:
-                    pytest.fail(str(taken))
-        raise AssertionError("unreachable")
+        chosen = options.get("port") is not None
+        return _healthy(lambda: self.spawn_worker(config, **options), chosen=chosen)
 
     async def astart_worker(self, config: Path, **options: Unpack[WorkerOptions]) -> GatewayProcess:
         return await asyncio.to_thread(self.start_worker, config, **options)
