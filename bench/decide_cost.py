@@ -47,7 +47,7 @@ from gateway.decision.plan import build_request
 from gateway.leads.fingerprint import Fingerprinter
 from gateway.leads.parse import parse_lead
 from gateway.storage import keys
-from gateway.storage.redis import RedisStore
+from gateway.storage.redis import RedisStore, parse_version
 from gateway.types import CampaignId, ChannelId, FingerprintKey, LeadId, PartnerId
 
 HERE = Path(__file__).resolve().parent
@@ -108,23 +108,25 @@ async def _decide_all(
     or, with ``fields``, through ``field_expiry.lua`` (its marks written with ``HSETEX``
     where ``hsetex``)."""
     bench = BenchLeads()
-    store = RedisStore(url)
-    engine = DecisionEngine(store)
-    client = redis.asyncio.Redis.from_url(url)
-    sha = await client.script_load(field_expiry.SCRIPT) if fields else ""
+    # The real store, or a plain client for the measured script.
+    store = None if fields else RedisStore(url)
+    client = redis.asyncio.Redis.from_url(url) if fields else None
+    sha = await client.script_load(field_expiry.SCRIPT) if client is not None else ""
     try:
         for start in range(first, first + leads, BATCH):
             # The clock of each batch, as a gateway's: the TTLs a lead asks for are worked out
             # from its own time, and Redis's moves on meanwhile.
             requests = bench.requests(range(start, min(first + leads, start + BATCH)), time.time())
-            if fields:
+            if client is not None:
                 for command in field_expiry.commands(sha, requests, hsetex, seconds):
                     await client.execute_command(*command)  # type: ignore[no-untyped-call]
-            else:
-                await engine.run(requests)
+            elif store is not None:
+                await DecisionEngine(store).run(requests)
     finally:
-        await store.close()
-        await client.aclose()
+        if store is not None:
+            await store.close()
+        if client is not None:
+            await client.aclose()
 
 
 def main() -> int:
@@ -230,12 +232,12 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
     server = args.redis_server
     with scratch_redis("leadgate-decide-cost-", wrapper, server=server) as (sock, client):
         version = str(client.info("server")["redis_version"])
-        if args.field_expiry and _version(version) < (7, 4):
+        if args.field_expiry and parse_version(version) < (7, 4):
             raise SystemExit(
                 f"--field-expiry needs Redis 7.4 or later (HPEXPIRE); this is {version}"
             )
         # Redis 8.0 sets a field with its expiry in one command (HSETEX).
-        hsetex = _version(version) >= (8, 0) and not args.hpexpire
+        hsetex = parse_version(version) >= (8, 0) and not args.hpexpire
         if args.migrating:
             client.set(keys.SEEN_LAYOUT_SINCE, int(time.time() * 1000))
         if args.prefill:
@@ -294,11 +296,6 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
             f"per decision: {sum(calls.values()):.1f} commands from the script: "
             + ", ".join(f"{name} {n:.2f}" for name, n in sorted(calls.items()))
         )
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """``INFO``'s ``redis_version`` as numbers (``"7.0.15"`` -> ``(7, 0, 15)``)."""
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 if __name__ == "__main__":

@@ -620,7 +620,12 @@ _HOLD_LETTERS = {HoldMode.TAKE: "t", HoldMode.COMMIT: "c"}
 #: the dedup layout's start) is Redis 7.0's. An older one answered every such command with a
 #: syntax error, so every keyed lead failed; it is refused on connecting, by name.
 MIN_REDIS_VERSION = (7, 0)
-_REDIS_VERSION = re.compile(r"^redis_version:(\d+)\.(\d+)\S*", re.MULTILINE)
+_REDIS_VERSION = re.compile(r"^redis_version:(\S+)", re.MULTILINE)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """A Redis version's numbers (``"7.0.15"`` -> ``(7, 0, 15)``)."""
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def version_problem(info: Any) -> str | None:
@@ -632,12 +637,12 @@ def version_problem(info: Any) -> str | None:
     found = _REDIS_VERSION.search(info) if isinstance(info, str) else None
     if found is None:
         return None
-    version = (int(found.group(1)), int(found.group(2)))
-    if version >= MIN_REDIS_VERSION:
+    version = parse_version(found.group(1))
+    if len(version) < 2 or version >= MIN_REDIS_VERSION:
         return None
     wanted = ".".join(map(str, MIN_REDIS_VERSION))
     return (
-        f"redis {found.group(0).split(':', 1)[1]} is older than {wanted}, which leadgate needs "
+        f"redis {found.group(1)} is older than {wanted}, which leadgate needs "
         f"(SET with NX and GET): upgrade Redis"
     )
 

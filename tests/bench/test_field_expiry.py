@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from bench import field_expiry
-from bench.decide_cost import BenchLeads, _version
+from bench.decide_cost import BenchLeads
 from bench.scratch_redis import scratch_redis
+from gateway.storage.redis import parse_version
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_REDIS = os.environ.get("LEADGATE_TEST_REDIS_SERVER_74", "")
@@ -26,7 +27,7 @@ NEW_REDIS = os.environ.get("LEADGATE_TEST_REDIS_SERVER_74", "")
 
 def _server_version(server: str) -> tuple[int, ...]:
     out = subprocess.run([server, "--version"], capture_output=True, text=True, check=True)
-    return _version(out.stdout.split("v=", 1)[1].split()[0])
+    return parse_version(out.stdout.split("v=", 1)[1].split()[0])
 
 
 def test_a_mark_has_one_hash_per_scope_key_and_bucket_whatever_its_generation() -> None:

@@ -1,7 +1,7 @@
 """The suite's Redis is the one asked for: ``make test-redis8`` sets
 ``LEADGATE_TEST_EXPECT_REDIS`` (a version prefix, ``8.``) so that a PATH that still finds
-Debian's 7.0 fails the run instead of testing 7.0 twice. The same check is run on every
-server the fixtures start (the session's, a cluster's nodes)."""
+Debian's 7.0 fails the run instead of testing 7.0 twice: the session's server and a
+cluster's nodes are checked."""
 
 from __future__ import annotations
 
