@@ -17,7 +17,7 @@ class Sale:
     price: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class Answer:
     """What a partner is told about one lead."""
 

@@ -104,7 +104,7 @@ class Probe(enum.Enum):
     PING = "ping"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class _Prepared:
     lead: Lead
     channel: ChannelId

@@ -26,7 +26,7 @@ from gateway.leads.lookalike import fold
 MAX_EMAIL_CHARS = 254
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class NormalizedEmail:
     """``address``: for the advertiser; ``identity``: the dedup key (provider rules applied)."""
 

@@ -38,7 +38,7 @@ PERSONAL_FIELDS = frozenset(
 CHECK_UNKNOWN = frozenset({*LEAD_FIELDS, "ref", "extra"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class Consent:
     """What the person agreed to, as the publisher recorded it. ``at`` is epoch seconds."""
 
@@ -57,7 +57,7 @@ class Consent:
         return payload
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class Lead:
     """A lead whose every field is validated and normalized. ``None`` means not sent."""
 

@@ -135,7 +135,7 @@ class Rule:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per lead: see gateway.decision.model
 class Verdict:
     """What the rules said about one lead.
 
