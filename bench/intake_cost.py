@@ -46,7 +46,13 @@ WARM_UP = 2000
 
 
 async def _measure(
-    sock: Path, config: Path, leads: int, concurrency: int, rounds: int, profile: Path | None
+    sock: Path,
+    config: Path,
+    leads: int,
+    concurrency: int,
+    rounds: int,
+    profile: Path | None,
+    batch: int,
 ) -> list[float]:
     env = {
         "LEADGATE_REDIS_URL": f"unix://{sock}",
@@ -62,14 +68,22 @@ async def _measure(
         generator = LeadGenerator(load_scenario("single"))
 
         def new_bodies(count: int) -> list[bytes]:
-            # New people each time: the generator goes on where it was.
-            return [orjson.dumps(generator.lead(PARTNER).lead) for _ in range(count)]
+            # New people each time: the generator goes on where it was. A batch's body is
+            # the batch endpoint's ({"leads": [...]}), one per ``batch`` leads.
+            leads = [generator.lead(PARTNER).lead for _ in range(count)]
+            if batch == 1:
+                return [orjson.dumps(lead) for lead in leads]
+            return [orjson.dumps({"leads": leads[i : i + batch]}) for i in range(0, count, batch)]
 
         async def decide(bodies: list[bytes]) -> None:
             work = iter(bodies)
 
             async def one_caller() -> None:
                 for raw in work:
+                    if batch > 1:
+                        data = orjson.loads(raw)
+                        await intake.submit_batch(partner, data["leads"], body=raw)
+                        continue
                     # The scenario's invalid leads: answered 422 by the gateway.
                     with contextlib.suppress(RequestError):
                         await intake.submit(partner, orjson.loads(raw), body=raw)
@@ -96,14 +110,19 @@ async def _measure(
 
 
 def measure(
-    leads: int, concurrency: int = 64, rounds: int = 5, profile: Path | None = None
+    leads: int,
+    concurrency: int = 64,
+    rounds: int = 5,
+    profile: Path | None = None,
+    batch: int = 1,
 ) -> list[float]:
-    """µs of CPU per lead of each round."""
+    """µs of CPU per lead of each round; ``batch``: leads per ``submit_batch`` (1: each
+    lead through ``submit``)."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-cost-") as tmp:
         config = Path(tmp) / "gateway.yaml"
         config.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules")))
         with scratch_redis("leadgate-intake-cost-") as (sock, _):
-            return uvloop.run(_measure(sock, config, leads, concurrency, rounds, profile))
+            return uvloop.run(_measure(sock, config, leads, concurrency, rounds, profile, batch))
 
 
 def main() -> int:
@@ -112,10 +131,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="callers at once (64)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (5)")
     parser.add_argument("--profile", type=Path, help="cProfile of the last round to FILE")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="leads per submit_batch (1: submit, the default)"
+    )
     args = parser.parse_args()
-    figures = measure(args.leads, args.concurrency, args.rounds, args.profile)
+    figures = measure(args.leads, args.concurrency, args.rounds, args.profile, args.batch)
+    what = "Intake.submit" if args.batch == 1 else f"Intake.submit_batch of {args.batch}"
     print(
-        f"Intake.submit, {args.leads:,} leads a round at {args.concurrency} at once: "
+        f"{what}, {args.leads:,} leads a round at {args.concurrency} at once: "
         f"{min(figures):.1f} µs of CPU a lead at best, {statistics.median(figures):.1f} "
         f"median ({', '.join(f'{f:.1f}' for f in figures)})"
     )
