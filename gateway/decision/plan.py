@@ -196,7 +196,7 @@ def dedup_checks(
             marked.append((mark, keys.seen_bucket(mark), n == 0, mark.legacy_bucket))
     dedup: list[DedupCheck] = []
     for scope in scopes:
-        generations = keys.seen_generations(now_ms, scope.window_ms)
+        generations = scope.generations(now_ms)
         newest, reason = generations[0], scope.reason
         window_ms, retention_ms = scope.window_ms, scope.retention_ms
         for mark, bucket, remember, legacy_bucket in marked:
@@ -398,6 +398,19 @@ class ScopePlan:
     )
     #: Fingerprint key id -> ``keys.legacy_seen_head``.
     _legacy_heads: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: ``keys.seen_generations_span`` of the last lead: its generations, from, until.
+    _span: list[tuple[range, int, int]] = field(
+        default_factory=lambda: [(range(0), 0, 0)], compare=False, repr=False
+    )
+
+    def generations(self, now_ms: int) -> range:
+        """``keys.seen_generations(now_ms, window_ms)``, worked out again only when the
+        window has moved on to other generations (about twice a generation)."""
+        generations, since, until = self._span[0]
+        if since <= now_ms < until:
+            return generations
+        self._span[0] = span = keys.seen_generations_span(now_ms, self.window_ms)
+        return span[0]
 
     def legacy_head(self, key_id: str) -> str:
         """``DedupCheck.legacy_head`` of marks under fingerprint key ``key_id`` ("" when the

@@ -12,6 +12,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from network_support import KEYS, network
 
 from gateway.config.load import parse_config
@@ -36,6 +38,7 @@ from gateway.decision.ping import PingRecord, commit_hold, take_hold
 from gateway.decision.plan import (
     Idempotency,
     Plan,
+    ScopePlan,
     build_request,
     cap_checks,
     dedup_check,
@@ -203,6 +206,37 @@ def test_a_window_reaches_back_through_every_generation_it_covers() -> None:
         assert generations == list(range(generations[0], generations[0] - len(generations), -1))
         assert generations[-1] == keys.seen_generation(now_ms - check.window_ms + 1)
         assert len({key.rsplit(":", 2)[0] for key in check.keys}) == 1
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    now_ms=st.one_of(
+        st.integers(0, 4 * keys.SEEN_GENERATION_MS),
+        st.integers(1_700_000_000_000, 1_900_000_000_000),
+    ),
+    window_ms=st.one_of(
+        st.sampled_from([1, 1000, DAY_S * 1000, 30 * DAY_S * 1000, 90 * DAY_S * 1000]),
+        st.sampled_from([keys.SEEN_GENERATION_MS + d for d in (-1, 0, 1)]),
+        st.integers(1, 400 * DAY_S * 1000),
+    ),
+    offset=st.floats(0, 1),
+)
+def test_the_generations_a_scope_keeps_are_those_of_every_time_they_are_kept_for(
+    now_ms: int, window_ms: int, offset: float
+) -> None:
+    """``ScopePlan.generations`` works the range out once per span of time over which it
+    stays the same (``keys.seen_generations_span``): everywhere in that span it is the
+    range worked out afresh, and right after it, it is not."""
+    generations, since, until = keys.seen_generations_span(now_ms, window_ms)
+    assert since <= now_ms < until
+    assert generations == keys.seen_generations(now_ms, window_ms)
+    for at in (since, until - 1, since + int((until - 1 - since) * offset)):
+        assert keys.seen_generations(at, window_ms) == generations
+    assert keys.seen_generations(until, window_ms) != generations
+    scope = ScopePlan("duplicate.campaign", "lg:{a:acme}:seen:c:acme-peak", window_ms, window_ms)
+    # Kept, moved on, and back (a clock set back): always the range of the time asked.
+    for at in (now_ms, since, until - 1, until, now_ms, since):
+        assert scope.generations(at) == keys.seen_generations(at, window_ms)
 
 
 def test_a_lead_with_one_identity_is_checked_on_that_identity_only() -> None:
