@@ -541,9 +541,10 @@ def _decide_parts(
         rq.dedup[0].generation if rq.dedup else 0,
         storage_keys.LEGACY_SEEN_GENERATION_MS,
         legacy_newest,
+        0,  # n_strings, below
     ]
-    # The arguments after NUM (the checks', caps', index's and holds'), in order.
-    args: list[str | bytes | int] = []
+    # The checks' reasons and marks, each once, numbered from 1 (decide.lua's strings).
+    strings: dict[str, int] = {}
     for check in rq.dedup:
         keys += check.keys
         n_legacy = 0
@@ -558,12 +559,17 @@ def _decide_parts(
             (check.generation + 1) * storage_keys.SEEN_GENERATION_MS + check.retention_ms - now_ms,
             len(check.keys),
             n_legacy,
+            check.remember,
+            strings.setdefault(check.reason, len(strings) + 1),
+            strings.setdefault(check.field, len(strings) + 1),
         )
-        args += (check.reason, int(check.remember), check.field)
+    numbers[6] = len(strings)
+    # The arguments after NUM (the strings, the caps', index's and holds'), in order.
+    args: list[str | bytes | int] = list(strings)
     for cap in rq.caps:
         keys.append(cap.key)
-        numbers += (cap.limit, cap.span_ms)
-        args += (cap.reason, int(cap.rolling))
+        numbers += (cap.limit, cap.span_ms, cap.rolling)
+        args.append(cap.reason)
     index = rq.index
     if index is not None:
         keys += (index.key, index.routes)

@@ -52,13 +52,17 @@ ARGV[9]  the lead's numbers, little-endian doubles (struct.unpack: no strtod, no
          each; integers all, exact below 2^53), NUM[1 ..]:
            1 n_dedup, 2 n_caps, 3 a generation's length (ms), 4 the current generation
            (now // generation length), 5 a legacy generation's length (ms), 6 the newest
-           legacy generation read (its first hash of each check);
-           then 4 per dedup check: window ms, the TTL in ms the current generation's hash
-           needs (its end + the rule's retention - now), n_keys, n_legacy;
-           then 2 per cap key: limit, span ms (calendar: TTL; rolling: window);
+           legacy generation read (its first hash of each check), 7 n_strings;
+           then 7 per dedup check: window ms, the TTL in ms the current generation's hash
+           needs (its end + the rule's retention - now), n_keys, n_legacy, remember (1/0),
+           its reason's and its mark's (the field's) numbers among the strings below;
+           then 3 per cap key: limit, span ms (calendar: TTL; rolling: window), rolling (1/0);
            then, with the index keys, the TTL in ms the index hash needs
-then 3 per dedup check: reason, remember ("1"/"0"), field
-then 2 per cap key:   reason, rolling ("1"/"0")
+then n_strings strings: the checks' reasons and marks, each once (a lead's checks are its
+         identities in each scope: two scopes of two identities name 2 reasons and 2 marks,
+         where one argument per check's reason and mark took 8; each argument costs Redis
+         about a thousand instructions)
+then 1 per cap key: its reason
 then, with the index keys: field, packed value ("" when the offset does not fit), route code,
          route text
 then, only for a lead with holds, last: the number (1 ..) of each cap with holds, in order;
@@ -180,13 +184,15 @@ local function decide(kb, ab, nk, na)
   local dup, dup_seen = {}, {}
   -- Each check's first key (its current generation's hash), for the commit below.
   local firsts = {}
+  -- ARGV[strings + s]: the lead's s-th string (its checks' reasons and marks).
+  local strings = ab + 9
   local k = 3
   for i = 1, n_dedup do
-    local a, n = 9 + (i - 1) * 3, 6 + (i - 1) * 4
-    local reason, n_keys, n_legacy = ARGV[ab + a + 1], num[n + 3], num[n + 4]
+    local n = 7 + (i - 1) * 7
+    local reason, n_keys, n_legacy = ARGV[strings + num[n + 6]], num[n + 3], num[n + 4]
     firsts[i] = k
     if not dup_seen[reason] then
-      local field = ARGV[ab + a + 3]
+      local field = ARGV[strings + num[n + 7]]
       for g = 0, n_keys + n_legacy - 1 do
         local offset = redis.call("HGET", KEYS[kb + k + g], field)
         if offset then
@@ -211,13 +217,13 @@ local function decide(kb, ab, nk, na)
   end
 
   local n_dedup_keys = k - 3
-  local cap_base, cap_nums = 9 + n_dedup * 3, 6 + n_dedup * 4
+  local cap_base, cap_nums = strings + num[7], 7 + n_dedup * 7
   local capped = {}
   for j = 1, n_caps do
-    local a, n = cap_base + (j - 1) * 2, cap_nums + (j - 1) * 2
+    local n = cap_nums + (j - 1) * 3
     local key = KEYS[kb + 2 + n_dedup_keys + j]
     local used
-    if ARGV[ab + a + 2] == "1" then
+    if num[n + 3] == 1 then
       used = redis.call("ZCOUNT", key, "(" .. (tonumber(ARGV[ab + 1]) - num[n + 2]), "+inf")
     else
       used = tonumber(redis.call("GET", key) or "0")
@@ -234,7 +240,7 @@ local function decide(kb, ab, nk, na)
       end
     end
     if used >= num[n + 1] then
-      capped[#capped + 1] = ARGV[ab + a + 1]
+      capped[#capped + 1] = ARGV[cap_base + j]
     end
   end
   if #capped > 0 then
@@ -267,20 +273,21 @@ local function decide(kb, ab, nk, na)
   -- plus the longest retention of any mark written to it: campaigns with shorter windows share
   -- the advertiser-wide scope, so an expiry is only ever moved later.
   for i = 1, n_dedup do
-    local a = 9 + (i - 1) * 3
-    if ARGV[ab + a + 2] == "1" then
+    local n = 7 + (i - 1) * 7
+    if num[n + 5] == 1 then
       local key = KEYS[kb + firsts[i]]
-      redis.call("HSET", key, ARGV[ab + a + 3], ARGV[ab + 8])
-      local ttl = num[6 + (i - 1) * 4 + 2]
+      redis.call("HSET", key, ARGV[strings + num[n + 7]], ARGV[ab + 8])
+      local ttl = num[n + 2]
       if redis.call("PTTL", key) < ttl then
         redis.call("PEXPIRE", key, ttl + EXPIRY_SLACK_MS)
       end
     end
   end
   for j = 1, n_caps do
-    local a, span = cap_base + (j - 1) * 2, num[cap_nums + (j - 1) * 2 + 2]
+    local n = cap_nums + (j - 1) * 3
+    local span = num[n + 2]
     local key = KEYS[kb + 2 + n_dedup_keys + j]
-    if ARGV[ab + a + 2] == "1" then
+    if num[n + 3] == 1 then
       redis.call("ZREMRANGEBYSCORE", key, "-inf", tonumber(ARGV[ab + 1]) - span)
       redis.call("ZADD", key, ARGV[ab + 1], lead_id)
       redis.call("PEXPIRE", key, span)
@@ -293,10 +300,10 @@ local function decide(kb, ab, nk, na)
     -- The lead index: the packed integer when the route's code is this route's in the week's
     -- registry and the acceptance is within 512 ms of the id's time (nearly always), else the
     -- text.
-    local a = cap_base + n_caps * 2
+    local a = cap_base + n_caps
     local index, routes = KEYS[kb + index_at], KEYS[kb + index_at + 1]
-    local packed, code, route = ARGV[ab + a + 2], ARGV[ab + a + 3], ARGV[ab + a + 4]
-    local ttl = num[cap_nums + n_caps * 2 + 1]
+    local packed, code, route = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    local ttl = num[cap_nums + n_caps * 3 + 1]
     local held = redis.call("HGET", routes, code)
     local registered = false
     if not held then
@@ -304,9 +311,9 @@ local function decide(kb, ab, nk, na)
       held, registered = route, true
     end
     if held == route and packed ~= "" then
-      redis.call("HSET", index, ARGV[ab + a + 1], packed)
+      redis.call("HSET", index, ARGV[a + 1], packed)
     else
-      redis.call("HSET", index, ARGV[ab + a + 1], route .. "|" .. ARGV[ab + 1])
+      redis.call("HSET", index, ARGV[a + 1], route .. "|" .. ARGV[ab + 1])
     end
     -- Until the later of the week's end and now, plus the feedback window; only ever later,
     -- and the registry outlives every bucket that refers to it.
