@@ -332,12 +332,14 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
     cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
     n_keys = str(3 + len(seen))
     generation = generations[0]
-    # decide.lua's NUM (n_dedup, n_caps, the generations; the check's window, TTL and key
-    # counts; the cap's limit and span) as text: the prelude packs it (see _DECIDE_PRELUDE).
+    # decide.lua's NUM (n_dedup, n_caps, the generations, n_strings; the check's window, TTL,
+    # key counts, remember flag and its two strings' numbers; the cap's limit, span and
+    # rolling flag) as text: the prelude packs it (see _DECIDE_PRELUDE).
     numbers = [
-        1, 1, keys.SEEN_GENERATION_MS, generation, keys.LEGACY_SEEN_GENERATION_MS, 0,
+        1, 1, keys.SEEN_GENERATION_MS, generation, keys.LEGACY_SEEN_GENERATION_MS, 0, 2,
         window_ms, (generation + 1) * keys.SEEN_GENERATION_MS + window_ms - now_ms, len(seen), 0,
-        1_000_000_000, 86_400_000,
+        1, 1, 2,
+        1_000_000_000, 86_400_000, 0,
     ]  # fmt: skip
     lead = [
         str(now_ms),
@@ -349,11 +351,9 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
         '{"lead_id":"0192f0c4","campaign":"bench","partner":"p-alpha"}',
         str(now_ms - generation * keys.SEEN_GENERATION_MS),
         ",".join(str(n) for n in numbers),
-        "duplicate_advertiser",
-        "1",
+        "duplicate_advertiser",  # the check's reason and mark: strings 1 and 2
         "__rand_int__",
         "cap_campaign_day",
-        "0",
     ]
     # One lead per call (decide.lua's header: the number of leads, then each lead's counts).
     call = [
