@@ -64,11 +64,11 @@ from bench.report import (
 )
 from bench.scenario import (
     DEDUP_SCOPES,
-    GATEWAY_CONFIG,
     Client,
     Scenario,
     Store,
     load_scenario,
+    write_gateway_config,
 )
 from gateway.config.model import DedupScope
 from gateway.storage import keys
@@ -834,8 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, {_client_cpu()})  # this process is the aiohttp client
     tmp = Path(tempfile.mkdtemp(prefix="leadgate-bench-"))
     sock = tmp / "redis.sock"
-    config = tmp / "gateway.yaml"
-    config.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules")))
+    config = write_gateway_config(tmp / "gateway.yaml")
     redis_argv = [
         *_pin(str(_client_cpu())),
         args.redis_server,

@@ -32,14 +32,13 @@ import orjson
 import uvloop
 
 from bench.generate import LeadGenerator
-from bench.scenario import GATEWAY_CONFIG, PARTNERS, load_scenario
+from bench.scenario import PARTNERS, load_scenario, write_gateway_config
 from bench.scratch_redis import scratch_redis
 from gateway.app.heap import settle_heap
 from gateway.app.root import App
 from gateway.app.settings import load_settings
 from gateway.errors import RequestError
 
-REPO = Path(__file__).resolve().parent.parent
 PARTNER = "p-alpha"
 #: Leads decided before the rounds: scripts loaded, routes planned, connections open.
 WARM_UP = 2000
@@ -119,8 +118,7 @@ def measure(
     """µs of CPU per lead of each round; ``batch``: leads per ``submit_batch`` (1: each
     lead through ``submit``)."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-cost-") as tmp:
-        config = Path(tmp) / "gateway.yaml"
-        config.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules")))
+        config = write_gateway_config(Path(tmp) / "gateway.yaml")
         with scratch_redis("leadgate-intake-cost-") as (sock, _):
             return uvloop.run(_measure(sock, config, leads, concurrency, rounds, profile, batch))
 

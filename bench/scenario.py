@@ -42,6 +42,15 @@ HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
 GATEWAY_CONFIG = SCENARIO_DIR / "gateway.yaml"
 
+
+def write_gateway_config(path: Path) -> Path:
+    """``gateway.yaml`` copied to ``path`` with its rule packs' directory made absolute (the
+    copy lives elsewhere than ``bench/scenarios``); ``path``."""
+    rules = HERE.parent / "rules"
+    path.write_text(GATEWAY_CONFIG.read_text().replace("../../rules", str(rules)))
+    return path
+
+
 #: The partners of ``gateway.yaml``: id -> (API key, channels).
 PARTNERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "p-alpha": ("bench-key-alpha", ("email", "coreg")),

@@ -22,7 +22,7 @@ import orjson
 from hiredis import pack_command
 
 from bench.generate import LeadGenerator
-from bench.scenario import GATEWAY_CONFIG, load_scenario
+from bench.scenario import load_scenario, write_gateway_config
 from gateway.config.load import load_config
 from gateway.decision.model import DecisionRequest
 from gateway.decision.plan import Plan, build_request
@@ -35,8 +35,6 @@ from gateway.leads.parse import parse_lead
 from gateway.leads.phone import normalize_phone
 from gateway.storage.redis import _decide_command, _decide_parts
 from gateway.types import CampaignId, ChannelId, FingerprintKey, PartnerId
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _best_us(work: Callable[[], object], count: int, rounds: int) -> float:
@@ -52,11 +50,7 @@ def _best_us(work: Callable[[], object], count: int, rounds: int) -> float:
 def measure(leads: int, rounds: int) -> dict[str, float]:
     """µs of CPU per lead for each stage, over ``leads`` valid generated leads."""
     with tempfile.TemporaryDirectory(prefix="leadgate-stages-") as tmp:
-        config_path = Path(tmp) / "gateway.yaml"
-        config_path.write_text(
-            GATEWAY_CONFIG.read_text().replace("../../rules", str(REPO / "rules"))
-        )
-        config = load_config(config_path)
+        config = load_config(write_gateway_config(Path(tmp) / "gateway.yaml"))
     campaign = config.campaigns[CampaignId("bench")]
     partner = config.partners[PartnerId("p-alpha")]
     assert campaign.rules is not None
