@@ -113,17 +113,15 @@ def seen_generations_span(now_ms: int, window_ms: int) -> tuple[range, int, int]
     which it stays the same: until the current generation ends or the window's start enters
     the next one, whichever comes first. A scope's leads of a day share one (the hot path
     keeps it, ``decision.plan.ScopePlan.generations``)."""
-    step = SEEN_GENERATION_MS
-    newest = now_ms // step
-    start = now_ms - window_ms + 1
-    oldest = max(0, start) // step
+    generations = seen_generations(now_ms, window_ms)
+    newest, oldest, step = generations[0], generations[-1], SEEN_GENERATION_MS
     since, until = newest * step, (newest + 1) * step
     # The oldest generation changes when the window's start crosses a generation's start
     # (never below 0: the window's start clamped there moves nothing until it reaches ``step``).
     until = min(until, (oldest + 1) * step + window_ms - 1)
-    if start > 0:
+    if now_ms - window_ms + 1 > 0:
         since = max(since, oldest * step + window_ms - 1)
-    return range(newest, min(newest, oldest) - 1, -1), since, until
+    return generations, since, until
 
 
 def legacy_seen_generations(now_ms: int, window_ms: int, until_ms: int) -> range:
