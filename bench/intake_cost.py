@@ -26,6 +26,7 @@ import cProfile
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -40,6 +41,8 @@ from gateway.app.settings import load_settings
 from gateway.errors import RequestError
 
 PARTNER = "p-alpha"
+#: Entered around each measured round (``bench.intake_count`` counts opcodes in it).
+Around = Callable[[], contextlib.AbstractContextManager[None]]
 #: Leads decided before the rounds: scripts loaded, routes planned, connections open.
 WARM_UP = 2000
 
@@ -52,6 +55,8 @@ async def _measure(
     rounds: int,
     profile: Path | None,
     batch: int,
+    around: Around | None = None,
+    warm_up: int = WARM_UP,
 ) -> list[float]:
     env = {
         "LEADGATE_REDIS_URL": f"unix://{sock}",
@@ -89,7 +94,7 @@ async def _measure(
 
             await asyncio.gather(*(one_caller() for _ in range(concurrency)))
 
-        await decide(new_bodies(WARM_UP))
+        await decide(new_bodies(warm_up))
         settle_heap(gateway.config)  # as `leadgate serve` does before it listens
         figures: list[float] = []
         for number in range(rounds):
@@ -97,9 +102,10 @@ async def _measure(
             profiler = cProfile.Profile() if profile is not None and number == rounds - 1 else None
             if profiler is not None:
                 profiler.enable()
-            started = time.process_time()
-            await decide(bodies)
-            figures.append((time.process_time() - started) / leads * 1e6)
+            with around() if around is not None else contextlib.nullcontext():
+                started = time.process_time()
+                await decide(bodies)
+                figures.append((time.process_time() - started) / leads * 1e6)
             if profiler is not None and profile is not None:
                 profiler.disable()
                 profiler.dump_stats(profile)
@@ -114,13 +120,18 @@ def measure(
     rounds: int = 5,
     profile: Path | None = None,
     batch: int = 1,
+    around: Around | None = None,
+    warm_up: int = WARM_UP,
 ) -> list[float]:
     """µs of CPU per lead of each round; ``batch``: leads per ``submit_batch`` (1: each
-    lead through ``submit``)."""
+    lead through ``submit``); ``around``: entered around each round's leads; ``warm_up``:
+    leads decided before the rounds."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-cost-") as tmp:
         config = write_gateway_config(Path(tmp) / "gateway.yaml")
         with scratch_redis("leadgate-intake-cost-") as (sock, _):
-            return uvloop.run(_measure(sock, config, leads, concurrency, rounds, profile, batch))
+            return uvloop.run(
+                _measure(sock, config, leads, concurrency, rounds, profile, batch, around, warm_up)
+            )
 
 
 def main() -> int:
@@ -132,8 +143,13 @@ def main() -> int:
     parser.add_argument(
         "--batch", type=int, default=1, help="leads per submit_batch (1: submit, the default)"
     )
+    parser.add_argument(
+        "--warm-up", type=int, default=WARM_UP, help=f"leads before the rounds ({WARM_UP})"
+    )
     args = parser.parse_args()
-    figures = measure(args.leads, args.concurrency, args.rounds, args.profile, args.batch)
+    figures = measure(
+        args.leads, args.concurrency, args.rounds, args.profile, args.batch, warm_up=args.warm_up
+    )
     what = "Intake.submit" if args.batch == 1 else f"Intake.submit_batch of {args.batch}"
     print(
         f"{what}, {args.leads:,} leads a round at {args.concurrency} at once: "

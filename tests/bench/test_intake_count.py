@@ -1,0 +1,33 @@
+"""``python -m bench.intake_count`` counts what a lead costs the intake: Python opcodes by
+function, and machine instructions under callgrind (counts, never judged)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.intake_count import _callgrind_total, opcodes
+
+
+def test_opcodes_are_counted_per_lead_and_by_function_on_the_real_path() -> None:
+    total, ranked = opcodes(leads=100, concurrency=8)
+
+    assert total == pytest.approx(sum(per_lead for _, per_lead in ranked))
+    names = [name for name, _ in ranked]
+    # The path through the Redis store, not a stand-in: its command is built for every lead.
+    decide_parts = next(n for n in names if n.startswith("_decide_parts (gateway/storage/redis.py"))
+    assert dict(ranked)[decide_parts] > 50
+    assert any(n.startswith("parse (gateway/leads/parse.py") for n in names)
+    # A count, not a time: the same leads cost the same opcodes whatever the machine does.
+    again, _ = opcodes(leads=100, concurrency=8)
+    assert again == pytest.approx(total, rel=0.02)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_of_a_whole_run_are_read_from_callgrind(tmp_path: Path) -> None:
+    few = _callgrind_total(20, 8, 1, tmp_path / "few", warm_up=20)
+
+    # The interpreter's start and the gateway's imports alone are billions of instructions.
+    assert 500_000_000 < few < 50_000_000_000
