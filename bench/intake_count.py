@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.intake_cost import WARM_UP, measure
 
@@ -59,10 +59,14 @@ class OpcodeCounter:
 
     def __init__(self) -> None:
         self.by_function: collections.Counter[str] = collections.Counter()
+        #: Frames entered, by function (a coroutine's resumptions count too): a call costs
+        #: the interpreter ~25-30 opcodes' worth of work (a frame made, filled and freed).
+        self.calls: collections.Counter[str] = collections.Counter()
 
     def _trace(self, frame: FrameType, event: str, arg: Any) -> Any:
         frame.f_trace_opcodes = True
         name = _where(frame)
+        self.calls[name] += 1
         by_function = self.by_function
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -81,16 +85,29 @@ class OpcodeCounter:
             sys.settrace(None)
 
 
-def opcodes(
-    leads: int, concurrency: int = 64, batch: int = 1
-) -> tuple[float, list[tuple[str, float]]]:
-    """Opcodes per lead over one round of ``leads`` new leads, and per function, largest
-    first."""
+class Counts(NamedTuple):
+    """Per lead: opcodes, and frames entered; each by function, largest first."""
+
+    opcodes: float
+    calls: float
+    by_function: list[tuple[str, float]]
+    calls_by_function: list[tuple[str, float]]
+
+
+def opcodes(leads: int, concurrency: int = 64, batch: int = 1) -> Counts:
+    """What one round of ``leads`` new leads runs, per lead."""
     counter = OpcodeCounter()
     measure(leads, concurrency, rounds=1, batch=batch, around=counter.counting)
-    total = sum(counter.by_function.values())
-    ranked = [(name, n / leads) for name, n in counter.by_function.most_common()]
-    return total / leads, ranked
+
+    def ranked(counts: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(name, n / leads) for name, n in counts.most_common()]
+
+    return Counts(
+        sum(counter.by_function.values()) / leads,
+        sum(counter.calls.values()) / leads,
+        ranked(counter.by_function),
+        ranked(counter.calls),
+    )
 
 
 def _callgrind_total(
@@ -138,10 +155,14 @@ def main() -> int:
         print(f"{per_lead:,.0f} instructions a lead (callgrind, {args.leads:,} and "
               f"{args.leads * SLOPE_FACTOR:,} leads)")  # fmt: skip
         return 0
-    total, ranked = opcodes(args.leads, args.concurrency, args.batch)
-    print(f"{total:,.1f} Python opcodes a lead ({args.leads:,} leads)")
-    for name, per_lead in ranked[: args.top]:
-        print(f"{per_lead:9.1f}  {name}")
+    counts = opcodes(args.leads, args.concurrency, args.batch)
+    print(
+        f"{counts.opcodes:,.1f} Python opcodes and {counts.calls:,.1f} frames entered a lead "
+        f"({args.leads:,} leads); by function, opcodes | frames:"
+    )
+    calls = dict(counts.calls_by_function)
+    for name, per_lead in counts.by_function[: args.top]:
+        print(f"{per_lead:9.1f} | {calls.get(name, 0.0):5.1f}  {name}")
     return 0
 
 

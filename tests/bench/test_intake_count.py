@@ -12,17 +12,20 @@ from bench.intake_count import _callgrind_total, opcodes
 
 
 def test_opcodes_are_counted_per_lead_and_by_function_on_the_real_path() -> None:
-    total, ranked = opcodes(leads=100, concurrency=8)
+    counts = opcodes(leads=100, concurrency=8)
+    total, ranked = counts.opcodes, counts.by_function
 
     assert total == pytest.approx(sum(per_lead for _, per_lead in ranked))
+    assert counts.calls == pytest.approx(sum(per_lead for _, per_lead in counts.calls_by_function))
+    assert 10 < counts.calls < total / 5
     names = [name for name, _ in ranked]
     # The path through the Redis store, not a stand-in: its command is built for every lead.
     decide_parts = next(n for n in names if n.startswith("_decide_parts (gateway/storage/redis.py"))
     assert dict(ranked)[decide_parts] > 50
     assert any(n.startswith("parse (gateway/leads/parse.py") for n in names)
     # A count, not a time: the same leads cost the same opcodes whatever the machine does.
-    again, _ = opcodes(leads=100, concurrency=8)
-    assert again == pytest.approx(total, rel=0.02)
+    again = opcodes(leads=100, concurrency=8)
+    assert again.opcodes == pytest.approx(total, rel=0.02)
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
