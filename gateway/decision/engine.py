@@ -57,6 +57,14 @@ class DecisionEngine:
     async def run(self, given: Sequence[DecisionRequest]) -> list[DecisionOutcome | None]:
         """One outcome per request, in order; ``None`` for an Idempotency-Key reused with
         another body. Raises ``StoreUnavailable`` when the store cannot be reached."""
+        if len(given) == 1:
+            lone = given[0]
+            if lone.idempotency is None and not lone.person and not lone.rejected:
+                # The common single post: nothing to claim, reserve or release, only step 3
+                # (what the steps below come to for it, without their lists).
+                decided = await self.store.decide([(lone, None)])
+                self._failpoints.hit("after-decide")
+                return decided
         requests = list(given)
         outcomes: list[DecisionOutcome | None] = [None] * len(requests)
         todo = list(range(len(requests)))

@@ -609,6 +609,12 @@ class Intake:
     ) -> tuple[list[DecisionOutcome | None], list[SaleResult | RequestError]]:
         """The store's part: single-advertiser leads through the engine, distributed ones
         through the waterfall, both at once (their round trips share the pipeline)."""
+        if len(prepared) == 1:
+            # A lead posted alone (the common case): what the lines below come to for it.
+            (item,) = prepared
+            if isinstance(item, _Prepared) and item.sale is None:
+                request = item.request
+                return (await self._engine.run([request]) if request is not None else []), []
         singles = [p.request for p in prepared if isinstance(p, _Prepared) and p.request]
         sales = [p.sale for p in prepared if isinstance(p, _Prepared) and p.sale]
         if not sales:

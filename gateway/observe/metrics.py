@@ -370,15 +370,15 @@ class Observer:
         reason, its latency observed, one decision log line per lead (``now_s`` unused: the
         log line carries its own time)."""
         self.decision_seconds.observe(elapsed_s)
-        sold = [a for a in answers if isinstance(a, Answer) and a.sales is not None]
-        if sold:
-            self.buyers.decided(sold)
+        sold: list[Answer] = []
         log = DECISION_LOG.isEnabledFor(logging.INFO)
         latency_ms = round(elapsed_s * 1000, 3)
         for answer in answers:
             if isinstance(answer, RequestError):
                 self.refused(partner, answer)
                 continue
+            if answer.sales is not None:
+                sold.append(answer)
             if answer.ping_status and not answer.test and not answer.replayed:
                 self.ping_reservations.labels(partner.id, answer.ping_status).inc()
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
@@ -409,6 +409,8 @@ class Observer:
                     fields["sold_to"] = [sale.buyer for sale in answer.sales]
                     fields["offers"] = [f"{buyer}:{code}" for buyer, code in answer.offers]
                 DECISION_LOG.info("decision", extra={"fields": fields})
+        if sold:
+            self.buyers.decided(sold)
 
     def _reason_children(self, partner: str, campaign: str, reason: str) -> tuple[Any, ...]:
         # ``labels()`` validates and locks on every call: each reason's children are looked

@@ -107,6 +107,11 @@ class RedisStore(Store):
         if self._connections != self._layout_covers:
             await self._layout()
         results = await self._pipe.execute(commands)
+        for result in results:
+            if isinstance(result, ResponseError):  # NoScriptError is one
+                break
+        else:
+            return results  # the common case: every command ran
         for _ in range(scripts.RELOADS):
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if not missing:
@@ -237,6 +242,11 @@ class RedisStore(Store):
         self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
     ) -> list[DecisionOutcome | None]:
         until_ms = await self._layout()
+        if len(items) == 1:  # a single post: one call, without the grouping below
+            rq, forced = items[0]
+            command = _decide_command([_decide_parts(rq, forced, until_ms)])
+            ((reply,),) = await self._run([command])
+            return [_outcome(rq, reply)]
         # One script call per advertiser (its leads in their order), at most
         # DECIDE_LEADS_PER_CALL leads each: a batch costs a few commands, not one per lead.
         groups: dict[str, list[int]] = {}
@@ -254,23 +264,7 @@ class RedisStore(Store):
         for call, group_replies in zip(calls, await self._run(commands), strict=True):
             for i, reply in zip(call, group_replies, strict=True):
                 replies[i] = reply
-        outcomes: list[DecisionOutcome | None] = []
-        for (rq, _), reply in zip(items, replies, strict=True):
-            status = reply[0]
-            if status == "ok":
-                # The script joins reason codes (never empty ones) with commas, "" for none.
-                reasons = tuple(reply[2].split(",")) if reply[2] else ()
-                ping_status = reply[3] if len(reply) > 3 else ""
-                outcomes.append(
-                    DecisionOutcome(
-                        _DECISIONS[reply[1]], reasons, rq.lead_id, ping_status=ping_status
-                    )
-                )
-            elif status == "replay":
-                outcomes.append(DecisionOutcome.decode(reply[1])[1])
-            else:
-                outcomes.append(None)
-        return outcomes
+        return [_outcome(rq, reply) for (rq, _), reply in zip(items, replies, strict=True)]
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         await self._run([_release_command(r, reserved) for r, reserved in items])
@@ -438,6 +432,20 @@ class RedisStore(Store):
             await self._run(commands)
 
 
+def _outcome(rq: DecisionRequest, reply: Any) -> DecisionOutcome | None:
+    """What ``decide.lua`` answered for ``rq``: its outcome, a replayed one, or None for a
+    conflict."""
+    status = reply[0]
+    if status == "ok":
+        # The script joins reason codes (never empty ones) with commas, "" for none.
+        reasons = tuple(reply[2].split(",")) if reply[2] else ()
+        ping_status = reply[3] if len(reply) > 3 else ""
+        return DecisionOutcome(_DECISIONS[reply[1]], reasons, rq.lead_id, ping_status=ping_status)
+    if status == "replay":
+        return DecisionOutcome.decode(reply[1])[1]
+    return None
+
+
 def _claimed(ref: IdempotencyRef, held: str | None, stored: str | None) -> ClaimResult:
     """What a claim (``SET NX GET`` of the claim, ``GET`` of the answer) found."""
     held_digest, _, held_lead = (held or "").partition("|")
@@ -495,6 +503,9 @@ def _campaign_reserve_command(rv: CampaignReservation) -> Command:
     return ("EVALSHA", scripts.CAMPAIGN_RESERVE.sha, len(keys), *keys, *args)
 
 
+_GENERATION_MS = storage_keys.SEEN_GENERATION_MS
+_LEGACY_GENERATION_MS = storage_keys.LEGACY_SEEN_GENERATION_MS
+
 #: Leads decided by one call of decide.lua at most: a call runs alone in Redis (nothing else
 #: is served meanwhile), about 3-4 ms for 100 bench leads on this project's machines.
 DECIDE_LEADS_PER_CALL = 100
@@ -519,44 +530,43 @@ def _pack_numbers(numbers: Sequence[int]) -> bytes:
 def _decide_parts(
     rq: DecisionRequest, forced: ForcedOutcome | None, legacy_until_ms: int
 ) -> tuple[list[str | int], list[str | bytes | int]]:
-    """One lead's KEYS and ARGV for ``decide.lua``."""
+    """One lead's KEYS and ARGV for ``decide.lua``. Built for every lead: the common one (no
+    holds, no Idempotency-Key, no legacy marks) takes the fewest steps (``python -m
+    bench.intake_count`` counts them)."""
     idem = rq.idempotency
     keys: list[str | int] = [
         idem.answer_key if idem is not None else rq.slot_anchor,
         rq.stream_key,
     ]
     now_ms = rq.now_ms
-    legacy_newest = min(now_ms, legacy_until_ms) // storage_keys.LEGACY_SEEN_GENERATION_MS
-    hold = rq.hold
-    held = [j for j, cap in enumerate(rq.caps, 1) if cap.holds]
-    mode: str | int = int(rq.dry_run)
-    if held or hold is not None:
-        mode = f"{mode}{_HOLD_LETTERS[hold.mode] if hold is not None else 'p'}"
+    dedup, caps = rq.dedup, rq.caps
+    generation = dedup[0].generation if dedup else 0
     # The lead's numbers go packed in one argument (decide.lua's NUM): Redis then makes no
     # Lua string of each, nor parses it back with strtod.
     numbers: list[int] = [
-        len(rq.dedup),
-        len(rq.caps),
-        storage_keys.SEEN_GENERATION_MS,
-        rq.dedup[0].generation if rq.dedup else 0,
-        storage_keys.LEGACY_SEEN_GENERATION_MS,
-        legacy_newest,
+        len(dedup),
+        len(caps),
+        _GENERATION_MS,
+        generation,
+        _LEGACY_GENERATION_MS,
+        min(now_ms, legacy_until_ms) // _LEGACY_GENERATION_MS,
         0,  # n_strings, below
     ]
     # The checks' reasons and marks, each once, numbered from 1 (decide.lua's strings).
     strings: dict[str, int] = {}
-    for check in rq.dedup:
+    for check in dedup:
         keys += check.keys
+        window_ms = check.window_ms
         n_legacy = 0
-        if check.legacy_head and now_ms - check.window_ms < legacy_until_ms:
-            legacy = storage_keys.legacy_seen_generations(now_ms, check.window_ms, legacy_until_ms)
+        if check.legacy_head and now_ms - window_ms < legacy_until_ms:
+            legacy = storage_keys.legacy_seen_generations(now_ms, window_ms, legacy_until_ms)
             keys += [
                 storage_keys.legacy_seen(check.legacy_head, g, check.legacy_bucket) for g in legacy
             ]
             n_legacy = len(legacy)
         numbers += (
-            check.window_ms,
-            (check.generation + 1) * storage_keys.SEEN_GENERATION_MS + check.retention_ms - now_ms,
+            window_ms,
+            (check.generation + 1) * _GENERATION_MS + check.retention_ms - now_ms,
             len(check.keys),
             n_legacy,
             check.remember,
@@ -565,19 +575,25 @@ def _decide_parts(
         )
     numbers[6] = len(strings)
     # The arguments after NUM (the strings, the caps', index's and holds'), in order.
-    args: list[str | bytes | int] = list(strings)
-    for cap in rq.caps:
+    args: list[str | bytes | int] = [*strings]
+    held: list[int] = []
+    for j, cap in enumerate(caps, 1):
         keys.append(cap.key)
         numbers += (cap.limit, cap.span_ms, cap.rolling)
         args.append(cap.reason)
+        if cap.holds:
+            held.append(j)
     index = rq.index
     if index is not None:
         keys += (index.key, index.routes)
         ttl_ms, index_args = index_arguments(index, now_ms)
         numbers.append(ttl_ms)
         args += index_args
+    hold = rq.hold
+    mode: str | int = int(rq.dry_run)
     if held or hold is not None:
-        keys += [rq.caps[j - 1].holds for j in held]
+        mode = f"{mode}{_HOLD_LETTERS[hold.mode] if hold is not None else 'p'}"
+        keys += [caps[j - 1].holds for j in held]
         args += held
         if hold is not None:
             keys.append(hold.record_key)
@@ -589,7 +605,7 @@ def _decide_parts(
                 max(1, hold.record_ttl_ms),
             )
         args.append(len(held))
-    head: list[str | bytes | int] = [
+    return keys, [
         now_ms,
         rq.lead_id,
         mode,
@@ -597,10 +613,10 @@ def _decide_parts(
         idem.body_digest if idem is not None else "",
         f"{forced.decision}|{','.join(forced.reasons)}" if forced is not None else "",
         rq.payload,
-        now_ms - (rq.dedup[0].generation * storage_keys.SEEN_GENERATION_MS if rq.dedup else 0),
+        now_ms - generation * _GENERATION_MS,
         _pack_numbers(numbers),
+        *args,
     ]
-    return keys, head + args
 
 
 def index_arguments(index: LeadIndexEntry, now_ms: int) -> tuple[int, tuple[str | int, ...]]:
