@@ -72,7 +72,7 @@ from bench.scenario import (
 )
 from gateway.config.model import DedupScope
 from gateway.storage import keys
-from gateway.types import AdvertiserId, CampaignId, ChannelId
+from gateway.types import AdvertiserId, CampaignId, ChannelId, Fingerprint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -325,10 +325,8 @@ def _redis_decide(sock: Path, calls: int) -> dict[str, Any] | None:
     )
     generations = keys.seen_generations(now_ms, window_ms)
     # A random bucket and field each (redis-benchmark draws every __rand_int__ on its own).
-    seen = [
-        keys.seen(space, keys.SeenMark("b1", 0, ""), g).rsplit(":", 1)[0] + ":__rand_int__"
-        for g in generations
-    ]
+    mark = keys.seen_mark(Fingerprint("b1.bench"))
+    seen = [keys.seen(space, mark, g).rsplit(":", 1)[0] + ":__rand_int__" for g in generations]
     cap = keys.advertiser_tag(ADVERTISER) + ":cap:c:bench:day:2026-11-22"
     n_keys = str(3 + len(seen))
     generation = generations[0]

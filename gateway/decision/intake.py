@@ -186,9 +186,14 @@ class Intake:
         started = time.perf_counter()
         now_s = self.clock()
         plan = self._plan
-        idem = self._idempotency(plan, idempotency_key, body, None)
+        idem = (
+            None
+            if idempotency_key is None
+            else self._idempotency(plan, idempotency_key, body, None)
+        )
         try:
-            ping_id = _ping_id(data.get("ping_id"), "")
+            named = data.get("ping_id")
+            ping_id = None if named is None else _ping_id(named, "")
             prepared = self._prepare(plan, partner, data, now_s, idem, "", ping_id)
             request, sale = prepared.request, prepared.sale
             if request is not None and request.hold is not None:

@@ -7,9 +7,12 @@ current calendar period or rolling window, the person's reservations and the del
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -118,6 +121,7 @@ def build_request(
             ttl_ms=idempotency.ttl_s * 1000,
             lead_id=lead_id,
         )
+    stream_key, slot_anchor = _slot_keys(advertiser)
     payload, index = b"", None  # a ping queues nothing and indexes nothing
     if not ping:
         record = {
@@ -139,13 +143,20 @@ def build_request(
         dedup=dedup_checks(route.scopes, identities, now_ms),
         caps=tuple(caps),
         person=person,
-        stream_key=keys.deliveries(advertiser),
+        stream_key=stream_key,
         payload=payload,
         idempotency=idem,
-        slot_anchor=keys.slot_anchor(advertiser),
+        slot_anchor=slot_anchor,
         index=index,
         hold=hold,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _slot_keys(advertiser: AdvertiserId) -> tuple[str, str]:
+    """The advertiser's delivery stream and slot anchor: the same for all its leads (an id
+    from the config, never personal data; the cache's look-up runs in C)."""
+    return keys.deliveries(advertiser), keys.slot_anchor(advertiser)
 
 
 def index_route(campaign: Campaign, partner: Partner, channel: ChannelId) -> str:
@@ -171,6 +182,9 @@ def index_entry(
 
 
 Identities = list[tuple[str, tuple[Fingerprint, ...]]]
+#: ``head + bucket`` for each head, in C (``map(_concat, heads, repeat(bucket))``): a check's
+#: keys are made for every identity in every scope of every lead.
+_concat = operator.add
 
 
 def lookups(lead: Lead, fingerprinter: Fingerprinter) -> Identities:
@@ -193,24 +207,30 @@ def dedup_checks(
     for _, fingerprints in identities:
         for n, fp in enumerate(fingerprints):
             mark = keys.seen_mark(fp)
-            marked.append((mark, keys.seen_bucket(mark), n == 0, mark.legacy_bucket))
+            marked.append((mark, mark.bucket_name, n == 0, mark.legacy_bucket))
     dedup: list[DedupCheck] = []
     for scope in scopes:
         generations = scope.generations(now_ms)
         newest, reason = generations[0], scope.reason
         window_ms, retention_ms = scope.window_ms, scope.retention_ms
+        # A lead's identities share their fingerprint key (two keys during a rotation): the
+        # scope's heads under each are looked up once.
+        key_id, legacy_head = "", ""
+        heads: tuple[str, ...] = ()
         for mark, bucket, remember, legacy_bucket in marked:
-            key_id = mark.key_id
+            if mark.key_id != key_id:
+                key_id = mark.key_id
+                heads, legacy_head = scope.heads(key_id, generations), scope.legacy_head(key_id)
             dedup.append(
                 DedupCheck(
                     reason,
-                    tuple([head + bucket for head in scope.heads(key_id, generations)]),
+                    tuple(map(_concat, heads, repeat(bucket))),
                     mark.field,
                     newest,
                     window_ms,
                     retention_ms,
                     remember,
-                    scope.legacy_head(key_id),
+                    legacy_head,
                     legacy_bucket,
                 )
             )

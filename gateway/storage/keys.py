@@ -78,11 +78,10 @@ class SeenMark(NamedTuple):
     key_id: str
     bucket: int
     field: str
-
-    @property
-    def legacy_bucket(self) -> int:
-        """The mark's bucket in the legacy layout (the same field)."""
-        return self.bucket % LEGACY_SEEN_BUCKETS
+    #: The bucket as hash names end with it (``seen_bucket``).
+    bucket_name: str
+    #: The mark's bucket in the legacy layout (the same field).
+    legacy_bucket: int
 
 
 def seen_mark(fingerprint: Fingerprint) -> SeenMark:
@@ -92,7 +91,8 @@ def seen_mark(fingerprint: Fingerprint) -> SeenMark:
     # characters) name the field: a new person is taken for someone already in the bucket
     # with odds below 2^-65.
     field = b64url(digest[2:11])
-    return SeenMark(key_id, int.from_bytes(digest[:2], "big") % SEEN_BUCKETS, field)
+    bucket = int.from_bytes(digest[:2], "big") % SEEN_BUCKETS
+    return SeenMark(key_id, bucket, field, f"{bucket:04x}", bucket % LEGACY_SEEN_BUCKETS)
 
 
 def seen_generation(at_ms: int) -> int:
@@ -186,7 +186,7 @@ def seen_in(heads: tuple[str, ...], mark: SeenMark) -> tuple[str, ...]:
 
 def seen_bucket(mark: SeenMark) -> str:
     """What ``seen_in`` adds to a head: the mark's bucket."""
-    return f"{mark.bucket:04x}"
+    return mark.bucket_name
 
 
 def legacy_seen_head(prefix: str, key_id: str) -> str:
