@@ -48,7 +48,9 @@ class Answer:
     def to_json(self) -> dict[str, object]:
         answer: dict[str, object] = {
             "lead_id": self.lead_id,
-            "decision": self.decision.value,
+            # A StrEnum is its value (JSON and f-strings write "accepted"): ``.value`` is two
+            # Python calls (enum's descriptor), for every answer.
+            "decision": self.decision,
             "reasons": list(self.reasons),
             "ref": self.ref,
             "campaign": self.campaign,

@@ -130,7 +130,7 @@ class QualityLedger:
             if isinstance(answer, RequestError) or answer.test or answer.replayed:
                 continue
             self._add(now_ms, partner.id, answer.campaign, "posted")
-            self._add(now_ms, partner.id, answer.campaign, answer.decision.value)
+            self._add(now_ms, partner.id, answer.campaign, answer.decision)  # a StrEnum: its value
             if answer.decision is Decision.ACCEPTED:
                 self._money(now_ms, partner.id, answer)
 

@@ -54,6 +54,7 @@ from gateway.types import AdvertiserId, LeadId
 from gateway.web import body as bodies
 from gateway.web.auth import authenticate
 from gateway.web.problems import Handler, problem_response, route_path
+from gateway.web.state import ADDRESS_LIMITS
 
 PREFIX = "/v1/admin"
 #: An admin body holds at most a few thousand people; a bigger one is a mistake.
@@ -338,6 +339,7 @@ def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
                     admin.config().server,
                     lambda r: True if admin.authorized(r) else None,
                     "send the admin token as 'Authorization: Bearer <token>'",
+                    limits=request.app.get(ADDRESS_LIMITS),
                 )
             except Unauthorized as refused:
                 return problem_response(

@@ -57,7 +57,8 @@ def _metrics(counted: bool) -> Middleware:
         guarded = protocol if isinstance(protocol, GuardedHandler) else None
         if guarded is not None:
             guarded.request_started()
-        inflight = request.app[INFLIGHT] if counted else None
+        app = request.app  # two property calls each time: once a request
+        inflight = app[INFLIGHT] if counted else None
         if inflight is not None:
             inflight.enter()
         budget = open_budget()
@@ -89,7 +90,7 @@ def _metrics(counted: bool) -> Middleware:
                 inflight.leave()
             if guarded is not None:
                 guarded.request_finished(closing=closing)
-            _observe(request, status, started)
+            _observe(request, app, status, started)
 
     return middleware
 
@@ -100,11 +101,11 @@ metrics_middleware = _metrics(counted=False)
 counted_metrics_middleware = _metrics(counted=True)
 
 
-def _observe(request: web.Request, status: int, started: float) -> None:
+def _observe(request: web.Request, app: web.Application, status: int, started: float) -> None:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     method = request.method if request.method in _ROUTED_METHODS else "other"
-    request.app[OBSERVER].request(route, method, status, time.perf_counter() - started)
+    app[OBSERVER].request(route, method, status, time.perf_counter() - started)
 
 
 def create_app(

@@ -14,8 +14,7 @@ from aiohttp import web
 
 from gateway.config.model import ServerSettings
 from gateway.errors import RateLimited, Unauthorized
-from gateway.web.ratelimit import client_address, retry_after_s
-from gateway.web.state import ADDRESS_LIMITS
+from gateway.web.ratelimit import AddressLimits, client_address, retry_after_s
 
 T = TypeVar("T")
 
@@ -39,11 +38,13 @@ def authenticate(
     server: ServerSettings,
     lookup: Callable[[web.Request], T | None],
     refusal: str,
+    *,
+    limits: AddressLimits | None,
 ) -> T:
     """``lookup(request)`` (who the request's credentials name, or None), counting a failure
-    (no credentials, unknown ones) against the client's address. Raises ``RateLimited`` for an
-    address out of attempts (before looking at its key), ``Unauthorized`` with ``refusal``."""
-    limits = request.app.get(ADDRESS_LIMITS)
+    (no credentials, unknown ones) against the client's address in ``limits`` (the app's
+    ``ADDRESS_LIMITS``; None: not counted). Raises ``RateLimited`` for an address out of
+    attempts (before looking at its key), ``Unauthorized`` with ``refusal``."""
     failures = limits.auth_failures if limits is not None else None
     address: str | None = None
     now_s = time.monotonic()

@@ -85,7 +85,10 @@ def parse_json_object(body: bytes) -> dict[str, object]:
     # a 1,000-lead batch: BENCHMARKS.md); only when the count is higher (a repeat, or an
     # escaped quote before a colon inside a value) is the body parsed again, by the standard
     # library, to find which name repeats.
-    if _name_ends(body) > _members(data):
+    # A text with one brace and no bracket is one flat object (the usual single lead): its
+    # members are the dict's, without walking it.
+    flat = body.count(b"{") == 1 and b"[" not in body
+    if _name_ends(body) > (len(data) if flat else _members(data)):
         repeated = _repeated_names(body)
         if repeated:
             raise InvalidLead([FieldProblem(path, "given more than once") for path in repeated])

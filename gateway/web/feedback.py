@@ -43,6 +43,7 @@ def _advertiser(request: web.Request, *, allow_query: bool = False) -> Advertise
         request.app[INTAKE].config.server,
         lambda r: desk.authenticate(api_key(r, allow_query=allow_query)),
         "unknown API key (feedback takes an advertiser's key)",
+        limits=request.app.get(ADDRESS_LIMITS),
     )
 
 

@@ -29,6 +29,7 @@ from gateway.web.auth import api_key, authenticate
 from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
 from gateway.web.state import (
+    ADDRESS_LIMITS,
     BUCKETS,
     DRAINING,
     INTAKE,
@@ -48,19 +49,28 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _partner(
-    request: web.Request, *, allow_query: bool = False, cost: int = 1, probe: str = ""
+    request: web.Request,
+    *,
+    allow_query: bool = False,
+    cost: int = 1,
+    probe: str = "",
+    app: web.Application | None = None,
 ) -> Partner:
     """The partner whose API key the request carries, within its rate limit (its own or
     ``server.default_rate_limit``); ``cost``: leads counted against it. ``probe``: ``check``
     or ``ping``, counted against that limit instead (``check_rate_limit``,
-    ``ping_rate_limit``)."""
-    intake = request.app[INTAKE]
+    ``ping_rate_limit``). ``app``: ``request.app`` when the caller has it already (each
+    ``request.app`` is two property calls, and each item of it one more)."""
+    if app is None:
+        app = request.app
+    intake = app[INTAKE]
     server = intake.config.server
     partner = authenticate(
         request,
         server,
         lambda r: intake.authenticate(api_key(r, allow_query=allow_query)),
         "unknown API key",
+        limits=app[ADDRESS_LIMITS],
     )
     if probe == "check":
         limit, what = partner.check_rate_limit or server.default_check_rate_limit, "checks"
@@ -68,7 +78,7 @@ def _partner(
         limit, what = partner.ping_rate_limit or server.default_ping_rate_limit, "pings"
     else:
         limit, what = partner.rate_limit or server.default_rate_limit, "leads"
-    buckets = request.app[BUCKETS]
+    buckets = app[BUCKETS]
     now_s = time.monotonic()
     # A NUL cannot occur in a configured id: a probe's bucket never meets a partner's own.
     name = f"{partner.id}\x00{probe}" if probe else partner.id
@@ -100,8 +110,9 @@ def _answer_response(answer: Answer) -> web.Response:
 
 
 async def post_lead(request: web.Request) -> web.Response:
-    intake = request.app[INTAKE]
-    partner = _partner(request)
+    app = request.app
+    intake = app[INTAKE]
+    partner = _partner(request, app=app)
     key = _idempotency_key(request)
     server = intake.config.server
     raw = await bodies.read_body(request, server.max_body_bytes, server.body_timeout_s)
