@@ -17,6 +17,11 @@ with the machine:
   times slower while its Redis does not, so round trips carry fewer leads than at full speed:
   a figure to compare trees with, not a CPU time.
 
+- ``--http``: the same counts for whole requests, the HTTP shell included: the gateway's
+  lead app (``gateway.web.app.create_app``, its middleware and handlers, aiohttp) served in
+  this process on loopback, posted ``--leads`` single leads over 8 keep-alive connections by
+  a client in another process (whose work is not counted), by group of modules.
+
 Compare two trees by running this from each (``PYTHONPATH=<tree> python -m
 bench.intake_count``); confirm end to end with ``python -m bench``. Opcode counting makes the
 process ~10 times slower: ``--leads`` is 2,000 by default.
@@ -25,6 +30,7 @@ process ~10 times slower: ``--leads`` is 2,000 by default.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import os
@@ -37,7 +43,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from bench.intake_cost import WARM_UP, measure
+import orjson
+import uvloop
+from aiohttp import web
+
+from bench.generate import LeadGenerator
+from bench.intake_cost import PARTNER, WARM_UP, measure
+from bench.scenario import PARTNERS, load_scenario, write_gateway_config
+from bench.scratch_redis import scratch_redis
+from gateway.app.root import App
+from gateway.app.settings import load_settings
+from gateway.web.app import create_app
 
 #: The two runs of ``--instructions`` decide this many leads and three times as many.
 SLOPE_FACTOR = 3
@@ -98,7 +114,95 @@ def opcodes(leads: int, concurrency: int = 64, batch: int = 1) -> Counts:
     """What one round of ``leads`` new leads runs, per lead."""
     counter = OpcodeCounter()
     measure(leads, concurrency, rounds=1, batch=batch, around=counter.counting)
+    return _counts(counter, leads)
 
+
+#: A client in its own process: ``--leads`` posts over 8 keep-alive connections, each
+#: waiting for its answer before the next (its work is not counted).
+_CLIENT = r"""
+import socket, sys, threading
+port, key = int(sys.argv[1]), sys.argv[2].encode()
+bodies = sys.stdin.buffer.read().splitlines()
+def run(first):
+    conn = socket.create_connection(("127.0.0.1", port))
+    replies = conn.makefile("rb")
+    for body in bodies[first::8]:
+        conn.sendall(b"POST /v1/leads HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json"
+                     b"\r\nAuthorization: Bearer " + key + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        length = 0
+        while (line := replies.readline()) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        replies.read(length)
+threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+#: Module groups of ``--http``'s summary, first match wins.
+GROUPS = (
+    "aiohttp/", "multidict/", "yarl/", "gateway/web/", "gateway/decision/",
+    "gateway/storage/", "gateway/leads/", "gateway/rules/", "gateway/observe/",
+    "gateway/quality/", "prometheus_client/", "phonenumbers/", "redis/", "asyncio/",
+)  # fmt: skip
+
+
+def group_of(where: str) -> str:
+    return next(
+        (group for group in GROUPS if f"({group}" in where or f"/{group}" in where), "other"
+    )
+
+
+async def _http_counts(
+    sock: Path, config: Path, leads: int, warm_up: int
+) -> tuple[OpcodeCounter, int]:
+    env = {
+        "LEADGATE_REDIS_URL": f"unix://{sock}",
+        "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
+        "LEADGATE_LOG_LEVEL": "warning",
+    }
+    gateway = App(load_settings(env, str(config)), environ=env)
+    try:
+        await gateway.open_store()
+        runner = web.AppRunner(create_app(gateway), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        generator = LeadGenerator(load_scenario("single"))
+        key = PARTNERS[PARTNER][0]
+
+        async def post(count: int, counter: OpcodeCounter | None) -> None:
+            bodies = b"\n".join(orjson.dumps(generator.lead(PARTNER).lead) for _ in range(count))
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _CLIENT, str(port), key, stdin=subprocess.PIPE
+            )
+            with counter.counting() if counter is not None else contextlib.nullcontext():
+                await client.communicate(bodies)
+            if client.returncode != 0:
+                raise RuntimeError(f"the client failed ({client.returncode})")
+
+        await post(warm_up, None)
+        counter = OpcodeCounter()
+        await post(leads, counter)
+        await runner.cleanup()
+        return counter, leads
+    finally:
+        await gateway.aclose()
+
+
+def http_opcodes(leads: int, warm_up: int = WARM_UP) -> Counts:
+    """What ``leads`` single-lead requests run in the gateway's process, per request."""
+    with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
+        config = write_gateway_config(Path(tmp) / "gateway.yaml")
+        with scratch_redis("leadgate-intake-count-") as (sock, _):
+            counter, n = uvloop.run(_http_counts(sock, config, leads, warm_up))
+    return _counts(counter, n)
+
+
+def _counts(counter: OpcodeCounter, leads: int) -> Counts:
     def ranked(counts: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(name, n / leads) for name, n in counts.most_common()]
 
@@ -153,17 +257,31 @@ def main() -> int:
     parser.add_argument(
         "--instructions", action="store_true", help="machine instructions (valgrind), not opcodes"
     )
+    parser.add_argument(
+        "--http", action="store_true", help="whole requests through the lead app (one by one)"
+    )
     args = parser.parse_args()
     if args.instructions:
         per_lead = instructions(args.leads, args.concurrency, args.batch)
         print(f"{per_lead:,.0f} instructions a lead (callgrind, {args.leads:,} and "
               f"{args.leads * SLOPE_FACTOR:,} leads)")  # fmt: skip
         return 0
-    counts = opcodes(args.leads, args.concurrency, args.batch)
-    print(
-        f"{counts.opcodes:,.1f} Python opcodes and {counts.calls:,.1f} frames entered a lead "
-        f"({args.leads:,} leads); by function, opcodes | frames:"
+    counts = (
+        http_opcodes(args.leads) if args.http else opcodes(args.leads, args.concurrency, args.batch)
     )
+    print(
+        f"{counts.opcodes:,.1f} Python opcodes and {counts.calls:,.1f} frames entered a "
+        f"{'request' if args.http else 'lead'} ({args.leads:,}); by function, opcodes | frames:"
+    )
+    if args.http:
+        frames: dict[str, float] = collections.defaultdict(float)
+        ops: dict[str, float] = collections.defaultdict(float)
+        for name, n in counts.calls_by_function:
+            frames[group_of(name)] += n
+        for name, n in counts.by_function:
+            ops[group_of(name)] += n
+        for group, n in sorted(frames.items(), key=lambda item: -item[1]):
+            print(f"  {group:20} {ops[group]:9.1f} | {n:5.1f}")
     calls = dict(counts.calls_by_function)
     for name, per_lead in counts.by_function[: args.top]:
         print(f"{per_lead:9.1f} | {calls.get(name, 0.0):5.1f}  {name}")

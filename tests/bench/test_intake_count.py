@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.intake_count import _callgrind_total, opcodes
+from bench.intake_count import _callgrind_total, group_of, http_opcodes, opcodes
 
 
 def test_opcodes_are_counted_per_lead_and_by_function_on_the_real_path() -> None:
@@ -34,3 +34,16 @@ def test_instructions_of_a_whole_run_are_read_from_callgrind(tmp_path: Path) -> 
 
     # The interpreter's start and the gateway's imports alone are billions of instructions.
     assert 500_000_000 < few < 50_000_000_000
+
+
+def test_whole_requests_are_counted_in_the_gateway_process_only() -> None:
+    counts = http_opcodes(leads=100, warm_up=50)
+
+    groups = {group_of(name) for name, _ in counts.calls_by_function}
+    # The lead app's own layers and aiohttp's are in it; the client, another process, is not.
+    assert {"aiohttp/", "gateway/web/", "gateway/decision/", "gateway/storage/"} <= groups
+    assert not any(name.startswith("run (<string>") for name, _ in counts.calls_by_function)
+    (post_lead,) = [
+        n for name, n in counts.calls_by_function if name.startswith("post_lead (gateway/web/")
+    ]
+    assert post_lead == pytest.approx(2.0, abs=0.2)  # a coroutine: entered, then resumed
