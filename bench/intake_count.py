@@ -156,7 +156,7 @@ def group_of(where: str) -> str:
 
 
 async def _http_counts(
-    sock: Path, config: Path, leads: int, warm_up: int
+    sock: Path, config: Path, leads: int, warm_up: int, count: bool = True
 ) -> tuple[OpcodeCounter, int]:
     env = {
         "LEADGATE_REDIS_URL": f"unix://{sock}",
@@ -186,19 +186,20 @@ async def _http_counts(
 
         await post(warm_up, None)
         counter = OpcodeCounter()
-        await post(leads, counter)
+        await post(leads, counter if count else None)
         await runner.cleanup()
         return counter, leads
     finally:
         await gateway.aclose()
 
 
-def http_opcodes(leads: int, warm_up: int = WARM_UP) -> Counts:
-    """What ``leads`` single-lead requests run in the gateway's process, per request."""
+def http_opcodes(leads: int, warm_up: int = WARM_UP, *, count: bool = True) -> Counts:
+    """What ``leads`` single-lead requests run in the gateway's process, per request
+    (``count=False``: the requests only, for ``--instructions``)."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
         config = write_gateway_config(Path(tmp) / "gateway.yaml")
         with scratch_redis("leadgate-intake-count-") as (sock, _):
-            counter, n = uvloop.run(_http_counts(sock, config, leads, warm_up))
+            counter, n = uvloop.run(_http_counts(sock, config, leads, warm_up, count))
     return _counts(counter, n)
 
 
@@ -215,16 +216,27 @@ def _counts(counter: OpcodeCounter, leads: int) -> Counts:
 
 
 def _callgrind_total(
-    leads: int, concurrency: int, batch: int, out: Path, warm_up: int = WARM_UP
+    leads: int,
+    concurrency: int,
+    batch: int,
+    out: Path,
+    warm_up: int = WARM_UP,
+    http: bool = False,
 ) -> int:
-    """Instructions of one whole ``bench.intake_cost`` process deciding ``leads`` leads."""
+    """Instructions of one whole ``bench.intake_cost`` process deciding ``leads`` leads
+    (``http``: of this module's ``--http`` run, its client's process not counted)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed (apt-get install -y valgrind)")
+    run = (
+        ["bench.intake_count", "--http", "--requests-only"]
+        if http
+        else ["bench.intake_cost", "--rounds", "1", "--concurrency", str(concurrency),
+              "--batch", str(batch)]
+    )  # fmt: skip
     command = [
-        valgrind, "--tool=callgrind", f"--callgrind-out-file={out}",
-        sys.executable, "-m", "bench.intake_cost", "--leads", str(leads), "--rounds", "1",
-        "--concurrency", str(concurrency), "--batch", str(batch), "--warm-up", str(warm_up),
+        valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
+        *run, "--leads", str(leads), "--warm-up", str(warm_up),
     ]  # fmt: skip
     ran = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if ran.returncode != 0:
@@ -237,12 +249,13 @@ def _callgrind_total(
     raise RuntimeError(f"no instruction total in {out}")
 
 
-def instructions(leads: int, concurrency: int = 64, batch: int = 1) -> float:
-    """Machine instructions per lead: the slope between two callgrind runs."""
+def instructions(leads: int, concurrency: int = 64, batch: int = 1, http: bool = False) -> float:
+    """Machine instructions per lead (``http``: per request): the slope between two callgrind
+    runs."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
-        low = _callgrind_total(leads, concurrency, batch, Path(tmp) / "low")
+        low = _callgrind_total(leads, concurrency, batch, Path(tmp) / "low", http=http)
         more = leads * SLOPE_FACTOR
-        high = _callgrind_total(more, concurrency, batch, Path(tmp) / "high")
+        high = _callgrind_total(more, concurrency, batch, Path(tmp) / "high", http=http)
     return (high - low) / (more - leads)
 
 
@@ -260,14 +273,27 @@ def main() -> int:
     parser.add_argument(
         "--http", action="store_true", help="whole requests through the lead app (one by one)"
     )
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=WARM_UP,
+        help=f"--http: requests before the count ({WARM_UP})",
+    )
+    # What --instructions --http runs under callgrind: the requests, nothing counted.
+    parser.add_argument("--requests-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.requests_only:
+        http_opcodes(args.leads, args.warm_up, count=False)
+        return 0
     if args.instructions:
-        per_lead = instructions(args.leads, args.concurrency, args.batch)
-        print(f"{per_lead:,.0f} instructions a lead (callgrind, {args.leads:,} and "
-              f"{args.leads * SLOPE_FACTOR:,} leads)")  # fmt: skip
+        per_lead = instructions(args.leads, args.concurrency, args.batch, args.http)
+        print(f"{per_lead:,.0f} instructions a {'request' if args.http else 'lead'} (callgrind, "
+              f"{args.leads:,} and {args.leads * SLOPE_FACTOR:,})")  # fmt: skip
         return 0
     counts = (
-        http_opcodes(args.leads) if args.http else opcodes(args.leads, args.concurrency, args.batch)
+        http_opcodes(args.leads, args.warm_up)
+        if args.http
+        else opcodes(args.leads, args.concurrency, args.batch)
     )
     print(
         f"{counts.opcodes:,.1f} Python opcodes and {counts.calls:,.1f} frames entered a "

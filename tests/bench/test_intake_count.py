@@ -47,3 +47,11 @@ def test_whole_requests_are_counted_in_the_gateway_process_only() -> None:
         n for name, n in counts.calls_by_function if name.startswith("post_lead (gateway/web/")
     ]
     assert post_lead == pytest.approx(2.0, abs=0.2)  # a coroutine: entered, then resumed
+
+
+def test_requests_only_posts_without_counting() -> None:
+    # What --instructions --http runs under callgrind: the requests, and no tracer's cost.
+    counts = http_opcodes(leads=20, warm_up=10, count=False)
+
+    assert counts.opcodes == 0
+    assert counts.calls == 0
