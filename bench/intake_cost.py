@@ -47,6 +47,17 @@ Around = Callable[[], contextlib.AbstractContextManager[None]]
 WARM_UP = 2000
 
 
+def bench_gateway(sock: Path, config: Path) -> App:
+    """The gateway ``leadgate serve`` would assemble for the bench's ``config``, on the Redis
+    at unix socket ``sock`` (its store not opened yet)."""
+    env = {
+        "LEADGATE_REDIS_URL": f"unix://{sock}",
+        "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
+        "LEADGATE_LOG_LEVEL": "warning",
+    }
+    return App(load_settings(env, str(config)), environ=env)
+
+
 async def _measure(
     sock: Path,
     config: Path,
@@ -58,12 +69,7 @@ async def _measure(
     around: Around | None = None,
     warm_up: int = WARM_UP,
 ) -> list[float]:
-    env = {
-        "LEADGATE_REDIS_URL": f"unix://{sock}",
-        "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
-        "LEADGATE_LOG_LEVEL": "warning",
-    }
-    gateway = App(load_settings(env, str(config)), environ=env)
+    gateway = bench_gateway(sock, config)
     try:
         await gateway.open_store()
         intake = gateway.intake

@@ -48,11 +48,9 @@ import uvloop
 from aiohttp import web
 
 from bench.generate import LeadGenerator
-from bench.intake_cost import PARTNER, WARM_UP, measure
+from bench.intake_cost import PARTNER, WARM_UP, bench_gateway, measure
 from bench.scenario import PARTNERS, load_scenario, write_gateway_config
 from bench.scratch_redis import scratch_redis
-from gateway.app.root import App
-from gateway.app.settings import load_settings
 from gateway.web.app import create_app
 
 #: The two runs of ``--instructions`` decide this many leads and three times as many.
@@ -158,12 +156,7 @@ def group_of(where: str) -> str:
 async def _http_counts(
     sock: Path, config: Path, leads: int, warm_up: int, count: bool = True
 ) -> tuple[OpcodeCounter, int]:
-    env = {
-        "LEADGATE_REDIS_URL": f"unix://{sock}",
-        "LEADGATE_FINGERPRINT_KEY": "bench:" + "s" * 40,
-        "LEADGATE_LOG_LEVEL": "warning",
-    }
-    gateway = App(load_settings(env, str(config)), environ=env)
+    gateway = bench_gateway(sock, config)
     try:
         await gateway.open_store()
         runner = web.AppRunner(create_app(gateway), access_log=None)
