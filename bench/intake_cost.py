@@ -11,10 +11,13 @@ lead: parse, validation, rules, plan, the store call and its reply, recorders. A
 HTTP part (aiohttp, the middleware, the handler) is what ``python -m bench`` adds to it.
 
 On this project's 2-vCPU VM one end-to-end run moves by 5-10 % with the machine; this figure
-by about 3 %, so two trees' hot paths are best compared here, alternately, several rounds
-each (run it from each tree: ``PYTHONPATH=<tree> python -m bench.intake_cost``), and the
-result confirmed end to end. ``--profile FILE`` writes a cProfile of the last round (call
-counts are exact; times are inflated by the profiler).
+by about 3 % in a quiet hour and by 10 % in a busy one. Two trees' hot paths are compared by
+``python -m bench.intake_count``, which counts this same path (opcodes and frames by function;
+machine instructions under callgrind) and does not move with the machine; this figure says
+what the counts are worth in CPU time (run it from each tree, alternately: ``PYTHONPATH=<tree>
+python -m bench.intake_cost``), and ``python -m bench`` confirms them end to end.
+``--profile FILE`` writes a cProfile of the last round (call counts are exact; times are
+inflated by the profiler).
 """
 
 from __future__ import annotations
