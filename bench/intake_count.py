@@ -5,10 +5,11 @@ on this project's shared 2-vCPU VM its rounds agree within about 3 % in a quiet 
 within 10 % in a busy one, so a change worth 2 % cannot be seen in it. Counts do not move
 with the machine:
 
-- ``--opcodes`` (the default): the Python bytecode instructions the process runs per lead
-  during a round (``sys.settrace`` with ``f_trace_opcodes``), in total and by function,
-  largest first. Exact and repeatable to the opcode for the same leads; blind to the work
-  done in C (orjson, hiredis, emval, the event loop), which ``--instructions`` sees.
+- Opcodes (the default): the Python bytecode instructions the process runs per lead during
+  a round (``sys.settrace`` with ``f_trace_opcodes``), and the frames it enters (Python
+  calls, a coroutine's resumptions included), in total and by function, largest first.
+  Exact and repeatable for the same leads; blind to the work done in C (orjson, hiredis,
+  emval, the event loop), which ``--instructions`` sees.
 - ``--instructions``: the machine instructions per lead, all of them, C included: the
   intake's whole process run twice under valgrind's callgrind (``--leads`` and three times
   as many), the difference divided by the difference in leads, so start-up and warm-up
@@ -16,11 +17,13 @@ with the machine:
   instructions for 2,000 leads); takes a few minutes. Under valgrind the process runs ~50
   times slower while its Redis does not, so round trips carry fewer leads than at full speed:
   a figure to compare trees with, not a CPU time.
-
 - ``--http``: the same counts for whole requests, the HTTP shell included: the gateway's
   lead app (``gateway.web.app.create_app``, its middleware and handlers, aiohttp) served in
   this process on loopback, posted ``--leads`` single leads over 8 keep-alive connections by
   a client in another process (whose work is not counted), by group of modules.
+- ``--batch N``: the batch endpoint's path, one caller at a time by default (counting slows
+  the process ten to fifty times: several large batches at once then outlast the store's 2 s
+  deadline).
 
 Compare two trees by running this from each (``PYTHONPATH=<tree> python -m
 bench.intake_count``); confirm end to end with ``python -m bench``. Opcode counting makes the
@@ -255,7 +258,12 @@ def instructions(leads: int, concurrency: int = 64, batch: int = 1, http: bool =
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=2000, help="leads a round (2000)")
-    parser.add_argument("--concurrency", type=int, default=64, help="callers at once (64)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="callers at once (64; 1 with --batch: counting slows the process ten to fifty "
+        "times, and several large batches at once then outlast the store's 2 s deadline)",
+    )
     parser.add_argument(
         "--batch", type=int, default=1, help="leads per submit_batch (1: submit, the default)"
     )
@@ -275,6 +283,8 @@ def main() -> int:
     # What --instructions --http runs under callgrind: the requests, nothing counted.
     parser.add_argument("--requests-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.concurrency is None:
+        args.concurrency = 64 if args.batch == 1 else 1
     if args.requests_only:
         http_opcodes(args.leads, args.warm_up, count=False)
         return 0

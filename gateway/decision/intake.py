@@ -313,7 +313,8 @@ class Intake:
                 await asyncio.sleep(0)
             where = f"leads/{index}/"
             try:
-                if not isinstance(item, Mapping):
+                # JSON gives dicts: the ABC's isinstance (a Python call) only for anything else.
+                if type(item) is not dict and not isinstance(item, Mapping):
                     raise InvalidLead([FieldProblem(f"leads/{index}", "expected a JSON object")])
                 if item.get("ping_id") is not None:
                     raise InvalidLead(
@@ -324,7 +325,11 @@ class Intake:
                             )
                         ]
                     )
-                idem = self._idempotency(plan, idempotency_key, body, index)
+                idem = (
+                    None
+                    if idempotency_key is None
+                    else self._idempotency(plan, idempotency_key, body, index)
+                )
                 prepared.append(self._prepare(plan, partner, item, now_s, idem, where))
             except RequestError as refused:
                 prepared.append(detached(refused))

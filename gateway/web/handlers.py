@@ -206,7 +206,7 @@ async def post_batch(request: web.Request) -> web.Response:
     decided = replayed = 0
     for index, answer in enumerate(answers):
         if isinstance(answer, Answer):
-            counts[answer.decision.value] += 1
+            counts[answer.decision] += 1  # a StrEnum: its value's key (no enum descriptor)
             result = {"index": index, **answer.to_json()}
             decided += 1
             if answer.replayed:
