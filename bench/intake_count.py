@@ -158,7 +158,7 @@ def group_of(where: str) -> str:
 
 async def _http_counts(
     sock: Path, config: Path, leads: int, warm_up: int, count: bool = True
-) -> tuple[OpcodeCounter, int]:
+) -> OpcodeCounter:
     gateway = bench_gateway(sock, config)
     try:
         await gateway.open_store()
@@ -184,7 +184,7 @@ async def _http_counts(
         counter = OpcodeCounter()
         await post(leads, counter if count else None)
         await runner.cleanup()
-        return counter, leads
+        return counter
     finally:
         await gateway.aclose()
 
@@ -195,8 +195,8 @@ def http_opcodes(leads: int, warm_up: int = WARM_UP, *, count: bool = True) -> C
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
         config = write_gateway_config(Path(tmp) / "gateway.yaml")
         with scratch_redis("leadgate-intake-count-") as (sock, _):
-            counter, n = uvloop.run(_http_counts(sock, config, leads, warm_up, count))
-    return _counts(counter, n)
+            counter = uvloop.run(_http_counts(sock, config, leads, warm_up, count))
+    return _counts(counter, leads)
 
 
 def _counts(counter: OpcodeCounter, leads: int) -> Counts:

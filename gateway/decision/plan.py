@@ -202,12 +202,13 @@ def dedup_checks(
     scopes: Sequence[ScopePlan], identities: Identities, now_ms: int
 ) -> tuple[DedupCheck, ...]:
     """Every identity's check in every scope of a route (the slot its prefixes name)."""
-    # Each fingerprint's mark, bucket name and legacy bucket, once for all scopes.
-    marked: list[tuple[keys.SeenMark, str, bool, int]] = []
-    for _, fingerprints in identities:
-        for n, fp in enumerate(fingerprints):
-            mark = keys.seen_mark(fp)
-            marked.append((mark, mark.bucket_name, n == 0, mark.legacy_bucket))
+    # Each fingerprint's mark, once for all scopes, and whether it is remembered (the current
+    # key's, the first of its identity).
+    marked = [
+        (keys.seen_mark(fp), n == 0)
+        for _, fingerprints in identities
+        for n, fp in enumerate(fingerprints)
+    ]
     dedup: list[DedupCheck] = []
     for scope in scopes:
         generations = scope.generations(now_ms)
@@ -217,21 +218,21 @@ def dedup_checks(
         # scope's heads under each are looked up once.
         key_id, legacy_head = "", ""
         heads: tuple[str, ...] = ()
-        for mark, bucket, remember, legacy_bucket in marked:
+        for mark, remember in marked:
             if mark.key_id != key_id:
                 key_id = mark.key_id
                 heads, legacy_head = scope.heads(key_id, generations), scope.legacy_head(key_id)
             dedup.append(
                 DedupCheck(
                     reason,
-                    tuple(map(_concat, heads, repeat(bucket))),
+                    tuple(map(_concat, heads, repeat(mark.bucket_name))),
                     mark.field,
                     newest,
                     window_ms,
                     retention_ms,
                     remember,
                     legacy_head,
-                    legacy_bucket,
+                    mark.legacy_bucket,
                 )
             )
     return tuple(dedup)
