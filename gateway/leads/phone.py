@@ -8,12 +8,13 @@ trunk and international prefixes and which ranges are assigned, which no regex o
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 from phonenumbers import phonenumberutil as _util
-from phonenumbers.phonemetadata import PhoneMetadata
+from phonenumbers.phonemetadata import PhoneMetadata, PhoneNumberDesc
 
 from gateway.errors import MissingCountryCode
 
@@ -102,8 +103,7 @@ _IDD_PATTERNS: dict[str, re.Pattern[str]] = {}
 _STRIP_NATIONAL_PREFIX = getattr(_util, "_maybe_strip_national_prefix_carrier_code", None)
 _TEST_LENGTH = getattr(_util, "_test_number_length", None)
 _MAX_NSN = getattr(_util, "_MAX_LENGTH_FOR_NSN", None)
-_MATCHES_DESC = getattr(_util, "_is_number_matching_desc", None)
-FAST_PATH = None not in (_STRIP_NATIONAL_PREFIX, _TEST_LENGTH, _MAX_NSN, _MATCHES_DESC)
+FAST_PATH = None not in (_STRIP_NATIONAL_PREFIX, _TEST_LENGTH, _MAX_NSN)
 
 
 def fast_e164(text: str, default_region: str | None) -> str | None:
@@ -168,8 +168,14 @@ def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> st
     """``+<country_code><national>`` if valid, ``national`` read as ``parse`` reads it."""
     if len(national) < 2:
         return None
+    compiled = _COMPILED.get((metadata.id, metadata.country_code)) or _compiled(metadata)
     _, stripped, _ = _STRIP_NATIONAL_PREFIX(national, metadata)  # type: ignore[misc]
-    if _TEST_LENGTH(stripped, metadata) not in _PREFIX_KEPT_IF:  # type: ignore[misc]
+    size = len(stripped)
+    if (
+        size not in compiled.prefix_kept
+        if size < _KNOWN_LENGTHS
+        else _TEST_LENGTH(stripped, metadata) not in _PREFIX_KEPT_IF  # type: ignore[misc]
+    ):
         national = stripped
     if not 2 <= len(national) <= _MAX_NSN:  # type: ignore[operator]
         return None
@@ -190,28 +196,81 @@ def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> st
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
 
+#: A number description as ``is_valid_national`` tests it: its possible lengths (empty: any)
+#: and its pattern's ``fullmatch`` (``None``: an empty description, matched by nothing).
+_Desc = tuple[frozenset[int], Callable[[str], object] | None]
+#: The number types ``is_valid_national`` tries after the general description, most likely
+#: first (a valid number matches the general one and at least one type).
+_TYPES: Final = (
+    "mobile", "fixed_line", "premium_rate", "toll_free", "shared_cost", "voip",
+    "personal_number", "pager", "uan", "voicemail",
+)  # fmt: skip
+#: ``_Compiled.prefix_kept`` knows the lengths below this (a number is at most
+#: ``MAX_PHONE_CHARS``); ``_test_number_length`` is asked of longer ones.
+_KNOWN_LENGTHS: Final = 64
+
+
+class _Compiled(NamedTuple):
+    """What the fast path tests of one region's metadata, worked out once (``_compiled``)."""
+
+    #: The general description, then the types' (``is_valid_national``).
+    general: _Desc
+    types: tuple[_Desc, ...]
+    #: The lengths (below ``_KNOWN_LENGTHS``) at which ``parse`` keeps a national prefix it
+    #: could strip: ``_test_number_length`` of a number of that length is in
+    #: ``_PREFIX_KEPT_IF`` (its answer depends on the length alone).
+    prefix_kept: frozenset[int]
+
+
+#: (region or "001", country code) -> its ``_Compiled`` (metadata, not personal data; bounded
+#: by libphonenumber's regions).
+_COMPILED: dict[tuple[str | None, int | None], _Compiled] = {}
+
+
+def _desc(desc: PhoneNumberDesc | None) -> _Desc:
+    """``_is_number_matching_desc(nsn, desc)`` is ``(not lengths or len(nsn) in lengths) and
+    match is not None and match(nsn)``: its pattern's ``match`` then ``fullmatch`` are one
+    ``fullmatch``, compiled once here instead of looked up in phonenumbers' cache each time."""
+    if desc is None:
+        return frozenset(), None
+    pattern = desc.national_number_pattern
+    match = re.compile(pattern).fullmatch if pattern else None
+    return frozenset(desc.possible_length or ()), match
+
+
+def _compiled(metadata: PhoneMetadata) -> _Compiled:
+    types = _TYPES[1:] if metadata.same_mobile_and_fixed_line_pattern else _TYPES
+    compiled = _Compiled(
+        _desc(metadata.general_desc),
+        tuple(_desc(getattr(metadata, name)) for name in types),
+        frozenset(
+            size
+            for size in range(_KNOWN_LENGTHS)
+            if _TEST_LENGTH is not None  # (no fast path without it: never asked then)
+            and _TEST_LENGTH("0" * size, metadata) in _PREFIX_KEPT_IF
+        ),
+    )
+    _COMPILED[(metadata.id, metadata.country_code)] = compiled
+    return compiled
+
+
 def is_valid_national(nsn: str, metadata: PhoneMetadata) -> bool:
     """``phonenumbers.is_valid_number`` of the national significant number ``nsn`` in the
     region of ``metadata``, the only region of its country code: the same test, its number
     types tried most likely first (mobile, fixed line) instead of in phonenumbers' order
     (premium rate, toll free, ... eight types before the fixed line): a valid number matches
     the general description and at least one type, and which one does not matter here.
-    ~1 µs a valid number instead of ~3.6. tests/leads/test_phone_fast.py holds it to
-    ``is_valid_number`` over every region's example numbers and hypothesis digits."""
-    matches = _MATCHES_DESC
-    if not matches(nsn, metadata.general_desc):  # type: ignore[misc]
+    phonenumbers tries mobile only when its pattern is not the fixed line's (and then answers
+    by the fixed line's description alone, lengths included): so does this. Each
+    description is phonenumbers' ``_is_number_matching_desc`` without its five calls
+    (``_desc``). tests/leads/test_phone_fast.py holds it to ``is_valid_number`` over every
+    region's example numbers and hypothesis digits."""
+    compiled = _COMPILED.get((metadata.id, metadata.country_code)) or _compiled(metadata)
+    (lengths, match), types = compiled.general, compiled.types
+    size = len(nsn)
+    if match is None or (lengths and size not in lengths) or match(nsn) is None:
         return False
-    # phonenumbers tries mobile only when its pattern is not the fixed line's (and then
-    # answers by the fixed line's description alone, lengths included): so do we.
-    return bool(
-        (not metadata.same_mobile_and_fixed_line_pattern and matches(nsn, metadata.mobile))  # type: ignore[misc]
-        or matches(nsn, metadata.fixed_line)  # type: ignore[misc]
-        or matches(nsn, metadata.premium_rate)  # type: ignore[misc]
-        or matches(nsn, metadata.toll_free)  # type: ignore[misc]
-        or matches(nsn, metadata.shared_cost)  # type: ignore[misc]
-        or matches(nsn, metadata.voip)  # type: ignore[misc]
-        or matches(nsn, metadata.personal_number)  # type: ignore[misc]
-        or matches(nsn, metadata.pager)  # type: ignore[misc]
-        or matches(nsn, metadata.uan)  # type: ignore[misc]
-        or matches(nsn, metadata.voicemail)  # type: ignore[misc]
-    )
+    for lengths, match in types:
+        if match is not None and (not lengths or size in lengths) and match(nsn) is not None:
+            return True
+    return False

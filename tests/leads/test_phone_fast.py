@@ -317,3 +317,28 @@ def test_validity_agrees_on_every_example_number_and_its_neighbours() -> None:
 @example(33, "112345678")
 def test_validity_agrees_on_digit_strings(code: int, nsn: str) -> None:
     _assert_validity_agrees(code, nsn)
+
+
+@settings(max_examples=300)
+@given(
+    code=st.sampled_from(sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)),
+    digits=st.text("0123456789", max_size=MAX_PHONE_CHARS),
+)
+def test_what_the_fast_path_keeps_of_a_length_is_what_phonenumbers_answers(
+    code: int, digits: str
+) -> None:
+    """The fast path decides whether ``parse`` keeps a national prefix by the stripped
+    number's length alone (``_Compiled.prefix_kept``, worked out once a region): phonenumbers'
+    ``_test_number_length`` must answer by the length alone, for any digits."""
+    from phonenumbers import phonenumberutil
+
+    from gateway.leads import phone
+
+    region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code][0]
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    if metadata is None:
+        return
+    answer = phonenumberutil._test_number_length(digits, metadata)
+    assert (len(digits) in phone._compiled(metadata).prefix_kept) == (
+        answer in phone._PREFIX_KEPT_IF
+    )
