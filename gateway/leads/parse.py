@@ -36,6 +36,7 @@ from gateway.leads.text import (
     MAX_POSTAL_CODE_CHARS,
     clean_line,
     has_control_chars,
+    inline_control_char,
     normalize_birth_date,
     normalize_country,
     normalize_name,
@@ -542,7 +543,7 @@ def _verbatim(max_chars: int) -> Callable[[str], str]:
     """Ids and references: kept as sent (trimmed), on one line, at most ``max_chars``."""
 
     def check(text: str) -> str:
-        if has_control_chars(text, allow_whitespace=False):
+        if inline_control_char(text) is not None:
             raise ValueError("contains control characters")
         if len(text) > max_chars:
             raise ValueError(f"too long (at most {max_chars} characters)")
@@ -650,7 +651,7 @@ def _extra_text(value: object) -> str | None:
         text = value.strip()
         if not text:
             return None
-        if has_control_chars(text, allow_whitespace=False):
+        if inline_control_char(text) is not None:
             raise ValueError("contains control characters")
     else:
         raise ValueError("expected a string")

@@ -25,6 +25,12 @@ _FORBIDDEN = re.compile(
 _FORBIDDEN_INLINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+#: ``has_control_chars(text)`` and ``has_control_chars(text, allow_whitespace=False)`` without
+#: their call, for the fields of every lead: the first forbidden character's match, or None.
+control_char = _FORBIDDEN.search
+inline_control_char = _FORBIDDEN_INLINE.search
+
+
 def has_control_chars(text: str, *, allow_whitespace: bool = True) -> bool:
     """Whether ``text`` holds characters no lead field may carry (see ``_FORBIDDEN``).
 
@@ -40,7 +46,7 @@ def clean_line(raw: str, *, max_chars: int) -> str:
     Raises ``ValueError`` for control characters and for more than ``max_chars`` characters
     (counted after cleaning, so ``"  Jean  "`` is 4).
     """
-    if has_control_chars(raw):
+    if control_char(raw) is not None:
         raise ValueError("contains control characters")
     text = " ".join(unicodedata.normalize("NFC", raw).split())
     if not text:
@@ -77,7 +83,7 @@ def normalize_postal_code(raw: str | int, country: str | None) -> str:
             raise ValueError("not a postal code")
         text = str(raw).zfill(_NUMERIC_POSTAL_DIGITS.get(country or "", 0))
     else:
-        if has_control_chars(raw):
+        if control_char(raw) is not None:
             raise ValueError("contains control characters")
         text = " ".join(raw.upper().split())
     if not text:
