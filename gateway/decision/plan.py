@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -211,17 +212,16 @@ def dedup_checks(
     ]
     dedup: list[DedupCheck] = []
     for scope in scopes:
-        generations = scope.generations(now_ms)
-        newest, reason = generations[0], scope.reason
-        window_ms, retention_ms = scope.window_ms, scope.retention_ms
+        reason, window_ms, retention_ms = scope.reason, scope.window_ms, scope.retention_ms
         # A lead's identities share their fingerprint key (two keys during a rotation): the
-        # scope's heads under each are looked up once.
-        key_id, legacy_head = "", ""
+        # scope's frame under each is looked up once.
+        key_id: str | None = None
         heads: tuple[str, ...] = ()
+        newest, legacy_head = 0, ""
         for mark, remember in marked:
             if mark.key_id != key_id:
                 key_id = mark.key_id
-                heads, legacy_head = scope.heads(key_id, generations), scope.legacy_head(key_id)
+                heads, newest, legacy_head = scope.frame(key_id, now_ms)
             dedup.append(
                 DedupCheck(
                     reason,
@@ -412,47 +412,41 @@ class ScopePlan:
     #: advertiser's slot, which predates the layout; not a distributed campaign's own slot,
     #: which is as new as the layout.
     legacy: bool = True
-    #: (fingerprint key id, newest generation, generation after the oldest) -> its
-    #: ``keys.seen_heads``: the same for every lead until the window moves on.
-    _heads: dict[tuple[str, int, int], tuple[str, ...]] = field(
+    #: Fingerprint key id -> (from, until, its ``ScopeFrame``): what every lead under that
+    #: key shares from ``from`` to ``until`` (epoch ms), while the window reaches the same
+    #: generations (``keys.seen_generations_span``).
+    _frames: dict[str, tuple[int, int, ScopeFrame]] = field(
         default_factory=dict, compare=False, repr=False
     )
-    #: Fingerprint key id -> ``keys.legacy_seen_head``.
-    _legacy_heads: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-    #: ``keys.seen_generations_span`` of the last lead: its generations, from, until.
-    _span: list[tuple[range, int, int]] = field(
-        default_factory=lambda: [(range(0), 0, 0)], compare=False, repr=False
-    )
 
-    def generations(self, now_ms: int) -> range:
-        """``keys.seen_generations(now_ms, window_ms)``, worked out again only when the
-        window has moved on to other generations (about twice a generation)."""
-        generations, since, until = self._span[0]
-        if since <= now_ms < until:
-            return generations
-        self._span[0] = span = keys.seen_generations_span(now_ms, self.window_ms)
-        return span[0]
+    def frame(self, key_id: str, now_ms: int) -> ScopeFrame:
+        """The scope's heads, newest generation and legacy head for marks under fingerprint
+        key ``key_id`` at ``now_ms``: worked out again only when the window has moved on to
+        other generations (about twice a generation), one look-up a lead otherwise."""
+        held = self._frames.get(key_id)
+        if held is not None and held[0] <= now_ms < held[1]:
+            return held[2]
+        generations, since, until = keys.seen_generations_span(now_ms, self.window_ms)
+        legacy_head = keys.legacy_seen_head(self.prefix, key_id) if self.legacy else ""
+        frame = ScopeFrame(
+            keys.seen_heads(self.prefix, key_id, generations), generations[0], legacy_head
+        )
+        if len(self._frames) >= 16:  # the configured keys: a handful
+            self._frames.clear()
+        self._frames[key_id] = (since, until, frame)
+        return frame
 
-    def legacy_head(self, key_id: str) -> str:
-        """``DedupCheck.legacy_head`` of marks under fingerprint key ``key_id`` ("" when the
-        scope has no legacy layout)."""
-        if not self.legacy:
-            return ""
-        held = self._legacy_heads.get(key_id)
-        if held is None:
-            if len(self._legacy_heads) >= 16:  # the configured keys: a handful
-                self._legacy_heads.clear()
-            held = self._legacy_heads[key_id] = keys.legacy_seen_head(self.prefix, key_id)
-        return held
 
-    def heads(self, key_id: str, generations: range) -> tuple[str, ...]:
-        at = (key_id, generations.start, generations.stop)
-        held = self._heads.get(at)
-        if held is None:
-            if len(self._heads) >= 64:  # a week's ranges and rotating keys: a handful
-                self._heads.clear()
-            held = self._heads[at] = keys.seen_heads(self.prefix, key_id, generations)
-        return held
+class ScopeFrame(NamedTuple):
+    """``ScopePlan.frame``: a scope's hashes for one fingerprint key and time span."""
+
+    #: ``keys.seen_heads``: the hash names of every generation the window reaches, newest
+    #: first, without their bucket.
+    heads: tuple[str, ...]
+    #: The newest of those generations.
+    generation: int
+    #: ``DedupCheck.legacy_head`` ("" when the scope has no legacy layout).
+    legacy_head: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,7 @@ def seen_generations_span(now_ms: int, window_ms: int) -> tuple[range, int, int]
     """``seen_generations(now_ms, window_ms)`` and the times ``[from, until)`` (epoch ms) over
     which it stays the same: until the current generation ends or the window's start enters
     the next one, whichever comes first. A scope's leads of a day share one (the hot path
-    keeps it, ``decision.plan.ScopePlan.generations``)."""
+    keeps it, ``decision.plan.ScopePlan.frame``)."""
     generations = seen_generations(now_ms, window_ms)
     newest, oldest, step = generations[0], generations[-1], SEEN_GENERATION_MS
     since, until = newest * step, (newest + 1) * step

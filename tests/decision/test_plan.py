@@ -224,19 +224,27 @@ def test_a_window_reaches_back_through_every_generation_it_covers() -> None:
 def test_the_generations_a_scope_keeps_are_those_of_every_time_they_are_kept_for(
     now_ms: int, window_ms: int, offset: float
 ) -> None:
-    """``ScopePlan.generations`` works the range out once per span of time over which it
-    stays the same (``keys.seen_generations_span``): everywhere in that span it is the
-    range worked out afresh, and right after it, it is not."""
+    """``ScopePlan.frame`` works its hashes out once per span of time over which the range of
+    generations stays the same (``keys.seen_generations_span``): everywhere in that span it
+    is the range worked out afresh, and right after it, it is not."""
     generations, since, until = keys.seen_generations_span(now_ms, window_ms)
     assert since <= now_ms < until
     assert generations == keys.seen_generations(now_ms, window_ms)
     for at in (since, until - 1, since + int((until - 1 - since) * offset)):
         assert keys.seen_generations(at, window_ms) == generations
     assert keys.seen_generations(until, window_ms) != generations
-    scope = ScopePlan("duplicate.campaign", "lg:{a:acme}:seen:c:acme-peak", window_ms, window_ms)
-    # Kept, moved on, and back (a clock set back): always the range of the time asked.
+    prefix = "lg:{a:acme}:seen:c:acme-peak"
+    scope = ScopePlan("duplicate.campaign", prefix, window_ms, window_ms)
+    # Kept, moved on, and back (a clock set back), under two fingerprint keys: always the
+    # hashes of the time asked.
     for at in (now_ms, since, until - 1, until, now_ms, since):
-        assert scope.generations(at) == keys.seen_generations(at, window_ms)
+        for key_id in ("k1", "k2"):
+            expected = keys.seen_generations(at, window_ms)
+            assert scope.frame(key_id, at) == (
+                keys.seen_heads(prefix, key_id, expected),
+                expected[0],
+                keys.legacy_seen_head(prefix, key_id),
+            )
 
 
 def test_a_lead_with_one_identity_is_checked_on_that_identity_only() -> None:

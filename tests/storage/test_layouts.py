@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -436,10 +437,11 @@ def test_buyer_scopes_read_the_weekly_layout_and_a_campaigns_own_slot_does_not()
     campaign = config.campaigns[CampaignId("three")]
     route = sale_route(campaign, config.partners[PartnerId("p-one")], ChannelId("email"))
 
-    assert [s.legacy_head("k1") for s in route.campaign.scopes] == [""]
+    now_ms = int(time.time() * 1000)
+    assert [s.frame("k1", now_ms).legacy_head for s in route.campaign.scopes] == [""]
     for buyer in route.buyers.values():
         assert buyer.scopes
-        assert all(s.legacy_head("k1").startswith(s.prefix) for s in buyer.scopes)
+        assert all(s.frame("k1", now_ms).legacy_head.startswith(s.prefix) for s in buyer.scopes)
 
 
 async def test_a_buyers_weekly_mark_from_before_the_upgrade_still_refuses_the_sale(
