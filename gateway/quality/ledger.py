@@ -91,20 +91,28 @@ class QualityLedger:
         self._day = ""
         #: True from a failed flush to the next good one: one log line per outage, not per try.
         self._failing = False
+        #: (partner, campaign, decision) -> the fields a decision of theirs counts in
+        #: (``posted`` and the decision's own): configured ids and codes only, bounded below.
+        self._decision_fields: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     # --- counting (hot path: no I/O, no awaits) ----------------------------------------------
 
     def _add(
         self, at_ms: int, partner: str, campaign: str, metric: str, buyer: str = "", n: int = 1
     ) -> None:
+        day = self._day_fields(at_ms)
+        name = field_name(partner, campaign, metric, buyer)
+        day[name] = day.get(name, 0) + n
+
+    def _day_fields(self, at_ms: int) -> dict[str, int]:
+        """The pending counts of the UTC day of ``at_ms``."""
         number = at_ms // DAY_MS
         if number != self._day_number:
             self._day_number, self._day = number, day_of(at_ms)
         day = self._pending.get(self._day)
         if day is None:
             day = self._pending[self._day] = {}
-        name = field_name(partner, campaign, metric, buyer)
-        day[name] = day.get(name, 0) + n
+        return day
 
     def refused(self, partner: Partner, error: RequestError) -> None:
         """A lead refused before a decision is not counted: the report counts decisions."""
@@ -126,11 +134,26 @@ class QualityLedger:
         if self.store is None:
             return
         now_ms = int(now_s * 1000)
+        day: dict[str, int] | None = None  # made when a decision counts
+        known = self._decision_fields
         for answer in answers:
             if isinstance(answer, RequestError) or answer.test or answer.replayed:
                 continue
-            self._add(now_ms, partner.id, answer.campaign, "posted")
-            self._add(now_ms, partner.id, answer.campaign, answer.decision)  # a StrEnum: its value
+            # Every lead counts twice (posted, and its decision): the names once per route.
+            at = (partner.id, answer.campaign, answer.decision)
+            fields = known.get(at)
+            if fields is None:
+                if len(known) >= 4096:  # partners x campaigns x decisions of the config
+                    known.clear()
+                fields = known[at] = (
+                    field_name(partner.id, answer.campaign, "posted"),
+                    field_name(partner.id, answer.campaign, answer.decision),  # a StrEnum
+                )
+            if day is None:
+                day = self._day_fields(now_ms)
+            posted, decided = fields
+            day[posted] = day.get(posted, 0) + 1
+            day[decided] = day.get(decided, 0) + 1
             if answer.decision is Decision.ACCEPTED:
                 self._money(now_ms, partner.id, answer)
 
