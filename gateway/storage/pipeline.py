@@ -105,6 +105,13 @@ class AutoPipeline:
         # A caller's deadline without a request's: the connections' socket timeout.
         given = self._all[0].socket_timeout if self._all else None
         self._timeout_s = timeout_s if timeout_s is not None else (given or 2.0)
+        # The socket timeout bounds each round trip here, the write and the replies under
+        # one deadline (``_round_trip``), not in redis-py: there it would wrap every write in
+        # ``asyncio.wait_for``, a task and a timer per round trip. A reconnect's handshake is
+        # bounded by ``_connect``.
+        self._round_trip_s = given
+        for conn in self._all:
+            conn.socket_timeout = None
         self._on_connect = on_connect
         #: Every caller not yet answered, by deadline (with a tie-breaking number): one timer
         #: watches the earliest (``_watch``) instead of a timer per call, which cost about as
@@ -262,15 +269,15 @@ class AutoPipeline:
             for item in batch:
                 item.sent = True
             started = time.perf_counter()
-            await conn.send_packed_command(packed, check_health=False)
-            # One deadline for the replies, not one per reply (a timer each: about three
-            # quarters of the CPU of reading a reply). The first reply gets the socket timeout,
-            # as before; the deadline is then pushed back as replies come in, whenever a tenth
-            # of the timeout has passed since it was last set, so a Redis that stops midway
-            # is given up on after 0.9 to 1 times the timeout of silence.
-            limit_s = conn.socket_timeout
+            # One deadline for the write and the replies, not one per reply (a timer each:
+            # about three quarters of the CPU of reading a reply). The write and the first
+            # reply get the socket timeout; the deadline is then pushed back as replies come
+            # in, whenever a tenth of the timeout has passed since it was last set, so a Redis
+            # that stops midway is given up on after 0.9 to 1 times the timeout of silence.
+            limit_s = self._round_trip_s
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(limit_s) as deadline:
+                await conn.send_packed_command(packed, check_health=False)
                 for item in batch:
                     results: list[Any] = []
                     for _ in item.commands:
