@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gc
 
-import phonenumbers
-
 from gateway.config.model import Config
+from gateway.leads.phone import prepare_region
 
 #: Container objects allocated (less those freed) between two young-generation collections;
 #: Python's default is 700. A process serving 64 requests at once holds several thousand
@@ -34,11 +33,12 @@ def settle_heap(config: Config | None = None) -> None:
     again.
 
     ``config``: its campaigns' phone regions are loaded first (libphonenumber reads a region's
-    metadata on first use), so the first leads do not pay for it and the tables are frozen too.
+    metadata on first use, and the phone fast path compiles its patterns: ``prepare_region``),
+    so the first leads do not pay for it and the tables are frozen too.
     """
     if config is not None:
         for region in sorted({c.phone_region for c in config.campaigns.values()}):
-            phonenumbers.PhoneMetadata.metadata_for_region(region)
+            prepare_region(region)
     gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -254,6 +254,15 @@ def _compiled(metadata: PhoneMetadata) -> _Compiled:
     return compiled
 
 
+def prepare_region(region: str) -> None:
+    """Load ``region``'s metadata (libphonenumber reads a region's tables on first use) and
+    compile what the fast path tests of it, before the first lead of that region needs them
+    (``app.heap.settle_heap``: then frozen with the rest of start-up)."""
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    if metadata is not None and FAST_PATH:
+        _compiled(metadata)
+
+
 def is_valid_national(nsn: str, metadata: PhoneMetadata) -> bool:
     """``phonenumbers.is_valid_number`` of the national significant number ``nsn`` in the
     region of ``metadata``, the only region of its country code: the same test, its number

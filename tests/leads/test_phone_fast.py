@@ -342,3 +342,17 @@ def test_what_the_fast_path_keeps_of_a_length_is_what_phonenumbers_answers(
     assert (len(digits) in phone._compiled(metadata).prefix_kept) == (
         answer in phone._PREFIX_KEPT_IF
     )
+
+
+def test_a_prepared_region_is_compiled_before_its_first_number() -> None:
+    """``prepare_region`` (start-up) compiles what the fast path tests of a region, so its
+    first lead compiles nothing; a region libphonenumber does not know is left alone."""
+    from gateway.leads import phone
+
+    metadata = PhoneMetadata.metadata_for_region("BE", None)
+    assert metadata is not None
+    phone._COMPILED.pop((metadata.id, metadata.country_code), None)
+    phone.prepare_region("BE")
+    assert (metadata.id, metadata.country_code) in phone._COMPILED
+    phone.prepare_region("ZZ")
+    assert normalize_phone("0470 12 34 56", "BE") == "+32470123456"
