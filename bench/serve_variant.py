@@ -4,7 +4,7 @@ request middleware replaced by the problem+json one it calls, an observer whose 
 methods do nothing). Only for ``python -m bench.metrics_cost``: both variants go through this
 same runner, so the only difference measured is the metrics.
 
-The lead app's request middleware (``counted_metrics_middleware``) also counts the requests
+The lead app's request middleware (its one: ``gateway.web.app._metrics``) also counts the requests
 in flight, in the same layer; replacing it, the "without" variant skips that count too (a
 drain would wait for nothing). Irrelevant to the bench, which never drains; the count is a few
 operations a request, which the measured cost of the metrics then includes.
@@ -29,7 +29,7 @@ from gateway.errors import RequestError
 from gateway.observe.logs import configure_logging
 from gateway.observe.metrics import Observer
 from gateway.web import handlers
-from gateway.web.app import counted_metrics_middleware, create_app
+from gateway.web.app import create_app
 from gateway.web.problems import problems_middleware
 from gateway.web.state import METRICS_TOKEN
 
@@ -70,7 +70,9 @@ async def run(port: int, with_metrics: bool) -> None:
     app.router.add_get("/metrics", handlers.metrics, allow_head=False)
     if not with_metrics:
         # The lead app's one middleware also answers errors as problem+json: that part stays.
-        app.middlewares[app.middlewares.index(counted_metrics_middleware)] = problems_middleware
+        if len(app.middlewares) != 1:
+            raise RuntimeError("the lead app has one middleware, the recording one")
+        app.middlewares[0] = problems_middleware
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
     settle_heap(gateway.config)  # as `leadgate serve` does before it listens

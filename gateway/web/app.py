@@ -36,20 +36,25 @@ LOG = logging.getLogger("leadgate.web")
 _ROUTED_METHODS = frozenset({"GET", "POST", "DELETE"})
 
 
-def _metrics(counted: bool) -> Middleware:
-    """A listener's one middleware (each aiohttp middleware layer costs every request):
+def _metrics(
+    observer: Observer, routes: dict[Handler, str], inflight: InFlight | None = None
+) -> Middleware:
+    """A listener's one middleware (each aiohttp middleware layer costs every request), made
+    for its app with what it records to (looked up once, not on every request):
 
     - the connection's phase (``web.connections``: its head deadline off while the request is
       handled, its idle deadline on once answered);
     - the request's store deadline (``storage.deadline``);
     - errors answered as problem+json (``problems_middleware``);
-    - the request's latency and count by route, method and status; a client that closed
-      the connection before its answer counts as ``499``, logged at info: its leaving is not
-      a server error;
-    - ``counted``: the request in flight (what a drain waits for).
+    - the request's latency and count by route, method and status, to ``observer``; a client
+      that closed the connection before its answer counts as ``499``, logged at info: its
+      leaving is not a server error;
+    - ``inflight`` (the lead listener's): the request in flight (what a drain waits for).
 
     The route is the matched route's canonical path (``/v1/leads``), or ``unmatched`` (404,
-    405): never the raw path, which is request input."""
+    405): never the raw path, which is request input. ``routes``: the canonical path of each
+    handler that serves one route (``_known_routes``, filled once the app's routes are
+    added), read instead of the request's match (four property calls in aiohttp)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,8 +62,6 @@ def _metrics(counted: bool) -> Middleware:
         guarded = protocol if isinstance(protocol, GuardedHandler) else None
         if guarded is not None:
             guarded.request_started()
-        app = request.app  # two property calls each time: once a request
-        inflight = app[INFLIGHT] if counted else None
         if inflight is not None:
             inflight.enter()
         budget = open_budget()
@@ -90,22 +93,19 @@ def _metrics(counted: bool) -> Middleware:
                 inflight.leave()
             if guarded is not None:
                 guarded.request_finished(closing=closing)
-            _observe(request, app, status, started)
+            route = routes.get(handler)
+            if route is None:  # not matched (404, 405), or a route added after the app's own
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else "unmatched"
+            method = request.method
+            observer.request(
+                route,
+                method if method in _ROUTED_METHODS else "other",
+                status,
+                time.perf_counter() - started,
+            )
 
     return middleware
-
-
-#: The ops listeners' middleware (admin, metrics).
-metrics_middleware = _metrics(counted=False)
-#: The lead listener's: its requests are what a drain waits for.
-counted_metrics_middleware = _metrics(counted=True)
-
-
-def _observe(request: web.Request, app: web.Application, status: int, started: float) -> None:
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    method = request.method if request.method in _ROUTED_METHODS else "other"
-    app[OBSERVER].request(route, method, status, time.perf_counter() - started)
 
 
 def create_app(
@@ -119,15 +119,17 @@ def create_app(
     # Bodies are read (and bounded) by the handlers themselves; aiohttp's own limit only has
     # to be above the largest of ours.
     max_size = max(intake.config.server.batch_max_body_bytes, intake.config.server.max_body_bytes)
+    routes: dict[Handler, str] = {}
+    inflight = InFlight()
     app = web.Application(
-        middlewares=[counted_metrics_middleware],
+        middlewares=[_metrics(services.observer, routes, inflight)],
         client_max_size=max_size,
     )
     app[INTAKE] = intake
     app[OBSERVER] = services.observer
     app[STORE] = services.store
     app[FEEDBACK_DESK] = services.feedback_desk
-    app[INFLIGHT] = InFlight()
+    app[INFLIGHT] = inflight
     app[BUCKETS] = {}
     app[ADDRESS_LIMITS] = AddressLimits()
     app[PING_LIMITS] = PingPostLimits()
@@ -142,7 +144,7 @@ def create_app(
     app.router.add_get("/openapi.json", handlers.openapi, allow_head=False)
     add_feedback_routes(app)
     add_admin_routes(app, admin)
-    _known_routes(app, services.observer)
+    routes.update(_known_routes(app, services.observer))
     return app
 
 
@@ -158,7 +160,8 @@ def create_ops_app(
     one port): with ``metrics``, ``/metrics`` (behind ``metrics_token`` when given) and the
     probes ``/healthz`` and ``/readyz``; with ``admin``, the admin API. Without either (an
     admin port and no token), every path answers 404."""
-    app = web.Application(middlewares=[metrics_middleware])
+    routes: dict[Handler, str] = {}
+    app = web.Application(middlewares=[_metrics(services.observer, routes)])
     app[OBSERVER] = services.observer
     if metrics:
         app[INTAKE] = services.intake
@@ -169,11 +172,17 @@ def create_ops_app(
         app.router.add_get("/healthz", handlers.healthz, allow_head=False)
         app.router.add_get("/readyz", handlers.readyz, allow_head=False)
     add_admin_routes(app, admin)
-    _known_routes(app, services.observer)
+    routes.update(_known_routes(app, services.observer))
     return app
 
 
-def _known_routes(app: web.Application, observer: Observer) -> None:
+def _known_routes(app: web.Application, observer: Observer) -> dict[Handler, str]:
+    """Tell ``observer`` the app's routes (their series exist before their first request);
+    the canonical path of each handler that serves one path (the middleware's ``routes``)."""
+    paths: dict[Handler, set[str]] = {}
     for route in app.router.routes():
         if route.resource is not None:
-            observer.route_known(route.resource.canonical, [route.method])
+            path = route.resource.canonical
+            observer.route_known(path, [route.method])
+            paths.setdefault(route.handler, set()).add(path)
+    return {handler: path for handler, (path, *more) in paths.items() if not more}
