@@ -258,6 +258,60 @@ def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
     assert sample(text, "leadgate_leads_total", **where, channel="email", decision="capped") == 3
 
 
+async def test_a_route_added_after_the_app_is_made_is_labelled_by_its_match() -> None:
+    """The middleware reads a request's route from its handler when that handler serves one
+    path of the app; a route added later (the bench's ``/metrics``), or a handler serving
+    two paths, is labelled by the request's match, as every route was before."""
+    config = parse_config(network(), checksum="c0")
+    environment = Environment(
+        fingerprint_keys=(FingerprintKey("t1", b"observability-metrics-test-key-0"),)
+    )
+    gateway = App(Settings.of(config, environment), store=MemoryStore())
+    app = create_app(gateway)
+
+    async def shared(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/late/{name}", shared, allow_head=False)
+    app.router.add_get("/later", shared, allow_head=False)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        for path in ("/late/zz-canary-1", "/late/zz-canary-2", "/later", "/healthz"):
+            async with client.get(path) as response:
+                assert response.status == 200
+    finally:
+        await client.close()
+
+    text = exposition(gateway.observer)
+    assert "canary" not in text
+    count = "leadgate_http_requests_total"
+    assert sample(text, count, route="/late/{name}", method="GET", status="200") == 2
+    assert sample(text, count, route="/later", method="GET", status="200") == 1
+    assert sample(text, count, route="/healthz", method="GET", status="200") == 1
+
+
+def test_a_handler_serving_two_paths_is_not_taken_for_either() -> None:
+    """``_known_routes`` names the path of each handler serving one path only: a handler on
+    two would otherwise give both the first one's label."""
+    from gateway.web.app import _known_routes
+
+    async def shared(request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def alone(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/a", shared, allow_head=False)
+    app.router.add_post("/b", shared)
+    app.router.add_get("/c/{id}", alone, allow_head=False)
+    app.router.add_post("/c/{id}", alone)
+    observer = Observer(parse_config(network(), checksum="c0"))
+
+    assert _known_routes(app, observer) == {alone: "/c/{id}"}
+
+
 async def test_request_metrics_label_the_route_never_the_raw_path(
     gateway: tuple[Client, Observer],
 ) -> None:
