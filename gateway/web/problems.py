@@ -127,11 +127,12 @@ _HTTP_SLUGS = {
 
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = route_path(request)
+    # The route's path (the problem's instance) is read only for a problem: reading it is
+    # five property calls in aiohttp, and most requests have none.
     try:
         return await handler(request)
     except RequestError as error:
-        return render(error, path)
+        return render(error, route_path(request))
     except StoreUnavailable as error:
         request.app[OBSERVER].store_errors.inc()
         if error.outcome_unknown:
@@ -146,7 +147,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
             "store-unavailable",
             "Decision store unavailable",
             detail,
-            path,
+            route_path(request),
             {"Retry-After": str(error.retry_after_s)},
         )
     except web.HTTPException as http:
@@ -155,15 +156,19 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         slug, title = _HTTP_SLUGS.get(http.status, ("http-error", http.reason))
         headers = {"Allow": http.headers["Allow"]} if "Allow" in http.headers else None
         # The reason phrase only: aiohttp's own texts may quote the request.
-        return problem_response(http.status, slug, title, http.reason, path, headers)
+        return problem_response(http.status, slug, title, http.reason, route_path(request), headers)
     except ConnectionResetError:
         if client_gone(request):
             raise  # the caller counts a client that hung up (499), not an error
-        LOG.exception("unhandled error", extra={"fields": {"route": path or "unmatched"}})
-        return problem_response(500, "internal", "Internal error", "unexpected error", path)
+        return _internal(route_path(request))
     except Exception:
-        LOG.exception("unhandled error", extra={"fields": {"route": path or "unmatched"}})
-        return problem_response(500, "internal", "Internal error", "unexpected error", path)
+        return _internal(route_path(request))
+
+
+def _internal(path: str | None) -> web.Response:
+    """The answer to an error nobody foresaw, logged with its traceback (route only)."""
+    LOG.exception("unhandled error", extra={"fields": {"route": path or "unmatched"}})
+    return problem_response(500, "internal", "Internal error", "unexpected error", path)
 
 
 def client_gone(request: web.Request) -> bool:

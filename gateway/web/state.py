@@ -57,7 +57,8 @@ class InFlight:
 
     def enter(self) -> None:
         self.count += 1
-        self.idle.clear()
+        if self.count == 1:  # the first of a busy spell: asyncio's clear() is a Python call
+            self.idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
