@@ -20,7 +20,11 @@ with the machine:
 - ``--http``: the same counts for whole requests, the HTTP shell included: the gateway's
   lead app (``gateway.web.app.create_app``, its middleware and handlers, aiohttp) served in
   this process on loopback, posted ``--leads`` single leads over 8 keep-alive connections by
-  a client in another process (whose work is not counted), by group of modules.
+  a client in another process (whose work is not counted), by group of modules. With
+  ``--peer``, the peer's app (``bench/peer.py``, what the gateway must beat) served the same
+  way, against the same kind of Redis: the two counts compare the work each does a request.
+  ``--http`` counts vary by about 2 % between runs: a round trip to Redis carries as many
+  requests as were waiting, which the timing decides.
 - ``--batch N``: the batch endpoint's path, one caller at a time by default (counting slows
   the process ten to fifty times: several large batches at once then outlast the store's 2 s
   deadline).
@@ -52,6 +56,7 @@ from aiohttp import web
 
 from bench.generate import LeadGenerator
 from bench.intake_cost import PARTNER, WARM_UP, bench_gateway, measure
+from bench.peer import make_app as peer_app
 from bench.scenario import PARTNERS, load_scenario, write_gateway_config
 from bench.scratch_redis import scratch_redis
 from gateway.web.app import create_app
@@ -144,7 +149,7 @@ for thread in threads:
 """
 #: Module groups of ``--http``'s summary, first match wins.
 GROUPS = (
-    "aiohttp/", "multidict/", "yarl/", "gateway/web/", "gateway/decision/",
+    "aiohttp/", "multidict/", "yarl/", "bench/peer", "gateway/web/", "gateway/decision/",
     "gateway/storage/", "gateway/leads/", "gateway/rules/", "gateway/observe/",
     "gateway/quality/", "prometheus_client/", "phonenumbers/", "redis/", "asyncio/",
 )  # fmt: skip
@@ -157,12 +162,14 @@ def group_of(where: str) -> str:
 
 
 async def _http_counts(
-    sock: Path, config: Path, leads: int, warm_up: int, count: bool = True
+    sock: Path, config: Path, leads: int, warm_up: int, count: bool = True, peer: bool = False
 ) -> OpcodeCounter:
-    gateway = bench_gateway(sock, config)
+    gateway = None if peer else bench_gateway(sock, config)
     try:
-        await gateway.open_store()
-        runner = web.AppRunner(create_app(gateway), access_log=None)
+        if gateway is not None:
+            await gateway.open_store()
+        app = create_app(gateway) if gateway is not None else peer_app(f"unix://{sock}")
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -186,16 +193,20 @@ async def _http_counts(
         await runner.cleanup()
         return counter
     finally:
-        await gateway.aclose()
+        if gateway is not None:
+            await gateway.aclose()
 
 
-def http_opcodes(leads: int, warm_up: int = WARM_UP, *, count: bool = True) -> Counts:
+def http_opcodes(
+    leads: int, warm_up: int = WARM_UP, *, count: bool = True, peer: bool = False
+) -> Counts:
     """What ``leads`` single-lead requests run in the gateway's process, per request
-    (``count=False``: the requests only, for ``--instructions``)."""
+    (``count=False``: the requests only, for ``--instructions``; ``peer``: the peer's app,
+    ``bench/peer.py``, served the same way instead of the gateway's)."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
         config = write_gateway_config(Path(tmp) / "gateway.yaml")
         with scratch_redis("leadgate-intake-count-") as (sock, _):
-            counter = uvloop.run(_http_counts(sock, config, leads, warm_up, count))
+            counter = uvloop.run(_http_counts(sock, config, leads, warm_up, count, peer))
     return _counts(counter, leads)
 
 
@@ -218,14 +229,16 @@ def _callgrind_total(
     out: Path,
     warm_up: int = WARM_UP,
     http: bool = False,
+    peer: bool = False,
 ) -> int:
     """Instructions of one whole ``bench.intake_cost`` process deciding ``leads`` leads
-    (``http``: of this module's ``--http`` run, its client's process not counted)."""
+    (``http``: of this module's ``--http`` run, its client's process not counted; ``peer``:
+    of the peer's)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed (apt-get install -y valgrind)")
     run = (
-        ["bench.intake_count", "--http", "--requests-only"]
+        ["bench.intake_count", "--http", "--requests-only", *(["--peer"] if peer else [])]
         if http
         else ["bench.intake_cost", "--rounds", "1", "--concurrency", str(concurrency),
               "--batch", str(batch)]
@@ -245,13 +258,15 @@ def _callgrind_total(
     raise RuntimeError(f"no instruction total in {out}")
 
 
-def instructions(leads: int, concurrency: int = 64, batch: int = 1, http: bool = False) -> float:
-    """Machine instructions per lead (``http``: per request): the slope between two callgrind
-    runs."""
+def instructions(
+    leads: int, concurrency: int = 64, batch: int = 1, http: bool = False, peer: bool = False
+) -> float:
+    """Machine instructions per lead (``http``: per request, ``peer``: the peer's): the slope
+    between two callgrind runs."""
     with tempfile.TemporaryDirectory(prefix="leadgate-intake-count-") as tmp:
-        low = _callgrind_total(leads, concurrency, batch, Path(tmp) / "low", http=http)
+        low = _callgrind_total(leads, concurrency, batch, Path(tmp) / "low", http=http, peer=peer)
         more = leads * SLOPE_FACTOR
-        high = _callgrind_total(more, concurrency, batch, Path(tmp) / "high", http=http)
+        high = _callgrind_total(more, concurrency, batch, Path(tmp) / "high", http=http, peer=peer)
     return (high - low) / (more - leads)
 
 
@@ -280,21 +295,28 @@ def main() -> int:
         default=WARM_UP,
         help=f"--http: requests before the count ({WARM_UP})",
     )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="with --http: the peer's app (bench/peer.py) instead of the gateway's",
+    )
     # What --instructions --http runs under callgrind: the requests, nothing counted.
     parser.add_argument("--requests-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.concurrency is None:
         args.concurrency = 64 if args.batch == 1 else 1
+    if args.peer and not args.http:
+        parser.error("--peer counts whole requests: add --http")
     if args.requests_only:
-        http_opcodes(args.leads, args.warm_up, count=False)
+        http_opcodes(args.leads, args.warm_up, count=False, peer=args.peer)
         return 0
     if args.instructions:
-        per_lead = instructions(args.leads, args.concurrency, args.batch, args.http)
+        per_lead = instructions(args.leads, args.concurrency, args.batch, args.http, args.peer)
         print(f"{per_lead:,.0f} instructions a {'request' if args.http else 'lead'} (callgrind, "
               f"{args.leads:,} and {args.leads * SLOPE_FACTOR:,})")  # fmt: skip
         return 0
     counts = (
-        http_opcodes(args.leads, args.warm_up)
+        http_opcodes(args.leads, args.warm_up, peer=args.peer)
         if args.http
         else opcodes(args.leads, args.concurrency, args.batch)
     )

@@ -55,3 +55,14 @@ def test_requests_only_posts_without_counting() -> None:
 
     assert counts.opcodes == 0
     assert counts.calls == 0
+
+
+def test_the_peer_is_counted_the_same_way_in_its_own_app() -> None:
+    counts = http_opcodes(leads=60, warm_up=30, peer=True)
+
+    groups = {group_of(name) for name, _ in counts.calls_by_function}
+    # The peer's handler and aiohttp's are in it; nothing of the gateway's is.
+    assert {"aiohttp/", "bench/peer"} <= groups
+    assert not any(g.startswith("gateway/") for g in groups)
+    (single,) = [n for name, n in counts.calls_by_function if name.startswith("single (bench/")]
+    assert single == pytest.approx(2.0, abs=0.2)  # a coroutine: entered, then resumed
