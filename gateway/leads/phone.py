@@ -132,8 +132,13 @@ def fast_e164(text: str, default_region: str | None) -> str | None:
         return None
     if default_region is None:
         return None  # MissingCountryCode, said by parse
-    metadata = PhoneMetadata.metadata_for_region(default_region, None)
-    if metadata is None or metadata.country_code is None:
+    metadata = _BY_REGION.get(default_region)
+    if metadata is None:
+        metadata = PhoneMetadata.metadata_for_region(default_region, None)
+        if metadata is None:
+            return None
+        _BY_REGION[default_region] = metadata
+    if metadata.country_code is None:
         return None
     idd = metadata.international_prefix
     if idd is not None:
@@ -155,13 +160,22 @@ def _international(digits: str) -> str | None:
     for size in (1, 2, 3):
         country_code = int(digits[:size])
         if country_code in _util.COUNTRY_CODE_TO_REGION_CODE:
-            metadata = PhoneMetadata.metadata_for_region_or_calling_code(
-                country_code, _util.region_code_for_country_code(country_code)
-            )
+            metadata = _BY_CODE.get(country_code)
             if metadata is None:
-                return None
+                metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+                    country_code, _util.region_code_for_country_code(country_code)
+                )
+                if metadata is None:
+                    return None
+                _BY_CODE[country_code] = metadata
             return _valid_e164(country_code, digits[size:], metadata)
     return None
+
+
+#: The metadata the fast path has read, by region and by country code (libphonenumber keeps
+#: each region's once loaded; these save its three look-up calls a number).
+_BY_REGION: dict[str, PhoneMetadata] = {}
+_BY_CODE: dict[int, PhoneMetadata] = {}
 
 
 def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> str | None:
