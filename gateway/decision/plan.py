@@ -183,9 +183,6 @@ def index_entry(
 
 
 Identities = list[tuple[str, tuple[Fingerprint, ...]]]
-#: ``head + bucket`` for each head, in C (``map(_concat, heads, repeat(bucket))``): a check's
-#: keys are made for every identity in every scope of every lead.
-_concat = operator.add
 
 
 def lookups(lead: Lead, fingerprinter: Fingerprinter) -> Identities:
@@ -225,7 +222,9 @@ def dedup_checks(
             dedup.append(
                 DedupCheck(
                     reason,
-                    tuple(map(_concat, heads, repeat(mark.bucket_name))),
+                    # keys.seen_in(heads, mark), inline: it runs for every identity in
+                    # every scope of every lead.
+                    tuple(map(operator.add, heads, repeat(mark.bucket_name))),
                     mark.field,
                     newest,
                     window_ms,

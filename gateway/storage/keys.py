@@ -10,7 +10,9 @@ today. Keys hold configured ids and keyed fingerprints only, never personal data
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple
 
 import xxhash
@@ -78,7 +80,7 @@ class SeenMark(NamedTuple):
     key_id: str
     bucket: int
     field: str
-    #: The bucket as hash names end with it (``seen_bucket``).
+    #: The bucket as hash names end with it (``seen_in`` adds it to a head).
     bucket_name: str
     #: The mark's bucket in the legacy layout (the same field).
     legacy_bucket: int
@@ -180,13 +182,7 @@ def seen_heads(prefix: str, key_id: str, generations: range) -> tuple[str, ...]:
 
 def seen_in(heads: tuple[str, ...], mark: SeenMark) -> tuple[str, ...]:
     """The hashes of ``mark``'s bucket under each of ``heads`` (``seen_heads``)."""
-    bucket = seen_bucket(mark)
-    return tuple([head + bucket for head in heads])
-
-
-def seen_bucket(mark: SeenMark) -> str:
-    """What ``seen_in`` adds to a head: the mark's bucket."""
-    return mark.bucket_name
+    return tuple(map(operator.add, heads, repeat(mark.bucket_name)))
 
 
 def legacy_seen_head(prefix: str, key_id: str) -> str:
