@@ -95,6 +95,10 @@ _PREFIX_KEPT_IF: Final = frozenset(
     }
 )
 _IDD_PATTERNS: dict[str, re.Pattern[str]] = {}
+#: The metadata the fast path has read, by region and by country code (libphonenumber keeps
+#: each region's once loaded; these save its three look-up calls a number).
+_BY_REGION: dict[str, PhoneMetadata] = {}
+_BY_CODE: dict[int, PhoneMetadata] = {}
 
 
 #: The metadata steps of ``parse`` the fast path reuses: private functions of phonenumbers
@@ -172,12 +176,6 @@ def _international(digits: str) -> str | None:
     return None
 
 
-#: The metadata the fast path has read, by region and by country code (libphonenumber keeps
-#: each region's once loaded; these save its three look-up calls a number).
-_BY_REGION: dict[str, PhoneMetadata] = {}
-_BY_CODE: dict[int, PhoneMetadata] = {}
-
-
 def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> str | None:
     """``+<country_code><national>`` if valid, ``national`` read as ``parse`` reads it."""
     if len(national) < 2:
@@ -196,7 +194,7 @@ def _valid_e164(country_code: int, national: str, metadata: PhoneMetadata) -> st
     if national[0] != "0" and len(_util.COUNTRY_CODE_TO_REGION_CODE[country_code]) == 1:
         # national is then the number's national significant number, and metadata its only
         # region's (is_valid_number's own choice for a code of one region).
-        return f"+{country_code}{national}" if is_valid_national(national, metadata) else None
+        return f"+{country_code}{national}" if _valid_national(national, compiled) else None
     number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
     if national[0] == "0":
         # parse's "italian leading zeros": the leading zeros are part of the number (Italy's
@@ -288,7 +286,13 @@ def is_valid_national(nsn: str, metadata: PhoneMetadata) -> bool:
     description is phonenumbers' ``_is_number_matching_desc`` without its five calls
     (``_desc``). tests/leads/test_phone_fast.py holds it to ``is_valid_number`` over every
     region's example numbers and hypothesis digits."""
-    compiled = _COMPILED.get((metadata.id, metadata.country_code)) or _compiled(metadata)
+    return _valid_national(
+        nsn, _COMPILED.get((metadata.id, metadata.country_code)) or _compiled(metadata)
+    )
+
+
+def _valid_national(nsn: str, compiled: _Compiled) -> bool:
+    """``is_valid_national`` with the region's descriptions already at hand."""
     (lengths, match), types = compiled.general, compiled.types
     size = len(nsn)
     if match is None or (lengths and size not in lengths) or match(nsn) is None:

@@ -36,8 +36,7 @@ def has_control_chars(text: str, *, allow_whitespace: bool = True) -> bool:
 
     ``allow_whitespace=False`` also refuses tab, LF and CR (for values kept verbatim).
     """
-    pattern = _FORBIDDEN if allow_whitespace else _FORBIDDEN_INLINE
-    return pattern.search(text) is not None
+    return (control_char if allow_whitespace else inline_control_char)(text) is not None
 
 
 def clean_line(raw: str, *, max_chars: int) -> str:
