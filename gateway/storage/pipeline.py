@@ -20,6 +20,13 @@ then never sent) or were sent and await their replies. So a frozen Redis costs e
 the socket timeout, not the timeouts of every round trip queued before it plus a reconnect.
 A reconnect (handshake included) is bounded by the socket timeout too, and runs the
 ``on_connect`` check before anything else is sent on the new connection.
+
+Callers may also share one command (``submit`` a ``Deferred``, then ``ride`` it): the store
+gathers the single leads of one advertiser that come in while a round trip is under way into
+one ``decide.lua`` call, completed by whoever joins before the round trip carrying it is
+written, and packed then (``Deferred.freeze``). Each rider keeps its own deadline, as any
+caller: one whose deadline passes before the write is left out of the command (never sent),
+one whose deadline passes after it is answered ``StoreUnavailable``, outcome unknown.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hiredis import pack_command
 from redis.asyncio import ConnectionPool
@@ -63,25 +70,67 @@ _CLOCK_STEP_S = 0.001
 _HEAP_BOUND = 1024
 
 
+class Deferred(Protocol):
+    """A command still open to other callers while it waits in the queue (``submit``): made
+    final when the round trip carrying it is packed, just before it is written."""
+
+    def freeze(self) -> Command: ...
+
+
+class Answer(Protocol):
+    """Who is told a submitted command's outcome: an ``asyncio.Future``, or an object that
+    hands each of its riders its part (``done`` once it was told)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: list[Any], /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class _Pending:
-    commands: Sequence[Command]
-    future: asyncio.Future[list[Any]]
-    #: Event-loop time after which the caller is answered ``StoreUnavailable``.
+    commands: Sequence[Command | Deferred]
+    future: Answer
+    #: Event-loop time after which the caller is answered ``StoreUnavailable`` (for a shared
+    #: command, the latest of its riders': ``ride`` moves it later).
     deadline: float
     #: Written to Redis (a failure then leaves the outcome unknown).
     sent: bool = False
+    #: A shared command's riders (``ride``): each one's deadline and what it waits on.
+    riders: list[tuple[float, asyncio.Future[Any]]] | None = None
+    #: The earliest time the deadline heap holds for this entry.
+    watched: float = math.inf
 
     def expire(self) -> None:
         """The caller's deadline passed before its replies were all read."""
+        self.expire_riders(self.deadline)
         if not self.future.done():
-            self.future.set_exception(
-                StoreUnavailable(
-                    "redis: no answer within the deadline",
-                    outcome_unknown=self.sent,
-                    deadline_s=self.deadline,
-                )
-            )
+            self.future.set_exception(self._missed(self.deadline))
+
+    def expire_riders(self, due: float) -> float:
+        """A shared command's riders whose own deadline is not after ``due`` answered as any
+        caller would be; the earliest deadline of those still waiting (``inf``: none)."""
+        following = math.inf
+        for deadline, future in self.riders or ():
+            if future.done():
+                continue
+            if deadline <= due:
+                future.set_exception(self._missed(deadline))
+            elif deadline < following:
+                following = deadline
+        return following
+
+    def _missed(self, deadline: float) -> StoreUnavailable:
+        return StoreUnavailable(
+            "redis: no answer within the deadline", outcome_unknown=self.sent, deadline_s=deadline
+        )
+
+
+#: What ``submit`` hands back: the queued command(s), for riders (``ride``).
+Submitted = _Pending
 
 
 class AutoPipeline:
@@ -136,16 +185,43 @@ class AutoPipeline:
         """Send ``commands`` in one round trip (possibly shared); one result per command,
         a ``ResponseError`` in place of a command Redis refused. Raises ``StoreUnavailable``
         on a transport failure or once the caller's deadline has passed."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.submit(commands, future)
+        results: list[Any] = await self._answer(future)
+        return results
+
+    def submit(self, commands: Sequence[Command | Deferred], answer: Answer) -> Submitted:
+        """``execute`` without waiting: ``commands`` queued (under the caller's deadline),
+        ``answer`` told their results or the failure ``execute`` would raise. A ``Deferred``
+        stays open to riders (``ride``) until its round trip is packed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        deadline = deadline_for(loop.time(), self._timeout_s)
-        pending = _Pending(commands, future, deadline)
+        pending = _Pending(commands, answer, deadline_for(loop.time(), self._timeout_s))
         self._watch_deadline(loop, pending)
         self._queue.append(pending)
         if self._idle:
             task = loop.create_task(self._drain(self._idle.pop()))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return pending
+
+    async def ride(self, submitted: Submitted, future: asyncio.Future[Any]) -> Any:
+        """Wait for ``future``, this caller's part of ``submitted`` (a shared command its
+        ``Answer`` sets), within the caller's own deadline: ``StoreUnavailable`` once it
+        passes (outcome unknown if ``submitted`` was written by then); ``submitted`` stays
+        queued at least as long."""
+        loop = asyncio.get_running_loop()
+        deadline = deadline_for(loop.time(), self._timeout_s)
+        riders = submitted.riders
+        if riders is None:
+            riders = submitted.riders = []
+        riders.append((deadline, future))
+        if deadline > submitted.deadline:
+            submitted.deadline = deadline  # the heap's entry for it stays: see _expire_due
+        elif deadline < submitted.watched:
+            self._watch_deadline(loop, submitted, deadline)
+        return await self._answer(future)
+
+    async def _answer(self, future: asyncio.Future[Any]) -> Any:
         try:
             return await future
         except StoreUnavailable as failed:
@@ -153,7 +229,9 @@ class AutoPipeline:
                 self._on_round_trip(0.0, "deadline")
             raise
 
-    def _watch_deadline(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+    def _watch_deadline(
+        self, loop: asyncio.AbstractEventLoop, pending: _Pending, at: float | None = None
+    ) -> None:
         """``pending`` answered ``StoreUnavailable`` once its deadline passes, if it is still
         waiting then. An earlier round trip of the same request may have used its whole
         budget: the watch then fires at once, and the commands are never sent
@@ -167,8 +245,9 @@ class AutoPipeline:
             heap[:] = [entry for entry in heap if not entry[2].future.done()]
             heapq.heapify(heap)
             self._heap_bound = max(_HEAP_BOUND, 2 * len(heap))
-        deadline = pending.deadline
+        deadline = pending.deadline if at is None else at
         heapq.heappush(heap, (deadline, next(self._numbers), pending))
+        pending.watched = min(pending.watched, deadline)
         if deadline < self._watch_at:
             if self._watch is not None:
                 self._watch.cancel()
@@ -180,8 +259,21 @@ class AutoPipeline:
         answered (as its own timer would have been), the watch set for the next deadline."""
         self._watch, self._watch_at = None, math.inf
         heap = self._deadlines
+        following: list[_Pending] = []
         while heap and (heap[0][0] <= due or heap[0][2].future.done()):
-            heapq.heappop(heap)[2].expire()
+            pending = heapq.heappop(heap)[2]
+            pending.watched = math.inf
+            if pending.deadline <= due:
+                pending.expire()
+            elif pending.riders is not None and not pending.future.done():
+                # A shared command whose latest rider's deadline is later: those due are told,
+                # and it is watched again for the next one.
+                next_due = pending.expire_riders(due)
+                if next_due < math.inf:
+                    following.append(pending)
+                    pending.watched = next_due
+        for pending in following:
+            heapq.heappush(heap, (pending.watched, next(self._numbers), pending))
         if heap:
             deadline = heap[0][0]
             self._watch = loop.call_at(deadline, self._expire_due, loop, deadline)
@@ -262,7 +354,11 @@ class AutoPipeline:
             # decision script's ~100 arguments, the same bytes.
             # (hiredis' stub types the argument as a 1-tuple; any tuple is packed.)
             packed = b"".join(
-                [pack_command(c) for item in batch for c in item.commands]  # type: ignore[arg-type]
+                [
+                    pack_command(c if isinstance(c, tuple) else c.freeze())  # type: ignore[arg-type]
+                    for item in batch
+                    for c in item.commands
+                ]
             )
             # From here on, bytes may reach Redis: a failure no longer proves nothing ran.
             sending = True
@@ -284,7 +380,9 @@ class AutoPipeline:
                         try:
                             results.append(await conn.read_response(timeout=math.inf))
                         except ResponseError as refused:
-                            results.append(refused)
+                            # A reply, not an error of ours: without the traceback, which
+                            # holds this frame (and so the batch) in a reference cycle.
+                            results.append(refused.with_traceback(None))
                     if not item.future.done():
                         item.future.set_result(results)
                     answered += 1
@@ -315,6 +413,7 @@ class AutoPipeline:
                 if item.deadline <= due:
                     item.expire()
                 else:
+                    item.expire_riders(due)
                     item.future.set_exception(error)
 
     async def broadcast(self, commands: Sequence[Command]) -> list[list[Any]]:

@@ -46,7 +46,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.cluster import open_pipeline
 from gateway.storage.deadline import deadline_for
-from gateway.storage.pipeline import RoundTripHook
+from gateway.storage.pipeline import AutoPipeline, RoundTripHook, Submitted
 from gateway.types import LeadId
 
 LOG = logging.getLogger("leadgate.redis")
@@ -89,6 +89,9 @@ class RedisStore(Store):
         self._connections = 0
         self._layout_covers = -1
         self._layout_lock = asyncio.Lock()
+        #: Per advertiser (its stream key), the call of single leads still open to more and
+        #: its place in the queue (``_decide_shared``).
+        self._calls: dict[str, tuple[_DecideCall, Submitted]] = {}
         self._last_warning_s = -60.0
         #: Why a server met was refused as too old (``MIN_REDIS_VERSION``), else None; kept
         #: once set (one old primary of a cluster is enough): no setting overrides it, and
@@ -242,10 +245,14 @@ class RedisStore(Store):
         self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
     ) -> list[DecisionOutcome | None]:
         until_ms = await self._layout()
-        if len(items) == 1:  # a single post: one call, without the grouping below
+        if len(items) == 1:  # a single post: without the grouping below
             rq, forced = items[0]
-            command = _decide_command([_decide_parts(rq, forced, until_ms)])
-            ((reply,),) = await self._run([command])
+            parts = _decide_parts(rq, forced, until_ms)
+            pipe = self._pipe
+            if isinstance(pipe, AutoPipeline):
+                reply = await self._decide_shared(pipe, rq.stream_key, parts)
+            else:  # a cluster's pipeline routes and redirects each command itself
+                ((reply,),) = await self._run([_decide_command([parts])])
             return [_outcome(rq, reply)]
         # One script call per advertiser (its leads in their order), at most
         # DECIDE_LEADS_PER_CALL leads each: a batch costs a few commands, not one per lead.
@@ -265,6 +272,29 @@ class RedisStore(Store):
             for i, reply in zip(call, group_replies, strict=True):
                 replies[i] = reply
         return [_outcome(rq, reply) for (rq, _), reply in zip(items, replies, strict=True)]
+
+    async def _decide_shared(self, pipe: AutoPipeline, advertiser: str, parts: _DecideParts) -> Any:
+        """A single lead's reply from a ``decide.lua`` call shared with the advertiser's other
+        single leads that come while it waits for a connection (``_DecideCall``): under load,
+        one call of many leads instead of one each, which costs Redis a script call a lead
+        less and the gateway a command's packing and reply. Nothing waits to be shared: the
+        call is queued at once, as a lone lead's own command was, and leads join it until its
+        round trip is written. A Redis that lost the script (``NOSCRIPT``: nothing ran) has
+        the lead sent again on its own, through ``_run``, which loads it."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        held = self._calls.get(advertiser)
+        if held is None or not held[0].open or len(held[0].futures) >= DECIDE_LEADS_PER_CALL:
+            call = _DecideCall()
+            held = self._calls[advertiser] = (call, pipe.submit([call], call))
+        call, submitted = held
+        call.leads.append(parts)
+        call.futures.append(future)
+        reply = await pipe.ride(submitted, future)
+        if isinstance(reply, ResponseError):
+            if not isinstance(reply, NoScriptError):
+                raise StoreError(f"redis refused a command: {reply}")
+            ((reply,),) = await self._run([_decide_command([parts])])
+        return reply
 
     async def release(self, items: Sequence[tuple[PersonReservation, ReserveResult]]) -> None:
         await self._run([_release_command(r, reserved) for r, reserved in items])
@@ -446,6 +476,69 @@ def _outcome(rq: DecisionRequest, reply: Any) -> DecisionOutcome | None:
     return None
 
 
+#: One lead's KEYS and ARGV for ``decide.lua`` (``_decide_parts``).
+_DecideParts = tuple[list[str | int], list[str | bytes | int]]
+
+
+_FUTURE_DONE = asyncio.Future.done
+
+
+class _DecideCall:
+    """Single leads of one advertiser decided in one ``decide.lua`` call, in the order they
+    joined it (as a batch's leads are: each as if alone, the next one seeing what the one
+    before committed). The auto-pipeline's ``Deferred`` (packed when its round trip is
+    written, ``freeze``) and the ``Answer`` that hands each lead its own reply.
+
+    A lead whose caller stopped waiting before the write (its deadline passed, its request
+    was cancelled) is left out: it is never sent, as a caller's own command is not. Once
+    packed, the call keeps no lead's arguments (they hold the lead's record)."""
+
+    __slots__ = ("answered", "futures", "leads", "open")
+
+    def __init__(self) -> None:
+        self.leads: list[_DecideParts] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        #: Open to more leads: until packed or answered.
+        self.open = True
+        self.answered = False
+
+    def freeze(self) -> Command:
+        self.open = False
+        leads, futures = self.leads, self.futures
+        if any(map(_FUTURE_DONE, futures)):
+            kept = [i for i, future in enumerate(futures) if not future.done()]
+            leads, self.futures = [leads[i] for i in kept], [futures[i] for i in kept]
+        self.leads = []
+        return _decide_command(leads)
+
+    def done(self) -> bool:
+        return self.answered
+
+    def set_result(self, result: list[Any], /) -> None:
+        self.open, self.answered = False, True
+        (replies,) = result
+        if isinstance(replies, ResponseError):
+            # Refused as a whole (NOSCRIPT: nothing ran): each lead's reply, for its caller
+            # to act on (``RedisStore._decide_shared``); a result, not an exception, whose
+            # traceback would tie the call and its callers' frames in a reference cycle.
+            replies = [replies] * len(self.futures)
+        for future, reply in zip(self.futures, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.open, self.answered = False, True
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exception)
+
+    def cancel(self) -> bool:
+        self.open, self.answered = False, True
+        for future in self.futures:
+            future.cancel()
+        return True
+
+
 def _claimed(ref: IdempotencyRef, held: str | None, stored: str | None) -> ClaimResult:
     """What a claim (``SET NX GET`` of the claim, ``GET`` of the answer) found."""
     held_digest, _, held_lead = (held or "").partition("|")
@@ -511,7 +604,7 @@ _LEGACY_GENERATION_MS = storage_keys.LEGACY_SEEN_GENERATION_MS
 DECIDE_LEADS_PER_CALL = 100
 
 
-def _decide_command(leads: Sequence[tuple[list[str | int], list[str | bytes | int]]]) -> Command:
+def _decide_command(leads: Sequence[_DecideParts]) -> Command:
     """One ``decide.lua`` call deciding ``leads`` (their ``_decide_parts``) in order."""
     keys: list[str | int] = []
     args: list[str | bytes | int] = [len(leads)]
@@ -529,7 +622,7 @@ def _pack_numbers(numbers: Sequence[int]) -> bytes:
 
 def _decide_parts(
     rq: DecisionRequest, forced: ForcedOutcome | None, legacy_until_ms: int
-) -> tuple[list[str | int], list[str | bytes | int]]:
+) -> _DecideParts:
     """One lead's KEYS and ARGV for ``decide.lua``. Built for every lead: the common one (no
     holds, no Idempotency-Key, no legacy marks) takes the fewest steps (``python -m
     bench.intake_count`` counts them)."""
