@@ -103,16 +103,23 @@ async def _decide_all(
     fields: bool = False,
     hsetex: bool = False,
     seconds: bool = False,
+    single: bool = False,
 ) -> None:
     """Decide ``leads`` new people (numbered from ``first``) through the real plan and store,
     or, with ``fields``, through ``field_expiry.lua`` (its marks written with ``HSETEX``
-    where ``hsetex``)."""
+    where ``hsetex``); ``single``: each as a single post of its own, ``BATCH`` at once (the
+    store then shares ``decide.lua`` calls among those waiting together), rather than as
+    batches."""
     bench = BenchLeads()
     # The real store, or a plain client for the measured script.
     store = None if fields else RedisStore(url)
     client = redis.asyncio.Redis.from_url(url) if fields else None
     sha = await client.script_load(field_expiry.SCRIPT) if client is not None else ""
     try:
+        if store is not None:
+            # As a gateway before it serves: connected, the layout learnt, the scripts loaded.
+            await store.connect_all()
+            await store.load_scripts()
         for start in range(first, first + leads, BATCH):
             # The clock of each batch, as a gateway's: the TTLs a lead asks for are worked out
             # from its own time, and Redis's moves on meanwhile.
@@ -120,6 +127,9 @@ async def _decide_all(
             if client is not None:
                 for command in field_expiry.commands(sha, requests, hsetex, seconds):
                     await client.execute_command(*command)  # type: ignore[no-untyped-call]
+            elif store is not None and single:
+                engine = DecisionEngine(store)
+                await asyncio.gather(*(engine.run([rq]) for rq in requests))
             elif store is not None:
                 await DecisionEngine(store).run(requests)
     finally:
@@ -170,6 +180,13 @@ def main() -> int:
         action="store_true",
         help="with --field-expiry: a mark's value in epoch seconds rather than ms (a smaller "
         "integer in the listpack)",
+    )
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help=f"each lead a single post of its own, {BATCH} at once (as a gateway under load "
+        "decides them: single leads waiting together share decide.lua calls), rather than "
+        "batches of 100 in a call",
     )
     parser.add_argument(
         "--redis-server",
@@ -263,6 +280,7 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
                 fields=args.field_expiry,
                 hsetex=hsetex,
                 seconds=args.seconds,
+                single=args.single,
             )
         )
         if callgrind:
@@ -273,7 +291,7 @@ def _measure(args: argparse.Namespace, wrapper: list[str]) -> None:
         stats = commands["cmdstat_evalsha"]
         after = int(client.info("memory")["used_memory"])
         # A call decides up to 100 leads (a batch's, in order): the figure is per lead.
-        script = "decide.lua"
+        script = "decide.lua, single posts" if args.single else "decide.lua"
         if args.field_expiry:
             written = "HSETEX" if hsetex else "HSET + HPEXPIRE"
             script = f"field_expiry.lua ({written}, {'s' if args.seconds else 'ms'})"

@@ -57,3 +57,12 @@ def test_callgrind_counts_the_measured_decisions_only() -> None:
     # A prefill is not counted: per decision, the same order of magnitude either way.
     total_after, _ = counts(more)
     assert total / 2 < total_after < total * 2
+
+
+def test_single_posts_share_calls() -> None:
+    """``--single``: each lead decided as a single post of its own, 500 at once; those waiting
+    together share ``decide.lua`` calls, so there are fewer calls than leads."""
+    out = _run("--leads", "600", "--single")
+    found = re.search(r"decide\.lua, single posts: 600 decisions: EVALSHA ([\d,]+) calls", out)
+    assert found, out
+    assert 2 <= int(found.group(1).replace(",", "")) < 300, out
