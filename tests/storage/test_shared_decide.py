@@ -103,6 +103,26 @@ async def test_a_shared_call_keeps_no_lead_once_written(redis_url: str) -> None:
     assert all(not call.leads and not call.open for call in calls)
 
 
+async def test_a_call_takes_at_most_100_leads(redis_url: str) -> None:
+    """250 single leads waiting together on one connection: calls of at most 100 leads (as a
+    call of a batch's), every lead decided."""
+    store = RedisStore(redis_url, connections=1)
+    try:
+        await store.connect_all()
+        await store.load_scripts()
+        before = await _evalsha_calls(redis_url)
+        outcomes = _decided(
+            await asyncio.gather(*(_decide(store, _lead(f"many-{i}")) for i in range(250)))
+        )
+        calls = await _evalsha_calls(redis_url) - before
+    finally:
+        await store.close()
+    assert [o.decision for o in outcomes] == [ACCEPTED] * 250
+    # All joined before the first write (the drain runs on the loop's next turn): without
+    # the limit one call, with it three at least.
+    assert 3 <= calls < 250 / 4, calls
+
+
 @pytest.fixture
 def own_server(spare_redis: Callable[[], RedisServer]) -> RedisServer:
     server = spare_redis()
@@ -199,3 +219,29 @@ async def test_a_redis_that_lost_the_script_decides_each_lead_again(
     # accepted, the other its duplicate.
     assert decisions[:3] + decisions[4:30] == [ACCEPTED] * 29
     assert sorted((decisions[3], decisions[30])) == [ACCEPTED, DUPLICATE]
+
+
+async def test_a_lead_whose_request_was_cancelled_before_the_write_is_never_sent(
+    own_server: RedisServer,
+) -> None:
+    store = RedisStore(own_server.url, connections=1, socket_timeout_s=3.0)
+    try:
+        await store.connect_all()
+        await store.load_scripts()
+        busy = asyncio.create_task(store._pipe.execute([("EVAL", BUSY_SCRIPT, 0, 500)]))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(_decide(store, _lead(p))) for p in ("one", "two", "three")]
+        await asyncio.sleep(0.05)  # all three in one call, queued behind the script
+        tasks[1].cancel()
+        first, third = _decided([await tasks[0], await tasks[2]])
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[1]
+        await busy
+        again = _decided(
+            [await _decide(store, _lead(p, T0 + 1000)) for p in ("one", "two", "three")]
+        )
+    finally:
+        await store.close()
+    assert (first.decision, third.decision) == (ACCEPTED, ACCEPTED)
+    # "two" was never decided: new now; the others are duplicates.
+    assert [o.decision for o in again] == [DUPLICATE, ACCEPTED, DUPLICATE]
