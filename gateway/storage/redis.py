@@ -491,7 +491,8 @@ class _DecideCall:
 
     A lead whose caller stopped waiting before the write (its deadline passed, its request
     was cancelled) is left out: it is never sent, as a caller's own command is not. Once
-    packed, the call keeps no lead's arguments (they hold the lead's record)."""
+    packed, failed or dropped, the call keeps no lead's arguments (they hold the lead's
+    record)."""
 
     __slots__ = ("answered", "futures", "leads", "open")
 
@@ -528,12 +529,14 @@ class _DecideCall:
 
     def set_exception(self, exception: BaseException, /) -> None:
         self.open, self.answered = False, True
+        self.leads = []  # failed or dropped before it was packed: kept no longer either
         for future in self.futures:
             if not future.done():
                 future.set_exception(exception)
 
     def cancel(self) -> bool:
         self.open, self.answered = False, True
+        self.leads = []
         for future in self.futures:
             future.cancel()
         return True

@@ -188,6 +188,8 @@ async def test_riders_of_a_call_to_a_frozen_redis_fail_at_their_own_deadlines(
             await asyncio.sleep(0.1)
         async with asyncio.timeout(20):
             failed = _failed(await asyncio.gather(*tasks))
+        # Calls that failed, or were dropped unsent, keep no lead either.
+        assert all(not call.leads for call, _ in store._calls.values())
     finally:
         own_server.thaw()
         await store.close()
