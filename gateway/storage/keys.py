@@ -93,8 +93,9 @@ def seen_mark(fingerprint: Fingerprint) -> SeenMark:
     # characters) name the field: a new person is taken for someone already in the bucket
     # with odds below 2^-65.
     field = b64url(digest[2:11])
-    bucket = int.from_bytes(digest[:2], "big") % SEEN_BUCKETS
-    return SeenMark(key_id, bucket, field, f"{bucket:04x}", bucket % LEGACY_SEEN_BUCKETS)
+    # SEEN_BUCKETS is 2^16: the two bytes are the bucket, their hex its name (four digits).
+    bucket = digest[0] << 8 | digest[1]
+    return SeenMark(key_id, bucket, field, digest[:2].hex(), bucket % LEGACY_SEEN_BUCKETS)
 
 
 def seen_generation(at_ms: int) -> int:

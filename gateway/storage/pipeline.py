@@ -219,7 +219,12 @@ class AutoPipeline:
             submitted.deadline = deadline  # the heap's entry for it stays: see _expire_due
         elif deadline < submitted.watched:
             self._watch_deadline(loop, submitted, deadline)
-        return await self._answer(future)
+        try:  # _answer, inline: a coroutine less for every lead
+            return await future
+        except StoreUnavailable as failed:
+            if failed.deadline_s is not None and self._on_round_trip is not None:
+                self._on_round_trip(0.0, "deadline")
+            raise
 
     async def _answer(self, future: asyncio.Future[Any]) -> Any:
         try:

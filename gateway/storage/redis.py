@@ -244,7 +244,11 @@ class RedisStore(Store):
     async def decide(
         self, items: Sequence[tuple[DecisionRequest, ForcedOutcome | None]]
     ) -> list[DecisionOutcome | None]:
-        until_ms = await self._layout()
+        # The layout learnt again only after a new connection (``_layout``, not awaited
+        # otherwise: a coroutine less for every call).
+        if self._connections != self._layout_covers:
+            await self._layout()
+        until_ms = self.legacy_seen_until_ms
         if len(items) == 1:  # a single post: without the grouping below
             rq, forced = items[0]
             parts = _decide_parts(rq, forced, until_ms)
