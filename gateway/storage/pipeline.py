@@ -187,8 +187,11 @@ class AutoPipeline:
         on a transport failure or once the caller's deadline has passed."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.submit(commands, future)
-        results: list[Any] = await self._answer(future)
-        return results
+        try:
+            return await future
+        except StoreUnavailable as failed:
+            self._missed(failed)
+            raise
 
     def submit(self, commands: Sequence[Command | Deferred], answer: Answer) -> Submitted:
         """``execute`` without waiting: ``commands`` queued (under the caller's deadline),
@@ -219,20 +222,16 @@ class AutoPipeline:
             submitted.deadline = deadline  # the heap's entry for it stays: see _expire_due
         elif deadline < submitted.watched:
             self._watch_deadline(loop, submitted, deadline)
-        try:  # _answer, inline: a coroutine less for every lead
-            return await future
-        except StoreUnavailable as failed:
-            if failed.deadline_s is not None and self._on_round_trip is not None:
-                self._on_round_trip(0.0, "deadline")
-            raise
-
-    async def _answer(self, future: asyncio.Future[Any]) -> Any:
         try:
             return await future
         except StoreUnavailable as failed:
-            if failed.deadline_s is not None and self._on_round_trip is not None:
-                self._on_round_trip(0.0, "deadline")
+            self._missed(failed)
             raise
+
+    def _missed(self, failed: StoreUnavailable) -> None:
+        """A caller answered ``failed``: counted for metrics when its own deadline ended it."""
+        if failed.deadline_s is not None and self._on_round_trip is not None:
+            self._on_round_trip(0.0, "deadline")
 
     def _watch_deadline(
         self, loop: asyncio.AbstractEventLoop, pending: _Pending, at: float | None = None
