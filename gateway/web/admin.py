@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from aiohttp import web
 
 from gateway.config.model import Config
@@ -53,6 +52,7 @@ from gateway.storage.base import Store
 from gateway.types import AdvertiserId, LeadId
 from gateway.web import body as bodies
 from gateway.web.auth import authenticate
+from gateway.web.json_answer import json_answer
 from gateway.web.problems import Handler, problem_response, route_path
 from gateway.web.state import ADDRESS_LIMITS
 
@@ -115,7 +115,7 @@ class Admin:
 
     # --- erasure ---------------------------------------------------------------------------
 
-    async def erase_identity(self, request: web.Request) -> web.Response:
+    async def erase_identity(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
         _only(body, ("email", "phone", "region"))
         try:
@@ -125,7 +125,7 @@ class Admin:
         except InvalidValue as bad:
             raise InvalidFields([FieldProblem(bad.field, bad.why)]) from None
         eraser = Eraser(self.config(), self.fingerprinter, self.store, self.queue, clock=self.clock)
-        return _json((await eraser.erase(person)).to_json())
+        return json_answer((await eraser.erase(person)).to_json())
 
     # --- suppression lists -----------------------------------------------------------------
 
@@ -135,22 +135,22 @@ class Admin:
             raise NotFound("no such suppression list in the configuration")
         return list_id
 
-    async def suppression_lists(self, _: web.Request) -> web.Response:
+    async def suppression_lists(self, _: web.Request) -> web.StreamResponse:
         lists = []
         for list_id, declared in self.config().suppression_lists.items():
             size = await self.store.suppression_size(list_id)
             lists.append(
                 {"id": list_id, "name": declared.name, "network": declared.network, "size": size}
             )
-        return _json({"suppression_lists": lists})
+        return json_answer({"suppression_lists": lists})
 
-    async def suppression_add(self, request: web.Request) -> web.Response:
+    async def suppression_add(self, request: web.Request) -> web.StreamResponse:
         return await self._suppression_change(request, add=True)
 
-    async def suppression_remove(self, request: web.Request) -> web.Response:
+    async def suppression_remove(self, request: web.Request) -> web.StreamResponse:
         return await self._suppression_change(request, add=False)
 
-    async def _suppression_change(self, request: web.Request, *, add: bool) -> web.Response:
+    async def _suppression_change(self, request: web.Request, *, add: bool) -> web.StreamResponse:
         list_id, store = self._list_id(request), self.store
         body = await self._body(request)
         _only(body, ("email", "phone", "region", "entries"))
@@ -195,7 +195,7 @@ class Admin:
             # leave them guessing what to send again.
             raise InvalidFields(problems)
         changed = await store.suppression_change(list_id, found, add=add)
-        return _json(
+        return json_answer(
             {
                 "list": list_id,
                 "people": len(entries),
@@ -206,15 +206,15 @@ class Admin:
 
     # --- caps, reload, report --------------------------------------------------------------
 
-    async def caps(self, request: web.Request) -> web.Response:
+    async def caps(self, request: web.Request) -> web.StreamResponse:
         config = self.config()
         campaign = request.rel_url.query.get("campaign")
         if campaign is not None and campaign not in config.campaigns:
             raise NotFound("no such campaign in the configuration")
         rows = await capusage.caps_status(config, self.store, self.clock(), campaign)
-        return _json({"caps": rows})
+        return json_answer({"caps": rows})
 
-    async def reload(self, _: web.Request) -> web.Response:
+    async def reload(self, _: web.Request) -> web.StreamResponse:
         if self.reloader is None:
             raise NotFound("this process was not started from a config file it can reload")
         previous = self.config().checksum
@@ -224,7 +224,7 @@ class Admin:
                 # The file's problems as check-config prints them, under one field.
                 [FieldProblem("config", issue) for issue in self.reloader.refusal]
             )
-        return _json(
+        return json_answer(
             {
                 "reloaded": config is not None,
                 "checksum": self.config().checksum,
@@ -232,7 +232,7 @@ class Admin:
             }
         )
 
-    async def partner_report(self, request: web.Request) -> web.Response:
+    async def partner_report(self, request: web.Request) -> web.StreamResponse:
         query = request.rel_url.query
         now_ms = int(self.clock() * 1000)
         campaign = query.get("campaign")
@@ -248,11 +248,11 @@ class Admin:
             )
         except ValueError as bad:
             raise InvalidFields([FieldProblem("since", str(bad))]) from None
-        return _json(body)
+        return json_answer(body)
 
     # --- deliveries ------------------------------------------------------------------------
 
-    async def deliveries(self, _: web.Request) -> web.Response:
+    async def deliveries(self, _: web.Request) -> web.StreamResponse:
         now = ops.now_ms()
         body = {}
         for advertiser in self.advertisers:
@@ -264,9 +264,9 @@ class Admin:
                 "dead_letters": s.dead_letters,
                 "disabled": s.disabled,
             }
-        return _json({"advertisers": body})
+        return json_answer({"advertisers": body})
 
-    async def dead(self, request: web.Request) -> web.Response:
+    async def dead(self, request: web.Request) -> web.StreamResponse:
         query = request.rel_url.query
         chosen = self.advertisers
         if "advertiser" in query:
@@ -291,9 +291,9 @@ class Admin:
                 ops.dead_row(e, now)
                 for e in await ops.dead_letters(self.queue, advertiser, since, limit)
             ]
-        return _json({"dead_letters": rows})
+        return json_answer({"dead_letters": rows})
 
-    async def replay(self, request: web.Request) -> web.Response:
+    async def replay(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
         lead_id = body.get("lead_id")
         if isinstance(lead_id, str):
@@ -301,7 +301,7 @@ class Admin:
             if entry is None:
                 raise NotFound("no dead letter for this lead")
             moved = await self.queue.replay(entry.advertiser, [entry], ops.now_ms())
-            return _json({"replayed": moved, "advertiser": entry.advertiser})
+            return json_answer({"replayed": moved, "advertiser": entry.advertiser})
         advertiser = self.advertiser(body.get("advertiser"))
         if advertiser is None:
             raise NotFound("no such advertiser in the configuration (or give a lead_id)")
@@ -315,15 +315,15 @@ class Admin:
         except ValueError as error:
             raise InvalidFields([FieldProblem("since", str(error))]) from None
         moved = await ops.replay_since(self.queue, advertiser, since_ms)
-        return _json({"replayed": moved, "advertiser": advertiser})
+        return json_answer({"replayed": moved, "advertiser": advertiser})
 
-    async def enable(self, request: web.Request) -> web.Response:
+    async def enable(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
         advertiser = self.advertiser(body.get("advertiser"))
         if advertiser is None:
             raise NotFound("no such advertiser in the configuration")
         was_disabled = await self.queue.enable(advertiser)
-        return _json({"advertiser": advertiser, "was_disabled": was_disabled})
+        return json_answer({"advertiser": advertiser, "was_disabled": was_disabled})
 
 
 def add_admin_routes(app: web.Application, admin: Admin | None) -> None:
@@ -389,7 +389,3 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidFields([FieldProblem(name, "must be a string")])
     return value
-
-
-def _json(data: object) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
 from aiohttp import web
 
 from gateway.config.model import Advertiser
@@ -31,6 +30,7 @@ from gateway.errors import (
 from gateway.quality.feedback import FeedbackItem, Recorded, parse_item
 from gateway.web import body as bodies
 from gateway.web.auth import api_key, authenticate
+from gateway.web.json_answer import json_answer
 from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import client_address, retry_after_s
 from gateway.web.state import ADDRESS_LIMITS, FEEDBACK_DESK, INTAKE
@@ -61,18 +61,16 @@ def _within_limit(request: web.Request, items: int) -> None:
         )
 
 
-def _json(data: object) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-async def _one(request: web.Request, advertiser: Advertiser, item: FeedbackItem) -> web.Response:
+async def _one(
+    request: web.Request, advertiser: Advertiser, item: FeedbackItem
+) -> web.StreamResponse:
     (answer,) = await request.app[FEEDBACK_DESK].record(advertiser.id, [item])
     if isinstance(answer, RequestError):
         raise answer
-    return _json(answer.to_json())
+    return json_answer(answer.to_json())
 
 
-async def post_feedback(request: web.Request) -> web.Response:
+async def post_feedback(request: web.Request) -> web.StreamResponse:
     advertiser = _advertiser(request)
     server = request.app[INTAKE].config.server
     raw = await bodies.read_body(request, server.batch_max_body_bytes, server.body_timeout_s)
@@ -111,10 +109,10 @@ async def post_feedback(request: web.Request) -> web.Response:
         else:
             counts["refused"] += 1
             results.append({"index": index, "error": problem_body(answer, route_path(request))})
-    return _json({"results": results, "counts": counts})
+    return json_answer({"results": results, "counts": counts})
 
 
-async def get_feedback(request: web.Request) -> web.Response:
+async def get_feedback(request: web.Request) -> web.StreamResponse:
     advertiser = _advertiser(request, allow_query=True)
     query = request.rel_url.query
     data = bodies.query_fields(query, ((k, v) for k, v in query.items() if k != "api_key"))

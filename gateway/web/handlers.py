@@ -26,6 +26,7 @@ from gateway.errors import (
 from gateway.observe import caps as capusage
 from gateway.web import body as bodies
 from gateway.web.auth import api_key, authenticate
+from gateway.web.json_answer import JsonAnswer, json_answer
 from gateway.web.problems import problem_body, route_path
 from gateway.web.ratelimit import TokenBucket, retry_after_s
 from gateway.web.state import (
@@ -40,12 +41,6 @@ from gateway.web.state import (
 )
 
 _IDEMPOTENCY_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
-
-
-def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
 
 
 def _partner(
@@ -102,12 +97,12 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def _answer_response(answer: Answer) -> web.Response:
+def _answer_response(answer: Answer) -> JsonAnswer:
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
-    return _json(answer.to_json(), headers=headers)
+    return json_answer(answer.to_json(), headers=headers)
 
 
-async def post_lead(request: web.Request) -> web.Response:
+async def post_lead(request: web.Request) -> web.StreamResponse:
     app = request.app
     intake = app[INTAKE]
     partner = _partner(request, app)
@@ -126,7 +121,7 @@ def _count_pinged_post(request: web.Request, partner: Partner, answer: Answer) -
         request.app[PING_LIMITS].posted(partner.id, time.monotonic())
 
 
-async def post_ping(request: web.Request) -> web.Response:
+async def post_ping(request: web.Request) -> web.StreamResponse:
     """A ping (docs/api.md): a JSON object of the campaign, hashed identifiers and the
     non-personal fields; its rate limit, then its partner's pings per post."""
     app = request.app
@@ -146,16 +141,16 @@ async def post_ping(request: web.Request) -> web.Response:
             wait_s,
         )
     answer = await intake.ping(partner, await _probe_body(request, "a ping"))
-    return _json(answer.to_json())
+    return json_answer(answer.to_json())
 
 
-async def post_check(request: web.Request) -> web.Response:
+async def post_check(request: web.Request) -> web.StreamResponse:
     """A pre-ping check (docs/api.md): a JSON object of the campaign and hashed identifiers."""
     app = request.app
     intake = app[INTAKE]
     partner = _partner(request, app, probe="check")
     answer = await intake.check(partner, await _probe_body(request, "a check"))
-    return _json(check_json(answer))
+    return json_answer(check_json(answer))
 
 
 async def _probe_body(request: web.Request, what: str) -> dict[str, object]:
@@ -167,7 +162,7 @@ async def _probe_body(request: web.Request, what: str) -> dict[str, object]:
     return bodies.parse_json_object(raw)
 
 
-async def get_lead(request: web.Request) -> web.Response:
+async def get_lead(request: web.Request) -> web.StreamResponse:
     app = request.app
     intake = app[INTAKE]
     partner = _partner(request, app, allow_query=True)
@@ -180,7 +175,7 @@ async def get_lead(request: web.Request) -> web.Response:
     return _answer_response(answer)
 
 
-async def post_batch(request: web.Request) -> web.Response:
+async def post_batch(request: web.Request) -> web.StreamResponse:
     app = request.app
     intake = app[INTAKE]
     server = intake.config.server
@@ -222,23 +217,23 @@ async def post_batch(request: web.Request) -> web.Response:
     # The header says the whole batch is a replay: every decided item's answer is the stored
     # one (items refused as invalid are never stored; the same body refuses them again).
     headers = {"Idempotent-Replayed": "true"} if decided and replayed == decided else None
-    return _json({"results": results, "counts": counts}, headers=headers)
+    return json_answer({"results": results, "counts": counts}, headers=headers)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_answer({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     if request.app[DRAINING].is_set():
-        return _json({"status": "draining", "store": store.name}, status=503)
+        return json_answer({"status": "draining", "store": store.name}, status=503)
     try:
         async with asyncio.timeout(1.0):
             await store.ping()
     except (StoreError, TimeoutError):
-        return _json({"status": "unavailable", "store": store.name}, status=503)
-    return _json({"status": "ready", "store": store.name})
+        return json_answer({"status": "unavailable", "store": store.name}, status=503)
+    return json_answer({"status": "ready", "store": store.name})
 
 
 async def metrics(request: web.Request) -> web.Response:

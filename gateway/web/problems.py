@@ -25,6 +25,7 @@ from gateway.errors import (
     RequestTimeout,
     StoreUnavailable,
 )
+from gateway.web.json_answer import JsonAnswer
 from gateway.web.state import OBSERVER
 
 LOG = logging.getLogger("leadgate.web")
@@ -84,7 +85,7 @@ def problem_response(
     detail: str,
     instance: str | None,
     headers: dict[str, str] | None = None,
-) -> web.Response:
+) -> JsonAnswer:
     body: dict[str, object] = {
         "type": f"urn:leadgate:problem:{slug}",
         "title": title,
@@ -93,19 +94,17 @@ def problem_response(
     }
     if instance is not None:
         body["instance"] = instance
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type=CONTENT_TYPE, headers=headers
-    )
+    return JsonAnswer(orjson.dumps(body), status=status, content_type=CONTENT_TYPE, headers=headers)
 
 
-def render(error: RequestError, instance: str | None) -> web.Response:
+def render(error: RequestError, instance: str | None) -> JsonAnswer:
     headers: dict[str, str] = {}
     if isinstance(error, RateLimited | IdempotencyInProgress):
         headers["Retry-After"] = str(error.retry_after_s)
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="leadgate"'
-    response = web.Response(
-        body=orjson.dumps(problem_body(error, instance)),
+    response = JsonAnswer(
+        orjson.dumps(problem_body(error, instance)),
         status=error.status,
         content_type=CONTENT_TYPE,
         headers=headers,
@@ -165,7 +164,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         return _internal(route_path(request))
 
 
-def _internal(path: str | None) -> web.Response:
+def _internal(path: str | None) -> JsonAnswer:
     """The answer to an error nobody foresaw, logged with its traceback (route only)."""
     LOG.exception("unhandled error", extra={"fields": {"route": path or "unmatched"}})
     return problem_response(500, "internal", "Internal error", "unexpected error", path)
