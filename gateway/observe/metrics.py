@@ -30,6 +30,7 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.errors import RequestError
 from gateway.observe.buyer_metrics import BuyerMetrics
 from gateway.observe.connections import ConnectionMetrics
+from gateway.observe.tally import FLUSH_S, Spread, Tallies, Tally
 from gateway.quality.metrics import FeedbackMetrics
 from gateway.rules.model import SCORE_BELOW_MINIMUM
 
@@ -80,6 +81,11 @@ class Observer:
     With ``multiprocess_dir`` (``leadgate serve --workers N``), every process writes its
     values to files there and ``exposition`` merges all of them: counters add up across
     processes, gauges merge by their declared mode.
+
+    What every request and lead records (requests, decisions, reasons, refusals, Redis round
+    trips) is tallied in plain numbers and added to the metrics by ``flush``
+    (``gateway.observe.tally``): before every ``exposition``, and every second while
+    ``run_flushes`` runs. With ``multiprocess_dir``, every count goes to its file at once.
     """
 
     def __init__(
@@ -232,13 +238,16 @@ class Observer:
         self.feedback = FeedbackMetrics(config, r)
         self.buyers = BuyerMetrics(config, r)
         self._known: set[tuple[str, ...]] = set()
-        # Label children by label values (configured ids and fixed codes: bounded).
-        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._leads: dict[tuple[str, str, str, str], Any] = {}
-        # A reason's children (its reason counter, and its duplicate or cap counter if any)
-        # by (partner, campaign, reason): configured ids and reason codes, bounded like them.
-        self._reasons: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-        self._refused: dict[tuple[str, int], Any] = {}
+        self._tallies = Tallies(direct=multiprocess_dir is not None)
+        self._decision_spread = self._tallies.spread(self.decision_seconds)
+        self._redis_spread = self._tallies.spread(self.redis_seconds)
+        # Label children's tallies by label values (configured ids and fixed codes: bounded).
+        self._http: dict[tuple[str, str, int], tuple[Spread, Tally]] = {}
+        self._leads: dict[tuple[str, str, str, str], Tally] = {}
+        # A reason's tallies (its reason counter's, and its duplicate or cap counter's if
+        # any) by (partner, campaign, reason): configured ids and reason codes, bounded.
+        self._reasons: dict[tuple[str, str, str], tuple[Tally, ...]] = {}
+        self._refused: dict[tuple[str, int], Tally] = {}
         self._checksum = ""
         self.configure(config)
 
@@ -303,14 +312,14 @@ class Observer:
             route, method, status
         )
         seconds.observe(elapsed_s)
-        count.inc()
+        count.n += 1
 
-    def _http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
-        # ``labels()`` validates and locks on every call; the children are cached instead
-        # (bounded: routes x methods x statuses), which halves the cost per request.
+    def _http_children(self, route: str, method: str, status: int) -> tuple[Spread, Tally]:
+        # ``labels()`` validates and locks on every call: each child is looked up once
+        # (bounded: routes x methods x statuses).
         children = (
-            self.http_seconds.labels(route, method),
-            self.http_requests.labels(route, method, str(status)),
+            self._tallies.spread(self.http_seconds, self.http_seconds.labels(route, method)),
+            self._tallies.tally(self.http_requests.labels(route, method, str(status))),
         )
         self._http[(route, method, status)] = children
         return children
@@ -319,7 +328,7 @@ class Observer:
         """Called by the Redis pipeline after every round trip; ``error`` is ``timeout``,
         ``connection`` or None; and for every caller whose own deadline passed (``deadline``)."""
         if error is None:
-            self.redis_seconds.observe(elapsed_s)
+            self._redis_spread.observe(elapsed_s)
         else:
             self.redis_errors.labels(error).inc()
 
@@ -331,8 +340,17 @@ class Observer:
         self.reloads.labels("success").inc()
         self.configure(config)
 
+    def flush(self) -> None:
+        """Add what was tallied since the last flush to the metrics (``gateway.observe.tally``)."""
+        self._tallies.flush()
+
+    async def run_flushes(self, every_s: float = FLUSH_S) -> None:
+        """``flush`` every ``every_s`` seconds until cancelled."""
+        await self._tallies.run(every_s)
+
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process, or all processes of the server."""
+        self.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
@@ -344,10 +362,10 @@ class Observer:
         inside a batch."""
         refused = self._refused.get((partner.id, error.status))
         if refused is None:
-            refused = self._refused[(partner.id, error.status)] = self.refusals.labels(
-                partner.id, str(error.status)
+            refused = self._refused[(partner.id, error.status)] = self._tallies.tally(
+                self.refusals.labels(partner.id, str(error.status))
             )
-        refused.inc()
+        refused.n += 1
 
     def probed(
         self, partner: Partner, kind: str, answer: Answer | RequestError, elapsed_s: float
@@ -369,7 +387,7 @@ class Observer:
         """One request's answers: counted per partner, campaign, channel, decision and
         reason, its latency observed, one decision log line per lead (``now_s`` unused: the
         log line carries its own time)."""
-        self.decision_seconds.observe(elapsed_s)
+        self._decision_spread.observe(elapsed_s)
         sold: list[Answer] = []
         log = DECISION_LOG.isEnabledFor(logging.INFO)
         latency_ms = round(elapsed_s * 1000, 3)
@@ -384,14 +402,14 @@ class Observer:
             key = (partner.id, answer.campaign, answer.channel, answer.decision)
             leads = self._leads.get(key)
             if leads is None:
-                leads = self._leads[key] = self.leads.labels(*key)
-            leads.inc()
+                leads = self._leads[key] = self._tallies.tally(self.leads.labels(*key))
+            leads.n += 1
             for reason in answer.reasons:
-                children = self._reasons.get((partner.id, answer.campaign, reason))
-                if children is None:
-                    children = self._reason_children(partner.id, answer.campaign, reason)
-                for child in children:
-                    child.inc()
+                tallies = self._reasons.get((partner.id, answer.campaign, reason))
+                if tallies is None:
+                    tallies = self._reason_tallies(partner.id, answer.campaign, reason)
+                for tally in tallies:
+                    tally.n += 1
             if log:
                 fields: dict[str, object] = {
                     "lead_id": answer.lead_id,
@@ -412,18 +430,19 @@ class Observer:
         if sold:
             self.buyers.decided(sold)
 
-    def _reason_children(self, partner: str, campaign: str, reason: str) -> tuple[Any, ...]:
+    def _reason_tallies(self, partner: str, campaign: str, reason: str) -> tuple[Tally, ...]:
         # ``labels()`` validates and locks on every call: each reason's children are looked
         # up once. A duplicate also counts in its scope's counter, a cap in the caps counter.
-        children: tuple[Any, ...] = (self.reasons.labels(partner, campaign, reason),)
+        children: list[Any] = [self.reasons.labels(partner, campaign, reason)]
         scope = DUPLICATE_SCOPES.get(reason)
         cap = CAP_CODES.get(reason)
         if scope is not None:
-            children += (self.duplicates.labels(partner, campaign, scope),)
+            children.append(self.duplicates.labels(partner, campaign, scope))
         elif cap is not None:
-            children += (self.caps_hit.labels(campaign, *cap),)
-        self._reasons[(partner, campaign, reason)] = children
-        return children
+            children.append(self.caps_hit.labels(campaign, *cap))
+        tallies = tuple(self._tallies.tally(child) for child in children)
+        self._reasons[(partner, campaign, reason)] = tallies
+        return tallies
 
 
 def _campaign_reasons(campaign: Campaign, config: Config) -> list[str]:
