@@ -57,10 +57,12 @@ class JsonAnswer(web.StreamResponse):
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
     ) -> None:
-        if status < 200 or status in (204, 304) or status not in _STATUS_LINES:
+        if not 200 <= status <= 999 or status in (204, 304):
             raise ValueError(f"a JSON answer needs a status with a body, not {status}")
+        # Not a standard status: no reason phrase, as aiohttp answers it.
+        self._status_line = _STATUS_LINES.get(status) or f" {status} "
         # StreamResponse's own initialiser, with the reason given: no look-up of it.
-        super().__init__(status=status, reason=_STATUS_LINES[status][5:])
+        super().__init__(status=status, reason=self._status_line[5:])
         self._json = body
         self._head_tail = f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         if headers:
@@ -99,7 +101,7 @@ class JsonAnswer(web.StreamResponse):
                 "Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else ""
             )
         head = (
-            f"{line}{_STATUS_LINES[self._status]}\r\n{self._head_tail}"
+            f"{line}{self._status_line}\r\n{self._head_tail}"
             f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n{connection}\r\n"
         ).encode()
         self._head = head if request.method == "HEAD" else head + self._json
@@ -109,8 +111,8 @@ class JsonAnswer(web.StreamResponse):
         if self._eof_sent:
             return
         writer = self._payload_writer
-        if writer is None:
-            raise RuntimeError("a JSON answer is written once prepared")
+        if writer is None or data:
+            raise RuntimeError("a JSON answer is written once prepared, with its own body only")
         await writer.write_eof(self._head)
         self._eof_sent = True
         self._req = None

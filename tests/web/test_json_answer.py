@@ -97,7 +97,7 @@ async def _exchange(port: int, head: bytes, method: str) -> Read:
     "query",
     ["", "?retry=1", "?close=1", "?type=application/problem%2Bjson&retry=1"],
 )
-@pytest.mark.parametrize("status", [200, 429, 503])
+@pytest.mark.parametrize("status", [200, 429, 503, 599])
 async def test_the_same_answer_as_aiohttps_response(
     port: int, version: str, connection: str | None, method: str, query: str, status: int
 ) -> None:
@@ -121,7 +121,7 @@ async def test_the_same_answer_as_aiohttps_response(
     assert ours.body == (b"" if method == "HEAD" else BODY)
 
 
-@pytest.mark.parametrize("status", [100, 101, 204, 304, 799])
+@pytest.mark.parametrize("status", [100, 101, 199, 204, 304, 1000])
 def test_a_status_without_a_body_is_refused(status: int) -> None:
     with pytest.raises(ValueError, match=str(status)):
         JsonAnswer(BODY, status=status)
