@@ -4,6 +4,7 @@ trips and errors, delivery health, and label sets following a reloaded config.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from collections.abc import AsyncIterator
@@ -223,21 +224,26 @@ async def test_a_lead_refused_on_its_own_is_counted_for_its_partner_whatever_the
     assert "not-an-address" not in text
 
 
+def _answer(decision: Decision, *reasons: str) -> Answer:
+    """A lead of acme-main posted on the email channel, decided ``decision``."""
+    return Answer(
+        lead_id=LeadId("l1"),
+        decision=decision,
+        reasons=reasons,
+        ref=None,
+        campaign=CampaignId("acme-main"),
+        channel=ChannelId("email"),
+        test=False,
+    )
+
+
 def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
     """The observer looks each label set up once and reuses it: the second, third ... lead
     with a reason must land in the same series as the first, for every derived counter."""
     config = parse_config(network(), checksum="c0")
     observer = Observer(config)
     partner = config.partners[PartnerId("p-beta")]
-    duplicate = Answer(
-        lead_id=LeadId("l1"),
-        decision=Decision.DUPLICATE,
-        reasons=("duplicate.advertiser",),
-        ref=None,
-        campaign=CampaignId("acme-main"),
-        channel=ChannelId("email"),
-        test=False,
-    )
+    duplicate = _answer(Decision.DUPLICATE, "duplicate.advertiser")
     capped = dataclasses.replace(duplicate, decision=Decision.CAPPED, reasons=("cap.partner.hour",))
     invalid = InvalidLead([FieldProblem("leads/0/email", "required")])
     for _ in range(3):
@@ -256,6 +262,41 @@ def test_counts_keep_adding_up_once_label_children_are_cached() -> None:
     )
     assert sample(text, "leadgate_requests_refused_total", partner="p-beta", status="422") == 3
     assert sample(text, "leadgate_leads_total", **where, channel="email", decision="capped") == 3
+
+
+async def test_counts_reach_the_metrics_at_each_scrape_and_each_second() -> None:
+    """Counts are tallied in plain numbers (``gateway.observe.tally``): a scrape flushes them
+    first, so it is exact; ``run_flushes`` adds them every second in between."""
+    config = parse_config(network(), checksum="c0")
+    observer = Observer(config)
+    partner = config.partners[PartnerId("p-alpha")]
+    accepted = _answer(Decision.ACCEPTED)
+    where = {"partner": "p-alpha", "campaign": "acme-main", "channel": "email"}
+
+    def in_registry() -> float | None:
+        return observer.registry.get_sample_value(
+            "leadgate_leads_total", {**where, "decision": "accepted"}
+        )
+
+    observer.decided(partner, [accepted], 0.0012)
+    observer.request("/v1/leads", "POST", 200, 0.0015)
+    assert in_registry() == 0  # tallied, not flushed yet
+    text = exposition(observer)
+    assert sample(text, "leadgate_leads_total", **where, decision="accepted") == 1
+    requests = {"route": "/v1/leads", "method": "POST", "status": "200"}
+    assert sample(text, "leadgate_http_requests_total", **requests) == 1
+    assert sample(text, "leadgate_decision_duration_seconds_count") == 1
+
+    observer.decided(partner, [accepted], 0.0012)
+    flushing = asyncio.ensure_future(observer.run_flushes(every_s=0.01))
+    try:
+        for _ in range(200):  # at most 2 s
+            if in_registry() == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert in_registry() == 2
+    finally:
+        flushing.cancel()
 
 
 async def test_a_route_added_after_the_app_is_made_is_labelled_by_its_match() -> None:

@@ -1,23 +1,15 @@
 """Tallies: what the hot path counts in plain numbers reaches Prometheus exactly as if every
-count and observation had gone to prometheus-client one by one."""
+count and observation had gone to prometheus-client one by one (the observer's flushes:
+``tests/observe/test_metrics.py``)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from network_support import network
-from prom_support import sample
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from gateway.config.load import parse_config
-from gateway.decision.answer import Answer
-from gateway.decision.model import Decision
-from gateway.observe.metrics import Observer
 from gateway.observe.tally import Tallies
-from gateway.types import CampaignId, ChannelId, LeadId, PartnerId
 
 BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Durations, the bounds themselves (an observation on a bound goes in that bucket), and
@@ -111,47 +103,3 @@ def test_direct_tallies_reach_the_metric_at_once() -> None:
     tallies.flush()  # nothing waits in a direct tally: a flush adds nothing twice
     assert registry.get_sample_value("t_total") == 2
     assert registry.get_sample_value("h_seconds_count") == 1
-
-
-def _accepted(observer: Observer) -> float:
-    value = observer.registry.get_sample_value(
-        "leadgate_leads_total",
-        {"partner": "p-alpha", "campaign": "acme-main", "channel": "email", "decision": "accepted"},
-    )
-    assert value is not None
-    return value
-
-
-async def test_the_observer_counts_reach_metrics_at_exposition_and_every_flush() -> None:
-    config = parse_config(network(), checksum="c0")
-    observer = Observer(config)
-    partner = config.partners[PartnerId("p-alpha")]
-    answer = Answer(
-        lead_id=LeadId("01a2"),
-        decision=Decision.ACCEPTED,
-        reasons=(),
-        ref=None,
-        campaign=CampaignId("acme-main"),
-        channel=ChannelId("email"),
-        test=False,
-    )
-    observer.decided(partner, [answer], 0.0012)
-    observer.request("/v1/leads", "POST", 200, 0.0015)
-    assert _accepted(observer) == 0  # tallied, not flushed
-    text = observer.exposition().decode()  # a scrape flushes first: it is exact
-    leads = {"partner": "p-alpha", "campaign": "acme-main", "channel": "email"}
-    assert sample(text, "leadgate_leads_total", **leads, decision="accepted") == 1
-    requests = {"route": "/v1/leads", "method": "POST", "status": "200"}
-    assert sample(text, "leadgate_http_requests_total", **requests) == 1
-    assert sample(text, "leadgate_decision_duration_seconds_count") == 1
-
-    observer.decided(partner, [answer], 0.0012)
-    flushing = asyncio.ensure_future(observer.run_flushes(every_s=0.01))
-    try:
-        for _ in range(200):
-            if _accepted(observer) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert _accepted(observer) == 2
-    finally:
-        flushing.cancel()
