@@ -15,7 +15,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 from gateway.decision.model import (
     CampaignReservation,
@@ -125,7 +132,7 @@ class RedisStore(Store):
                 results[i] = result
         for result in results:
             if isinstance(result, ResponseError):
-                raise StoreError(f"redis refused a command: {result}")
+                raise refusal(result)
         return results
 
     async def _check_connection(self, conn: AbstractConnection) -> None:
@@ -199,7 +206,7 @@ class RedisStore(Store):
             [("SET", key, now_ms, "NX", "GET", "PX", ttl_ms), ("PEXPIRE", key, ttl_ms)]
         )
         if isinstance(held, ResponseError):
-            raise StoreError(f"redis refused a command: {held}")
+            raise refusal(held)
         since_ms = int(held) if held is not None else now_ms
         self.legacy_seen_until_ms = since_ms + storage_keys.LEGACY_SEEN_GRACE_MS
         # The connections opened until now are covered, the learning's own among them (it
@@ -296,7 +303,7 @@ class RedisStore(Store):
         reply = await pipe.ride(submitted, future)
         if isinstance(reply, ResponseError):
             if not isinstance(reply, NoScriptError):
-                raise StoreError(f"redis refused a command: {reply}")
+                raise refusal(reply)
             ((reply,),) = await self._run([_decide_command([parts])])
         return reply
 
@@ -736,6 +743,24 @@ _DECISIONS = {decision.value: decision for decision in Decision}
 
 #: ``decide.lua``'s letter of each hold mode (its ARGV[3]; "p": a plain post counting holds).
 _HOLD_LETTERS = {HoldMode.TAKE: "t", HoldMode.COMMIT: "c"}
+
+
+#: Refusals that mean "not now", with nothing run: a script running too long (``BUSY``), a
+#: server demoted to a replica by a failover (``READONLY``, at a script's first write, before
+#: which it only reads), a replica cut from its primary, a cluster changing hands, a Redis full
+#: until keys expire (``OOM``, likewise at the first write). redis-py names most by class; BUSY
+#: only by its message.
+_NOT_NOW = (ReadOnlyError, ClusterDownError, TryAgainError, OutOfMemoryError)
+
+
+def refusal(refused: ResponseError) -> StoreError:
+    """What a command Redis refused means for its caller: ``StoreUnavailable`` (503, retry
+    later: the lead was not accepted) for a refusal that says "not now" (``_NOT_NOW``),
+    ``StoreError`` (500) for any other, which a retry will not fix."""
+    if isinstance(refused, _NOT_NOW) or str(refused).startswith("BUSY "):
+        name = "BUSY" if str(refused).startswith("BUSY ") else type(refused).__name__
+        return StoreUnavailable(f"redis refused a command for now ({name})")
+    return StoreError(f"redis refused a command: {refused}")
 
 
 #: The oldest Redis leadgate runs on: ``SET`` with both ``NX`` and ``GET`` (idempotency claims,
