@@ -86,6 +86,7 @@ async def test_a_redis_busy_with_a_script_past_its_threshold_is_unavailable(
     server = spare_redis()
     server.start()
     store = await _ready_store(server)
+    before = _keys(server)
     with server.client() as client:
         client.config_set("busy-reply-threshold", "20")  # ms: BUSY replies start quickly
     busy = redis.Redis.from_url(server.url)
@@ -98,6 +99,7 @@ async def test_a_redis_busy_with_a_script_past_its_threshold_is_unavailable(
             await store.decide([(_lead("busy"), None)])
         assert "BUSY" in str(failed.value)
         await hold
+        assert _keys(server) == before
     finally:
         busy.close()
         await store.close()
