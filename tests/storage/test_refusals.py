@@ -37,44 +37,45 @@ def _keys(server: RedisServer) -> int:
         return int(client.dbsize())
 
 
-async def test_a_primary_demoted_to_a_replica_is_unavailable_and_nothing_is_written(
-    spare_redis: Callable[[], RedisServer],
+Change = Callable[[redis.Redis], object]
+
+
+@pytest.mark.parametrize(
+    ("refuse", "allow", "why"),
+    [
+        # A failover made it a replica of a primary now gone.
+        (
+            lambda c: c.replicaof("127.0.0.1", free_port()),
+            lambda c: c.replicaof("no", "one"),
+            "ReadOnlyError",
+        ),
+        # Full, under noeviction (the gateway's requirement).
+        (
+            lambda c: c.config_set("maxmemory", "1"),
+            lambda c: c.config_set("maxmemory", "0"),
+            "OutOfMemoryError",
+        ),
+    ],
+    ids=["demoted-to-replica", "full"],
+)
+async def test_a_redis_refusing_for_now_is_unavailable_and_nothing_is_written(
+    spare_redis: Callable[[], RedisServer], refuse: Change, allow: Change, why: str
 ) -> None:
     server = spare_redis()
     server.start()
     store = await _ready_store(server)
     try:
         before = _keys(server)
-        with server.client() as client:  # a failover made it a replica of a gone primary
-            client.replicaof("127.0.0.1", free_port())
-        with pytest.raises(StoreUnavailable) as failed:
-            await store.decide([(_lead("demoted"), None)])
-        assert not failed.value.outcome_unknown
-        assert "ReadOnlyError" in str(failed.value)
         with server.client() as client:
-            client.replicaof("no", "one")
-        assert _keys(server) == before
-    finally:
-        await store.close()
-
-
-async def test_a_full_redis_is_unavailable_and_nothing_is_written(
-    spare_redis: Callable[[], RedisServer],
-) -> None:
-    server = spare_redis()
-    server.start()
-    store = await _ready_store(server)
-    try:
-        before = _keys(server)
-        with server.client() as client:  # noeviction (the gateway's requirement), and full
-            client.config_set("maxmemory", "1")
+            refuse(client)
         try:
             with pytest.raises(StoreUnavailable) as failed:
-                await store.decide([(_lead("full"), None)])
+                await store.decide([(_lead(why), None)])
         finally:
             with server.client() as client:
-                client.config_set("maxmemory", "0")
-        assert "OutOfMemoryError" in str(failed.value)
+                allow(client)
+        assert not failed.value.outcome_unknown
+        assert why in str(failed.value)
         assert _keys(server) == before
     finally:
         await store.close()
