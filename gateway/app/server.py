@@ -117,7 +117,6 @@ class Server:
         if worker is not None:
             await worker.start()
         self._spawn(self._flush_ledger())
-        self._spawn(app.observer.run_flushes())
         LOG.info(
             "serving",
             extra={
@@ -136,8 +135,6 @@ class Server:
         await self._drain(lead_app, site, worker)
         for task in self._tasks:
             task.cancel()
-        # The last requests' counts, into this process's metrics files (``--workers N``).
-        app.observer.flush()
         await runner.cleanup()
         for ops_runner in ops_runners:
             await ops_runner.cleanup()

@@ -30,7 +30,7 @@ from gateway.delivery.metrics import DeliveryMetrics
 from gateway.errors import RequestError
 from gateway.observe.buyer_metrics import BuyerMetrics
 from gateway.observe.connections import ConnectionMetrics
-from gateway.observe.tally import FLUSH_S, Spread, Tallies, Tally
+from gateway.observe.tally import Spread, Tallies, Tally
 from gateway.quality.metrics import FeedbackMetrics
 from gateway.rules.model import SCORE_BELOW_MINIMUM
 
@@ -84,8 +84,8 @@ class Observer:
 
     What every request and lead records (requests, decisions, reasons, refusals, Redis round
     trips) is tallied in plain numbers and added to the metrics by ``flush``
-    (``gateway.observe.tally``): before every ``exposition``, and every second while
-    ``run_flushes`` runs. With ``multiprocess_dir``, every count goes to its file at once.
+    (``gateway.observe.tally``) before every ``exposition``, the metrics' only reader. With
+    ``multiprocess_dir``, every count goes to its file at once.
     """
 
     def __init__(
@@ -343,10 +343,6 @@ class Observer:
     def flush(self) -> None:
         """Add what was tallied since the last flush to the metrics (``gateway.observe.tally``)."""
         self._tallies.flush()
-
-    async def run_flushes(self, every_s: float = FLUSH_S) -> None:
-        """``flush`` every ``every_s`` seconds until cancelled."""
-        await self._tallies.run(every_s)
 
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process, or all processes of the server."""

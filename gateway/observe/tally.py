@@ -5,24 +5,19 @@ A prometheus-client counter's ``inc`` is three Python calls and a lock (with ``-
 also a write to its memory-mapped file), a histogram's ``observe`` a walk of its buckets and
 two of those; a single lead makes six or more of them. A ``Tally`` is one addition to an
 attribute, a ``Spread`` one bisection and two additions. ``Tallies.flush`` adds what they
-gathered to the metrics' own children: the ``Observer`` flushes before every exposition
-(``/metrics`` is exact), every second (``Observer.run_flushes``) and once more on a clean
-stop. A process killed loses what it tallied since, as it loses its in-memory metrics
-anyway; with ``--workers N``, whose metrics files outlive their process, every addition goes
-to the metric at once (``Tallies(direct=True)``).
+gathered to the metrics' own children: the ``Observer`` flushes before every exposition,
+which is what reads them (``/metrics`` is exact). A process's in-memory metrics die with it
+anyway; with ``--workers N``, whose metrics files outlive their process and are read by
+another, every addition goes to the metric at once (``Tallies(direct=True)``).
 
 Only the event loop's thread records and flushes (the gateway's hot path has no other).
 """
 
 from __future__ import annotations
 
-import asyncio
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
-
-#: How often ``run_flushes`` adds the tallies to the metrics.
-FLUSH_S = 1.0
 
 
 class Tally:
@@ -133,9 +128,3 @@ class Tallies:
                     child._buckets[i].inc(n)
             spread.counts = [0] * len(counts)
             spread.total = 0.0
-
-    async def run(self, every_s: float = FLUSH_S) -> None:
-        """Flush every ``every_s`` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(every_s)
-            self.flush()
