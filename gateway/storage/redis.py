@@ -757,8 +757,9 @@ def refusal(refused: ResponseError) -> StoreError:
     """What a command Redis refused means for its caller: ``StoreUnavailable`` (503, retry
     later: the lead was not accepted) for a refusal that says "not now" (``_NOT_NOW``),
     ``StoreError`` (500) for any other, which a retry will not fix."""
-    if isinstance(refused, _NOT_NOW) or str(refused).startswith("BUSY "):
-        name = "BUSY" if str(refused).startswith("BUSY ") else type(refused).__name__
+    busy = str(refused).startswith("BUSY ")
+    if busy or isinstance(refused, _NOT_NOW):
+        name = "BUSY" if busy else type(refused).__name__
         return StoreUnavailable(f"redis refused a command for now ({name})")
     return StoreError(f"redis refused a command: {refused}")
 
