@@ -318,7 +318,7 @@ class Observer:
         # ``labels()`` validates and locks on every call: each child is looked up once
         # (bounded: routes x methods x statuses).
         children = (
-            self._tallies.spread(self.http_seconds, self.http_seconds.labels(route, method)),
+            self._tallies.spread(self.http_seconds.labels(route, method)),
             self._tallies.tally(self.http_requests.labels(route, method, str(status))),
         )
         self._http[(route, method, status)] = children

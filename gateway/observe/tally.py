@@ -97,14 +97,13 @@ class Tallies:
         self._tallies.append(tally)
         return tally
 
-    def spread(self, histogram: Any, child: Any = None) -> Spread:
-        """A ``Spread`` of ``child`` (a labelled child of ``histogram``), or of ``histogram``
-        itself when it has no labels. (Its bounds and values are the histogram's private
-        ``_upper_bounds``, ``_sum`` and ``_buckets``: see ``flush``.)"""
-        target = histogram if child is None else child
+    def spread(self, child: Any) -> Spread:
+        """A ``Spread`` of ``child``: a labelled child of a histogram, or one without labels.
+        (Its bounds and values are the histogram's private ``_upper_bounds``, ``_sum`` and
+        ``_buckets``: see ``flush``.)"""
         if self.direct:
-            return DirectSpread(target, target._upper_bounds)
-        spread = Spread(target, target._upper_bounds)
+            return DirectSpread(child, child._upper_bounds)
+        spread = Spread(child, child._upper_bounds)
         self._spreads.append(spread)
         return spread
 

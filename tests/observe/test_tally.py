@@ -58,7 +58,7 @@ def test_a_spread_flushed_reads_as_every_observation_made_one_by_one(
     bare_kept = Histogram("u_seconds", "u", buckets=BOUNDS, registry=tallied)
     plain.labels("/v1/leads")  # both children exist from the start, as the observer's do
     tallies = Tallies()
-    spread = tallies.spread(kept, kept.labels("/v1/leads"))
+    spread = tallies.spread(kept.labels("/v1/leads"))
     bare_spread = tallies.spread(bare_kept)
     for batch in batches:  # a flush between batches: sums and buckets keep adding up
         for value in batch:
