@@ -10,7 +10,10 @@ Two measurements:
    The median of each variant is compared. Any error (a refused key, a 5xx, a socket error)
    stops the run: it would measure something else.
 2. In process: the microseconds the metrics add to one single-lead request (the decision's
-   counters and histogram, and the request middleware's), timed over many calls.
+   counters and histogram, and the request middleware's), timed over many calls; and what
+   one scrape of ``/metrics`` costs the process (its exposition, ms, and its lines), for the
+   bench's configuration (``bench/scenarios/gateway.yaml``). A scrape runs on the event
+   loop: every request waits for it.
 """
 
 from __future__ import annotations
@@ -77,7 +80,13 @@ def _in_process_us(calls: int) -> dict[str, float]:
         observer.redis_round_trip(0.0004, None)
 
     best = min(timeit.repeat(one_request, number=calls, repeat=5)) / calls
-    return {"metrics_per_request_us": best * 1e6}
+    text = observer.exposition()
+    scrape = min(timeit.repeat(observer.exposition, number=5, repeat=5)) / 5
+    return {
+        "metrics_per_request_us": best * 1e6,
+        "scrape_ms": scrape * 1e3,
+        "scrape_lines": text.count(b"\n"),
+    }
 
 
 def _one_run(
@@ -108,7 +117,7 @@ def _one_run(
     return record
 
 
-def _micro(multiprocess: bool) -> float:
+def _micro(multiprocess: bool) -> dict[str, float]:
     """``--micro`` in a process of its own: prometheus-client picks its value class (one
     process or multiprocess files) at import, from the environment."""
     env = {**os.environ}
@@ -124,7 +133,7 @@ def _micro(multiprocess: bool) -> float:
             check=True,
             timeout=120,
         ).stdout
-    return float(json.loads(out)["metrics_per_request_us"])
+    return {name: float(value) for name, value in json.loads(out).items()}
 
 
 def main() -> int:
@@ -186,10 +195,12 @@ def main() -> int:
           f"metrics cost {cost:+.1f} % of throughput")  # fmt: skip
     per_request_us = 1e6 / med["with"]
     for mode, multiprocess in (("one process", False), ("--workers N (multiprocess mode)", True)):
-        us = _micro(multiprocess)
+        micro = _micro(multiprocess)
+        us = micro["metrics_per_request_us"]
         print(f"in process, {mode}: metrics add {us:.2f} µs per single-lead request, "
               f"{us / per_request_us * 100:.1f} % of the {per_request_us:.0f} µs a request "
-              "takes at the measured throughput")  # fmt: skip
+              f"takes at the measured throughput; a scrape {micro['scrape_ms']:.1f} ms "
+              f"({micro['scrape_lines']:.0f} lines)")  # fmt: skip
     return 0
 
 

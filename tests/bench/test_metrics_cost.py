@@ -43,9 +43,12 @@ def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> Non
         check=True,
         timeout=60,
     ).stdout
-    us = json.loads(out)["metrics_per_request_us"]
+    micro = json.loads(out)
+    us = micro["metrics_per_request_us"]
     assert isinstance(us, float)
     assert 0 < us < 10_000
+    assert 0 < micro["scrape_ms"] < 10_000
+    assert micro["scrape_lines"] > 100  # the bench configuration's series, all of them
     if multiprocess:  # the values really went to the multiprocess files
         assert list(tmp_path.glob("*.db"))
 
