@@ -18,7 +18,7 @@ import pytest_asyncio
 from cluster_support import RedisCluster
 from http_support import REQUEST_TIMEOUT_S
 from processes import GatewayLauncher
-from support import RedisServer, StoreView, free_port, redis_server_binary
+from support import RedisServer, StoreView, redis_server_binary, spare_port
 
 from gateway.decision.engine import DecisionEngine
 from gateway.storage.base import Store
@@ -76,12 +76,13 @@ def cluster_url(redis_cluster: RedisCluster) -> str:
 
 @pytest.fixture
 def spare_redis(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
-    """Make extra redis-servers on free TCP ports (not started yet) for outage tests: each can
-    be started, killed and started again on its port. All are stopped after the test."""
+    """Make extra redis-servers on TCP ports of their own (``spare_port``; not started yet) for
+    outage tests: each can be started, killed and started again on its port, which no other
+    server of the tests takes while it is down. All are stopped after the test."""
     made: list[RedisServer] = []
 
     def make() -> RedisServer:
-        server = RedisServer(tmp_path / f"spare{len(made)}", port=free_port())
+        server = RedisServer(tmp_path / f"spare{len(made)}", port=spare_port())
         made.append(server)
         return server
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import itertools
+import os
 import shutil
 import signal
 import socket
@@ -91,6 +92,46 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+#: ``spare_port``'s ports: a block per pytest-xdist worker, below the ephemeral range.
+SPARE_PORTS_PER_WORKER = 200
+_spare_ports: Iterator[int] | None = None
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def spare_port() -> int:
+    """A TCP port on 127.0.0.1 for a server that is down for part of a test, to be started
+    again on it (``spare_redis``), that nothing else the tests start can take meanwhile.
+
+    ``free_port`` (every other test server's) and the local end of every outgoing connection
+    take their ports from the kernel's ephemeral range: a port they handed out and left
+    unbound while its server was down could be taken by another test's server, whose answers
+    the test then read as its own. These are below that range, in a block of
+    ``SPARE_PORTS_PER_WORKER`` for each pytest-xdist worker (``PYTEST_XDIST_WORKER`` ``gwN``),
+    used in turn and each checked free when handed out."""
+    global _spare_ports
+    if _spare_ports is None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+        first = 20_000 + (int(worker) if worker.isdigit() else 0) * SPARE_PORTS_PER_WORKER
+        if first + SPARE_PORTS_PER_WORKER > _ephemeral_low():
+            raise RuntimeError(f"no spare ports below the ephemeral range for worker {worker}")
+        _spare_ports = itertools.cycle(range(first, first + SPARE_PORTS_PER_WORKER))
+    for port in itertools.islice(_spare_ports, SPARE_PORTS_PER_WORKER):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # taken by something outside the tests, or not yet released
+                continue
+        return port
+    raise RuntimeError("every spare port of this worker is taken")
 
 
 def answers_ping(url: str) -> bool:
