@@ -12,14 +12,19 @@ Two measurements:
 2. In process: the microseconds the metrics add to one single-lead request (the decision's
    counters and histogram, and the request middleware's), timed over many calls; and what
    one scrape of ``/metrics`` costs the process (its exposition, ms, and its lines), for the
-   bench's configuration (``bench/scenarios/gateway.yaml``). A scrape runs on the event
-   loop: every request waits for it.
+   bench's configuration (``bench/scenarios/gateway.yaml``).
+3. ``--scrape N``: a scrape of a network of N partners (each posting to 5 campaigns on 2
+   channels: every route's label sets are on the page from the start): its lines, the time to
+   render it, and the event loop's longest pause while it is rendered on the loop (as
+   ``/metrics`` did before 2026-12-07) and in a thread (as it does now), found by a task
+   that sleeps a millisecond at a time meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -29,11 +34,13 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import redis
+import uvloop
 
 from bench.__main__ import (
     SERVER_CPU,
@@ -87,6 +94,92 @@ def _in_process_us(calls: int) -> dict[str, float]:
         "scrape_ms": scrape * 1e3,
         "scrape_lines": text.count(b"\n"),
     }
+
+
+def _network(partners: int, campaigns: int = 5, channels: int = 2) -> dict[str, Any]:
+    """A configuration of ``partners`` partners, each posting to every campaign on every
+    channel (one advertiser a campaign)."""
+    return {
+        "channels": [{"id": f"ch{h}"} for h in range(channels)],
+        "advertisers": [{"id": f"adv{c}"} for c in range(campaigns)],
+        "campaigns": [
+            {
+                "id": f"camp{c}",
+                "advertiser": f"adv{c}",
+                "kind": "always_on",
+                "timezone": "Europe/Paris",
+                "required": ["email"],
+                "dedup": [{"scope": "advertiser", "window": "30d"}],
+                "caps": [{"subject": "campaign", "window": "day", "limit": 1000}],
+            }
+            for c in range(campaigns)
+        ],
+        "partners": [
+            {
+                "id": f"p{p}",
+                "api_keys": ["sha256:" + hashlib.sha256(f"key-{p}".encode()).hexdigest()],
+                "channels": [f"ch{h}" for h in range(channels)],
+                "campaigns": [f"camp{c}" for c in range(campaigns)],
+            }
+            for p in range(partners)
+        ],
+    }
+
+
+async def _longest_pause_ms(render: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """The event loop's longest pause while ``render`` runs (a task sleeping 1 ms at a time
+    meanwhile), and the time ``render`` took, both in ms."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    longest = 0.0
+
+    async def tick() -> None:
+        nonlocal longest
+        last = loop.time()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            longest, last = max(longest, now - last), now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    await render()
+    took = time.perf_counter() - started
+    done.set()
+    await ticker
+    return longest * 1e3, took * 1e3
+
+
+def _scrape(partners: int) -> dict[str, float]:
+    from gateway.app.heap import settle_heap
+    from gateway.config.load import parse_config
+    from gateway.observe.metrics import Observer
+
+    observer = Observer(parse_config(_network(partners), checksum="bench"))
+    lines = observer.exposition().count(b"\n")
+    settle_heap()  # as a server does once started: what start-up built, frozen
+
+    async def inline() -> None:
+        observer.exposition()
+
+    async def threaded() -> None:
+        observer.flush()
+        await asyncio.to_thread(observer.page)
+
+    async def both() -> dict[str, float]:
+        await threaded()  # the executor's thread started before it is timed
+        pause_inline, render_inline = await _longest_pause_ms(inline)
+        pause_thread, render_thread = await _longest_pause_ms(threaded)
+        return {
+            "lines": lines,
+            "render_ms": render_inline,
+            "pause_inline_ms": pause_inline,
+            "render_thread_ms": render_thread,
+            "pause_thread_ms": pause_thread,
+        }
+
+    return uvloop.run(both())
 
 
 def _one_run(
@@ -143,7 +236,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant")
     parser.add_argument("--micro", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--micro-calls", type=int, default=MICRO_CALLS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scrape",
+        type=int,
+        metavar="PARTNERS",
+        help="only a scrape of a network of PARTNERS partners: its lines, its rendering and "
+        "the event loop's longest pause meanwhile",
+    )
     args = parser.parse_args()
+    if args.scrape is not None:
+        scrape = _scrape(args.scrape)
+        print(
+            f"{args.scrape} partners x 5 campaigns x 2 channels: {scrape['lines']:,.0f} lines; "
+            f"rendered on the event loop in {scrape['render_ms']:.0f} ms (the loop's longest "
+            f"pause {scrape['pause_inline_ms']:.0f} ms), in a thread in "
+            f"{scrape['render_thread_ms']:.0f} ms (longest pause "
+            f"{scrape['pause_thread_ms']:.1f} ms)"
+        )
+        return 0
     if args.micro:  # the in-process part, in a process of its own (multiprocess mode or not)
         print(json.dumps(_in_process_us(args.micro_calls)))
         return 0

@@ -360,8 +360,16 @@ class Observer:
         self._tallies.flush()
 
     def exposition(self) -> bytes:
-        """The text format for ``/metrics``: this process, or all processes of the server."""
+        """The text format for ``/metrics``: this process, or all processes of the server;
+        the tallies flushed first, the page rendered in this thread."""
         self.flush()
+        return self.page()
+
+    def page(self) -> bytes:
+        """The text format for ``/metrics`` as the metrics stand, without a flush: safe in
+        another thread than the event loop's (prometheus-client reads each metric under its
+        lock), which ``/metrics`` renders it in after ``flush``, which only the event loop's
+        thread may run (the tallies are its plain numbers)."""
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()

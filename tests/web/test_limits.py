@@ -1,7 +1,8 @@
 """Limits by default: partners without a rate limit of their own get
 ``server.default_rate_limit``; failed authentications and feedback are bounded per client
 address (no key guessed at line rate, the table of addresses bounded, no address in a log
-line or a metric); a big batch does not hold the event loop while its leads are prepared.
+line or a metric); neither a big batch while its leads are prepared nor the ``/metrics`` page
+while it is rendered holds the event loop.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.config.model import RateLimit
 from gateway.decision.intake import PREPARE_SLICE
+from gateway.observe.metrics import Observer
 from gateway.storage.memory import MemoryStore
 from gateway.web.ratelimit import AddressBuckets, client_address
 
@@ -253,3 +256,30 @@ async def test_health_is_answered_while_a_big_batch_is_prepared(
     assert orjson.loads(reply.body)["counts"]["accepted"] == 1000
     assert turns >= 1000 // PREPARE_SLICE - 1
     assert answered >= 1
+
+
+async def test_a_lead_is_answered_while_the_metrics_page_is_rendered(
+    make_embedded_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page grows with the configured routes (half a second to render for 500 partners:
+    ``python -m bench.metrics_cost --scrape 500``), so ``/metrics`` renders it in a thread.
+    Here the rendering waits until a lead has been answered: rendered on the event loop, it
+    would wait for a lead the loop cannot answer, and the scrape would fail."""
+    gw: Gateway = await make_embedded_gateway(network())
+    rendering, answered = threading.Event(), threading.Event()
+    page = Observer.page
+
+    def page_after_a_lead(observer: Observer) -> bytes:
+        rendering.set()
+        assert answered.wait(5), "no lead was answered while the page was rendered"
+        return page(observer)
+
+    monkeypatch.setattr(Observer, "page", page_after_a_lead)
+    async with asyncio.timeout(30):
+        scrape = asyncio.ensure_future(gw.metrics())
+        assert await asyncio.to_thread(rendering.wait, 10)
+        reply = await gw.post("p-mail", person(campaign="acme-always-on"))
+        answered.set()
+        assert reply.status == 200, reply.body
+        text = await scrape
+    assert 'leadgate_leads_total{campaign="acme-always-on"' in text
