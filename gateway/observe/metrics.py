@@ -45,11 +45,12 @@ DECISION_LOG = logging.getLogger("leadgate.decision")
 
 # prometheus-client writes, beside every counter and histogram series, a ``_created`` series
 # (the time the series was made) of its own family: as many series again for Prometheus to
-# store, and 38 % of a scrape's lines and time (docs/observability.md), for a value that the
+# store, and 40 % of a scrape's lines and time (docs/observability.md), for a value that the
 # text format gives Prometheus as a plain gauge that no panel or alert of ours reads.
 # Multiprocess mode (``--workers N``) never wrote them. A process-wide switch, read at each
 # scrape: the gateway's process is this one's.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
