@@ -118,6 +118,8 @@ def run_canaries(
     assert "dead letter" in worker.messages()
     assert 'leadgate_leads_total{campaign="acme-main",channel="email"' in metrics
     assert 'leadgate_delivery_attempts_total{advertiser="acme",outcome="delivered"} 1.0' in metrics
+    # Neither process's page has prometheus-client's _created series (docs/observability.md).
+    assert "_created" not in metrics
     assert any(":seen:" in key for key in key_names)
     assert leaks(logs) == []
     assert leaks([metrics]) == []
