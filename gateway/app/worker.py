@@ -59,7 +59,9 @@ def metrics_app(
                     content_type="application/problem+json",
                     headers={"WWW-Authenticate": 'Bearer realm="leadgate-metrics"'},
                 )  # fmt: skip
-        response = web.Response(body=generate_latest(registry))
+        # Rendered in a thread, as the gateway's page (``web.handlers.metrics``): deliveries
+        # go on meanwhile, however many advertisers the page lists.
+        response = web.Response(body=await asyncio.to_thread(generate_latest, registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
