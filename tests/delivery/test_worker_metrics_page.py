@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from gateway.app import worker
 from gateway.delivery.memqueue import MemoryQueue
@@ -25,14 +25,12 @@ async def test_the_page_is_rendered_while_the_event_loop_runs(
     Counter("deliveries", "deliveries made", registry=registry).inc()
     loop = asyncio.get_running_loop()
     turned = threading.Event()
-    render = worker.generate_latest
-
     def render_after_a_turn(rendered: CollectorRegistry) -> bytes:
         loop.call_soon_threadsafe(turned.set)
         assert turned.wait(5), "the event loop did not run while the page was rendered"
-        return render(rendered)
+        return generate_latest(rendered)
 
-    monkeypatch.setattr(worker, "generate_latest", render_after_a_turn)
+    monkeypatch.setattr("gateway.app.worker.generate_latest", render_after_a_turn)
     app = worker.metrics_app(registry, MemoryQueue(MemoryStore()))
     async with TestClient(TestServer(app)) as client, asyncio.timeout(30):
         response = await client.get("/metrics")
