@@ -25,6 +25,7 @@ async def test_the_page_is_rendered_while_the_event_loop_runs(
     Counter("deliveries", "deliveries made", registry=registry).inc()
     loop = asyncio.get_running_loop()
     turned = threading.Event()
+
     def render_after_a_turn(rendered: CollectorRegistry) -> bytes:
         loop.call_soon_threadsafe(turned.set)
         assert turned.wait(5), "the event loop did not run while the page was rendered"
