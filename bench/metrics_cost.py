@@ -17,7 +17,8 @@ Two measurements:
    channels: every route's label sets are on the page from the start): its lines, the time to
    render it, and the event loop's longest pause while it is rendered on the loop (as
    ``/metrics`` did before 2026-12-07) and in a thread (as it does now), found by a task
-   that sleeps a millisecond at a time meanwhile.
+   that sleeps a millisecond at a time meanwhile. With ``PROMETHEUS_MULTIPROC_DIR`` set (an
+   empty directory), the page of ``--workers N``, read from one worker's file.
 """
 
 from __future__ import annotations
@@ -156,7 +157,12 @@ def _scrape(partners: int) -> dict[str, float]:
     from gateway.config.load import parse_config
     from gateway.observe.metrics import Observer
 
-    observer = Observer(parse_config(_network(partners), checksum="bench"))
+    # As ``leadgate serve`` builds it: multiprocess mode (``--workers N``: the page merged
+    # from the workers' files) when the directory is set.
+    observer = Observer(
+        parse_config(_network(partners), checksum="bench"),
+        multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    )
     lines = observer.exposition().count(b"\n")
     settle_heap()  # as a server does once started: what start-up built, frozen
 
