@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -50,6 +51,35 @@ def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> Non
     assert 0 < micro["scrape_ms"] < 10_000
     assert micro["scrape_lines"] > 100  # the bench configuration's series, all of them
     if multiprocess:  # the values really went to the multiprocess files
+        assert list(tmp_path.glob("*.db"))
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_scrape_reports_a_networks_page_on_and_off_the_loop(
+    multiprocess: bool, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if multiprocess:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_cost", "--scrape", "4"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    # 4 partners x 5 campaigns x 2 channels: 40 routes, about 14 lines each, and the rest.
+    found = re.search(
+        r"^4 partners x 5 campaigns x 2 channels: ([\d,]+) lines; rendered on the event loop "
+        r"in \d+ ms \(the loop's longest pause \d+ ms\), in a thread in \d+ ms \(longest "
+        r"pause [\d.]+ ms\)$",
+        out.strip(),
+    )
+    assert found, out
+    assert int(found.group(1).replace(",", "")) > 40 * 10
+    if multiprocess:
         assert list(tmp_path.glob("*.db"))
 
 
