@@ -367,9 +367,9 @@ class Observer:
         return self.page()
 
     def page(self) -> bytes:
-        """The text format for ``/metrics`` as the metrics stand, without a flush: safe in
-        another thread than the event loop's (prometheus-client reads each metric under its
-        lock), which ``/metrics`` renders it in after ``flush``, which only the event loop's
+        """The text format for ``/metrics`` as the metrics stand, without a flush. Safe in a
+        thread other than the event loop's (prometheus-client reads each metric under its
+        lock): ``/metrics`` renders it in one, after ``flush``, which only the event loop's
         thread may run (the tallies are its plain numbers)."""
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
