@@ -30,13 +30,15 @@ def test_modules_import() -> None:
     assert callable(bench.serve_variant.main)
 
 
-@pytest.mark.parametrize("multiprocess", [False, True])
-def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> None:
+def _metrics_cost(*args: str, metrics_dir: Path | None) -> str:
+    """``python -m bench.metrics_cost`` with ``args``, in one process or, with
+    ``metrics_dir``, in prometheus-client's multiprocess mode (``--workers N``'s); its
+    output."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    if multiprocess:
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.metrics_cost", "--micro", "--micro-calls", "2000"],
+    if metrics_dir is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.metrics_cost", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -44,6 +46,13 @@ def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> Non
         check=True,
         timeout=60,
     ).stdout
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> None:
+    out = _metrics_cost(
+        "--micro", "--micro-calls", "2000", metrics_dir=tmp_path if multiprocess else None
+    )
     micro = json.loads(out)
     us = micro["metrics_per_request_us"]
     assert isinstance(us, float)
@@ -58,18 +67,7 @@ def test_micro_prints_a_positive_cost(multiprocess: bool, tmp_path: Path) -> Non
 def test_scrape_reports_a_networks_page_on_and_off_the_loop(
     multiprocess: bool, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    if multiprocess:
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.metrics_cost", "--scrape", "4"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = _metrics_cost("--scrape", "4", metrics_dir=tmp_path if multiprocess else None)
     # 4 partners x 5 campaigns x 2 channels: 40 routes, about 14 lines each, and the rest.
     found = re.search(
         r"^4 partners x 5 campaigns x 2 channels: ([\d,]+) lines; rendered on the event loop "
