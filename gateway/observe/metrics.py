@@ -100,7 +100,8 @@ class Observer:
 
     What every request and lead records (requests, decisions, reasons, refusals, Redis round
     trips) is tallied in plain numbers and added to the metrics by ``flush``
-    (``gateway.observe.tally``) before every ``exposition``, the metrics' only reader. With
+    (``gateway.observe.tally``) before every page is rendered (``exposition``; ``/metrics``
+    flushes, then renders ``page`` in a thread), the metrics' only reader. With
     ``multiprocess_dir``, every count goes to its file at once.
     """
 

@@ -65,16 +65,24 @@ def problem_body(error: RequestError, instance: str | None) -> dict[str, object]
     if isinstance(error, InvalidFields):
         errors = safe_fields(error.problems)
         detail = f"{len(errors)} invalid field(s): " + ", ".join(e["field"] for e in errors)
+    body = _problem(error.status, error.type_slug, error.title, detail, instance)
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def _problem(
+    status: int, slug: str, title: str, detail: str, instance: str | None
+) -> dict[str, object]:
+    """A problem+json body's members (RFC 9457), ``instance`` when there is one."""
     body: dict[str, object] = {
-        "type": f"urn:leadgate:problem:{error.type_slug}",
-        "title": error.title,
-        "status": error.status,
+        "type": f"urn:leadgate:problem:{slug}",
+        "title": title,
+        "status": status,
         "detail": detail,
     }
     if instance is not None:
         body["instance"] = instance
-    if errors is not None:
-        body["errors"] = errors
     return body
 
 
@@ -86,14 +94,7 @@ def problem_response(
     instance: str | None,
     headers: dict[str, str] | None = None,
 ) -> JsonAnswer:
-    body: dict[str, object] = {
-        "type": f"urn:leadgate:problem:{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if instance is not None:
-        body["instance"] = instance
+    body = _problem(status, slug, title, detail, instance)
     return JsonAnswer(orjson.dumps(body), status=status, content_type=CONTENT_TYPE, headers=headers)
 
 
