@@ -5,7 +5,8 @@
 #   docker run --read-only --tmpfs /tmp -p 8080:8080 leadgate                 # the example config
 #   docker run --read-only --tmpfs /tmp leadgate worker --config /etc/leadgate/leadgate.yaml
 #
-# Stage 1 builds wheels of the project and of every dependency; stage 2 installs them from that
+# Stage 1 builds wheels of the project (its per-lead modules compiled by mypyc) and of every
+# dependency; stage 2 installs them from that
 # directory alone (no index, no compiler, no pip cache) and runs as an unprivileged numeric
 # user. At run time the process writes only under /tmp (the multiprocess metrics directory of
 # `serve --workers N` is made there), so the root file system can be mounted read-only.
@@ -15,8 +16,20 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# mypyc compiles the per-lead modules into the wheel (setup.py): a C compiler, and Python's
+# headers where the base has none (the official python images have them; Debian's python3,
+# as on the CI's stand-in, needs python3-dev). This stage only: the runtime stage installs the
+# built wheel and has no compiler. Versions: whatever the base's Debian release has.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+    && { python -c 'import pathlib, sysconfig, sys; sys.exit(not pathlib.Path(sysconfig.get_paths()["include"], "Python.h").exists())' \
+         || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-dev; } \
+    && rm -rf /var/lib/apt/lists/*
+# A build that cannot compile fails rather than shipping plain Python.
+ENV LEADGATE_COMPILE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gateway ./gateway
 # The wheels' digests, kept in the image (below): a record of what was installed, and what
 # makes a builder's cache of the install step follow the wheels (podman/buildah key a RUN

@@ -28,9 +28,12 @@
     └── MissingCountryCode          a national phone number and no region to read it in
     OSError
     └── DestinationRefused          a webhook's address is not public and not allow-listed
+    ImportError
+    └── StaleBuild                  a module compiled by mypyc is older than its source
 
-The last three keep the standard base a caller already expects (a normalizer raises
-``ValueError``; aiohttp's connector only wraps an ``OSError`` from a resolver).
+The last four keep the standard base a caller already expects (a normalizer raises
+``ValueError``; aiohttp's connector only wraps an ``OSError`` from a resolver; ``StaleBuild``
+is raised while ``gateway`` is imported).
 
 Infrastructure errors (redis-py's, OS errors) are translated into ``StoreError`` at the storage
 boundary and nowhere else; the web layer maps this tree to problem+json in one middleware.
@@ -274,3 +277,8 @@ class DestinationRefused(OSError):
 
     def __init__(self, address: str) -> None:
         super().__init__(errno.EACCES, f"destination not allowed: {address} is not public")
+
+
+class StaleBuild(ImportError):
+    """A module compiled by mypyc (setup.py) whose source changed after it was compiled: its
+    old extension would run instead of the new source (``gateway.build.check_compiled``)."""

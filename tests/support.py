@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -556,3 +557,20 @@ def cyclic_garbage() -> Iterator[list[object]]:
             gc.garbage.clear()
             gc.enable()
             gc.collect()
+
+
+def run_sources(code: str, args: Sequence[str] = (), timeout_s: float = 120) -> Any:
+    """Runs ``code`` in a fresh interpreter on the gateway's sources (``LEADGATE_COMPILED=0``:
+    the modules compiled by mypyc imported from their ``.py``, so profilers and opcode
+    counts see them function by function) with ``args``, and returns what it printed as
+    JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "LEADGATE_COMPILED": "0"},
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return orjson.loads(done.stdout)

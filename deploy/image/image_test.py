@@ -184,6 +184,7 @@ class ImageTest:
         self.compose = [str(Path(sys.executable).parent / "podman-compose")]
         self.compose += ["-f", str(COMPOSE_FILE), "-p", PROJECT]
         self.version = ""
+        self.compiled = ""
         self.timings: dict[str, float] = {}
 
     def url(self, var: str, path: str = "") -> str:
@@ -270,6 +271,14 @@ class ImageTest:
         ).strip()  # fmt: skip
         if installed != local:
             raise Failure("the image's gateway/ is not this tree's (a stale build cache?)")
+        # The per-lead modules run compiled by mypyc (setup.py), of these very sources
+        # (`import gateway` refuses a stale one).
+        self.compiled = podman(
+            "run", "--rm", "--network", "none", "--entrypoint", "python", IMAGE, "-c",
+            "import gateway; print(gateway.COMPILED_MODULES)",
+        ).strip()  # fmt: skip
+        if self.compiled in ("", "0"):
+            raise Failure("the image runs plain Python: no module compiled (setup.py)")
         probe = (
             "import hashlib, os, pathlib; "
             f"print(hashlib.sha256(pathlib.Path('{CA_BUNDLE}').read_bytes()).hexdigest()); "
@@ -291,7 +300,7 @@ class ImageTest:
             "image metadata",
             f"user 10001:10001, ENTRYPOINT [leadgate], leadgate {self.version} = chart "
             f"appVersion (tagged localhost/leadgate:{self.version}), its gateway/ = this "
-            "tree's, no wheels, CA bundle = the base's",
+            f"tree's ({self.compiled} modules compiled), no wheels, CA bundle = the base's",
         )
 
     # -- 3: check-config -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+import gateway
 from gateway import __version__
 from gateway.app.heap import settle_heap
 from gateway.app.limits import (
@@ -127,6 +128,7 @@ class Server:
                     "max_connections": public.limits().max_connections,
                     "open_file_limit": soft_limit,
                     "store": store.name,
+                    "compiled_modules": gateway.COMPILED_MODULES,
                     "config_checksum": app.config.checksum,
                 }
             },

@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.config.model import Buyer, Config, Partner
 from gateway.decision.answer import Answer, PingAnswer, Sale
@@ -632,7 +632,10 @@ class Intake:
             raise RuntimeError("a distributed campaign's leads need a Waterfall")
         if not singles:
             return [], await waterfall.run(sales)
-        decided, sold = await asyncio.gather(self._engine.run(singles), waterfall.run(sales))
+        # `gather` gives a list where its type says a tuple, which the compiled module
+        # (setup.py) would refuse: awaited as Any, then unpacked.
+        both: Any = asyncio.gather(self._engine.run(singles), waterfall.run(sales))
+        decided, sold = await both
         return decided, sold
 
     async def _run(

@@ -17,12 +17,13 @@ MAX_POSTAL_CODE_CHARS = 16
 
 # C0/C1 controls except tab, LF and CR (which are whitespace to us), lone surrogates (only
 # reachable through lax decoders) and the bidi embedding/override/isolate controls that make a
-# name display as something else in a CRM or a log viewer.
+# name display as something else in a CRM or a log viewer. Raw strings: `re` reads the escapes
+# (a literal lone surrogate cannot be compiled by mypyc, compiled-modules.txt).
 _FORBIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 # The same for values that must stay on one line verbatim (ids, sub ids).
-_FORBIDDEN_INLINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_FORBIDDEN_INLINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 #: ``has_control_chars(text)`` and ``has_control_chars(text, allow_whitespace=False)`` without

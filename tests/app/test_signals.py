@@ -27,6 +27,8 @@ from http_support import MAILFOX_KEY, decided, get_status, post_lead
 from processes import GatewayLauncher, GatewayProcess, wait_until
 from support import RedisServer
 
+from gateway.build import compiled_modules
+
 IN_FLIGHT = 20
 #: How long Redis is paused: below the store's 2 s socket timeout, so the posts wait, not fail.
 PAUSE_MS = 1500
@@ -181,6 +183,8 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_0(
     records = gateway.log_records()  # fails unless every stderr line is a JSON object
     messages = [r.get("msg") for r in records]
     assert messages[0] == "serving", messages
+    # The start says how many modules run compiled (setup.py): this checkout's build.
+    assert records[0]["compiled_modules"] == len(compiled_modules())
     assert messages[-1] == "stopped", messages
     # It stopped because the last in-flight request was answered, not because the grace ran out.
     assert "drain grace over" not in messages, messages

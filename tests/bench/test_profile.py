@@ -3,6 +3,7 @@ summary in the run document and the table, and py-spy itself on a real process."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,8 +139,13 @@ def test_py_spy_on_a_real_process_finds_where_it_spends_its_time(tmp_path: Path)
     exe = py_spy()
     if exe is None:
         pytest.skip("py-spy is not installed")
+    # On the sources (LEADGATE_COMPILED=0): py-spy sees Python frames, and a module compiled
+    # by mypyc has none of its own (its time is its Python caller's).
     busy = subprocess.Popen(
-        [sys.executable, "-c", BUSY], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", BUSY],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "LEADGATE_COMPILED": "0"},
     )
     try:
         assert busy.stdout is not None
