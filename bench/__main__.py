@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 import redis
 
+import gateway
 from bench import client as http_client
 from bench import profile as pyspy
 from bench.ceiling import MODES as CEILING_MODES
@@ -905,7 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "git_sha": git_sha(REPO),
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "scenarios": [s.to_json() for s in scenarios],
-        "machine": machine(redis_version),
+        # The gateway's build: how many modules ran compiled by mypyc (setup.py; 0 with
+        # LEADGATE_COMPILED=0, which the gateway inherits, or a plain Python build).
+        "machine": {**machine(redis_version), "compiled_modules": gateway.COMPILED_MODULES},
         "baselines": {"hello_world": hello, "redis_decide": redis_decide, "peer": peer},
         "runs": runs,
     }

@@ -9,7 +9,8 @@ with the machine:
   a round (``sys.settrace`` with ``f_trace_opcodes``), and the frames it enters (Python
   calls, a coroutine's resumptions included), in total and by function, largest first.
   Exact and repeatable for the same leads; blind to the work done in C (orjson, hiredis,
-  emval, the event loop), which ``--instructions`` sees.
+  emval, the event loop, and the modules compiled by mypyc: ``LEADGATE_COMPILED=0`` counts
+  their sources), which ``--instructions`` sees.
 - ``--instructions``: the machine instructions per lead, all of them, C included: the
   intake's whole process run twice under valgrind's callgrind (``--leads`` and three times
   as many), the difference divided by the difference in leads, so start-up and warm-up
@@ -54,6 +55,7 @@ import orjson
 import uvloop
 from aiohttp import web
 
+import gateway
 from bench.generate import LeadGenerator
 from bench.intake_cost import PARTNER, WARM_UP, bench_gateway, measure
 from bench.peer import make_app as peer_app
@@ -320,6 +322,11 @@ def main() -> int:
         if args.http
         else opcodes(args.leads, args.concurrency, args.batch)
     )
+    if gateway.COMPILED_MODULES and not args.peer:
+        print(
+            f"{gateway.COMPILED_MODULES} modules run compiled (mypyc, setup.py): they run no "
+            "opcodes, so they are not below; LEADGATE_COMPILED=0 counts their sources"
+        )
     print(
         f"{counts.opcodes:,.1f} Python opcodes and {counts.calls:,.1f} frames entered a "
         f"{'request' if args.http else 'lead'} ({args.leads:,}); by function, opcodes | frames:"

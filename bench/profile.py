@@ -13,6 +13,10 @@ A thread pool's worker waiting for work is reported by py-spy as running (it blo
 without releasing the frame py-spy watches); such samples are counted apart as ``idle`` and
 left out of the shares.
 
+The modules compiled by mypyc (setup.py) have no Python frames: their time is charged to
+their interpreted caller (the handlers' stage). ``LEADGATE_COMPILED=0 python -m bench
+--profile`` runs the gateway on their sources, whose stages show, at plain Python's speed.
+
 Sampling pauses the process ~200 times a second (``RATE_HZ``): a profiled run's throughput is
 a little lower and is not a figure to compare with unprofiled runs.
 """
