@@ -12,6 +12,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -147,3 +148,12 @@ def test_every_exception_is_defined_in_errors() -> None:
             ):
                 elsewhere.append(f"{info.name}.{name}")
     assert elsewhere == []
+
+
+def test_the_build_sees_every_runtime_dependency() -> None:
+    # mypyc type-checks the modules it compiles against the build environment (setup.py):
+    # a dependency missing there would be compiled as Any, or fail the build.
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    build = set(project["build-system"]["requires"])
+    assert set(project["project"]["dependencies"]) <= build
+    assert {"types-PyYAML", "mypy>=2.4,<3"} <= build
