@@ -78,7 +78,7 @@ def extensions_in_tree() -> list[Path]:
 
 def cannot_compile() -> str | None:
     """Why this machine cannot build the extensions, or None."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler})"
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
