@@ -6,10 +6,10 @@
 #   docker run --read-only --tmpfs /tmp leadgate worker --config /etc/leadgate/leadgate.yaml
 #
 # Stage 1 builds wheels of the project (its per-lead modules compiled by mypyc) and of every
-# dependency; stage 2 installs them from that
-# directory alone (no index, no compiler, no pip cache) and runs as an unprivileged numeric
-# user. At run time the process writes only under /tmp (the multiprocess metrics directory of
-# `serve --workers N` is made there), so the root file system can be mounted read-only.
+# dependency; stage 2 installs them from that directory alone (no index, no compiler, no pip
+# cache) and runs as an unprivileged numeric user. At run time the process writes only under
+# /tmp (the multiprocess metrics directory of `serve --workers N` is made there), so the root
+# file system can be mounted read-only.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

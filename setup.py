@@ -3,8 +3,9 @@
 Why: after ten sessions of making the per-lead path do less (BENCHMARKS.md), the largest cost
 left in a lead's CPU was the interpreter itself (its loop 26 % of a request's instructions,
 its frames and allocations most of the rest). mypyc, mypy's own compiler, turns the same
-type-checked Python into C extensions: no C of ours, the source stays the one truth, and the
-modules below run 2-4 times faster (docs/architecture.md, "Compiled with mypyc").
+type-checked Python into C extensions: no C of ours, the source stays the one truth. A lead
+takes 15.5 % fewer instructions in process and a whole request 11.8 % fewer (BENCHMARKS.md,
+"2026-12-07 (eleventh session)"; docs/architecture.md, "Compiled with mypyc").
 
 - ``LEADGATE_COMPILE=0`` builds the package as plain Python; the code is the same, only
   slower. Without a C compiler or Python's headers the build is plain Python too, with a
