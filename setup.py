@@ -72,9 +72,14 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def extensions_in_tree() -> list[Path]:
-    """The extension files a build left beside the sources (an in-place build's)."""
-    return [*PACKAGE.rglob("*.so"), *HERE.glob("*__mypyc*.so")]
+def remove_extensions(keep: set[str]) -> None:
+    """Removes the extensions an in-place build left beside the sources, but those of the
+    modules in ``keep`` (paths without ``.py``): none may shadow a source it was not built
+    from this time."""
+    for path in PACKAGE.rglob("*.so"):
+        module = path.relative_to(HERE).with_name(path.name.split(".")[0]).as_posix()
+        if module.removesuffix("__mypyc") not in keep:
+            path.unlink()
 
 
 def cannot_compile() -> str | None:
@@ -96,18 +101,13 @@ def ext_modules() -> list[object]:
         print(f"leadgate: {missing}: building plain Python (slower)", file=sys.stderr)
     if wanted == "0" or missing is not None:
         # Plain Python: no extension may shadow a source, no record claims one.
-        for path in extensions_in_tree():
-            path.unlink()
+        remove_extensions(keep=set())
         RECORD.unlink(missing_ok=True)
         return []
     from mypyc.build import mypycify
 
     # A module taken off the list must not keep running from an old extension.
-    listed = {path.removesuffix(".py") for path in COMPILED}
-    for path in PACKAGE.rglob("*.so"):
-        module = path.relative_to(HERE).with_name(path.name.split(".")[0]).as_posix()
-        if module.removesuffix("__mypyc") not in listed:
-            path.unlink()
+    remove_extensions(keep={path.removesuffix(".py") for path in COMPILED})
     RECORD.write_text(
         json.dumps(
             {path.removesuffix(".py"): digest(HERE / path) for path in COMPILED},

@@ -19,7 +19,7 @@ import importlib.machinery
 import importlib.util
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -46,16 +46,19 @@ def _extension(source: Path) -> Path | None:
     return None
 
 
-def compiled_modules(package: Path = PACKAGE) -> dict[str, Path]:
-    """The recorded modules that have an extension beside their source: module path ->
-    the extension file."""
-    root = package.parent
+def _with_extension(modules: Iterable[str], root: Path) -> dict[str, Path]:
     found = {}
-    for module in _record(package):
+    for module in modules:
         extension = _extension(root / f"{module}.py")
         if extension is not None:
             found[module] = extension
     return found
+
+
+def compiled_modules(package: Path = PACKAGE) -> dict[str, Path]:
+    """The recorded modules that have an extension beside their source: module path ->
+    the extension file."""
+    return _with_extension(_record(package), package.parent)
 
 
 def check_compiled(package: Path = PACKAGE) -> int:
@@ -63,7 +66,7 @@ def check_compiled(package: Path = PACKAGE) -> int:
     from; returns how many modules run compiled."""
     digests = _record(package)
     root = package.parent
-    compiled = compiled_modules(package)
+    compiled = _with_extension(digests, root)
     stale = [
         module
         for module in compiled

@@ -18,7 +18,7 @@ MAX_POSTAL_CODE_CHARS = 16
 # C0/C1 controls except tab, LF and CR (which are whitespace to us), lone surrogates (only
 # reachable through lax decoders) and the bidi embedding/override/isolate controls that make a
 # name display as something else in a CRM or a log viewer. Raw strings: `re` reads the escapes
-# (a literal lone surrogate cannot be compiled by mypyc, compiled-modules.txt).
+# (mypyc, setup.py, cannot compile a literal lone surrogate).
 _FORBIDDEN = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )

@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
+from support import run_sources
 
 import gateway
 from gateway.build import check_compiled, compiled_modules, use_build
@@ -78,30 +79,20 @@ def test_a_plain_python_build_has_nothing_to_check(tmp_path: Path) -> None:
     assert compiled_modules(tmp_path / "gateway") == {}
 
 
+#: Where a fresh interpreter's gateway runs from: how many modules compiled, and the files
+#: two of them came from.
 _WHERE = (
-    "import gateway, gateway.leads.parse as p, gateway.storage.redis as r; "
-    "print(gateway.COMPILED_MODULES, p.__file__, r.__file__)"
+    "import orjson, gateway, gateway.leads.parse as p, gateway.storage.redis as r; "
+    "print(orjson.dumps([gateway.COMPILED_MODULES, p.__file__, r.__file__]).decode())"
 )
-
-
-def _where(**env: str) -> tuple[int, str, str]:
-    done = subprocess.run(
-        [sys.executable, "-c", _WHERE],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
-    count, parse, redis = done.stdout.split()
-    return int(count), parse, redis
 
 
 def test_the_checkouts_build_runs_what_it_says() -> None:
     compiled = compiled_modules()
     assert len(compiled) == gateway.COMPILED_MODULES
 
-    count, parse, redis = _where()
+    done = subprocess.run([sys.executable, "-c", _WHERE], capture_output=True, check=True, cwd=ROOT)
+    count, parse, redis = orjson.loads(done.stdout)
 
     assert count == len(compiled)
     if "gateway/leads/parse" in compiled:  # `make setup` (LEADGATE_COMPILE=0: none)
@@ -112,7 +103,7 @@ def test_the_checkouts_build_runs_what_it_says() -> None:
 
 
 def test_leadgate_compiled_0_runs_the_sources() -> None:
-    count, parse, redis = _where(LEADGATE_COMPILED="0")
+    count, parse, redis = run_sources(_WHERE)
 
     assert count == 0
     assert parse == str(ROOT / "gateway" / "leads" / "parse.py")
